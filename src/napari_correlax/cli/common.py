@@ -1,0 +1,62 @@
+"""Options and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import CorrelaxError
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--precision``, ``--batch-size``, ``--threads``."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    group.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="autocast precision (float32 is exact; bfloat16 helps on GPUs and AMX CPUs)",
+    )
+    group.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def runtime_from(args: argparse.Namespace) -> Any:
+    """A :class:`Runtime` from the runtime options."""
+    from ..explain.runtime import Runtime
+
+    return Runtime(
+        device=args.device, precision=args.precision, batch_size=args.batch_size,
+        threads=args.threads,
+    )
+
+
+def existing_files(paths: Iterable[str]) -> list[Path]:
+    """Paths as given, each checked to exist (CorrelaxError names the first missing)."""
+    out = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise CorrelaxError("no such file", p)
+        out.append(p)
+    return out
+
+
+def run_with_progress(steps: Generator[Any, None, Any], label: str) -> Any:
+    """Drain a progress generator, drawing a one-line bar on stderr when it is a TTY."""
+    tty = sys.stderr.isatty()
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            if tty:
+                sys.stderr.write("\n")
+            return stop.value
+        if tty and event.total:
+            frac = event.done / event.total
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\r{label} {event.stage:<8} [{bar:<30}] {event.done}/{event.total}")
+            sys.stderr.flush()

@@ -1,0 +1,30 @@
+"""Sliding-window maps and their explanations (SPEC §6–8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .result import MapResult, load_result
+from .runtime import Progress, Runtime
+from .sliding import drain, predict, predict_steps
+
+__all__ = [
+    "MapResult",
+    "Progress",
+    "Runtime",
+    "drain",
+    "explain",
+    "explain_windows",
+    "load_result",
+    "predict",
+    "predict_steps",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # CorRELAX lives in its own module; imported on first use.
+    if name in ("explain", "explain_steps", "explain_windows"):
+        from . import correlax
+
+        return getattr(correlax, name)
+    raise AttributeError(name)

@@ -1,0 +1,181 @@
+"""The result of ``predict`` / ``explain``: maps on the window grid plus their geometry.
+
+Array names and shapes are part of the public contract (SPEC §12):
+
+- ``prediction`` (C, gy, gx): smoothed label probabilities.
+- ``correlation`` (C, gy, gx), ``product`` (C, gy, gx), ``distance`` (gy, gx),
+  ``masks_used`` (gy, gx), ``relevance`` (H, W) in original image pixels — only after
+  ``explain``.
+
+Geometry: ``window``, ``stride``, ``origin`` (row, col of window (0, 0)'s top-left in
+original image pixels), ``grid_shape``, ``image_shape``, ``spacing_mm`` and
+``window_mask`` (gy, gx; True where the window held enough tissue to be evaluated).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorrelaxError
+from ..files import atomic_write
+from ..windows import WindowGrid
+
+__all__ = ["MAP_NAMES", "MapResult", "load_result"]
+
+#: Optional arrays added by ``explain``, in save order.
+MAP_NAMES = ("correlation", "product", "distance", "masks_used", "relevance")
+
+
+@dataclass
+class MapResult:
+    """Per-label maps on a window grid (see module docstring for units and frames)."""
+
+    labels: list[str]
+    grid: WindowGrid
+    prediction: np.ndarray
+    window_mask: np.ndarray
+    spacing_mm: tuple[float, float] | None = None
+    correlation: np.ndarray | None = None
+    product: np.ndarray | None = None
+    distance: np.ndarray | None = None
+    masks_used: np.ndarray | None = None
+    relevance: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # -- geometry shortcuts (SPEC §12) -------------------------------------------------
+    @property
+    def window(self) -> int:
+        """Window side, pixels."""
+        return self.grid.window
+
+    @property
+    def stride(self) -> int:
+        """Window step, pixels."""
+        return self.grid.stride
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """Top-left ``(row, col)`` of window (0, 0) in original image pixels."""
+        return self.grid.origin
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the original image."""
+        return self.grid.image_shape
+
+    @property
+    def has_explanation(self) -> bool:
+        """True once CorRELAX maps are present."""
+        return self.correlation is not None
+
+    def label_index(self, label: str) -> int:
+        """Index of ``label`` in :attr:`labels` (CorrelaxError when unknown)."""
+        try:
+            return self.labels.index(label)
+        except ValueError:
+            raise CorrelaxError(f"label {label!r} is not one of {self.labels}") from None
+
+    def peak(self, name: str = "prediction", label: str | None = None) -> tuple[float, tuple[float, float]]:
+        """Maximum of a grid map and its location (window centre, original image pixels).
+
+        ``name`` is a grid map (``prediction``, ``correlation``, ``product``,
+        ``distance``); ``label`` picks the channel of per-label maps. Only windows in
+        ``window_mask`` compete; ties go to the first in row-major order.
+        """
+        values = getattr(self, name)
+        if values is None:
+            raise CorrelaxError(f"this result has no {name!r} map")
+        if values.ndim == 3:
+            if label is None:
+                raise CorrelaxError(f"map {name!r} is per label: name one of {self.labels}")
+            values = values[self.label_index(label)]
+        masked = np.where(self.window_mask, values, -np.inf)
+        if not np.isfinite(masked).any():
+            masked = values
+        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        centre = self.grid.centres()[i, j]
+        return float(values[i, j]), (float(centre[0]), float(centre[1]))
+
+    def maps(self) -> dict[str, np.ndarray]:
+        """All present arrays by their public name."""
+        out = {"prediction": self.prediction}
+        for name in MAP_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def layer_transform(self, in_mm: bool = True) -> tuple[tuple[float, float], tuple[float, float]]:
+        """napari ``(scale, translate)`` of grid maps; mm if ``in_mm`` and spacing is known."""
+        return self.grid.layer_transform(self.spacing_mm if in_mm else None)
+
+    # -- files -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a ``.npz`` (atomic) with the public array names plus the geometry."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
+        arrays: dict[str, Any] = dict(self.maps())
+        arrays.update(
+            window=np.int64(self.window),
+            stride=np.int64(self.stride),
+            origin=np.asarray(self.origin, dtype=np.int64),
+            grid_shape=np.asarray(self.grid.shape, dtype=np.int64),
+            image_shape=np.asarray(self.image_shape, dtype=np.int64),
+            spacing_mm=np.asarray(self.spacing_mm if self.spacing_mm else (np.nan, np.nan)),
+            window_mask=np.asarray(self.window_mask, dtype=bool),
+            labels=np.asarray(self.labels, dtype=str),
+            meta=np.asarray(json.dumps(self.meta, default=str)),
+        )
+
+        def write(fh: Any) -> None:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **arrays)
+            fh.write(buf.getvalue())
+
+        return atomic_write(path, write)
+
+
+def load_result(path: str | os.PathLike[str]) -> MapResult:
+    """Read a result written by :meth:`MapResult.save` (never unpickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorrelaxError("result file not found", path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise CorrelaxError(f"not a napari-correlax result ({exc})", path) from exc
+    required = ("prediction", "window", "stride", "origin", "grid_shape", "image_shape", "labels")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise CorrelaxError(f"result file lacks {', '.join(missing)}", path)
+    grid = WindowGrid(
+        int(data["window"]),
+        int(data["stride"]),
+        (int(data["origin"][0]), int(data["origin"][1])),
+        (int(data["grid_shape"][0]), int(data["grid_shape"][1])),
+        (int(data["image_shape"][0]), int(data["image_shape"][1])),
+    )
+    spacing = data.get("spacing_mm")
+    spacing_mm = None
+    if spacing is not None and np.all(np.isfinite(spacing)):
+        spacing_mm = (float(spacing[0]), float(spacing[1]))
+    meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    window_mask = data.get("window_mask", np.ones(grid.shape, dtype=bool))
+    return MapResult(
+        labels=[str(v) for v in data["labels"]],
+        grid=grid,
+        prediction=data["prediction"],
+        window_mask=window_mask.astype(bool),
+        spacing_mm=spacing_mm,
+        meta=meta,
+        **{name: data.get(name) for name in MAP_NAMES},
+    )

@@ -1,0 +1,117 @@
+"""Where and how the model runs: device, precision, threads, batching of windows.
+
+Shared by sliding-window prediction, CorRELAX and the CAM baselines so all of them
+feed the model the same way (channels_last, optional autocast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["Progress", "Runtime", "resolve_device"]
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+class Progress(NamedTuple):
+    """A progress event yielded by long computations: ``(stage, done, total)``."""
+
+    stage: str
+    done: int
+    total: int
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"``/None → ``cuda`` if available, else ``mps``, else ``cpu``."""
+    import torch
+
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from ..errors import CorrelaxError
+
+        raise CorrelaxError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+@dataclass
+class Runtime:
+    """How to run a model.
+
+    Attributes
+    ----------
+    device:
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"``.
+    precision:
+        ``"float32"`` (exact), ``"bfloat16"`` or ``"float16"`` (autocast; float16 only
+        on GPUs).
+    batch_size:
+        Windows per forward pass.
+    threads:
+        Torch intra-op threads for this computation (None: leave torch's setting).
+    """
+
+    device: str = "auto"
+    precision: str = "float32"
+    batch_size: int = 16
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            from ..errors import CorrelaxError
+
+            raise CorrelaxError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.batch_size < 1:
+            from ..errors import CorrelaxError
+
+            raise CorrelaxError("batch size must be at least 1")
+        self.device = resolve_device(self.device)
+
+    def prepare_model(self, model: Any) -> Any:
+        """Move ``model`` to the device in eval mode and channels_last layout."""
+        import torch
+
+        model.eval()
+        return model.to(self.device, memory_format=torch.channels_last)
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """``torch.inference_mode`` + autocast + thread count for the enclosed forwards."""
+        import torch
+
+        old_threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        dev_type = self.device.split(":")[0]
+        cast = (
+            torch.autocast(dev_type, dtype=getattr(torch, self.precision))
+            if self.precision != "float32"
+            else contextlib.nullcontext()
+        )
+        try:
+            with torch.inference_mode(), cast:
+                yield
+        finally:
+            if self.threads:
+                torch.set_num_threads(old_threads)
+
+    def to_input(self, model: Any, windows: np.ndarray) -> Any:
+        """``(B, S, S, 3)`` float32 [0, 1] windows → normalised ``(B, 3, S, S)`` tensor.
+
+        The NHWC numpy array viewed as NCHW is already channels_last in memory, so no
+        copy is made before the transfer to the device.
+        """
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).permute(0, 3, 1, 2)
+        x = x.to(self.device, non_blocking=True)
+        return model.normalize(x)

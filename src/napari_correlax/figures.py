@@ -1,0 +1,97 @@
+"""Static figures (PNG) of maps over the mammogram, for the CLI and exports.
+
+Matplotlib with the Agg backend; no GUI. Grid maps are drawn with an ``extent`` that
+puts cell ``(i, j)`` on its window centre, exactly as the napari layers do.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .files import atomic_write_bytes
+
+__all__ = ["DIVERGING", "grid_extent", "save_overlay"]
+
+#: Maps centred on 0 get a diverging colormap with symmetric limits.
+DIVERGING = ("correlation", "product", "distance")
+
+
+def grid_extent(result: Any) -> tuple[float, float, float, float]:
+    """``(left, right, bottom, top)`` of a grid map in image pixels (matplotlib ``extent``)."""
+    (sy, sx), (ty, tx) = result.grid.layer_transform(None)
+    gy, gx = result.grid.shape
+    return (tx - sx / 2, tx + sx * (gx - 0.5), ty + sy * (gy - 0.5), ty - sy / 2)
+
+
+def save_overlay(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    result: Any,
+    *,
+    maps: Sequence[str] = ("prediction",),
+    labels: Sequence[str] | None = None,
+    boxes: Sequence[tuple[str, float, float, float, float]] = (),
+    alpha: float = 0.45,
+    panel_inches: float = 3.0,
+) -> Path:
+    """One panel per (map, label) of ``result`` over ``pixels`` (H×W, [0, 1]); PNG, atomic.
+
+    ``boxes`` are ``(label, xmin, ymin, xmax, ymax)`` in image pixels, drawn on the panels
+    of their label. Label-free maps (``distance``) get one panel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    labels = list(labels) if labels is not None else list(result.labels)
+    panels: list[tuple[str, str | None]] = []
+    for name in maps:
+        values = getattr(result, name, None)
+        if values is None:
+            continue
+        if values.ndim == 3:
+            panels += [(name, lab) for lab in labels]
+        else:
+            panels.append((name, None))
+    n = max(len(panels), 1)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    h, w = pixels.shape
+    aspect = h / max(w, 1)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(panel_inches * cols, panel_inches * aspect * rows + 0.4), squeeze=False
+    )
+    extent = grid_extent(result)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (name, lab) in zip(axes.ravel(), panels):
+        values = getattr(result, name)
+        data = values[result.label_index(lab)] if lab is not None else values
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1, interpolation="lanczos")
+        if name == "relevance":
+            im = ax.imshow(data, cmap="inferno", alpha=alpha)
+        elif name in DIVERGING:
+            lim = float(np.nanmax(np.abs(data))) or 1.0
+            im = ax.imshow(data, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=alpha, extent=extent)
+        else:
+            vmax = 1.0 if name == "prediction" else float(np.nanmax(data)) or 1.0
+            im = ax.imshow(data, cmap="magma", vmin=0, vmax=vmax, alpha=alpha, extent=extent)
+        for box_label, x0, y0, x1, y1 in boxes:
+            if lab is None or box_label == lab:
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1))
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_title(f"{lab} · {name}" if lab else name, fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,122 @@
+"""Classifier checkpoints: safetensors weights + JSON metadata (SPEC §4).
+
+A checkpoint is one ``.safetensors`` file. Its header's metadata holds, under the key
+``"napari_correlax"``, a JSON document with the model config (backbone, labels, input
+size, normalisation, preprocessing) and free-form training information (config,
+metrics, model card). ``save_checkpoint`` also writes the same JSON beside it as
+``<name>.json`` so people and other tools can read it; loading only trusts the header.
+Nothing here unpickles anything.
+
+Loaded models are cached by (resolved path, modification time, device) so running
+on the next image does not reload weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import CorrelaxError
+from ..files import atomic_write_bytes
+
+__all__ = ["DEMO_CHECKPOINT", "load_classifier", "read_metadata", "save_checkpoint"]
+
+FORMAT = "napari-correlax-classifier"
+META_KEY = "napari_correlax"
+DEMO_CHECKPOINT = Path(__file__).parent / "demo" / "demo.safetensors"
+#: Environment variable naming the checkpoint used when no path is given.
+MODEL_ENV = "CORRELAX_MODEL"
+
+_cache: dict[tuple[str, float, str], Any] = {}
+_cache_lock = threading.Lock()
+
+
+def save_checkpoint(model: Any, path: str | os.PathLike[str], info: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (a :class:`Classifier`) to ``path`` (``.safetensors`` added if missing).
+
+    ``info`` (JSON-able: training config, metrics, model card text) is stored with the
+    config. Returns the path written.
+    """
+    from safetensors.torch import save
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    doc = {"format": FORMAT, "version": 1, "config": model.config(), "info": info or {}}
+    text = json.dumps(doc, indent=2, sort_keys=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(state, metadata={META_KEY: text}))
+    atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
+    return path
+
+
+def _resolve(path: str | os.PathLike[str] | None) -> Path:
+    if path is None:
+        env = os.environ.get(MODEL_ENV)
+        path = env if env else DEMO_CHECKPOINT
+    p = Path(path).expanduser()
+    if p.is_dir():
+        found = sorted(p.glob("*.safetensors"))
+        best = [f for f in found if f.stem == "best"]
+        if not found:
+            raise CorrelaxError("folder holds no .safetensors checkpoint", p)
+        p = best[0] if best else found[0]
+    if not p.is_file():
+        raise CorrelaxError("checkpoint file not found", p)
+    return p
+
+
+def read_metadata(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The JSON document stored in a checkpoint's header (``config`` and ``info``)."""
+    p = _resolve(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as exc:
+        raise CorrelaxError(f"not a safetensors checkpoint ({exc})", p) from exc
+    if META_KEY not in meta:
+        raise CorrelaxError("safetensors file has no napari-correlax metadata", p)
+    try:
+        doc = json.loads(meta[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise CorrelaxError(f"checkpoint metadata is not valid JSON ({exc})", p) from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "config" not in doc:
+        raise CorrelaxError("checkpoint metadata is not a napari-correlax classifier", p)
+    return doc
+
+
+def load_classifier(path: str | os.PathLike[str] | None = None, device: str = "cpu") -> Any:
+    """Load a :class:`Classifier` in eval mode; no path gives the shipped demo model.
+
+    ``path`` may be a ``.safetensors`` file or a folder holding one (``best`` preferred).
+    The ``CORRELAX_MODEL`` environment variable replaces the demo model as default.
+    """
+    p = _resolve(path)
+    key = (str(p.resolve()), p.stat().st_mtime, str(device))
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    doc = read_metadata(p)
+    from safetensors.torch import load_file
+
+    from .classifier import Classifier
+
+    try:
+        model = Classifier.from_config(doc["config"])
+        state = load_file(str(p))
+        model.load_state_dict(state, strict=True)
+    except CorrelaxError as exc:
+        raise CorrelaxError(exc.reason, p) from exc
+    except Exception as exc:
+        raise CorrelaxError(f"weights do not match the stored config ({exc})", p) from exc
+    model.checkpoint_path = str(p)
+    model.checkpoint_info = doc.get("info", {})
+    model.eval().to(device)
+    with _cache_lock:
+        _cache[key] = model
+    return model

@@ -1,0 +1,206 @@
+"""Sliding-window geometry (SPEC §6): the one place that knows where windows are.
+
+Coordinates are ``(row, col)`` in pixels of the *original* image unless a name says
+otherwise. A window is a ``window × window`` square; window ``(i, j)`` of a grid
+covers the half-open pixel ranges
+
+    rows  [origin_y + i·stride, origin_y + i·stride + window)
+    cols  [origin_x + j·stride, origin_x + j·stride + window)
+
+Edge policy (SPEC §6 "pad or shift"): **pad**. The grid is the smallest one with a
+uniform stride whose windows cover the region of interest; the overhang (span of
+the grid minus the ROI size) is split evenly before and after the ROI, so the grid
+is centred on the breast. Pixels that fall outside the image are read as 0 (the
+black background of a mammogram). Every cell of a map therefore sits on a regular
+lattice, which is what napari's ``scale``/``translate`` can express exactly.
+
+The aggregation kernel (SPEC §6) has offsets ``k·stride`` for integer ``k`` with
+``|k·stride| ≤ window/2`` — symmetric and including 0 — and weights
+``IoU(window, window shifted by (dy, dx))`` normalised to sum 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["WindowGrid", "iou_kernel", "smooth_map"]
+
+
+def iou_kernel(window: int, stride: int) -> np.ndarray:
+    """Normalised IoU aggregation kernel, shape ``(2K+1, 2K+1)``, ``K = ⌊window / 2 / stride⌋``.
+
+    Entry ``[K + k, K + l]`` is the IoU of the centre window and the window shifted by
+    ``(k·stride, l·stride)`` pixels, divided by the sum over all entries.
+    """
+    if window <= 0 or stride <= 0:
+        raise ValueError("window and stride must be positive")
+    half = (window // 2) // stride
+    steps = np.arange(-half, half + 1) * stride
+    inter = (window - np.abs(steps))[:, None] * (window - np.abs(steps))[None, :]
+    iou = inter / (2.0 * window * window - inter)
+    return (iou / iou.sum()).astype(np.float64)
+
+
+def smooth_map(values: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``conv2d(values, kernel)`` with zero 'same' padding over the last two axes.
+
+    ``values`` is ``(..., gy, gx)`` on the window grid; the result has the same shape
+    and dtype float32. The kernel is symmetric, so correlation and convolution agree.
+    """
+    from scipy.ndimage import correlate
+
+    arr = np.asarray(values, dtype=np.float64)
+    k = kernel.reshape((1,) * (arr.ndim - 2) + kernel.shape)
+    out = correlate(arr, k, mode="constant", cval=0.0)
+    return out.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """A regular grid of square windows in original-image pixel coordinates.
+
+    Attributes
+    ----------
+    window, stride:
+        Window side and step, pixels.
+    origin:
+        ``(row, col)`` of the top-left pixel of window ``(0, 0)``; may be negative
+        (the window then overhangs the image and reads zeros there).
+    shape:
+        ``(gy, gx)``, number of windows along rows and columns.
+    image_shape:
+        ``(H, W)`` of the original image.
+    """
+
+    window: int
+    stride: int
+    origin: tuple[int, int]
+    shape: tuple[int, int]
+    image_shape: tuple[int, int]
+
+    @classmethod
+    def covering(
+        cls,
+        image_shape: tuple[int, int],
+        roi: tuple[int, int, int, int] | None = None,
+        *,
+        window: int = 256,
+        stride: int = 48,
+    ) -> WindowGrid:
+        """The smallest centred grid whose windows cover ``roi = (y0, x0, y1, x1)``.
+
+        ``roi`` is half-open in original pixels (default: the whole image).
+        """
+        if window <= 0 or stride <= 0:
+            raise ValueError("window and stride must be positive")
+        h_img, w_img = int(image_shape[0]), int(image_shape[1])
+        y0, x0, y1, x1 = roi if roi is not None else (0, 0, h_img, w_img)
+        counts, starts = [], []
+        for lo, hi in ((y0, y1), (x0, x1)):
+            size = max(int(hi) - int(lo), 1)
+            n = 1 if size <= window else math.ceil((size - window) / stride) + 1
+            overhang = (n - 1) * stride + window - size
+            counts.append(n)
+            starts.append(int(lo) - overhang // 2)
+        return cls(window, stride, (starts[0], starts[1]), (counts[0], counts[1]), (h_img, w_img))
+
+    @property
+    def n_windows(self) -> int:
+        """Number of windows in the grid."""
+        return self.shape[0] * self.shape[1]
+
+    def corners(self) -> np.ndarray:
+        """``(gy, gx, 2)`` int array of each window's top-left ``(row, col)`` in image pixels."""
+        iy = self.origin[0] + self.stride * np.arange(self.shape[0])
+        ix = self.origin[1] + self.stride * np.arange(self.shape[1])
+        return np.stack(np.meshgrid(iy, ix, indexing="ij"), axis=-1)
+
+    def centres(self) -> np.ndarray:
+        """``(gy, gx, 2)`` float array of window centres in image pixel coordinates.
+
+        Pixel ``r`` is centred at coordinate ``r`` (napari's convention), so a window
+        covering pixels ``a … a+window-1`` is centred at ``a + (window-1)/2``.
+        """
+        return self.corners() + (self.window - 1) / 2.0
+
+    def kernel(self) -> np.ndarray:
+        """The SPEC §6 IoU kernel for this grid's window and stride."""
+        return iou_kernel(self.window, self.stride)
+
+    def smooth(self, values: np.ndarray) -> np.ndarray:
+        """Apply the IoU kernel to ``(..., gy, gx)`` values (see :func:`smooth_map`)."""
+        return smooth_map(values, self.kernel())
+
+    def layer_transform(
+        self, spacing_mm: tuple[float, float] | None = None
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """``(scale, translate)`` that put map cell ``(i, j)`` on window ``(i, j)``'s centre.
+
+        In image pixels when ``spacing_mm`` is None, in millimetres otherwise (use the
+        same spacing as the image layer's ``scale``).
+        """
+        sy, sx = spacing_mm if spacing_mm is not None else (1.0, 1.0)
+        c = (self.window - 1) / 2.0
+        scale = (self.stride * sy, self.stride * sx)
+        translate = ((self.origin[0] + c) * sy, (self.origin[1] + c) * sx)
+        return scale, translate
+
+    def padded(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Zero-pad ``image`` (H×W or H×W×ch) so every window is an in-bounds slice.
+
+        Returns the padded array and the ``(row, col)`` offset to add to image
+        coordinates to index it.
+        """
+        h, w = image.shape[:2]
+        gy, gx = self.shape
+        top = max(0, -self.origin[0])
+        left = max(0, -self.origin[1])
+        bottom = max(0, self.origin[0] + (gy - 1) * self.stride + self.window - h)
+        right = max(0, self.origin[1] + (gx - 1) * self.stride + self.window - w)
+        pad = [(top, bottom), (left, right)] + [(0, 0)] * (image.ndim - 2)
+        if top or bottom or left or right:
+            image = np.pad(image, pad, mode="constant")
+        return image, (top, left)
+
+    def fraction_inside(self, mask: np.ndarray) -> np.ndarray:
+        """``(gy, gx)`` fraction of each window's pixels that are True in ``mask`` (H×W)."""
+        padded, (oy, ox) = self.padded(mask.astype(np.float64))
+        integral = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1))
+        integral[1:, 1:] = padded.cumsum(0).cumsum(1)
+        c = self.corners()
+        y0 = c[..., 0] + oy
+        x0 = c[..., 1] + ox
+        y1, x1 = y0 + self.window, x0 + self.window
+        total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+        return total / float(self.window * self.window)
+
+    def cell_of(self, row: float, col: float) -> tuple[int, int]:
+        """Grid cell whose window centre is nearest to image point ``(row, col)`` (clipped)."""
+        c = (self.window - 1) / 2.0
+        i = round((row - self.origin[0] - c) / self.stride)
+        j = round((col - self.origin[1] - c) / self.stride)
+        return (min(max(i, 0), self.shape[0] - 1), min(max(j, 0), self.shape[1] - 1))
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly description (used in saved results)."""
+        return {
+            "window": self.window,
+            "stride": self.stride,
+            "origin": list(self.origin),
+            "shape": list(self.shape),
+            "image_shape": list(self.image_shape),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> WindowGrid:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            int(d["window"]),  # type: ignore[arg-type]
+            int(d["stride"]),  # type: ignore[arg-type]
+            tuple(int(v) for v in d["origin"]),  # type: ignore[union-attr]
+            tuple(int(v) for v in d["shape"]),  # type: ignore[union-attr]
+            tuple(int(v) for v in d["image_shape"]),  # type: ignore[union-attr]
+        )

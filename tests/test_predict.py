@@ -1,0 +1,128 @@
+"""Sliding-window prediction against a brute-force loop (SPEC §6, §12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_correlax.errors import CorrelaxError
+from napari_correlax.explain import load_result, predict, predict_steps
+from napari_correlax.models.classifier import Classifier
+from napari_correlax.preprocess import breast_roi, fuse_channels
+from napari_correlax.windows import iou_kernel
+
+
+def ellipse_image(h=300, w=220, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    inside = ((yy - h / 2) / (h * 0.42)) ** 2 + ((xx - 10) / (w * 0.8)) ** 2 < 1
+    img = np.where(inside, 0.5 + 0.2 * rng.random((h, w)), 0.0)
+    return (img / img.max()).astype(np.float32)  # already min-max scaled, as read_mammogram gives
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return Classifier("tiny", ["No Finding", "Mass", "Calc"], input_size=64).eval()
+
+
+def brute_force_maps(img, model, stride, min_tissue):
+    fused = fuse_channels(img)
+    roi = breast_roi(img)
+    y0, x0, y1, x1 = roi.box
+    s = model.input_size
+
+    def axis(lo, hi):
+        size = hi - lo
+        n = 1 if size <= s else int(np.ceil((size - s) / stride)) + 1
+        over = (n - 1) * stride + s - size
+        return [lo - over // 2 + k * stride for k in range(n)]
+
+    rows, cols = axis(y0, y1), axis(x0, x1)
+    raw = np.zeros((len(model.labels), len(rows), len(cols)), np.float32)
+    evaluated = np.zeros((len(rows), len(cols)), bool)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            win = np.zeros((s, s, 3), np.float32)
+            tissue = 0
+            for y in range(s):
+                yy = r + y
+                if not 0 <= yy < img.shape[0]:
+                    continue
+                lo, hi = max(c, 0), min(c + s, img.shape[1])
+                if hi > lo:
+                    win[y, lo - c : hi - c] = fused[yy, lo:hi]
+                    tissue += roi.mask[yy, lo:hi].sum()
+            if tissue / (s * s) < min_tissue:
+                continue
+            evaluated[i, j] = True
+            x = torch.from_numpy(win).permute(2, 0, 1)[None]
+            with torch.no_grad():
+                raw[:, i, j] = model(model.normalize(x))[0].numpy()
+    k = iou_kernel(s, stride)
+    rad = k.shape[0] // 2
+    smooth = np.zeros_like(raw)
+    for c in range(raw.shape[0]):
+        padded = np.pad(raw[c], rad)
+        for i in range(raw.shape[1]):
+            for j in range(raw.shape[2]):
+                smooth[c, i, j] = (padded[i : i + 2 * rad + 1, j : j + 2 * rad + 1] * k).sum()
+    return rows[0], cols[0], smooth, evaluated
+
+
+def test_prediction_maps_equal_brute_force_loop(tiny):
+    img = ellipse_image()
+    result = predict(img, tiny, stride=16, batch_size=7, device="cpu", min_tissue=0.2)
+    r0, c0, expected, evaluated = brute_force_maps(img, tiny, 16, 0.2)
+    assert result.origin == (r0, c0)
+    assert result.window == 64 and result.stride == 16
+    np.testing.assert_array_equal(result.window_mask, evaluated)
+    np.testing.assert_allclose(result.prediction, expected, atol=2e-5)
+    assert result.prediction.shape == (3, *result.grid.shape)
+    assert 0 < evaluated.sum() < evaluated.size  # some background windows were skipped
+
+
+def test_progress_events_count_windows(tiny):
+    steps = predict_steps(ellipse_image(), tiny, stride=24, batch_size=5, device="cpu")
+    events = []
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    windows = [e for e in events if e.stage == "window"]
+    assert windows[0].done == 0
+    assert windows[-1].done == windows[-1].total == int(result.window_mask.sum())
+    assert all(b.done >= a.done for a, b in zip(windows, windows[1:]))
+
+
+def test_result_saves_public_names_and_reloads(tiny, tmp_path):
+    result = predict(ellipse_image(), tiny, stride=32, device="cpu")
+    path = result.save(tmp_path / "r.npz")
+    with np.load(path) as z:
+        assert {"prediction", "window", "stride", "origin"} <= set(z.files)
+        assert not {"correlation", "relevance"} & set(z.files)
+    back = load_result(path)
+    np.testing.assert_array_equal(back.prediction, result.prediction)
+    assert back.grid == result.grid and back.labels == result.labels
+    assert back.meta["windows_evaluated"] == result.meta["windows_evaluated"]
+
+
+def test_peak_reports_window_centre_in_image_pixels(tiny):
+    result = predict(ellipse_image(), tiny, stride=32, device="cpu")
+    result.prediction[:] = 0
+    result.prediction[1, 2, 1] = 0.9
+    result.window_mask[2, 1] = True
+    value, (row, col) = result.peak("prediction", "Mass")
+    assert value == pytest.approx(0.9)
+    assert row == pytest.approx(result.origin[0] + 2 * 32 + 31.5)
+    assert col == pytest.approx(result.origin[1] + 1 * 32 + 31.5)
+
+
+def test_bad_arrays_are_rejected(tiny):
+    with pytest.raises(CorrelaxError):
+        predict(np.zeros((4, 4, 3)), tiny)
+    with pytest.raises(CorrelaxError):
+        predict(np.full((80, 80), np.nan), tiny)
