@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: demo model")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--stride", type=int, default=48, help="window step in pixels (default 48)")
-    p.add_argument("--labels", nargs="*", default=None, help="labels drawn in the PNG (default all)")
+    p.add_argument("--labels", nargs="*", default=None, help="labels drawn in the PNG (all)")
     add_runtime_options(p)
     p.set_defaults(func=run)
 
@@ -76,9 +76,8 @@ def run(args: argparse.Namespace) -> int:
         stem = args.out / path.stem
         result.save(stem.with_suffix(".npz"))
         save_overlay(stem.with_suffix(".png"), mammo.pixels, result, labels=args.labels)
-        atomic_write_text(
-            stem.with_suffix(".json"), json.dumps(summary(path, mammo, result), indent=2, default=str)
-        )
+        doc = summary(path, mammo, result)
+        atomic_write_text(stem.with_suffix(".json"), json.dumps(doc, indent=2, default=str))
         print(f"{path}: {result.meta['windows_evaluated']} windows in "
               f"{result.meta['seconds_predict']} s -> {stem}.npz")
     return 2 if failures else 0
