@@ -1,0 +1,1 @@
+"""napari contributions: everything here may import napari or Qt; nothing else does."""

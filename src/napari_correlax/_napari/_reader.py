@@ -1,0 +1,98 @@
+"""napari reader contribution for mammograms (SPEC §1).
+
+``napari.yaml`` points at :func:`napari_get_reader`. It only decides, quickly
+and without ever raising, whether the path(s) look like something
+:func:`~napari_correlax.io.read_mammogram` reads; the returned reader does the
+work and raises :class:`~napari_correlax.errors.CorrelaxError` (shown by
+napari as an error notification) for a file that turns out unreadable. All
+files are read before any layer data is returned, so a bad file in a list
+never leaves half of the layers behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_correlax.io.image import (
+    SUPPORTED_SUFFIXES,
+    Mammogram,
+    has_dicom_preamble,
+    read_mammogram,
+)
+
+PathOrPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """Return :func:`read_layers` if every path is a readable-looking image, else None.
+
+    A path qualifies by its suffix (:data:`~napari_correlax.io.SUPPORTED_SUFFIXES`,
+    any case) or, whatever its name, by a DICOM ``DICM`` preamble. Folders never
+    qualify. Never raises.
+    """
+    try:
+        paths = _as_list(path)
+        if paths and all(_looks_supported(p) for p in paths):
+            return read_layers
+    except Exception:
+        return None
+    return None
+
+
+def read_layers(path: PathOrPaths) -> list[LayerData]:
+    """Read one file or a list of files into napari image layer data.
+
+    Each layer is ``(pixels, kwargs, "image")`` with pixels float32 H×W in
+    [0, 1], ``scale`` the (row, col) pixel spacing in mm (``(1, 1)`` when
+    unknown, i.e. pixel units), ``contrast_limits`` from the DICOM window
+    (``(0, 1)`` when absent) and the :class:`~napari_correlax.io.Mammogram`
+    metadata under ``metadata["mammogram"]``.
+
+    Raises
+    ------
+    CorrelaxError
+        If any file cannot be read; then no layer is returned.
+    """
+    mammograms = [read_mammogram(p) for p in _as_list(path)]
+    return [layer_data(m) for m in mammograms]
+
+
+def layer_data(mammogram: Mammogram) -> LayerData:
+    """napari ``LayerData`` tuple for one :class:`~napari_correlax.io.Mammogram`."""
+    spacing = mammogram.spacing_mm
+    limits = mammogram.meta.get("contrast_limits")
+    kwargs = {
+        "name": mammogram.name or "mammogram",
+        "scale": tuple(spacing) if spacing is not None else (1.0, 1.0),
+        "contrast_limits": tuple(limits) if limits is not None else (0.0, 1.0),
+        "colormap": "gray",
+        "metadata": {
+            "mammogram": mammogram.meta,
+            "path": mammogram.path,
+            "spacing_mm": spacing,
+        },
+    }
+    return (mammogram.pixels, kwargs, "image")
+
+
+def _as_list(path: Any) -> list[str]:
+    if isinstance(path, (str, os.PathLike)):
+        return [os.fspath(path)]
+    if isinstance(path, (list, tuple)):
+        return [os.fspath(p) for p in path]
+    raise TypeError(f"not a path or list of paths: {type(path).__name__}")
+
+
+def _looks_supported(path: str) -> bool:
+    if not isinstance(path, str) or not path:
+        return False
+    candidate = Path(path)
+    if candidate.is_dir():
+        return False
+    if candidate.suffix.lower() in SUPPORTED_SUFFIXES:
+        return True
+    return has_dicom_preamble(candidate)
