@@ -1,0 +1,457 @@
+"""The "Train classifier" dock: runs ``correlax train`` in a child process and watches it.
+
+Training happens in a separate Python process (``python -m napari_correlax.cli train
+... --progress json``) started with ``QProcess``, so a crash or an out-of-memory kill
+there never takes napari down, and the event loop never waits on it. The child prints
+one JSON object per line (see :class:`~napari_correlax.train.TrainEvent`); the dock
+turns them into a progress bar, a status line and a plot of the training / validation
+loss and the validation F1 per epoch. Stop sends SIGTERM (the run keeps every finished
+epoch; Start on the same output folder resumes it) and kills the process if it has not
+exited 10 s later. When a best checkpoint exists, "Use in analysis" hands it to the
+CorRELAX analysis dock (opened if needed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.ticker import MaxNLocator
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+log = logging.getLogger(__name__)
+
+#: Seconds between Stop's SIGTERM and a hard kill.
+STOP_GRACE_S = 10
+
+
+@dataclass
+class TrainRequest:
+    """What the dock passes to ``correlax train`` (copied out of the widgets)."""
+
+    data: str
+    out: str
+    backbone: str = "efficientnet_v2_s"
+    epochs: int = 50
+    batch_size: int = 48
+    pretrained: str = ""
+    device: str = "auto"
+    fresh: bool = False
+
+    def command(self) -> list[str]:
+        """The child process's argv (``sys.executable`` first)."""
+        argv = [
+            sys.executable,
+            "-m",
+            "napari_correlax.cli",
+            "train",
+            self.data,
+            "--out",
+            self.out,
+            "--backbone",
+            self.backbone,
+            "--epochs",
+            str(self.epochs),
+            "--batch-size",
+            str(self.batch_size),
+            "--device",
+            self.device,
+            "--progress",
+            "json",
+        ]
+        if self.pretrained:
+            argv += ["--pretrained", self.pretrained]
+        if self.fresh:
+            argv.append("--fresh")
+        return argv
+
+
+def _backbones() -> list[str]:
+    from ..models.classifier import BACKBONES
+
+    return list(BACKBONES)
+
+
+class TrainingWidget(QWidget):
+    """Dock widget: data set, backbone, epochs, batch, weights, output; Start/Stop; plot."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._process: QProcess | None = None
+        self._stopping = False
+        self._buffer = b""
+        self._stderr: list[str] = []
+        self.history: list[dict[str, Any]] = []
+        self.best_checkpoint: str | None = None
+        #: More ``correlax train`` options passed as given (``["--input-size", "128"]``).
+        self.extra_args: list[str] = []
+
+        self.data_edit, data_row = self._path_row(
+            "folder with finding_annotations.csv", self._browse_data
+        )
+        self.backbone_combo = QComboBox()
+        self.backbone_combo.addItems(_backbones())
+        self.backbone_combo.setCurrentText("efficientnet_v2_s")
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 10_000)
+        self.epochs_spin.setValue(50)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 4096)
+        self.batch_spin.setValue(48)
+        self.pretrained_edit, pretrained_row = self._path_row(
+            "optional: backbone weights (.safetensors/.pth)", self._browse_pretrained
+        )
+        self.out_edit, out_row = self._path_row(
+            "run folder (resumed if it holds a run)", self._browse_out
+        )
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.fresh_check = QCheckBox("start over (ignore a run in the output folder)")
+
+        form = QFormLayout()
+        form.addRow("Data", data_row)
+        form.addRow("Backbone", self.backbone_combo)
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Batch", self.batch_spin)
+        form.addRow("Pretrained", pretrained_row)
+        form.addRow("Output", out_row)
+        form.addRow("Device", self.device_combo)
+        form.addRow("", self.fresh_check)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(lambda: self.start())
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.clicked.connect(lambda: self.stop())
+        self.use_button = QPushButton("Use in analysis")
+        self.use_button.setEnabled(False)
+        self.use_button.setToolTip("open the best checkpoint in the CorRELAX analysis dock")
+        self.use_button.clicked.connect(lambda: self.use_in_analysis())
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.stop_button, self.use_button):
+            buttons.addWidget(b)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status_label = QLabel("idle")
+        self.status_label.setWordWrap(True)
+
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 4), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(260)
+        self.loss_ax, self.f1_ax = self.figure.subplots(2, 1, sharex=True)
+        self._draw()
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.canvas)
+        layout.addStretch(1)
+
+    # -- form helpers --------------------------------------------------------------------
+    def _path_row(self, placeholder: str, browse: Any) -> tuple[QLineEdit, QWidget]:
+        edit = QLineEdit()
+        edit.setPlaceholderText(placeholder)
+        button = QPushButton("…")
+        button.setMaximumWidth(32)
+        button.clicked.connect(lambda: browse())
+        row = QWidget()
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(edit)
+        box.addWidget(button)
+        return edit, row
+
+    def _browse_data(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "VinDr-Mammo data folder")
+        if path:
+            self.data_edit.setText(path)
+            if not self.out_edit.text():
+                self.out_edit.setText(str(Path(path).parent / "correlax-run"))
+
+    def _browse_pretrained(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Backbone weights", "", "Weights (*.safetensors *.pth *.pt);;All files (*)"
+        )
+        if path:
+            self.pretrained_edit.setText(path)
+
+    def _browse_out(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Run folder")
+        if path:
+            self.out_edit.setText(path)
+
+    def request(self) -> TrainRequest:
+        """The current settings."""
+        return TrainRequest(
+            data=self.data_edit.text().strip(),
+            out=self.out_edit.text().strip(),
+            backbone=self.backbone_combo.currentText(),
+            epochs=self.epochs_spin.value(),
+            batch_size=self.batch_spin.value(),
+            pretrained=self.pretrained_edit.text().strip(),
+            device=self.device_combo.currentText(),
+            fresh=self.fresh_check.isChecked(),
+        )
+
+    # -- process -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True while the training process is alive."""
+        return self._process is not None
+
+    def start(self) -> None:
+        """Start ``correlax train`` with the dock's settings (plus :attr:`extra_args`)."""
+        if self.running:
+            return
+        req = self.request()
+        if not req.data or not Path(req.data).is_dir():
+            show_error(f"data folder not found: {req.data or '(none given)'}")
+            return
+        if not req.out:
+            show_error("choose an output folder for the run")
+            return
+        argv = req.command() + list(self.extra_args)
+        # "start over" applies to this start only; Stop then Start must resume, not restart.
+        self.fresh_check.setChecked(False)
+        self.history = self._previous_history(req)
+        self.best_checkpoint = None
+        self.use_button.setEnabled(False)
+        self._buffer, self._stderr, self._stopping = b"", [], False
+        proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        proc.setProcessEnvironment(env)
+        proc.readyReadStandardOutput.connect(self._read_stdout)
+        proc.readyReadStandardError.connect(self._read_stderr)
+        proc.finished.connect(self._finished)
+        proc.errorOccurred.connect(self._process_error)
+        self._process = proc
+        self._set_running(True)
+        self._status("starting…")
+        self._draw()
+        proc.start(argv[0], argv[1:])
+
+    def stop(self) -> None:
+        """Ask the training process to stop; kill it after :data:`STOP_GRACE_S` seconds."""
+        proc = self._process
+        if proc is None:
+            return
+        self._stopping = True
+        self._status("stopping… (finished epochs are kept; Start resumes)")
+        proc.terminate()
+        QTimer.singleShot(STOP_GRACE_S * 1000, lambda: self._kill_if_alive(proc))
+
+    def _kill_if_alive(self, proc: QProcess) -> None:
+        if self._process is proc and proc.state() != QProcess.ProcessState.NotRunning:
+            proc.kill()
+
+    def _previous_history(self, req: TrainRequest) -> list[dict[str, Any]]:
+        """Epochs already in the run folder's ``metrics.jsonl`` (a resumed run)."""
+        log_file = Path(req.out) / "metrics.jsonl"
+        if req.fresh or not log_file.is_file():
+            return []
+        rows = []
+        for line in log_file.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return rows
+
+    def _read_stdout(self) -> None:
+        if self._process is None:
+            return
+        self._buffer += bytes(self._process.readAllStandardOutput())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for raw in lines:
+            text = raw.decode("utf-8", "replace").strip()
+            if not text.startswith("{"):
+                continue
+            try:
+                event = json.loads(text)
+            except ValueError:
+                continue
+            self.handle_event(event)
+
+    def _read_stderr(self) -> None:
+        if self._process is None:
+            return
+        text = bytes(self._process.readAllStandardError()).decode("utf-8", "replace")
+        self._stderr = (self._stderr + [x for x in text.splitlines() if x.strip()])[-40:]
+
+    def _process_error(self, error: Any) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self._status("could not start the training process")
+            show_error(f"could not start {sys.executable} for training")
+            self._cleanup()
+
+    def _finished(self, code: int, status: Any) -> None:
+        self._read_stdout()
+        self._read_stderr()
+        crashed = status == QProcess.ExitStatus.CrashExit
+        if self._stopping:
+            self._status(f"stopped after epoch {self._last_epoch()}; Start resumes the run")
+        elif code == 0 and not crashed:
+            self._status(f"finished: best epoch {self._best_epoch()} → {self.best_checkpoint}")
+            show_info("training finished")
+        else:
+            reason = self._stderr[-1] if self._stderr else ""
+            if crashed:
+                reason = "the training process was killed (out of memory?) " + reason
+            self._status(f"failed (exit {code}): {reason}")
+            show_error(f"training failed: {reason or f'exit status {code}'}")
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        proc, self._process = self._process, None
+        if proc is not None:
+            proc.deleteLater()
+        self._set_running(False)
+        self._refresh_best()
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+    # -- events --------------------------------------------------------------------------
+    def handle_event(self, event: dict[str, Any]) -> None:
+        """Update progress, status and plot from one JSON event of ``correlax train``."""
+        kind = event.get("event")
+        done, total = int(event.get("done", 0)), max(int(event.get("total", 1)), 1)
+        if kind == "start":
+            self._status(
+                f"{event['train_samples']} training samples, {event['val_samples']} validation "
+                f"samples on {event['device']}"
+            )
+        elif kind == "cache":
+            self._progress(done, total, "caching images %v/%m")
+        elif kind == "batch":
+            self._progress(
+                done,
+                total,
+                f"epoch {event['epoch']}/{event['epochs']}: batch %v/%m (loss {event['loss']:.4f})",
+            )
+        elif kind == "epoch":
+            self.history = [h for h in self.history if h.get("epoch") != event.get("epoch")]
+            self.history.append(event)
+            f1 = event.get("macro_f1")
+            self._status(
+                f"epoch {event['epoch']}/{event['epochs']}: train loss "
+                f"{event['train_loss']:.4f}"
+                + ("" if f1 is None else f", val loss {event['val_loss']:.4f}, macro F1 {f1:.3f}")
+            )
+            self._draw()
+            self._refresh_best()
+        elif kind == "done":
+            self.best_checkpoint = event.get("best")
+            self._progress(total, total, "done")
+            self.use_button.setEnabled(bool(self.best_checkpoint))
+
+    def _progress(self, done: int, total: int, fmt: str) -> None:
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(done)
+        self.progress_bar.setFormat(fmt)
+
+    def _status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _last_epoch(self) -> int:
+        return max((int(h["epoch"]) for h in self.history), default=0)
+
+    def _best_epoch(self) -> int:
+        best = [h for h in self.history if h.get("best")]
+        return int(best[-1]["epoch"]) if best else 0
+
+    def _refresh_best(self) -> None:
+        out = self.out_edit.text().strip()
+        best = Path(out) / "best.safetensors" if out else None
+        if best is not None and best.is_file():
+            self.best_checkpoint = str(best)
+        self.use_button.setEnabled(bool(self.best_checkpoint) and not self.running)
+
+    def _draw(self) -> None:
+        """Loss (top) and validation F1 (bottom) per epoch."""
+        rows = sorted(self.history, key=lambda h: h["epoch"])
+        epochs = [h["epoch"] for h in rows]
+        self.loss_ax.clear()
+        self.f1_ax.clear()
+        self.loss_ax.plot(epochs, [h["train_loss"] for h in rows], "o-", label="train", ms=3)
+        val = [(h["epoch"], h["val_loss"]) for h in rows if h.get("val_loss") is not None]
+        if val:
+            self.loss_ax.plot(*zip(*val), "o-", label="validation", ms=3)
+        self.loss_ax.set_ylabel("focal loss")
+        self.loss_ax.legend(loc="upper right", fontsize="small")
+        f1 = [(h["epoch"], h["macro_f1"]) for h in rows if h.get("macro_f1") is not None]
+        if f1:
+            self.f1_ax.plot(*zip(*f1), "o-", color="k", label="macro", ms=3)
+            for label in ("Mass", "Suspicious Calcification"):
+                series = [
+                    (h["epoch"], m["f1"])
+                    for h in rows
+                    for m in h.get("metrics", [])
+                    if m["label"] == label
+                ]
+                if series:
+                    self.f1_ax.plot(*zip(*series), "-", lw=1, label=label.split()[-1])
+            self.f1_ax.legend(loc="lower right", fontsize="small")
+        self.f1_ax.set_ylim(0, 1)
+        self.f1_ax.set_ylabel("validation F1")
+        self.f1_ax.set_xlabel("epoch")
+        self.f1_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        self.canvas.draw_idle()
+
+    # -- hand-over -----------------------------------------------------------------------
+    def _analysis_widget(self) -> Any:
+        window = self.viewer.window
+        docks = getattr(window, "dock_widgets", None)
+        if docks is None:
+            docks = {k: d.widget() for k, d in window._dock_widgets.items()}
+        for widget in docks.values():
+            inner = getattr(widget, "native", widget)
+            for candidate in (inner, *inner.findChildren(QWidget)):
+                if callable(getattr(candidate, "set_checkpoint", None)):
+                    return candidate
+        try:
+            _, widget = window.add_plugin_dock_widget("napari-correlax", "CorRELAX analysis")
+        except Exception:
+            log.exception("could not open the CorRELAX analysis dock")
+            return None
+        return widget
+
+    def use_in_analysis(self) -> None:
+        """Set the best checkpoint in the CorRELAX analysis dock (opening it if needed)."""
+        if not self.best_checkpoint:
+            return
+        target = self._analysis_widget()
+        if target is None:
+            show_info(f"best checkpoint: {self.best_checkpoint}")
+            return
+        target.set_checkpoint(self.best_checkpoint)
+        show_info(f"analysis dock now uses {self.best_checkpoint}")

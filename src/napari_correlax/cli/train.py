@@ -1,0 +1,127 @@
+"""``correlax train DATA --out RUN``: train the classifier of SPEC §4 with the recipe of §5.
+
+Progress goes to stderr (a bar when it is a terminal) and one line per epoch to stdout;
+``--progress json`` writes every event as one JSON object per line on stdout instead
+(what the napari training dock reads). Under ``torchrun --nproc-per-node N`` the same
+command trains with DistributedDataParallel; only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import CorrelaxError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the classifier on a data set in the VinDr-Mammo layout",
+        description="Train the multi-label classifier with the paper's recipe (box crops "
+        "re-drawn every epoch, inverse-frequency sampling, focal loss, Adam with cosine "
+        "annealing). Writes best/last checkpoints (.safetensors + .json), metrics.jsonl and "
+        "the resume state to the run folder; running again on the same folder resumes. Use "
+        "`torchrun --nproc-per-node N -m napari_correlax.cli train ...` for several GPUs.",
+    )
+    p.add_argument("data", type=Path, help="folder with finding_annotations.csv and images/")
+    p.add_argument("--out", required=True, type=Path, help="run folder (created; resumed if "
+                   "it holds an unfinished run)")
+    p.add_argument("--backbone", default="efficientnet_v2_s",
+                   help="efficientnet_v2_s (default), resnet50, densenet121, "
+                   "mobilenet_v3_large, lite, tiny, ...")
+    p.add_argument("--pretrained", default=None, metavar="FILE",
+                   help="backbone weights (.safetensors or .pth state dict), or 'imagenet' "
+                   "for torchvision's file in the torch cache; never downloaded")
+    p.add_argument("--epochs", type=int, default=50, help="epochs (default 50)")
+    p.add_argument("--batch-size", "--batch", type=int, default=48, dest="batch_size",
+                   help="global batch size, split over processes (default 48)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr-min", type=float, default=1e-7,
+                   help="end of the cosine schedule (default 1e-7)")
+    p.add_argument("--input-size", type=int, default=256, help="crop side in pixels (256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (0)")
+    p.add_argument("--val-split", default="test",
+                   help="split validated every epoch (default: test)")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="validate on this share of the training studies instead")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="fused-image cache folder (default RUN/cache); share it between runs")
+    p.add_argument("--fresh", action="store_true", help="start over even if RUN holds a run")
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    g.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="autocast precision (bfloat16 is faster on recent GPUs)")
+    g.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--progress", choices=("text", "json"), default="text",
+                   help="text (default) or JSON lines on stdout")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from ..train.fit import TrainConfig
+
+    return TrainConfig(
+        data=str(args.data), out=str(args.out), backbone=args.backbone,
+        pretrained=args.pretrained, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, lr_min=args.lr_min, input_size=args.input_size, seed=args.seed,
+        val_split=args.val_split, val_fraction=args.val_fraction,
+        cache=str(args.cache) if args.cache else None, fresh=args.fresh, device=args.device,
+        precision=args.precision, workers=args.workers, threads=args.threads,
+    )
+
+
+def _text(event: Any, tty: bool) -> None:
+    d = event.data
+    if event.kind == "start":
+        print(f"training {d['train_samples']} samples from {d['train_images']} images, "
+              f"validating on {d['val_samples']} from {d['val_images']} "
+              f"({d['device']}, {d['world_size']} process(es))", flush=True)
+    elif event.kind in ("cache", "batch") and tty:
+        label = "caching" if event.kind == "cache" else f"epoch {d['epoch']}/{d['epochs']}"
+        bar = "#" * int(30 * event.done / max(event.total, 1))
+        loss = f" loss {d['loss']:.4f}" if "loss" in d else ""
+        sys.stderr.write(f"\r{label:<14} [{bar:<30}] {event.done}/{event.total}{loss}   ")
+        sys.stderr.flush()
+    elif event.kind == "epoch":
+        if tty:
+            sys.stderr.write("\n")
+        val = "" if d.get("val_loss") is None else (
+            f" val_loss {d['val_loss']:.4f} macro_F1 {d['macro_f1']:.4f}")
+        mark = " *best*" if d.get("best") else ""
+        print(f"epoch {d['epoch']}/{d['epochs']} lr {d['lr']:.2e} train_loss "
+              f"{d['train_loss']:.4f}{val} ({d.get('seconds', 0):.1f} s){mark}", flush=True)
+    elif event.kind == "done":
+        print(f"best checkpoint: {d['best']} (epoch {d['best_epoch']})", flush=True)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.fit import train_steps
+
+    if not args.data.exists():
+        raise CorrelaxError("data folder not found", args.data)
+    if args.pretrained and args.pretrained != "imagenet" and not Path(args.pretrained).is_file():
+        raise CorrelaxError("pretrained weights file not found", args.pretrained)
+    # A stop request (the napari dock's Stop, torchrun tearing down) unwinds normally, so
+    # temp files of an unfinished write are removed; finished epochs stay on disk.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    main = int(os.environ.get("RANK", "0")) == 0
+    tty = sys.stderr.isatty()
+    for event in train_steps(_config(args)):
+        if not main:
+            continue
+        if args.progress == "json":
+            print(json.dumps(event.as_json()), flush=True)
+        else:
+            _text(event, tty)
+    return 0

@@ -1,0 +1,606 @@
+"""The training loop of SPEC §5 (paper §3.3): resumable, single process or DDP.
+
+:func:`train_steps` is a generator: it yields :class:`TrainEvent` s (image caching,
+every batch, every epoch) and returns a :class:`TrainResult`; :func:`train` drains it.
+The CLI prints the events, the napari dock reads them as JSON lines.
+
+Recipe: focal loss (α = 0.95, γ = 2.5) on the logits, Adam (lr 1e-3), cosine annealing
+of the learning rate to 1e-7 over the run's epochs (stepped once per epoch), the crop
+data set of :mod:`.crops` drawn by inverse-label-frequency weighted sampling with
+replacement (as many draws per epoch as there are training samples). Epochs are
+numbered from 1.
+
+Validation every epoch, on the validation crops (box crops; centre crops for No
+Finding): focal loss and per-label accuracy, precision, recall, F1 and support at
+threshold 0.5 (Table 3 layout). The *best* checkpoint is the epoch with the highest
+macro F1 (mean over labels with validation support); without validation samples, the
+lowest training loss. Validation images are the data set's ``test`` split by default,
+or a share of the training studies (``val_fraction``).
+
+Run folder (only rank 0 writes; every file is replaced atomically):
+
+- ``best.safetensors`` / ``last.safetensors`` (+ ``.json``): classifier checkpoints
+  (:func:`~napari_correlax.models.save_checkpoint`) with the config and metrics.
+- ``last.train.safetensors``: everything a resume needs, in one file so it is always
+  consistent: model weights (``model.*``) and optimizer tensors (``optim.*``) as
+  tensors; in its JSON metadata (mirrored in ``last.train.json``) the epoch, optimizer
+  scalars and param groups, scheduler state, the sampler's generator state, each
+  rank's torch / CUDA / NumPy / Python ``random`` states, the best score and the
+  metric history. No pickle anywhere.
+- ``metrics.jsonl``: one JSON object per epoch. ``config.json``: the run's settings.
+- ``cache/``: the fused-image cache (:class:`~.crops.FusedImageCache`) unless another
+  folder is given.
+
+Resuming: a run folder that holds ``last.train.safetensors`` continues after its last
+epoch with the same settings (a different backbone, label list, epochs, batch size,
+learning rate, seed, input size or crop recipe is refused); the next epoch then matches
+the uninterrupted run exactly on the same hardware, thread count and number of processes
+(crops depend only on seed, epoch and sample index; the sampler's generator and every
+rank's random streams are restored). Resumed with another number of processes, each rank
+starts fresh random streams seeded from (seed, epoch, rank).
+
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the process
+group is set up with ``nccl`` on CUDA and ``gloo`` on CPU, the model is wrapped in
+``DistributedDataParallel``, every rank draws the same weighted indices and keeps its
+shard, and ``batch_size`` is the global batch (each rank takes ``⌈batch / world⌉``).
+Rank 0 validates and writes; the others wait at a barrier.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CorrelaxError
+from ..files import atomic_write_bytes, atomic_write_text
+from ..labels import LABELS
+from .crops import CropConfig
+
+__all__ = [
+    "TrainConfig",
+    "TrainEvent",
+    "TrainResult",
+    "evaluate_crops",
+    "train",
+    "train_steps",
+]
+
+STATE_FORMAT = "napari-correlax-training-state"
+STATE_KEY = "napari_correlax_training"
+STATE_FILE = "last.train.safetensors"
+#: Settings that define a run: a resume must not change them.
+RUN_KEYS = ("backbone", "labels", "input_size", "epochs", "batch_size", "lr", "lr_min",
+            "alpha", "gamma", "seed", "val_split", "val_fraction", "crop")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``correlax train`` takes (SPEC §5 defaults).
+
+    Paths: ``data`` is the VinDr-layout folder (SPEC §11), ``out`` the run folder,
+    ``cache`` the fused-image cache (default ``out/cache``), ``pretrained`` a weights
+    file for the backbone or ``"imagenet"`` (torch cache only), used on a fresh start.
+    ``batch_size`` is the global batch; ``input_size`` the crop side in pixels;
+    ``workers`` the DataLoader worker processes; ``threads`` torch's CPU threads;
+    ``device`` ``auto``/``cpu``/``cuda``/``cuda:N``; ``precision`` ``float32`` or
+    ``bfloat16`` (autocast). ``fresh`` ignores an existing run in ``out``.
+    """
+
+    data: str
+    out: str
+    backbone: str = "efficientnet_v2_s"
+    pretrained: str | None = None
+    epochs: int = 50
+    batch_size: int = 48
+    lr: float = 1e-3
+    lr_min: float = 1e-7
+    alpha: float = 0.95
+    gamma: float = 2.5
+    input_size: int = 256
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    seed: int = 0
+    val_split: str = "test"
+    val_fraction: float = 0.0
+    threshold: float = 0.5
+    crop: CropConfig = field(default_factory=CropConfig)
+    device: str = "auto"
+    precision: str = "float32"
+    workers: int = 0
+    threads: int | None = None
+    cache: str | None = None
+    fresh: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able copy (paths as strings)."""
+        doc = asdict(self)
+        doc["crop"] = self.crop.as_dict()
+        return doc
+
+
+@dataclass
+class TrainEvent:
+    """A progress event.
+
+    ``kind``: ``"start"`` (data summary), ``"cache"`` (images fused so far),
+    ``"batch"`` (batches of the current epoch done), ``"epoch"`` (an epoch finished:
+    ``data`` holds its metrics record, also written to ``metrics.jsonl``) or
+    ``"done"``. ``done``/``total`` count what ``kind`` names.
+    """
+
+    kind: str
+    done: int
+    total: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """One JSON-able object: ``{"event": kind, "done", "total", **data}``."""
+        return {"event": self.kind, "done": self.done, "total": self.total, **self.data}
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run put its checkpoints, and its per-epoch metrics."""
+
+    run: Path
+    best: Path | None
+    last: Path | None
+    best_epoch: int
+    history: list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across runs and platforms)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def _init_distributed(device: str) -> tuple[_Dist, str]:
+    """Process group from the torchrun environment (if any) and this rank's device."""
+    import datetime
+
+    from ..explain.runtime import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), resolve_device(device)
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda", "")
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo",
+                                timeout=datetime.timedelta(hours=2))
+        owns = True
+    if use_cuda:
+        torch.cuda.set_device(local)
+        dev = f"cuda:{local}"
+    else:
+        dev = "cpu" if device in ("auto", "") else device
+    return _Dist(dist.get_rank(), dist.get_world_size(), local, owns), dev
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()  # noqa: NPY002 (the global stream is what is saved)
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": ([s.tolist() for s in torch.cuda.get_rng_state_all()]
+                 if torch.cuda.is_available() and torch.cuda.is_initialized() else None),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    legacy = (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
+    np.random.set_state(legacy)  # noqa: NPY002
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    random.seed(seed)
+
+
+def _split_records(index: Any, config: TrainConfig) -> tuple[list[Any], list[Any], int]:
+    """(training records, validation records, number skipped for missing files)."""
+    missing = {str(p) for p in index.missing}
+    usable = [r for r in index.images if str(r.path) not in missing]
+    training = [r for r in usable if r.split == "training"]
+    if config.val_fraction > 0:
+        studies = sorted({r.study_id for r in training})
+        rng = np.random.default_rng(_mix(config.seed, 0x7A1))
+        n_val = min(max(1, round(len(studies) * config.val_fraction)), len(studies) - 1)
+        held = {studies[i] for i in rng.permutation(len(studies))[:n_val]}
+        validation = [r for r in training if r.study_id in held]
+        training = [r for r in training if r.study_id not in held]
+    else:
+        validation = [r for r in index.split(config.val_split) if str(r.path) not in missing]
+    return training, validation, len(index.images) - len(usable)
+
+
+def _label_counts(targets: np.ndarray, labels: Sequence[str]) -> dict[str, int]:
+    if not len(targets):
+        return dict.fromkeys(labels, 0)
+    return {lab: int(n) for lab, n in zip(labels, (targets > 0).sum(axis=0))}
+
+
+class _LogitsNet(nn.Module):
+    """``normalize → features → logits`` as one module, so DDP can wrap it."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.inner
+        return m.logits(m.features(m.normalize(x)))
+
+
+def _autocast(device: str, precision: str) -> Any:
+    import contextlib
+
+    if precision == "float32":
+        return contextlib.nullcontext()
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(kind, dtype=torch.bfloat16)
+
+
+def evaluate_crops(model: Any, dataset: Any, batch_size: int = 64, device: str = "cpu",
+                   precision: str = "float32", alpha: float = 0.95, gamma: float = 2.5
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Run ``model`` over a crop data set in eval mode.
+
+    Returns ``(probabilities (N, C), targets (N, C), mean focal loss)``; the loss is 0
+    for an empty data set.
+    """
+    from torch.utils.data import DataLoader
+
+    from .losses import focal_loss
+
+    was_training = model.training
+    model.eval()
+    probs, targets, losses = [], [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    with torch.no_grad():
+        for x, y in loader:
+            x = x.to(device)
+            with _autocast(device, precision):
+                logits = model.logits(model.features(model.normalize(x)))
+            logits = logits.float().cpu()
+            losses.append(float(focal_loss(logits, y, alpha, gamma, reduction="sum")))
+            probs.append(torch.sigmoid(logits).numpy())
+            targets.append(y.numpy())
+    model.train(was_training)
+    n_labels = len(model.labels)
+    if not probs:
+        return np.zeros((0, n_labels), np.float32), np.zeros((0, n_labels), np.float32), 0.0
+    p, t = np.concatenate(probs), np.concatenate(targets)
+    return p, t, float(sum(losses) / t.size)
+
+
+# --------------------------------------------------------------------------- state files
+
+
+def _save_state(path: Path, model: Any, optimizer: Any, scheduler: Any, sampler: Any,
+                rng: list[dict[str, Any]], doc: dict[str, Any]) -> None:
+    """Write the resume file (tensors + JSON metadata) and its JSON mirror."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {
+        f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in opt["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    meta = {
+        **doc,
+        "format": STATE_FORMAT,
+        "version": 1,
+        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+        "scheduler": scheduler.state_dict(),
+        "sampler": sampler.get_state().tolist(),
+        "rng": rng,
+    }
+    text = json.dumps(meta)
+    atomic_write_bytes(path, save(tensors, metadata={STATE_KEY: text}))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+
+
+def _read_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata document, tensors) of a resume file; CorrelaxError when unusable."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        doc = json.loads(meta[STATE_KEY])
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise CorrelaxError(f"cannot read the training state ({exc}); start with --fresh",
+                            path) from exc
+    if doc.get("format") != STATE_FORMAT:
+        raise CorrelaxError("not a napari-correlax training state", path)
+    return doc, tensors
+
+
+def _restore(doc: dict[str, Any], tensors: dict[str, Any], model: Any, optimizer: Any,
+             scheduler: Any, sampler: Any, rank: int, world_size: int) -> None:
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for pid, extra in doc["optimizer"]["scalars"].items():
+        state.setdefault(int(pid), {}).update(extra)
+    optimizer.load_state_dict({"state": state, "param_groups": doc["optimizer"]["param_groups"]})
+    scheduler.load_state_dict(doc["scheduler"])
+    sampler.set_state(torch.tensor(doc["sampler"], dtype=torch.uint8))
+    saved = doc.get("rng") or []
+    if len(saved) == world_size:
+        _set_rng_state(saved[rank])
+    else:  # another world size: per-rank streams cannot continue, start them afresh
+        _seed_everything(_mix(doc["config"]["seed"], doc["epoch"], rank))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]:
+    """Train (or resume) a classifier per SPEC §5, yielding progress events.
+
+    Raises CorrelaxError for unusable input: no data set, no training samples, an
+    unreadable image, a run folder holding a different run.
+    """
+    from ..io.vindr import load_vindr
+    from ..models.checkpoint import save_checkpoint
+    from ..models.classifier import Classifier
+    from .crops import (
+        CropDataset,
+        FusedImageCache,
+        build_samples,
+        epoch_indices,
+        median_box_size,
+        sample_weights,
+    )
+
+    if config.epochs < 1 or config.batch_size < 1 or config.input_size < 8:
+        raise CorrelaxError("epochs and batch size must be at least 1, input size at least 8")
+    if config.precision not in ("float32", "bfloat16"):
+        raise CorrelaxError(f"precision must be float32 or bfloat16, not {config.precision!r}")
+    data = Path(config.data).expanduser()
+    if not data.exists():
+        raise CorrelaxError("data folder not found", data)
+    out = Path(config.out).expanduser()
+    dist_ctx, device = _init_distributed(config.device)
+    try:
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        index = load_vindr(data)
+        training, validation, skipped = _split_records(index, config)
+        train_samples = build_samples(training, config.labels)
+        val_samples = build_samples(validation, config.labels)
+        if not train_samples:
+            raise CorrelaxError("no training samples (no boxes or No Finding images in the "
+                                "'training' split)", data)
+        reference = median_box_size(train_samples) or (float(config.input_size),) * 2
+        cache = FusedImageCache(config.cache or out / "cache")
+        train_set = CropDataset(training, train_samples, cache, config.input_size, train=True,
+                                reference_size=reference, seed=config.seed, config=config.crop)
+        val_set = CropDataset(validation, val_samples, cache, config.input_size, train=False,
+                              reference_size=reference, seed=config.seed, config=config.crop)
+        weights = sample_weights(train_set.targets)
+        yield TrainEvent("start", 0, config.epochs, {
+            "run": str(out), "device": device, "world_size": dist_ctx.world_size,
+            "train_images": len(training), "val_images": len(validation),
+            "train_samples": len(train_samples), "val_samples": len(val_samples),
+            "skipped_missing_files": skipped,
+            "train_support": _label_counts(train_set.targets, config.labels),
+            "val_support": _label_counts(val_set.targets, config.labels),
+            "reference_box": list(reference),
+        })
+
+        for done, total in cache.prepare(training + validation, dist_ctx.rank,
+                                         dist_ctx.world_size):
+            yield TrainEvent("cache", done, total)
+        dist_ctx.barrier()
+
+        _seed_everything(config.seed)
+        model = Classifier(config.backbone, config.labels, input_size=config.input_size)
+        state_path = out / STATE_FILE
+        resume = state_path.is_file() and not config.fresh
+        doc: dict[str, Any] = {}
+        tensors: dict[str, Any] = {}
+        if resume:
+            doc, tensors = _read_state(state_path)
+            saved = doc.get("config", {})
+            current = config.as_dict()
+            changed = [k for k in RUN_KEYS if saved.get(k) != current.get(k)]
+            if changed:
+                raise CorrelaxError(
+                    "run folder holds a run with other settings (" + ", ".join(
+                        f"{k}: {saved.get(k)!r} there, {current.get(k)!r} now" for k in changed)
+                    + "); choose another --out or pass --fresh", out)
+        elif config.pretrained:
+            model.load_pretrained_backbone(config.pretrained)
+        model.to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.epochs, eta_min=config.lr_min)
+        sampler = torch.Generator().manual_seed(_mix(config.seed, 0x5A3))
+        _seed_everything(_mix(config.seed, dist_ctx.rank))
+        history: list[dict[str, Any]] = []
+        best_score, best_epoch, start = -math.inf, 0, 1
+        if resume:
+            _restore(doc, tensors, model, optimizer, scheduler, sampler, dist_ctx.rank,
+                     dist_ctx.world_size)
+            history = list(doc.get("history", []))
+            best_score = float(doc.get("best_score", -math.inf))
+            best_epoch = int(doc.get("best_epoch", 0))
+            start = int(doc["epoch"]) + 1
+
+        net = _LogitsNet(model)
+        if dist_ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(
+                net, device_ids=[dist_ctx.local_rank] if device.startswith("cuda") else None)
+        if dist_ctx.main:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.json", json.dumps(config.as_dict(), indent=2) + "\n")
+
+        from torch.utils.data import DataLoader
+
+        from ..evaluate.classification import macro_f1, per_label_metrics
+        from .losses import focal_loss
+
+        per_rank_batch = math.ceil(config.batch_size / dist_ctx.world_size)
+        for epoch in range(start, config.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            train_set.set_epoch(epoch)
+            order = epoch_indices(weights, len(train_samples), sampler, dist_ctx.rank,
+                                  dist_ctx.world_size)
+            loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=order,
+                                num_workers=config.workers,
+                                pin_memory=device.startswith("cuda"))
+            lr = optimizer.param_groups[0]["lr"]
+            total = torch.zeros(2, dtype=torch.float64)
+            n_batches = len(loader)
+            for b, (x, y) in enumerate(loader):
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                with _autocast(device, config.precision):
+                    logits = net(x)
+                loss = focal_loss(logits.float(), y, config.alpha, config.gamma)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                value = loss.detach().item()
+                total += torch.tensor([value * len(y), len(y)], dtype=torch.float64)
+                yield TrainEvent("batch", b + 1, n_batches, {
+                    "epoch": epoch, "epochs": config.epochs, "loss": value})
+            scheduler.step()
+            if dist_ctx.enabled:
+                import torch.distributed as dist
+
+                reduced = total.to(device)
+                dist.all_reduce(reduced)
+                total = reduced.cpu()
+            train_loss = float(total[0] / max(float(total[1]), 1.0))
+
+            record: dict[str, Any] = {"epoch": epoch, "epochs": config.epochs, "lr": lr,
+                                      "train_loss": train_loss}
+            if dist_ctx.main:
+                probs, targets, val_loss = evaluate_crops(
+                    model, val_set, per_rank_batch, device, config.precision,
+                    config.alpha, config.gamma)
+                rows = per_label_metrics(targets, probs, config.labels, config.threshold) \
+                    if len(targets) else []
+                score = macro_f1(rows) if len(targets) else -train_loss
+                improved = score > best_score
+                if improved:
+                    best_score, best_epoch = score, epoch
+                record.update({
+                    "val_loss": val_loss if len(targets) else None,
+                    "macro_f1": macro_f1(rows) if rows else None,
+                    "metrics": [r.as_dict() for r in rows],
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "best": improved,
+                })
+                history.append(record)
+            rng_states = [_rng_state()]
+            if dist_ctx.enabled:
+                import torch.distributed as dist
+
+                gathered: list[Any] = [None] * dist_ctx.world_size
+                dist.all_gather_object(gathered, rng_states[0])
+                rng_states = gathered
+            if dist_ctx.main:
+                info = {"epoch": epoch, "train_config": config.as_dict(), "metrics": record}
+                _save_state(state_path, model, optimizer, scheduler, sampler, rng_states, {
+                    "epoch": epoch, "config": config.as_dict(), "history": history,
+                    "best_score": best_score, "best_epoch": best_epoch})
+                save_checkpoint(model, out / "last.safetensors", info)
+                if record["best"]:
+                    save_checkpoint(model, out / "best.safetensors", info)
+                atomic_write_text(out / "metrics.jsonl",
+                                  "".join(json.dumps(h) + "\n" for h in history))
+            dist_ctx.barrier()
+            yield TrainEvent("epoch", epoch, config.epochs, record)
+
+        best = out / "best.safetensors"
+        last = out / "last.safetensors"
+        result = TrainResult(out, best if best.is_file() else None,
+                             last if last.is_file() else None, best_epoch, history)
+        yield TrainEvent("done", config.epochs, config.epochs, {
+            "best": str(result.best) if result.best else None,
+            "last": str(result.last) if result.last else None, "best_epoch": best_epoch})
+        return result
+    finally:
+        if dist_ctx.owns_group:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run :func:`train_steps` to the end and return its result."""
+    steps = train_steps(config)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value

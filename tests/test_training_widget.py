@@ -1,0 +1,136 @@
+"""The "Train classifier" dock in napari (Xvfb): run, plot, stop, errors, hand-over."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+napari = pytest.importorskip("napari")
+
+
+@pytest.fixture(scope="module")
+def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 phantoms (512×320) in the VinDr layout."""
+    from napari_correlax.synth import write_vindr_dataset
+
+    return write_vindr_dataset(tmp_path_factory.mktemp("vindr"), 8, seed=2, shape=(512, 320))
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """(errors, infos) shown by the dock, instead of notifications."""
+    from napari_correlax._napari import _training_widget
+
+    errors: list[str] = []
+    infos: list[str] = []
+    monkeypatch.setattr(_training_widget, "show_error", errors.append)
+    monkeypatch.setattr(_training_widget, "show_info", infos.append)
+    return errors, infos
+
+
+def open_dock(viewer, data: Path, out: Path, epochs: int = 2):
+    from napari_correlax._napari._training_widget import TrainingWidget
+
+    widget = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.data_edit.setText(str(data))
+    widget.out_edit.setText(str(out))
+    widget.backbone_combo.setCurrentText("tiny")
+    widget.epochs_spin.setValue(epochs)
+    widget.batch_spin.setValue(8)
+    widget.device_combo.setCurrentText("cpu")
+    widget.extra_args = ["--input-size", "64", "--threads", "1"]
+    return widget
+
+
+def test_dock_trains_plots_and_hands_checkpoint_to_analysis(
+        make_napari_viewer, qtbot, phantom_data, tmp_path, messages):
+    viewer = make_napari_viewer()
+    widget = open_dock(viewer, phantom_data, tmp_path / "run")
+    assert not widget.use_button.isEnabled()
+    widget.start_button.click()
+    assert widget.running and not widget.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    errors, _ = messages
+    assert errors == []
+    assert [h["epoch"] for h in widget.history] == [1, 2]
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["train_loss"] for h in widget.history] == [h["train_loss"] for h in logged]
+    train_line = widget.loss_ax.lines[0]
+    assert list(train_line.get_xdata()) == [1, 2]
+    assert len(widget.loss_ax.lines) == 2 and len(widget.f1_ax.lines) >= 1
+    assert widget.progress_bar.value() == widget.progress_bar.maximum()
+    assert "finished" in widget.status_label.text()
+    best = tmp_path / "run" / "best.safetensors"
+    assert widget.best_checkpoint == str(best) and best.is_file()
+    assert widget.use_button.isEnabled()
+
+    # no analysis dock open yet: "Use in analysis" opens it and sets the checkpoint
+    widget.use_button.click()
+    from napari_correlax._napari._analysis_widget import AnalysisWidget
+
+    docks = [w for w in viewer.window.dock_widgets.values() if isinstance(w, AnalysisWidget)]
+    assert len(docks) == 1
+    assert docks[0].model_edit.text() == str(best)
+
+
+def test_use_in_analysis_finds_an_open_dock(make_napari_viewer, tmp_path, messages):
+    from qtpy.QtWidgets import QWidget
+
+    class FakeAnalysis(QWidget):
+        def __init__(self):
+            super().__init__()
+            self.paths: list[str] = []
+
+        def set_checkpoint(self, path: str) -> None:
+            self.paths.append(path)
+
+    viewer = make_napari_viewer()
+    fake = FakeAnalysis()
+    viewer.window.add_dock_widget(fake, name="fake analysis")
+    widget = open_dock(viewer, tmp_path, tmp_path / "run")
+    widget.best_checkpoint = str(tmp_path / "model.safetensors")
+    widget.use_in_analysis()
+    assert fake.paths == [str(tmp_path / "model.safetensors")]
+
+
+def test_stop_ends_the_process_and_keeps_finished_epochs(
+        make_napari_viewer, qtbot, phantom_data, tmp_path, messages):
+    viewer = make_napari_viewer()
+    widget = open_dock(viewer, phantom_data, tmp_path / "run", epochs=200)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=120_000)
+    widget.stop_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    assert "stopped" in widget.status_label.text()
+    errors, _ = messages
+    assert errors == []
+    state = json.loads((tmp_path / "run" / "last.train.json").read_text())
+    assert 1 <= state["epoch"] < 200
+    assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
+
+
+def test_failing_run_shows_the_reason_and_napari_survives(
+        make_napari_viewer, qtbot, tmp_path, messages):
+    viewer = make_napari_viewer()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    widget = open_dock(viewer, empty, tmp_path / "run")
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    errors, _ = messages
+    assert len(errors) == 1 and "finding_annotations.csv" in errors[0]
+    assert "failed" in widget.status_label.text()
+    assert widget.start_button.isEnabled()
+
+
+def test_missing_data_folder_is_refused_before_starting(make_napari_viewer, tmp_path, messages):
+    viewer = make_napari_viewer()
+    widget = open_dock(viewer, tmp_path / "nope", tmp_path / "run")
+    widget.start()
+    errors, _ = messages
+    assert not widget.running and errors and "nope" in errors[0]
