@@ -1,0 +1,33 @@
+"""Atomic writes keep the old file on failure and give normal permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from napari_correlax.files import atomic_write, atomic_write_text
+
+
+def test_failed_write_keeps_old_content_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "verdicts.csv"
+    atomic_write_text(target, "old\n")
+
+    def explode(fh):
+        fh.write(b"half")
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, explode)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["verdicts.csv"]
+
+
+def test_written_files_follow_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
