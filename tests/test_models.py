@@ -63,7 +63,7 @@ class _Boom:
 def test_pickles_are_never_loaded(tmp_path):
     bad = tmp_path / "evil.safetensors"
     bad.write_bytes(pickle.dumps(_Boom()))
-    with pytest.raises(CorrelaxError, match="evil.safetensors"):
+    with pytest.raises(CorrelaxError, match=r"evil\.safetensors"):
         load_classifier(bad)
     import os
 

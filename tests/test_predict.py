@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -95,7 +97,7 @@ def test_progress_events_count_windows(tiny):
     windows = [e for e in events if e.stage == "window"]
     assert windows[0].done == 0
     assert windows[-1].done == windows[-1].total == int(result.window_mask.sum())
-    assert all(b.done >= a.done for a, b in zip(windows, windows[1:]))
+    assert all(b.done >= a.done for a, b in itertools.pairwise(windows))
 
 
 def test_result_saves_public_names_and_reloads(tiny, tmp_path):

@@ -42,7 +42,8 @@ def test_single_hot_window_stays_centred():
     g[1, 5, 4] = 1.0
     out = smooth_map(g, iou_kernel(256, 48))
     assert np.unravel_index(np.argmax(out[1]), out[1].shape) == (5, 4)
-    np.testing.assert_allclose(out[1], out[1][::-1, ::-1], atol=1e-7)  # symmetric about the hot cell
+    # symmetric about the hot cell
+    np.testing.assert_allclose(out[1], out[1][::-1, ::-1], atol=1e-7)
     assert out[0].max() == 0 and out[2].max() == 0
 
 

@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import CorrelaxError
 
 #: Subcommand modules, in help order.
-COMMANDS = ("predict", "synth")
+COMMANDS = ("predict", "explain", "mask-sensitivity", "synth", "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,7 +82,9 @@ class MapResult:
         except ValueError:
             raise CorrelaxError(f"label {label!r} is not one of {self.labels}") from None
 
-    def peak(self, name: str = "prediction", label: str | None = None) -> tuple[float, tuple[float, float]]:
+    def peak(
+        self, name: str = "prediction", label: str | None = None
+    ) -> tuple[float, tuple[float, float]]:
         """Maximum of a grid map and its location (window centre, original image pixels).
 
         ``name`` is a grid map (``prediction``, ``correlation``, ``product``,
@@ -112,7 +114,9 @@ class MapResult:
                 out[name] = value
         return out
 
-    def layer_transform(self, in_mm: bool = True) -> tuple[tuple[float, float], tuple[float, float]]:
+    def layer_transform(
+        self, in_mm: bool = True
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
         """napari ``(scale, translate)`` of grid maps; mm if ``in_mm`` and spacing is known."""
         return self.grid.layer_transform(self.spacing_mm if in_mm else None)
 

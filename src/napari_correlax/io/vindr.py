@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import csv
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ __all__ = [
     "Box",
     "ImageRecord",
     "VinDrIndex",
+    "check_readable",
     "load_vindr",
 ]
 
@@ -313,3 +315,113 @@ def load_vindr(root: str | PathLike[str], *, check_files: bool = True) -> VinDrI
 
     return VinDrIndex(root=root, images=list(records.values()), missing=missing,
                       problems=problems)
+
+
+def check_readable(records: list[ImageRecord], *, decode: bool = False
+                   ) -> list[tuple[ImageRecord, str]]:
+    """Find images that cannot be used, before any long run starts (SPEC §1, §11).
+
+    The quick pass (default, about a millisecond per file) opens every file: it must
+    exist and not be empty, its first bytes must name a supported format, and a DICOM
+    file must parse up to its pixel data, hold one frame of pixel data whose transfer
+    syntax an installed decoder reads, hold all of it (native data: Rows × Columns ×
+    samples × bytes per sample; compressed data: the file ends its fragment sequence),
+    and be as large (Rows × Columns) as the CSV's height × width says (boxes are in
+    those pixels). ``decode=True`` also decodes every
+    image with :func:`~napari_correlax.io.read_mammogram` and compares its shape, which
+    finds truncated pixel data too, at the cost of a full read.
+
+    Returns ``(record, reason)`` for each unusable image, in the given order; records
+    whose height/width is 0 (unknown) are not size-checked.
+    """
+    from .image import (
+        _check_decoder,
+        _describe,
+        _int,
+        _sniff,
+        _transfer_syntax,
+        has_dicom_preamble,
+        read_mammogram,
+    )
+
+    bad: list[tuple[ImageRecord, str]] = []
+    for record in records:
+        path = Path(record.path)
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(132)
+            if not head:
+                raise CorrelaxError("file is empty (0 bytes)", path)
+            shape: tuple[int | None, int | None] | None = None
+            if decode:
+                shape = read_mammogram(path).pixels.shape
+            elif _sniff(head, path.suffix.lower(), str(path)) == "dicom":
+                import pydicom
+
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        ds = pydicom.dcmread(path, defer_size=1024,
+                                             force=not has_dicom_preamble(path))
+                except Exception as exc:
+                    raise CorrelaxError(f"could not parse the DICOM header ({_describe(exc)})",
+                                        path) from None
+                item = ds.get_item("PixelData") if "PixelData" in ds else None
+                if item is None:
+                    raise CorrelaxError("DICOM file has no pixel data (it may be truncated)",
+                                        path)
+                if (_int(ds, "NumberOfFrames") or 1) > 1:
+                    raise CorrelaxError("multi-frame DICOM; a single 2-D image is needed", path)
+                syntax = _transfer_syntax(ds)
+                _check_decoder(syntax, str(path))
+                shape = (_int(ds, "Rows"), _int(ds, "Columns"))
+                _check_pixel_length(path, item, syntax, ds, shape)
+        except FileNotFoundError:
+            bad.append((record, f"{path}: file not found"))
+            continue
+        except OSError as exc:
+            bad.append((record, f"{path}: cannot open ({exc.strerror or exc})"))
+            continue
+        except CorrelaxError as exc:
+            bad.append((record, str(exc)))
+            continue
+        if shape is not None and record.height and record.width and \
+                tuple(shape) != (record.height, record.width):
+            bad.append((record, f"{path}: image is {shape[0]}×{shape[1]} pixels but "
+                                f"{FINDINGS_CSV} says {record.height}×{record.width}"))
+    return bad
+
+
+_SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+
+
+def _check_pixel_length(path: Path, item: object, syntax: object, ds: object,
+                        shape: tuple[int | None, int | None]) -> None:
+    """CorrelaxError when a DICOM file visibly lacks part of its pixel data (truncated)."""
+    from .image import _int
+
+    size = path.stat().st_size
+    length = getattr(item, "length", None)
+    tell = getattr(item, "value_tell", None)
+    if getattr(syntax, "is_compressed", False):
+        with open(path, "rb") as fh:
+            fh.seek(max(size - 65536, 0))
+            tail = fh.read()
+        if _SEQUENCE_END not in tail:
+            raise CorrelaxError("compressed pixel data is cut off (no end of its fragment "
+                                "sequence); the file may be truncated", path)
+        return
+    if length is None or length == 0xFFFFFFFF:
+        value = getattr(item, "value", None)
+        available = len(value) if isinstance(value, (bytes, bytearray)) else None
+    else:
+        available = min(int(length), size - int(tell)) if tell is not None else int(length)
+    rows, cols = shape
+    bits = _int(ds, "BitsAllocated") or 16
+    samples = _int(ds, "SamplesPerPixel") or 1
+    if available is None or not rows or not cols:
+        return
+    expected = (rows * cols * samples * bits + 7) // 8
+    if available < expected:
+        raise CorrelaxError(f"pixel data is cut off ({available} of {expected} bytes); the "
+                            "file may be truncated", path)

@@ -34,7 +34,9 @@ _cache: dict[tuple[str, float, str], Any] = {}
 _cache_lock = threading.Lock()
 
 
-def save_checkpoint(model: Any, path: str | os.PathLike[str], info: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: Any, path: str | os.PathLike[str], info: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` (a :class:`Classifier`) to ``path`` (``.safetensors`` added if missing).
 
     ``info`` (JSON-able: training config, metrics, model card text) is stored with the
@@ -75,7 +77,7 @@ def read_metadata(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     try:
         from safetensors import safe_open
 
-        with safe_open(str(p), framework="pt") as fh:
+        with safe_open(str(p), framework="numpy") as fh:  # header only; no torch import
             meta = fh.metadata() or {}
     except Exception as exc:
         raise CorrelaxError(f"not a safetensors checkpoint ({exc})", p) from exc

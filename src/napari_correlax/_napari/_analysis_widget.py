@@ -1,0 +1,648 @@
+"""The "CorRELAX analysis" dock: gather parameters, run in a worker, draw the maps.
+
+The computation is the core's progress generator (:func:`analysis_steps` wraps
+``predict_steps`` / ``explain_steps``) driven by a napari ``create_worker``: the event
+loop never waits on the model, napari's activity dock shows windows done / total, and
+Cancel asks the worker to stop at the next yield (between batches). Layers are only
+added when the worker returns, so a cancelled or failed run leaves nothing behind; they
+are added one per event-loop turn, since napari takes a good fraction of a second to
+set up each new layer.
+Errors caused by user input (a broken checkpoint, an image that is not 2-D grey)
+become an error notification without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import CorrelaxError
+from ..explain.runtime import Progress
+from ..labels import LABELS
+from . import _layers
+
+log = logging.getLogger(__name__)
+
+_STAGES = {
+    "model": "loading model",
+    "prepare": "preparing image",
+    "window": "windows",
+    "masks": "masks",
+}
+
+
+@dataclass
+class AnalysisRequest:
+    """Everything one run needs, copied out of the GUI (the worker never reads widgets)."""
+
+    image_name: str
+    pixels: np.ndarray
+    spacing_mm: tuple[float, float] | None
+    meta: dict[str, Any]
+    path: str | None
+    checkpoint: str | None
+    device: str = "auto"
+    batch_size: int = 64
+    stride: int = 48
+    explain: bool = True
+    masks: int = 2560
+    adaptive: bool = True
+    focus: bool = True
+    threads: int | None = None
+
+
+@dataclass
+class Failed:
+    """What the worker returns instead of raising: shown as one error notification."""
+
+    message: str
+
+
+@dataclass
+class _Analysis:
+    result: Any
+    pixels: np.ndarray
+    boxes: list[Any] = field(default_factory=list)
+
+
+def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Any]:
+    """Load the model and run prediction or CorRELAX; yields progress, returns a result.
+
+    Returns the :class:`~napari_correlax.explain.MapResult`, or :class:`Failed` for any
+    error (napari would show a raised exception with its traceback).
+    """
+    try:
+        from ..explain import Runtime, predict_steps
+        from ..io.image import Mammogram
+        from ..models import load_classifier
+
+        yield Progress("model", 0, 1)
+        runtime = Runtime(
+            device=request.device, batch_size=request.batch_size, threads=request.threads
+        )
+        model = load_classifier(request.checkpoint or None, device=runtime.device)
+        yield Progress("model", 1, 1)
+        image = Mammogram(request.pixels, request.spacing_mm, dict(request.meta), request.path)
+        if request.explain:
+            from ..explain.correlax import explain_steps
+
+            steps = explain_steps(
+                image,
+                model,
+                masks=request.masks,
+                mask_batch=request.batch_size,
+                adaptive=request.adaptive,
+                focus=request.focus,
+                stride=request.stride,
+                runtime=runtime,
+            )
+        else:
+            steps = predict_steps(image, model, stride=request.stride, runtime=runtime)
+        result = yield from steps
+    except CorrelaxError as exc:
+        return Failed(str(exc))
+    except MemoryError:
+        return Failed("out of memory: lower the batch size or use a larger stride")
+    except Exception as exc:
+        log.exception("CorRELAX analysis failed")
+        return Failed(f"CorRELAX analysis failed: {type(exc).__name__}: {exc}")
+    result.meta["image_layer"] = request.image_name
+    return result
+
+
+def checkpoint_labels(path: str | None) -> list[str]:
+    """Label names stored in a checkpoint (the SPEC §3 labels when it cannot be read)."""
+    from ..models import read_metadata
+
+    try:
+        return [str(v) for v in read_metadata(path)["config"]["labels"]]
+    except Exception:
+        return list(LABELS)
+
+
+def image_pixels(layer: Any) -> np.ndarray:
+    """H×W float32 pixels in [0, 1] of a 2-D grey image layer (min–max scaled if needed)."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    arr = np.asarray(data)
+    if getattr(layer, "rgb", False) or arr.ndim != 2 or arr.size == 0:
+        raise CorrelaxError(f"layer {layer.name!r} is not a 2-D grey image (shape {arr.shape})")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise CorrelaxError(f"layer {layer.name!r} holds NaN or infinite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0:
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return arr
+
+
+class AnalysisWidget(QWidget):
+    """Dock widget "CorRELAX analysis" (see module docstring)."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._worker: Any = None
+        self._request_sent: AnalysisRequest | None = None
+        self._pbar: Any = None
+        self._stage = ""
+        self._analyses: dict[str, _Analysis] = {}
+        self._queue: list[_layers.LayerData] = []
+        self._adding = False
+        self._latest: Progress | None = None
+        self._syncing = False
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(100)
+        self._progress_timer.timeout.connect(self._sync_progress)
+        self._draw_timer = QTimer(self)
+        self._draw_timer.setInterval(0)
+        self._draw_timer.timeout.connect(self._add_next_layer)
+        self._build()
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self._refresh_images()
+        self._set_labels(list(LABELS))
+
+    # -- construction ------------------------------------------------------------------
+    def _build(self) -> None:
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        form.addRow("Image", self.image_combo)
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("demo model")
+        self.model_edit.editingFinished.connect(self._model_changed)
+        browse = QPushButton("…")
+        browse.setToolTip("Pick a classifier checkpoint (.safetensors)")
+        browse.clicked.connect(self._browse_checkpoint)
+        row = QHBoxLayout()
+        row.addWidget(self.model_edit)
+        row.addWidget(browse)
+        form.addRow("Model", row)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(_devices())
+        form.addRow("Device", self.device_combo)
+        self.batch_spin = _spin(1, 4096, 64, "Windows or masked copies per forward pass")
+        form.addRow("Batch size", self.batch_spin)
+        self.stride_spin = _spin(8, 512, 48, "Window step in pixels (SPEC §6: 48)")
+        form.addRow("Stride (px)", self.stride_spin)
+        self.explain_check = QCheckBox("CorRELAX maps (off: predictions only)")
+        self.explain_check.setChecked(True)
+        form.addRow("Explain", self.explain_check)
+        self.masks_spin = _spin(16, 100000, 2560, "Masks per window (the maximum when adaptive)")
+        self.masks_spin.setSingleStep(128)
+        self.adaptive_check = QCheckBox("adaptive (stop when stable)")
+        self.adaptive_check.setChecked(True)
+        row = QHBoxLayout()
+        row.addWidget(self.masks_spin)
+        row.addWidget(self.adaptive_check)
+        form.addRow("Masks", row)
+        self.focus_check = QCheckBox("focus")
+        self.focus_check.setChecked(True)
+        self.focus_check.setToolTip(
+            "Full CorRELAX only around windows where a lesion label reaches 0.5; "
+            "the other tissue windows get the minimum number of masks"
+        )
+        form.addRow("Focus", self.focus_check)
+        self.explain_check.toggled.connect(self._explain_toggled)
+        self.labels_list = QListWidget()
+        self.labels_list.setMaximumHeight(150)
+        self.labels_list.itemChanged.connect(self._labels_changed)
+        form.addRow("Show labels", self.labels_list)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self._run_or_cancel)
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        files = QHBoxLayout()
+        for text, slot, tip in (
+            ("Boxes…", self._pick_boxes, "Ground-truth boxes from a VinDr finding_annotations.csv"),
+            ("Save…", self._pick_save, "Save the maps (.npz), per-window CSV and a PNG figure"),
+            ("Open…", self._pick_open, "Open saved results as layers without recomputing"),
+        ):
+            button = QPushButton(text)
+            button.setToolTip(tip)
+            button.clicked.connect(slot)
+            files.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.status)
+        layout.addLayout(files)
+        layout.addStretch(1)
+
+    def _set_labels(self, labels: list[str], checked: list[str] | None = None) -> None:
+        previous = checked if checked is not None else self.chosen_labels()
+        if not previous:
+            previous = [lab for lab in ("Mass", "Suspicious Calcification") if lab in labels]
+            previous = previous or [lab for lab in labels if lab != "No Finding"][:1]
+        self.labels_list.blockSignals(True)
+        self.labels_list.clear()
+        for label in labels:
+            item = QListWidgetItem(label)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            state = Qt.CheckState.Checked if label in previous else Qt.CheckState.Unchecked
+            item.setCheckState(state)
+            self.labels_list.addItem(item)
+        self.labels_list.blockSignals(False)
+
+    # -- public ------------------------------------------------------------------------
+    def set_checkpoint(self, path: str) -> None:
+        """Use the classifier checkpoint at ``path`` (empty: the demo model)."""
+        self.model_edit.setText(str(path) if path else "")
+        self._model_changed()
+
+    def chosen_labels(self) -> list[str]:
+        """Labels whose maps are shown, in model order."""
+        items = (self.labels_list.item(k) for k in range(self.labels_list.count()))
+        return [it.text() for it in items if it.checkState() == Qt.CheckState.Checked]
+
+    @property
+    def busy(self) -> bool:
+        """True while a worker computes or result layers are still being added."""
+        return self._worker is not None or bool(self._queue)
+
+    def run(self) -> None:
+        """Start an analysis of the chosen image layer with the dock's settings."""
+        if self.busy:
+            return
+        try:
+            request = self._request()
+        except CorrelaxError as exc:
+            show_error(str(exc))
+            return
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(analysis_steps, request, _start_thread=False)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._request_sent = request
+        self._pbar = progress(total=0, desc="CorRELAX")
+        self.run_button.setText("Cancel")
+        self.status.setText(f"Running on {request.image_name!r}…")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Ask the running worker to stop at its next yield (between batches)."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.run_button.setEnabled(False)
+            self.run_button.setText("Cancelling…")
+
+    def save_results(self, stem: str | Path) -> list[Path]:
+        """Write the chosen image's analysis: ``.npz``, ``-windows.csv`` and ``.png``."""
+        from ..export import export_analysis
+
+        analysis = self._analyses.get(self.image_combo.currentText())
+        if analysis is None:
+            raise CorrelaxError("no analysis of this image to save yet: run it or open one first")
+        boxes = [(r[0], *r[3:]) for r in _layers.as_box_rows(analysis.boxes)]
+        return export_analysis(
+            analysis.result,
+            stem,
+            pixels=analysis.pixels,
+            labels=self.chosen_labels() or None,
+            boxes=boxes,
+        )
+
+    def open_results(self, path: str | Path) -> None:
+        """Bring a saved analysis (``MapResult`` .npz) or saved map layers back as layers."""
+        from ..explain import load_result
+        from ..export import read_maps
+
+        try:
+            result = load_result(path)
+        except CorrelaxError:
+            self._show(_layers.layers_from_maps(read_maps(path)))
+            return
+        name = result.meta.get("image_layer") or Path(result.meta.get("source") or path).stem
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        pixels = (
+            image_pixels(layer) if layer is not None else np.zeros(result.image_shape, np.float32)
+        )
+        self._analyses[name] = _Analysis(result, pixels)
+        self._draw(name)
+
+    def load_boxes(self, csv_path: str | Path | None = None) -> None:
+        """Show the chosen image's ground-truth boxes from a VinDr CSV (found if not given)."""
+        layer = self._image_layer()
+        path = (layer.metadata or {}).get("path")
+        if path is None:
+            raise CorrelaxError(f"layer {layer.name!r} has no file path to look up boxes for")
+        boxes = _layers.boxes_for_image(path, csv_path)
+        if not boxes:
+            show_info(f"no ground-truth boxes for {Path(path).name}")
+            return
+        if layer.name in self._analyses:
+            self._analyses[layer.name].boxes = boxes
+        self._show([self._boxes_data(layer, boxes)])
+
+    # -- worker callbacks ----------------------------------------------------------------
+    def _on_progress(self, event: Progress) -> None:
+        if self._pbar is None:
+            return
+        self._latest = event
+        stage, done, total = event
+        self.status.setText(f"{_STAGES.get(stage, stage).capitalize()}: {done} / {total}")
+        if not self._progress_timer.isActive():
+            self._progress_timer.start()
+
+    def _sync_progress(self) -> None:
+        """Show the latest progress event in napari's progress bar (at most 10 times a second).
+
+        napari's bar widget calls processEvents() on every change, so more events (even
+        ``finished``) can arrive inside these calls: loop until the latest one is shown.
+        """
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            shown = None
+            while self._pbar is not None and self._latest is not None and self._latest is not shown:
+                shown = self._latest
+                pbar = self._pbar
+                stage, done, total = shown
+                if stage != self._stage:
+                    self._stage = stage
+                    pbar.set_description(f"CorRELAX: {_STAGES.get(stage, stage)}")
+                    if self._pbar is not pbar:
+                        break
+                    pbar.reset(total=total)
+                if self._pbar is pbar and pbar.total != total:
+                    pbar.total = total
+                if self._pbar is pbar:
+                    pbar.update(done - pbar.n)
+        finally:
+            self._syncing = False
+
+    def _on_returned(self, outcome: Any) -> None:
+        if isinstance(outcome, Failed):
+            self.status.setText("Failed.")
+            show_error(outcome.message)
+            return
+        name = outcome.meta.get("image_layer", "")
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is None:
+            self.status.setText(f"Image layer {name!r} was closed; results dropped.")
+            return
+        pixels = (
+            self._request_sent.pixels if self._request_sent is not None else image_pixels(layer)
+        )
+        self._analyses[name] = _Analysis(outcome, pixels, self._known_boxes(layer))
+        self._draw(name)
+        meta = outcome.meta
+        seconds = meta.get("seconds_total") or sum(
+            float(meta.get(k, 0.0)) for k in ("seconds_prepare", "seconds_predict")
+        )
+        windows = meta.get("windows_evaluated", "?")
+        self.status.setText(f"Done: {windows} windows in {seconds:.1f} s on {meta.get('device')}.")
+
+    def _on_finished(self) -> None:
+        aborted = self._worker is not None and self._worker.abort_requested
+        self._worker = None
+        self._request_sent = None
+        self._progress_timer.stop()
+        self._latest = None
+        if self._pbar is not None:
+            pbar, self._pbar = self._pbar, None
+            pbar.close()
+        self._stage = ""
+        if aborted:
+            self.status.setText("Cancelled; no layers were changed.")
+        if self._queue:
+            self.run_button.setText("Drawing…")
+            self.run_button.setEnabled(False)
+        else:
+            self._ready()
+
+    def _ready(self) -> None:
+        self.run_button.setEnabled(True)
+        self.run_button.setText("Run")
+
+    # -- drawing -----------------------------------------------------------------------
+    def _show(self, data: list[_layers.LayerData]) -> None:
+        """Queue layers to add or update, one per event-loop turn (napari needs ~0.1–0.3 s
+        per new layer; one at a time keeps the viewer answering in between)."""
+        self._queue.extend(data)
+        if self._queue and not self._draw_timer.isActive():
+            self._draw_timer.start()
+
+    def _add_next_layer(self) -> None:
+        if self._adding:  # re-entered through a processEvents() inside napari
+            return
+        if self._queue:
+            self._adding = True
+            try:
+                _layers.add_or_update(self.viewer, [self._queue.pop(0)])
+            finally:
+                self._adding = False
+        self._latest: Progress | None = None
+        self._syncing = False
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(100)
+        self._progress_timer.timeout.connect(self._sync_progress)
+        if not self._queue:
+            self._draw_timer.stop()
+            if self._worker is None:
+                self._ready()
+
+    def _draw(self, image_name: str) -> None:
+        analysis = self._analyses[image_name]
+        layer = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
+        if layer is not None:
+            scale, translate = _layers.image_transform(layer)
+        else:
+            scale, translate = None, (0.0, 0.0)
+        chosen = self.chosen_labels()
+        data = _layers.result_layers(
+            analysis.result, image_name, chosen, image_scale=scale, image_translate=translate
+        )
+        stale = [
+            _layers.layer_name(image_name, kind, lab)
+            for lab in analysis.result.labels
+            if lab not in chosen
+            for kind in ("prediction", "correlation", "product")
+        ]
+        _layers.remove_layers(self.viewer, stale)
+        self._queue = [d for d in self._queue if d[1]["name"] not in stale]
+        if analysis.boxes and layer is not None:
+            data.append(self._boxes_data(layer, analysis.boxes))
+        self._show(data)
+
+    def _boxes_data(self, layer: Any, boxes: list[Any]) -> _layers.LayerData:
+        scale, translate = _layers.image_transform(layer)
+        return _layers.boxes_layer(
+            boxes,
+            layer.name,
+            image_scale=scale,
+            image_translate=translate,
+            image_shape=layer.data.shape,
+        )
+
+    def _known_boxes(self, layer: Any) -> list[Any]:
+        """Boxes of an image: its ground-truth layer if shown, else a VinDr CSV beside it."""
+        name = _layers.boxes_layer_name(layer.name)
+        if name in self.viewer.layers:
+            return _layers.box_rows_of_layer(self.viewer.layers[name])
+        path = (layer.metadata or {}).get("path")
+        if not path:
+            return []
+        try:
+            return _layers.boxes_for_image(path)
+        except CorrelaxError as exc:
+            show_error(str(exc))
+            return []
+
+    # -- GUI glue ----------------------------------------------------------------------
+    def _image_layer(self) -> Any:
+        name = self.image_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise CorrelaxError("open a mammogram (an image layer) first")
+        return self.viewer.layers[name]
+
+    def _request(self) -> AnalysisRequest:
+        layer = self._image_layer()
+        meta = dict((layer.metadata or {}).get("mammogram") or {})
+        return AnalysisRequest(
+            image_name=layer.name,
+            pixels=image_pixels(layer),
+            spacing_mm=_layers.spacing_of(layer),
+            meta=meta,
+            path=(layer.metadata or {}).get("path"),
+            checkpoint=self.model_edit.text().strip() or None,
+            device=self.device_combo.currentText(),
+            batch_size=self.batch_spin.value(),
+            stride=self.stride_spin.value(),
+            explain=self.explain_check.isChecked(),
+            masks=self.masks_spin.value(),
+            adaptive=self.adaptive_check.isChecked(),
+            focus=self.focus_check.isChecked(),
+        )
+
+    def _refresh_images(self, event: Any = None) -> None:
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_images)  # connecting twice is a no-op
+        current = self.image_combo.currentText()
+        names = [
+            layer.name
+            for layer in self.viewer.layers
+            if layer._type_string == "image"
+            and not _layers.is_correlax_output(layer)
+            and not getattr(layer, "rgb", False)
+            and layer.ndim == 2
+        ]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        inserted = (
+            getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        )
+        if inserted is not None and getattr(inserted, "name", None) in names:
+            self.image_combo.setCurrentText(inserted.name)  # a newly opened image is chosen
+        elif current in names:
+            self.image_combo.setCurrentText(current)
+        self.image_combo.blockSignals(False)
+
+    def _run_or_cancel(self) -> None:
+        if self._worker is not None:
+            self.cancel()
+        else:
+            self.run()
+
+    def _explain_toggled(self, on: bool) -> None:
+        for widget in (self.masks_spin, self.adaptive_check, self.focus_check):
+            widget.setEnabled(on)
+
+    def _labels_changed(self, item: Any = None) -> None:
+        name = self.image_combo.currentText()
+        if name in self._analyses:
+            self._draw(name)
+
+    def _model_changed(self) -> None:
+        """Offer the checkpoint's labels; read in a worker (reading may import torch)."""
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(checkpoint_labels, self.model_edit.text().strip() or None)
+        worker.returned.connect(self._set_labels)
+        worker.start()
+
+    def _browse_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Classifier checkpoint", "", "Checkpoints (*.safetensors)"
+        )
+        if path:
+            self.set_checkpoint(path)
+
+    def _pick_boxes(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "VinDr annotations", "", "CSV (*.csv)")
+        if path:
+            self._guarded(self.load_boxes, path)
+
+    def _pick_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save analysis", "", "Analysis (*.npz)")
+        if path:
+            written = self._guarded(self.save_results, path)
+            if written:
+                show_info("saved " + ", ".join(p.name for p in written))
+
+    def _pick_open(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open results", "", "Results (*.npz *.tif *.tiff)"
+        )
+        if path:
+            self._guarded(self.open_results, path)
+
+    def _guarded(self, action: Any, *args: Any) -> Any:
+        try:
+            return action(*args)
+        except CorrelaxError as exc:
+            show_error(str(exc))
+            return None
+
+
+def _spin(lo: int, hi: int, value: int, tip: str) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(lo, hi)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
+
+
+def _devices() -> list[str]:
+    """Device choices; filtered by what torch sees only when torch is already loaded."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return ["auto", "cpu", "cuda", "mps"]
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{k}" if k else "cuda" for k in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out

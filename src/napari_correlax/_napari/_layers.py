@@ -1,0 +1,526 @@
+"""Turning results and ground truth into napari layers (STYLE: predictable names, in place).
+
+Only :func:`add_or_update` and :func:`remove_layers` touch a viewer; the rest builds
+napari ``LayerData`` tuples ``(data, kwargs, layer_type)`` or reads layer attributes,
+so it is tested without Qt.
+
+Names (stable, so re-running replaces instead of piling up):
+
+- ``"<image> · <label> · prediction"``, ``… · correlation``, ``… · product`` per label,
+- ``"<image> · distance"``, ``"<image> · relevance"``, ``"<image> · masks used"``,
+- ``"<image> · ground truth"`` for the boxes.
+
+Coordinates: a map computed on an image layer must overlay that layer exactly, whatever
+its ``scale`` and ``translate``. Grid maps have ``scale = stride`` and a translate that
+puts cell ``(i, j)`` on window ``(i, j)``'s centre in image pixels (SPEC §6,
+:meth:`~napari_correlax.windows.WindowGrid.layer_transform`); that is then composed with
+the image layer's own transform, ``world = image_translate + image_scale · pixel``. For an
+image read by the plugin, ``image_scale`` is the pixel spacing in mm and the result is
+``MapResult.layer_transform(in_mm=True)``. Boxes are given in image pixels with pixel
+``i`` covering ``[i, i + 1)`` (VinDr and slice-style boxes alike); napari centres pixel
+``i`` at ``i``, so box edges move by −0.5 px.
+
+Display: predictions use a sequential colormap over the fixed range [0, 1] (comparable
+across labels and images); correlation, product and distance use a diverging colormap
+with limits symmetric about 0; both fade to transparent at their "nothing" end so the
+mammogram stays visible. Windows that were not evaluated (too little tissue) are NaN,
+which napari draws transparent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..export import MapArray
+
+__all__ = [
+    "DIVERGING_CMAP",
+    "SEQUENTIAL_CMAP",
+    "BoxRow",
+    "LayerData",
+    "add_or_update",
+    "as_box_rows",
+    "box_rows_of_layer",
+    "boxes_for_image",
+    "boxes_layer",
+    "boxes_layer_name",
+    "compose_transform",
+    "display_for",
+    "find_annotations",
+    "image_transform",
+    "is_correlax_output",
+    "label_colour",
+    "layer_name",
+    "layers_from_maps",
+    "map_arrays",
+    "remove_layers",
+    "result_layers",
+    "spacing_of",
+    "window_coverage",
+]
+
+LayerData = tuple[Any, dict[str, Any], str]
+BoxRow = tuple[str, str, str | None, float, float, float, float]
+"""``(label, category, birads, xmin, ymin, xmax, ymax)``, corners in image pixels."""
+
+SEP = " · "
+
+#: Sequential, transparent at 0 (colours sampled from matplotlib's "inferno").
+SEQUENTIAL_CMAP: dict[str, Any] = {
+    "name": "correlax heat",
+    "colors": [
+        [0.001, 0.000, 0.014, 0.0],
+        [0.341, 0.062, 0.429, 0.55],
+        [0.735, 0.216, 0.330, 0.8],
+        [0.978, 0.557, 0.035, 0.95],
+        [0.988, 1.000, 0.645, 1.0],
+    ],
+    "controls": [0.0, 0.25, 0.5, 0.75, 1.0],
+}
+#: Diverging blue–red, transparent at the centre (value 0 with symmetric limits). Each
+#: half fades out in its own hue, so values near 0 do not tint the image white.
+DIVERGING_CMAP: dict[str, Any] = {
+    "name": "correlax diverging",
+    "colors": [
+        [0.13, 0.40, 0.85, 1.0],
+        [0.35, 0.65, 0.95, 0.7],
+        [0.35, 0.65, 0.95, 0.0],
+        [0.98, 0.55, 0.35, 0.0],
+        [0.98, 0.55, 0.35, 0.7],
+        [0.85, 0.12, 0.10, 1.0],
+    ],
+    "controls": [0.0, 0.25, 0.499, 0.501, 0.75, 1.0],
+}
+
+_PER_LABEL = ("product", "correlation", "prediction")  # bottom to top
+_SINGLE = ("relevance", "masks_used", "distance")  # bottom to top, below per-label maps
+_KINDS = _PER_LABEL + _SINGLE
+_DISPLAY_NAME = {"masks_used": "masks used"}
+#: Edge colours of ground-truth boxes for the SPEC §3 labels (others: by hash).
+_LABEL_COLOURS = {
+    "No Finding": "#bbbbbb",
+    "Mass": "#ff4040",
+    "Suspicious Calcification": "#ffd21f",
+    "Asymmetries": "#3fd0ff",
+    "Architectural Distortion": "#c070ff",
+    "Suspicious Lymph Node": "#40e070",
+    "Skin Thickening": "#ff9a3c",
+    "Retractions": "#ff6ad5",
+}
+_SPARE_COLOURS = ("#8dd3c7", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5")
+
+
+def layer_name(image: str, kind: str, label: str | None = None) -> str:
+    """Predictable layer name: ``"<image> · <label> · <kind>"`` or ``"<image> · <kind>"``."""
+    shown = _DISPLAY_NAME.get(kind, kind)
+    return SEP.join([image, label, shown] if label else [image, shown])
+
+
+def boxes_layer_name(image: str) -> str:
+    """Name of the ground-truth Shapes layer of an image."""
+    return f"{image}{SEP}ground truth"
+
+
+def label_colour(label: str) -> str:
+    """Hex edge colour of a label's boxes (fixed for SPEC §3 labels)."""
+    if label in _LABEL_COLOURS:
+        return _LABEL_COLOURS[label]
+    return _SPARE_COLOURS[sum(label.encode()) % len(_SPARE_COLOURS)]
+
+
+def compose_transform(
+    inner_scale: Sequence[float],
+    inner_translate: Sequence[float],
+    image_scale: Sequence[float],
+    image_translate: Sequence[float],
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Scale/translate of a map given in image pixels, placed on an image layer.
+
+    ``world = image_translate + image_scale · (inner_translate + inner_scale · index)``.
+    """
+    scale = tuple(float(s) * float(k) for s, k in zip(inner_scale, image_scale))
+    translate = tuple(
+        float(t0) + float(k) * float(t)
+        for t0, k, t in zip(image_translate, image_scale, inner_translate)
+    )
+    return scale, translate  # type: ignore[return-value]
+
+
+def _symmetric_limits(values: np.ndarray) -> tuple[float, float]:
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size else 0.0
+    top = top if top > 1e-6 else 1.0
+    return (-top, top)
+
+
+def _range_limits(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    sample = finite[:: max(1, finite.size // 1_000_000)]  # percentiles of ≤ ~1 M pixels
+    lo, hi = (float(v) for v in np.percentile(sample, [2.0, 99.5]))
+    if not hi > lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def display_for(kind: str, values: np.ndarray) -> dict[str, Any]:
+    """Colormap, contrast limits, opacity and interpolation for a map kind."""
+    if kind == "prediction":
+        return {"colormap": SEQUENTIAL_CMAP, "contrast_limits": (0.0, 1.0), "opacity": 0.75}
+    if kind in ("correlation", "product", "distance"):
+        return {
+            "colormap": DIVERGING_CMAP,
+            "contrast_limits": _symmetric_limits(values),
+            "opacity": 0.75,
+        }
+    if kind == "masks_used":
+        finite = values[np.isfinite(values)]
+        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        return {"colormap": "viridis", "contrast_limits": (0.0, top), "opacity": 0.5}
+    return {"colormap": SEQUENTIAL_CMAP, "contrast_limits": _range_limits(values), "opacity": 0.6}
+
+
+def window_coverage(grid: Any, evaluated: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: original-image pixels inside at least one evaluated window."""
+    covered = np.zeros(grid.image_shape, dtype=bool)
+    s = grid.window
+    for r, c in grid.corners()[np.asarray(evaluated, dtype=bool)]:
+        covered[max(int(r), 0) : max(int(r) + s, 0), max(int(c), 0) : max(int(c) + s, 0)] = True
+    return covered
+
+
+def map_arrays(
+    result: Any,
+    image_name: str,
+    labels: Sequence[str] | None = None,
+    *,
+    image_scale: Sequence[float] | None = None,
+    image_translate: Sequence[float] = (0.0, 0.0),
+) -> list[MapArray]:
+    """The maps of ``result`` to show, bottom to top, placed over the image layer.
+
+    ``labels`` picks the per-label maps (default: all of the result's labels, in order);
+    ``image_scale``/``image_translate`` are the image layer's (default: the result's
+    spacing in mm, or 1 when unknown, and 0 — what the plugin's reader gives). Grid cells
+    of windows that were not evaluated, and relevance pixels outside every evaluated
+    window, are NaN.
+    """
+    if image_scale is None:
+        image_scale = result.spacing_mm if result.spacing_mm is not None else (1.0, 1.0)
+    chosen = (
+        list(result.labels) if labels is None else [lab for lab in labels if lab in result.labels]
+    )
+    grid_scale, grid_translate = result.grid.layer_transform(None)
+    g_scale, g_translate = compose_transform(
+        grid_scale, grid_translate, image_scale, image_translate
+    )
+    px_scale, px_translate = compose_transform((1.0, 1.0), (0.0, 0.0), image_scale, image_translate)
+    units = "mm" if result.spacing_mm is not None else "px"
+    base = {"image": image_name, "window": result.window, "stride": result.stride, "units": units}
+    evaluated = np.asarray(result.window_mask, dtype=bool)
+
+    def grid_map(values: np.ndarray) -> np.ndarray:
+        return np.where(evaluated, np.asarray(values, dtype=np.float32), np.float32(np.nan))
+
+    out: list[MapArray] = []
+    for kind in _SINGLE:
+        values = getattr(result, kind, None)
+        if values is None:
+            continue
+        if kind == "relevance":
+            covered = window_coverage(result.grid, evaluated)
+            data = np.where(covered, np.asarray(values, dtype=np.float32), np.float32(np.nan))
+            scale, translate = px_scale, px_translate
+        else:
+            data = grid_map(values)
+            scale, translate = g_scale, g_translate
+        attrs = {**base, "map": kind, "label": None}
+        out.append(MapArray(layer_name(image_name, kind), data, scale, translate, attrs))
+    for label in chosen:
+        c = result.labels.index(label)
+        for kind in _PER_LABEL:
+            values = getattr(result, kind, None)
+            if values is None:
+                continue
+            attrs = {**base, "map": kind, "label": label}
+            out.append(
+                MapArray(
+                    layer_name(image_name, kind, label),
+                    grid_map(values[c]),
+                    g_scale,
+                    g_translate,
+                    attrs,
+                )
+            )
+    return out
+
+
+def layers_from_maps(
+    maps: Iterable[MapArray], *, visible: Sequence[str] | None = None
+) -> list[LayerData]:
+    """Image ``LayerData`` for maps (from :func:`map_arrays` or a reopened map file).
+
+    ``visible`` lists the names shown at first (default: the first label's correlation
+    map, or its prediction map when there is no correlation); the others start hidden,
+    so one map at a time is read over the mammogram.
+    """
+    maps = list(maps)
+    if visible is None:
+        visible = _default_visible(maps)
+    out: list[LayerData] = []
+    for m in maps:
+        kind = str(m.attrs.get("map", ""))
+        kwargs: dict[str, Any] = {
+            "name": m.name,
+            "scale": tuple(m.scale),
+            "translate": tuple(m.translate),
+            "blending": "translucent",
+            "interpolation2d": "nearest" if kind in ("relevance", "masks_used") else "linear",
+            "visible": m.name in visible,
+            "metadata": {"correlax": dict(m.attrs)} if kind else {},
+        }
+        kwargs.update(display_for(kind, np.asarray(m.data)))
+        shown = m.attrs.get("display", {})
+        if kind not in _KINDS and isinstance(shown.get("colormap"), str):
+            kwargs["colormap"] = shown["colormap"]
+        if "contrast_limits" in shown:
+            kwargs["contrast_limits"] = tuple(float(v) for v in shown["contrast_limits"])
+        if "opacity" in shown:
+            kwargs["opacity"] = float(shown["opacity"])
+        if "visible" in shown:
+            kwargs["visible"] = bool(shown["visible"])
+        out.append((m.data, kwargs, "image"))
+    return out
+
+
+def _default_visible(maps: Sequence[MapArray]) -> list[str]:
+    for kind in ("correlation", "prediction"):
+        named = [m.name for m in maps if m.attrs.get("map") == kind]
+        if named:
+            return [named[0]]
+    return [maps[0].name] if maps else []
+
+
+def result_layers(
+    result: Any,
+    image_name: str,
+    labels: Sequence[str] | None = None,
+    *,
+    image_scale: Sequence[float] | None = None,
+    image_translate: Sequence[float] = (0.0, 0.0),
+) -> list[LayerData]:
+    """``LayerData`` for all maps of a result over an image layer, bottom to top.
+
+    See :func:`map_arrays` for the arguments and :func:`layers_from_maps` for display.
+    """
+    maps = map_arrays(
+        result, image_name, labels, image_scale=image_scale, image_translate=image_translate
+    )
+    return layers_from_maps(maps)
+
+
+# -- ground truth ------------------------------------------------------------------------
+def as_box_rows(boxes: Iterable[Any]) -> list[BoxRow]:
+    """Normalise boxes to :data:`BoxRow` tuples.
+
+    Accepts :class:`napari_correlax.io.vindr.Box` (``label``, ``category``, ``xmin`` …),
+    :class:`napari_correlax.synth.Finding` (``label``, ``category``, ``box``) or tuples
+    already in :data:`BoxRow` form.
+    """
+    rows: list[BoxRow] = []
+    for b in boxes:
+        if isinstance(b, tuple):
+            rows.append(b)  # type: ignore[arg-type]
+            continue
+        if hasattr(b, "box"):
+            x0, y0, x1, y1 = b.box
+        else:
+            x0, y0, x1, y1 = b.xmin, b.ymin, b.xmax, b.ymax
+        birads = getattr(b, "birads", None)
+        rows.append(
+            (
+                str(b.label),
+                str(getattr(b, "category", b.label)),
+                None if birads is None else str(birads),
+                float(x0),
+                float(y0),
+                float(x1),
+                float(y1),
+            )
+        )
+    return rows
+
+
+def boxes_layer(
+    boxes: Iterable[Any],
+    image_name: str,
+    *,
+    image_scale: Sequence[float] = (1.0, 1.0),
+    image_translate: Sequence[float] = (0.0, 0.0),
+    image_shape: Sequence[int] | None = None,
+) -> LayerData:
+    """One Shapes ``LayerData`` of rectangles for ground-truth boxes (image pixels).
+
+    Edge colour per label (:func:`label_colour`), the label as text, and ``label``,
+    ``category`` and ``birads`` in the layer's features. The layer uses the image
+    layer's scale and translate, so boxes in pixels land on the image.
+    """
+    rows = as_box_rows(boxes)
+    data = [
+        np.array(
+            [[y0 - 0.5, x0 - 0.5], [y0 - 0.5, x1 - 0.5], [y1 - 0.5, x1 - 0.5], [y1 - 0.5, x0 - 0.5]]
+        )
+        for (_, _, _, x0, y0, x1, y1) in rows
+    ]
+    side = max(image_shape) if image_shape is not None else 1000
+    kwargs: dict[str, Any] = {
+        "name": boxes_layer_name(image_name),
+        "shape_type": "rectangle",
+        "scale": tuple(float(v) for v in image_scale),
+        "translate": tuple(float(v) for v in image_translate),
+        "edge_width": max(2.0, round(0.003 * side, 1)),
+        "edge_color": [label_colour(r[0]) for r in rows] or "white",
+        "face_color": "transparent",
+        "features": {
+            "label": [r[0] for r in rows],
+            "category": [r[1] for r in rows],
+            "birads": [r[2] or "" for r in rows],
+        },
+        "text": {
+            "string": "{label}",
+            "anchor": "upper_left",
+            "color": "white",
+            "size": 9,
+            "translation": (-2.0, 0.0),
+        },
+        "metadata": {"correlax": {"image": image_name, "map": "ground truth"}},
+    }
+    return (data, kwargs, "shapes")
+
+
+def find_annotations(image_path: str | Path) -> Path | None:
+    """The VinDr ``finding_annotations.csv`` beside an image, if any.
+
+    Looks in the image's folder and up to two folders above it (VinDr keeps images in
+    ``<root>/images/<study_id>/``).
+    """
+    from ..io.vindr import FINDINGS_CSV
+
+    folder = Path(image_path).resolve().parent
+    for candidate in (folder, *list(folder.parents)[:3]):
+        csv_path = candidate / FINDINGS_CSV
+        if csv_path.is_file():
+            return csv_path
+    return None
+
+
+def boxes_for_image(image_path: str | Path, csv_path: str | Path | None = None) -> list[Any]:
+    """Ground-truth boxes of one image from a VinDr CSV (found beside it when not given).
+
+    The image is matched by ``image_id`` = its file name without extension. Returns an
+    empty list when there is no CSV or no row for this image; a CSV that cannot be read
+    raises :class:`~napari_correlax.errors.CorrelaxError`.
+    """
+    from ..errors import CorrelaxError
+    from ..io.vindr import load_vindr
+
+    csv_file = Path(csv_path) if csv_path is not None else find_annotations(image_path)
+    if csv_file is None:
+        return []
+    index = load_vindr(csv_file, check_files=False)
+    try:
+        record = index.by_id(Path(image_path).stem.split(".")[0])
+    except CorrelaxError:
+        return []
+    return list(record.boxes)
+
+
+# -- viewer helpers (the only functions here that touch napari) -------------------------
+def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
+    """Add layers, or update same-named ones in place; returns the layers in order.
+
+    An existing image layer keeps its identity, position, visibility, opacity and
+    colormap: only data, scale, translate, contrast limits and metadata change. A
+    Shapes layer is replaced at the same position (its shape count may change).
+    """
+    out = []
+    for data, kwargs, layer_type in layer_data:
+        name = kwargs["name"]
+        existing = viewer.layers[name] if name in viewer.layers else None
+        if existing is not None and existing._type_string == layer_type == "image":
+            existing.metadata = kwargs.get("metadata", {})
+            existing.scale = kwargs["scale"]
+            existing.translate = kwargs["translate"]
+            existing.data = data
+            if "contrast_limits" in kwargs:
+                existing.contrast_limits = kwargs["contrast_limits"]
+            out.append(existing)
+            continue
+        index = viewer.layers.index(existing) if existing is not None else None
+        new = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+        if existing is not None:
+            viewer.layers.remove(existing)
+            viewer.layers.move(viewer.layers.index(new), index)
+            new.name = name
+        out.append(new)
+    return out
+
+
+def remove_layers(viewer: Any, names: Iterable[str]) -> None:
+    """Remove the named layers that exist."""
+    for name in names:
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+
+
+def is_correlax_output(layer: Any) -> bool:
+    """True for layers this plugin made (maps, boxes), which are never analysis inputs."""
+    return isinstance(getattr(layer, "metadata", None), dict) and "correlax" in layer.metadata
+
+
+def image_transform(layer: Any) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``(scale, translate)`` of a 2-D image layer (last two axes)."""
+    scale = tuple(float(v) for v in layer.scale[-2:])
+    translate = tuple(float(v) for v in layer.translate[-2:])
+    return scale, translate  # type: ignore[return-value]
+
+
+def spacing_of(layer: Any) -> tuple[float, float] | None:
+    """Pixel spacing (mm) of an image layer: its metadata, else a non-unit scale, else None."""
+    meta = getattr(layer, "metadata", {}) or {}
+    spacing = meta.get("spacing_mm")
+    if spacing is not None:
+        return (float(spacing[0]), float(spacing[1]))
+    scale, _ = image_transform(layer)
+    if all(math.isclose(s, 1.0) for s in scale):
+        return None
+    return scale
+
+
+def box_rows_of_layer(layer: Any) -> list[BoxRow]:
+    """Ground-truth rows back from a Shapes layer made by :func:`boxes_layer` (image pixels)."""
+    features = layer.features
+    rows: list[BoxRow] = []
+    for k, vertices in enumerate(layer.data):
+        v = np.asarray(vertices)[:, -2:] + 0.5
+        label = str(features["label"].iloc[k]) if "label" in features else ""
+        category = str(features["category"].iloc[k]) if "category" in features else label
+        birads = str(features["birads"].iloc[k]) if "birads" in features else ""
+        rows.append(
+            (
+                label,
+                category,
+                birads or None,
+                float(v[:, 1].min()),
+                float(v[:, 0].min()),
+                float(v[:, 1].max()),
+                float(v[:, 0].max()),
+            )
+        )
+    return rows

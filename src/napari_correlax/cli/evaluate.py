@@ -1,0 +1,118 @@
+"""``correlax evaluate DATA --out DIR``: pointing game, crop metrics and FROC over a split.
+
+Runs prediction + CorRELAX over every image of the split (cached per image, so an
+interrupted run resumes), then writes the paper's Table 4 (pointing game) and Table 3
+(crop classification) as CSV and Markdown, a FROC summary, the per-finding verdicts and
+a report. ``torchrun --nproc-per-node N -m napari_correlax.cli evaluate ...`` shares the
+images among N processes; rank 0 writes the tables. See
+:mod:`napari_correlax.evaluate.runner`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="pointing game (Table 4), crop metrics (Table 3) and FROC over a data set split",
+        description="Evaluate a classifier and its CorRELAX maps on a data set in the "
+        "VinDr-Mammo layout. Per image, maps and crop scores are cached under "
+        "DIR/cache/<key>/ (running again resumes); rank 0 writes pointing.csv/.md, "
+        "classification.csv/.md, detection.csv/.md, froc.csv, pointing-verdicts.csv, "
+        "report.md and report.json. Missing or unreadable images are listed before any "
+        "model work starts and left out. For several processes or GPUs: "
+        "`torchrun --nproc-per-node N -m napari_correlax.cli evaluate ...`.",
+    )
+    p.add_argument("data", type=Path, help="folder with finding_annotations.csv and images/")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: demo model")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    g = p.add_argument_group("maps (change the cache key)")
+    g.add_argument("--stride", type=int, default=48, help="window step in pixels (48)")
+    g.add_argument("--masks", type=int, default=2560, help="masks per window, maximum (2560)")
+    g.add_argument("--no-adaptive", dest="adaptive", action="store_false",
+                   help="always use all masks (default: stop when the correlations are stable)")
+    g.add_argument("--no-focus", dest="focus", action="store_false",
+                   help="full CorRELAX on every window (default: only around likely lesions)")
+    g.add_argument("--seed", type=int, default=0, help="mask seed (0)")
+    g.add_argument("--predict-only", action="store_true",
+                   help="prediction maps only (no correlation column)")
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--check", choices=("quick", "decode", "none"), default="quick",
+                   help="file check before the run: quick (headers, default), decode (read "
+                   "every image fully) or none")
+    e.add_argument("--no-froc", dest="froc", action="store_false",
+                   help="skip the detection (FROC) summary")
+    e.add_argument("--threshold", type=float, default=0.5,
+                   help="probability counted as positive in the crop metrics (0.5)")
+    r = p.add_argument_group("runtime")
+    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    r.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="autocast precision (float32 is exact)")
+    r.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (64)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import CorrelaxError
+    from ..evaluate.runner import EvaluationConfig, Excluded, MapSettings, evaluate_steps
+
+    if args.stride < 1 or args.masks < 1 or args.batch_size < 1:
+        raise CorrelaxError("--stride, --masks and --batch-size must be at least 1")
+    settings = MapSettings(explain=not args.predict_only, masks=args.masks,
+                           adaptive=args.adaptive, focus=args.focus, seed=args.seed,
+                           stride=args.stride)
+    config = EvaluationConfig(
+        data=args.data, out=args.out, model=args.model, split=args.split, settings=settings,
+        device=args.device, precision=args.precision, batch_size=args.batch_size,
+        threads=args.threads, limit=args.limit, check=args.check, froc=args.froc,
+        threshold=args.threshold,
+    )
+    rank = int(os.environ.get("RANK", "0"))
+    tag = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    tty = sys.stderr.isatty()
+    announced: set[str] = set()
+    steps = evaluate_steps(config)
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            report = stop.value
+            break
+        if isinstance(event, Excluded):
+            if rank == 0:
+                for image_id in event.missing:
+                    print(f"correlax evaluate: missing image file for {image_id}",
+                          file=sys.stderr)
+                for image_id, why in event.unreadable.items():
+                    print(f"correlax evaluate: left out {image_id}: {why}", file=sys.stderr)
+                announced = set(event.missing) | set(event.unreadable)
+            continue
+        stage, done, total = event
+        if tty:
+            bar = "#" * int(30 * done / total) if total else ""
+            sys.stderr.write(f"\r{tag}{stage:<6} [{bar:<30}] {done}/{total}")
+            sys.stderr.flush()
+            if done == total:
+                sys.stderr.write("\n")
+        elif stage == "image" and done:
+            print(f"{tag}image {done}/{total}", file=sys.stderr, flush=True)
+    if report is None:
+        return 0
+    for image_id, why in report.failed.items():
+        if image_id not in announced:
+            print(f"correlax evaluate: left out {image_id}: {why}", file=sys.stderr)
+    print(report.tables["pointing"].to_markdown())
+    if "classification" in report.tables:
+        print(report.tables["classification"].to_markdown())
+    print(f"{len(report.evaluated)} of {report.images} images evaluated in "
+          f"{report.seconds:.1f} s; tables in {Path(report.out)}")
+    return 0

@@ -1,0 +1,285 @@
+"""Pointing game (SPEC §10, paper §3.5 and Table 4).
+
+For one image and one label present in its ground truth, the *location* of a map's
+maximum is the model's answer to "where is the <label>?". It is a **hit** when it lies
+inside any box of that label grown by :data:`GROW_PX` (48) pixels on every side *and*
+the maximum passes the map's rule; otherwise a **miss**. Accuracy = hits / (hits +
+misses) per label; the mean over labels is weighted by support.
+
+Choices the SPEC leaves open (written down here as it asks):
+
+* **Where the maximum is.** :meth:`~napari_correlax.explain.MapResult.peak`: the window
+  whose smoothed value is largest among the windows that were evaluated
+  (``window_mask``), ties to the first in row-major order; its location is that
+  window's centre in original image pixels.
+* **Coordinate frames.** ``peak`` uses the pixel-centre convention of
+  :meth:`~napari_correlax.windows.WindowGrid.centres` (pixel ``r`` is centred at
+  coordinate ``r``), boxes the VinDr convention (pixel ``i`` covers ``[i, i + 1)``). The
+  peak is moved into the box frame by adding 0.5 px to row and column before the test.
+* **Inclusive bounds.** A point ``(x, y)`` (x = column) is inside box
+  ``(xmin, ymin, xmax, ymax)`` grown by ``g`` when ``xmin − g ≤ x ≤ xmax + g`` and
+  ``ymin − g ≤ y ≤ ymax + g``; a point exactly on the grown edge is a hit.
+* **Rules** (:data:`RULES`): prediction maps hit only when the maximum is ≥ 0.25, and,
+  scored separately, ≥ 0.50; correlation maps only when it is > 0. The value is the
+  one at the maximum's window, after the SPEC §6 kernel.
+* **One answer per (image, label).** Several boxes of one label in one image count once:
+  one maximum, one verdict (hit if it falls in any of them).
+* **Labels scored.** Every label of the model except "No Finding", as in the paper's
+  Table 4, which lists the seven lesion labels and no row for normal tissue (there is
+  no lesion to point at). Ground-truth labels the model does not have are not scored.
+* **Support** of a label = number of (image, label) pairs; the weighted mean of a rule is
+  ``Σ_label accuracy · support / Σ_label support`` over labels with support > 0 (equal
+  to all hits over all pairs). A label without support has no accuracy (``None``).
+
+Note on the reference numbers: the paper's Table 4 weighted means (0.6358, 0.3613,
+0.5602) cannot be reproduced from its own per-label rows with support weights (those
+give 0.4978, 0.2809 and 0.4386); this module implements the definition, not the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..labels import NO_FINDING
+
+__all__ = [
+    "GROW_PX",
+    "RULES",
+    "PointingRule",
+    "PointingTable",
+    "Verdict",
+    "lesion_labels",
+    "point_in_boxes",
+    "pointing_table",
+    "pointing_verdicts",
+    "rule_by_name",
+]
+
+#: Tolerance around every box, pixels on each side (paper §3.5: "an offset of 48 pixels").
+GROW_PX = 48.0
+
+
+@dataclass(frozen=True)
+class PointingRule:
+    """How one map type is scored: the map's name and the test on its maximum.
+
+    ``strict`` selects ``value > threshold``; otherwise ``value ≥ threshold``.
+    ``title`` is the column heading of Table 4.
+    """
+
+    name: str
+    map: str
+    threshold: float
+    strict: bool
+    title: str
+
+    def passes(self, value: float) -> bool:
+        """Whether a maximum of ``value`` may count as a hit under this rule."""
+        return value > self.threshold if self.strict else value >= self.threshold
+
+
+#: The three columns of the paper's Table 4, in its order.
+RULES: tuple[PointingRule, ...] = (
+    PointingRule("prediction>=0.25", "prediction", 0.25, False, "Prediction Map (≥ 25%)"),
+    PointingRule("prediction>=0.50", "prediction", 0.50, False, "Prediction Map (≥ 50%)"),
+    PointingRule("correlation>0", "correlation", 0.0, True, "Correlation Map"),
+)
+
+
+def rule_by_name(name: str, rules: Sequence[PointingRule] = RULES) -> PointingRule:
+    """The rule called ``name`` (KeyError if there is none)."""
+    for rule in rules:
+        if rule.name == name:
+            return rule
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The pointing-game answer for one (image, label, rule).
+
+    ``row``/``col`` is the maximum's window centre in original image pixels
+    (pixel-centre convention, as :meth:`MapResult.peak`); ``value`` the map there;
+    ``inside`` whether that point lies in a grown box of the label; ``hit`` whether it
+    counts (inside and the rule passes); ``boxes`` how many boxes the label has in the
+    image.
+    """
+
+    image_id: str
+    label: str
+    rule: str
+    map: str
+    value: float
+    row: float
+    col: float
+    inside: bool
+    hit: bool
+    boxes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able copy."""
+        return asdict(self)
+
+
+def lesion_labels(labels: Iterable[str]) -> list[str]:
+    """The labels the pointing game scores: all but "No Finding", in the given order."""
+    return [lab for lab in labels if lab != NO_FINDING]
+
+
+def _corners(box: Any) -> tuple[float, float, float, float]:
+    if hasattr(box, "xmin"):
+        return (float(box.xmin), float(box.ymin), float(box.xmax), float(box.ymax))
+    x0, y0, x1, y1 = box
+    return (float(x0), float(y0), float(x1), float(y1))
+
+
+def point_in_boxes(x: float, y: float, boxes: Iterable[Any], grow: float = GROW_PX) -> bool:
+    """Whether point ``(x, y)`` lies in any box grown by ``grow`` px (inclusive bounds).
+
+    ``x`` is the column, ``y`` the row, both in the boxes' frame (pixel ``i`` covers
+    ``[i, i + 1)``); a box is ``(xmin, ymin, xmax, ymax)`` or has those attributes.
+    """
+    for box in boxes:
+        x0, y0, x1, y1 = _corners(box)
+        if x0 - grow <= x <= x1 + grow and y0 - grow <= y <= y1 + grow:
+            return True
+    return False
+
+
+def _label_of(box: Any) -> str:
+    return str(box.label if hasattr(box, "label") else box[0])
+
+
+def _box_of(box: Any) -> tuple[float, float, float, float]:
+    if hasattr(box, "label"):
+        return _corners(box)
+    return _corners(box[1:5])
+
+
+def pointing_verdicts(
+    result: Any,
+    boxes: Iterable[Any],
+    image_id: str = "",
+    *,
+    rules: Sequence[PointingRule] = RULES,
+    grow: float = GROW_PX,
+) -> list[Verdict]:
+    """Pointing-game verdicts of one image: one per (ground-truth label, rule).
+
+    Args:
+        result: a :class:`~napari_correlax.explain.MapResult` of the image.
+        boxes: its ground-truth boxes in image pixels, as
+            :class:`~napari_correlax.io.vindr.Box` (``label``, ``xmin`` …) or tuples
+            ``(label, xmin, ymin, xmax, ymax)``.
+        image_id: copied into the verdicts.
+        rules: which maps and tests to score (default: Table 4's three).
+        grow: tolerance in pixels on every side of each box.
+
+    Labels follow the result's label order; "No Finding" and labels the result does not
+    have are skipped, and so are rules whose map the result lacks (a prediction-only
+    result gives no correlation verdicts).
+    """
+    by_label: dict[str, list[tuple[float, float, float, float]]] = {}
+    for box in boxes:
+        by_label.setdefault(_label_of(box), []).append(_box_of(box))
+    out: list[Verdict] = []
+    for label in lesion_labels(result.labels):
+        label_boxes = by_label.get(label)
+        if not label_boxes:
+            continue
+        for rule in rules:
+            if getattr(result, rule.map, None) is None:
+                continue
+            value, (row, col) = result.peak(rule.map, label)
+            inside = point_in_boxes(col + 0.5, row + 0.5, label_boxes, grow)
+            out.append(Verdict(
+                image_id=image_id, label=label, rule=rule.name, map=rule.map,
+                value=float(value), row=float(row), col=float(col), inside=inside,
+                hit=bool(inside and rule.passes(value)), boxes=len(label_boxes),
+            ))
+    return out
+
+
+@dataclass
+class PointingTable:
+    """Hits and pairs per (label, rule): the numbers behind Table 4.
+
+    ``hits[(label, rule)]`` and ``pairs[(label, rule)]`` are counts of (image, label)
+    pairs; ``labels`` and ``rules`` give the row and column order.
+    """
+
+    labels: list[str]
+    rules: list[PointingRule]
+    hits: dict[tuple[str, str], int]
+    pairs: dict[tuple[str, str], int]
+
+    def accuracy(self, label: str, rule: str) -> float | None:
+        """hits / (hits + misses) of one label under one rule; None without support."""
+        n = self.pairs.get((label, rule), 0)
+        return self.hits.get((label, rule), 0) / n if n else None
+
+    def support(self, label: str) -> int:
+        """Number of (image, label) pairs scored for ``label`` (the largest over rules)."""
+        return max((self.pairs.get((label, r.name), 0) for r in self.rules), default=0)
+
+    def total_support(self) -> int:
+        """Sum of the labels' support."""
+        return sum(self.support(lab) for lab in self.labels)
+
+    def weighted_mean(self, rule: str) -> float | None:
+        """Support-weighted mean accuracy of one rule over labels with support; None if none."""
+        num = den = 0.0
+        for label in self.labels:
+            n = self.pairs.get((label, rule), 0)
+            accuracy = self.accuracy(label, rule)
+            if accuracy is not None:
+                num += accuracy * n
+                den += n
+        return num / den if den else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able summary: per label and rule, accuracy, hits and support."""
+        rows = []
+        for label in self.labels:
+            row: dict[str, Any] = {"label": label, "support": self.support(label)}
+            for rule in self.rules:
+                row[rule.name] = {"accuracy": self.accuracy(label, rule.name),
+                                  "hits": self.hits.get((label, rule.name), 0),
+                                  "pairs": self.pairs.get((label, rule.name), 0)}
+            rows.append(row)
+        means = {rule.name: self.weighted_mean(rule.name) for rule in self.rules}
+        return {"rows": rows, "weighted_mean": means, "support": self.total_support()}
+
+
+def pointing_table(
+    verdicts: Iterable[Verdict],
+    labels: Sequence[str] | None = None,
+    rules: Sequence[PointingRule] = RULES,
+) -> PointingTable:
+    """Count verdicts into a :class:`PointingTable`.
+
+    ``labels`` fixes the rows (default: the verdicts' labels in first-seen order);
+    "No Finding" is always left out. A (image, label, rule) seen twice counts once
+    (the later verdict wins).
+    """
+    unique: dict[tuple[str, str, str], Verdict] = {}
+    for v in verdicts:
+        unique[(v.image_id, v.label, v.rule)] = v
+    if labels is None:
+        seen: dict[str, None] = {}
+        for v in unique.values():
+            seen.setdefault(v.label, None)
+        labels = list(seen)
+    rows = lesion_labels(labels)
+    names = {r.name for r in rules}
+    hits: dict[tuple[str, str], int] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    for v in unique.values():
+        if v.rule not in names or v.label not in rows:
+            continue
+        key = (v.label, v.rule)
+        pairs[key] = pairs.get(key, 0) + 1
+        hits[key] = hits.get(key, 0) + int(v.hit)
+    return PointingTable(list(rows), list(rules), hits, pairs)

@@ -1,0 +1,141 @@
+"""Result tables in the papers' layouts, as CSV and Markdown (SPEC §5, §10).
+
+- :func:`pointing_report`: the paper's Table 4 — per lesion label the pointing-game
+  accuracy of the prediction map at ≥ 25 % and ≥ 50 % and of the correlation map, the
+  support, and a last row with the support-weighted means and the total support.
+- :func:`classification_report`: the paper's Table 3 — per label accuracy, precision,
+  recall, F1 score and support on the test crops.
+- :func:`froc_report`: the second paper's Table II style — per label and map the
+  operating point ``TPR@FPPI`` and the TPR at fixed FPPI budgets.
+
+A :class:`Table` holds cells as numbers or text; numbers are written with four
+decimals (the papers' precision), counts as integers, and a missing value (a label
+without support) as an empty CSV cell and "–" in Markdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..files import atomic_write_text
+
+__all__ = [
+    "Table",
+    "classification_report",
+    "froc_report",
+    "pointing_report",
+    "write_table",
+]
+
+
+@dataclass
+class Table:
+    """A titled table: column names and rows of cells (str, int, float or None)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+    digits: int = 4
+
+    def _cell(self, value: Any, markdown: bool) -> str:
+        if value is None:
+            return "–" if markdown else ""
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return f"{value:.{self.digits}f}"
+        text = str(value)
+        return text.replace("|", "\\|") if markdown else text
+
+    def to_csv(self) -> str:
+        """The table as CSV text (header row first)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(self.columns)
+        for row in self.rows:
+            writer.writerow([self._cell(v, False) for v in row])
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        """The table as a Markdown pipe table under a ``###`` heading."""
+        align = ["---"] + ["---:"] * (len(self.columns) - 1)
+        lines = [f"### {self.title}", "",
+                 "| " + " | ".join(self.columns) + " |",
+                 "|" + "|".join(align) + "|"]
+        for row in self.rows:
+            lines.append("| " + " | ".join(self._cell(v, True) for v in row) + " |")
+        return "\n".join(lines) + "\n"
+
+    def as_records(self) -> list[dict[str, Any]]:
+        """Rows as dicts keyed by column name (JSON-able)."""
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+
+def pointing_report(table: Any, title: str = "Pointing game accuracy (paper Table 4)") -> Table:
+    """Table 4 layout from a :class:`~napari_correlax.evaluate.pointing.PointingTable`.
+
+    Rows: every label of the table (lesion labels, model order), then "Weighted Mean
+    Accuracy" with the total support.
+    """
+    columns = ["Finding", *[r.title for r in table.rules], "Support"]
+    out = Table(title, columns)
+    for label in table.labels:
+        out.rows.append([label, *[table.accuracy(label, r.name) for r in table.rules],
+                         table.support(label)])
+    out.rows.append(["Weighted Mean Accuracy", *[table.weighted_mean(r.name) for r in table.rules],
+                     table.total_support()])
+    return out
+
+
+def classification_report(
+    metrics: Sequence[Any], title: str = "Crop classification (paper Table 3)"
+) -> Table:
+    """Table 3 layout from :class:`~napari_correlax.evaluate.classification.LabelMetrics` rows."""
+    out = Table(title, ["Label", "Accuracy", "Precision", "Recall", "F1 Score", "Support"])
+    for m in metrics:
+        out.rows.append([m.label, m.accuracy, m.precision, m.recall, m.f1, int(m.support)])
+    return out
+
+
+def froc_report(
+    curves: Mapping[tuple[str, str], Sequence[Any]],
+    budgets: Sequence[float] = (0.5, 1.0, 2.0),
+    title: str = "Detection from maps: FROC summary (TPR@FPPI, IoU > 0.3)",
+) -> Table:
+    """One row per (label, map) curve: operating point, TPR within FPPI budgets, boxes.
+
+    ``curves`` maps ``(label, map name)`` to a list of
+    :class:`~napari_correlax.evaluate.detection.FrocPoint` (see
+    :func:`~napari_correlax.evaluate.detection.froc_curve`).
+    """
+    from .detection import operating_point, operating_point_text, tpr_at_fppi
+
+    columns = ["Finding", "Map", "Operating point (TPR@FPPI)", "Threshold",
+               *[f"TPR @ FPPI ≤ {b:g}" for b in budgets], "Boxes", "Images"]
+    out = Table(title, columns)
+    for (label, name), curve in curves.items():
+        best = operating_point(curve)
+        boxes = curve[0].boxes if curve else 0
+        images = curve[0].images if curve else 0
+        out.rows.append([label, name, operating_point_text(best),
+                         None if best is None else best.threshold,
+                         *[tpr_at_fppi(curve, b) for b in budgets], boxes, images])
+    return out
+
+
+def write_table(table: Table, stem: str | os.PathLike[str]) -> list[Path]:
+    """Write ``<stem>.csv`` and ``<stem>.md`` atomically; returns both paths."""
+    stem = Path(stem)
+    csv_path = stem.with_name(stem.name + ".csv")
+    md_path = stem.with_name(stem.name + ".md")
+    atomic_write_text(csv_path, table.to_csv())
+    atomic_write_text(md_path, table.to_markdown())
+    return [csv_path, md_path]

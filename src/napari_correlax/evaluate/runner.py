@@ -1,0 +1,743 @@
+"""Batch evaluation over a VinDr-layout split (SPEC §5, §10, §11), resumable and data-parallel.
+
+:func:`evaluate_steps` runs prediction + CorRELAX over every usable image of a split,
+caches each image's maps and crop scores on disk, and builds the paper's tables:
+
+- Table 4: pointing game of the prediction (≥ 25 %, ≥ 50 %) and correlation maps
+  (:mod:`.pointing`);
+- Table 3: per-label metrics of the classifier on the test crops (:mod:`.classification`);
+- a FROC summary of boxes detected on the maps (:mod:`.detection`).
+
+Files under ``out``:
+
+``cache/<key>/<image>.npz``
+    The image's :class:`~napari_correlax.explain.MapResult` without ``relevance``
+    (the full-resolution map would cost tens of MB per mammogram and no table uses it).
+``cache/<key>/<image>.json``
+    Written after the maps: crop probabilities, timings, or the error that stopped the
+    image. Its presence marks the image done, so an interrupted run resumes with the first
+    image that has none. ``<key>`` (:func:`settings_key`) names the checkpoint and hashes
+    its content and every setting that changes the maps, so other settings never reuse
+    these files. The test-set reader uses the same cache.
+``pointing.{csv,md}``, ``classification.{csv,md}``, ``detection.{csv,md}``, ``froc.csv``,
+``pointing-verdicts.csv`` (one row per image × label × rule, the
+:mod:`.verdicts` format), ``report.md`` and ``report.json``.
+
+Data-parallel: under ``torchrun --nproc-per-node N`` (``WORLD_SIZE`` > 1) a gloo process
+group is joined; rank ``r`` checks and computes images ``r, r + N, r + 2N, …`` of the
+split, then all ranks meet at a barrier and rank 0 reads every image's cache files and
+writes the tables. Each image is computed alone, with the same seed, so the tables do not
+depend on the number of processes. On a machine with GPUs each rank uses
+``cuda:<LOCAL_RANK>``.
+
+Test crops (Table 3) are the training code's validation crops
+(:class:`~napari_correlax.train.crops.CropDataset` with ``train=False``): the box itself,
+or for a No Finding image a window of the median training box size centred on the
+breast, cut from the CLAHE-fused image quantised to 8 bits as the training cache stores it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorrelaxError
+from ..explain.runtime import Progress
+from ..explain.sliding import DEFAULT_MIN_TISSUE
+from ..files import atomic_write_text
+from .pointing import RULES, lesion_labels, pointing_table, pointing_verdicts
+
+__all__ = [
+    "EvaluationConfig",
+    "EvaluationReport",
+    "Excluded",
+    "LoadedImage",
+    "MapSettings",
+    "ResultCache",
+    "checkpoint_fingerprint",
+    "crop_scores",
+    "evaluate",
+    "evaluate_steps",
+    "image_maps_steps",
+    "load_image_steps",
+    "model_fingerprint",
+    "settings_key",
+]
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """Everything besides the model and the image that changes the maps.
+
+    ``explain`` False gives prediction maps only (no correlation verdicts). The other
+    fields are those of :func:`~napari_correlax.explain.correlax.explain_steps`.
+    """
+
+    explain: bool = True
+    masks: int = 2560
+    adaptive: bool = True
+    focus: bool = True
+    seed: int = 0
+    stride: int = 48
+    min_tissue: float = DEFAULT_MIN_TISSUE
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able copy."""
+        return asdict(self)
+
+
+_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
+def checkpoint_fingerprint(path: str | os.PathLike[str] | None) -> tuple[str, str]:
+    """``(name, sha256 prefix)`` of a checkpoint file (None: the default/demo model).
+
+    ``name`` is the file name without suffix; the hash (16 hex digits of the file's
+    SHA-256) changes whenever the weights do. Hashes are remembered per (file, size,
+    modification time). Does not import torch.
+    """
+    from ..models.checkpoint import _resolve
+
+    resolved = _resolve(path)
+    st = resolved.stat()
+    key = (str(resolved.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _fingerprints:
+        digest = hashlib.sha256()
+        with open(resolved, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _fingerprints[key] = digest.hexdigest()[:16]
+    return resolved.stem, _fingerprints[key]
+
+
+def model_fingerprint(model: Any) -> tuple[str, str]:
+    """:func:`checkpoint_fingerprint` of a loaded model's checkpoint file.
+
+    A model without a checkpoint file is named after its class and hashed from its
+    config and parameters.
+    """
+    path = getattr(model, "checkpoint_path", None)
+    if path and Path(path).is_file():
+        return checkpoint_fingerprint(path)
+    digest = hashlib.sha256(json.dumps(getattr(model, "config", dict)(), sort_keys=True,
+                                       default=str).encode())
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return type(model).__name__, digest.hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+def settings_key(model: Any, settings: MapSettings) -> str:
+    """Cache folder name: ``<checkpoint name>-<12 hex digits>`` of weights + settings.
+
+    ``model`` is a loaded model or a checkpoint path (None: the default model).
+    """
+    if model is None or isinstance(model, (str, os.PathLike)):
+        name, fingerprint = checkpoint_fingerprint(model)
+    else:
+        name, fingerprint = model_fingerprint(model)
+    fields: dict[str, Any] = {"model": fingerprint, **settings.as_dict()}
+    if settings.explain:
+        from ..explain import correlax
+
+        # defaults of explain_steps that this module does not set but that change the maps
+        fields.update(tolerance=correlax.DEFAULT_TOLERANCE,
+                      focus_threshold=correlax.DEFAULT_FOCUS_THRESHOLD,
+                      min_masks=min(correlax.DEFAULT_MIN_MASKS, settings.masks))
+    doc = json.dumps(fields, sort_keys=True)
+    return f"{_slug(name)}-{hashlib.sha256(doc.encode()).hexdigest()[:12]}"
+
+
+class ResultCache:
+    """Per-image maps and scores under ``root/<key>/`` (see the module docstring).
+
+    Files are written atomically, so several processes can fill one cache.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], key: str,
+                 description: dict[str, Any] | None = None) -> None:
+        self.folder = Path(root) / key
+        self.key = key
+        self.description = dict(description or {})
+
+    @staticmethod
+    def stem(image_id: str) -> str:
+        """File-name-safe name of an image id."""
+        return _slug(image_id)
+
+    def maps_path(self, image_id: str) -> Path:
+        """Where an image's maps are stored (``.npz``)."""
+        return self.folder / f"{self.stem(image_id)}.npz"
+
+    def info_path(self, image_id: str) -> Path:
+        """Where an image's crop scores and status are stored (``.json``)."""
+        return self.folder / f"{self.stem(image_id)}.json"
+
+    def describe(self) -> None:
+        """Write ``settings.json`` (what the key stands for) once."""
+        path = self.folder / "settings.json"
+        if not path.is_file():
+            atomic_write_text(path, json.dumps({"key": self.key, **self.description},
+                                               indent=2, default=str) + "\n")
+
+    def load_maps(self, image_id: str, source: str | os.PathLike[str] | None = None
+                  ) -> Any | None:
+        """The cached maps of an image, or None (absent, damaged, or made from another file).
+
+        ``source`` is the image file; when given, maps made from a file of another size
+        or modification time are ignored.
+        """
+        from ..explain.result import load_result
+
+        path = self.maps_path(image_id)
+        if not path.is_file():
+            return None
+        try:
+            result = load_result(path)
+        except CorrelaxError:
+            return None
+        if source is not None and result.meta.get("source_stat") != _stat(source):
+            return None
+        return result
+
+    def save_maps(self, image_id: str, result: Any, source: str | os.PathLike[str] | None = None
+                  ) -> Path:
+        """Store an image's maps (``relevance`` dropped; the source file's stat noted)."""
+        meta = dict(result.meta)
+        if source is not None:
+            meta["source_stat"] = _stat(source)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return replace(result, relevance=None, meta=meta).save(self.maps_path(image_id))
+
+    def load_info(self, image_id: str) -> dict[str, Any] | None:
+        """The image's status document, or None."""
+        try:
+            doc = json.loads(self.info_path(image_id).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def save_info(self, image_id: str, doc: dict[str, Any]) -> Path:
+        """Store the image's status document."""
+        return atomic_write_text(self.info_path(image_id), json.dumps(doc, default=str) + "\n")
+
+    def is_done(self, image_id: str) -> bool:
+        """True when the image finished without error under this key."""
+        doc = self.load_info(image_id)
+        return bool(doc) and not doc.get("error") and self.maps_path(image_id).is_file()
+
+
+def _stat(path: str | os.PathLike[str]) -> list[int]:
+    st = Path(path).stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def image_maps_steps(
+    mammogram: Any,
+    image_id: str,
+    model: Any,
+    settings: MapSettings,
+    runtime: Any,
+    cache: ResultCache | None = None,
+) -> Generator[Progress, None, Any]:
+    """Maps of one image: from ``cache`` when there, else computed (and cached).
+
+    Yields the progress events of :func:`~napari_correlax.explain.predict_steps` or
+    :func:`~napari_correlax.explain.correlax.explain_steps`; returns the
+    :class:`~napari_correlax.explain.MapResult` (with ``relevance`` only when freshly
+    computed).
+    """
+    source = getattr(mammogram, "path", None)
+    if cache is not None:
+        cached = cache.load_maps(image_id, source)
+        if cached is not None:
+            return cached
+    if settings.explain:
+        from ..explain import correlax
+        from ..explain.correlax import explain_steps
+
+        result = yield from explain_steps(
+            mammogram, model, masks=settings.masks, adaptive=settings.adaptive,
+            focus=settings.focus, seed=settings.seed, stride=settings.stride,
+            min_tissue=settings.min_tissue, runtime=runtime,
+            min_masks=min(correlax.DEFAULT_MIN_MASKS, settings.masks))
+    else:
+        from ..explain.sliding import predict_steps
+
+        result = yield from predict_steps(mammogram, model, stride=settings.stride,
+                                          min_tissue=settings.min_tissue, runtime=runtime)
+    result.meta["image_id"] = image_id
+    if cache is not None:
+        cache.save_maps(image_id, result, source)
+    return result
+
+
+@dataclass
+class LoadedImage:
+    """An image ready to show: pixels, its maps (no ``relevance``) and where they came from."""
+
+    record: Any
+    pixels: np.ndarray
+    spacing_mm: tuple[float, float] | None
+    result: Any
+    key: str
+    model_name: str
+
+
+def load_image_steps(
+    record: Any,
+    checkpoint: str | os.PathLike[str] | None,
+    settings: MapSettings,
+    cache_root: str | os.PathLike[str],
+    runtime: Any,
+) -> Generator[Progress, None, LoadedImage]:
+    """Read an image of a data set and get its maps (cached under ``cache_root/<key>``).
+
+    What the test-set reader runs in its worker: yields the progress of the map
+    computation (nothing when the maps are cached) and returns a :class:`LoadedImage`.
+    Raises CorrelaxError for an unreadable image, a size that disagrees with the CSV, or
+    a broken checkpoint.
+    """
+    from ..io import read_mammogram
+    from ..models import load_classifier
+
+    mammogram = read_mammogram(record.path)
+    if record.height and record.width and \
+            mammogram.pixels.shape != (record.height, record.width):
+        raise CorrelaxError(f"image is {mammogram.pixels.shape[0]}×{mammogram.pixels.shape[1]}"
+                            f" pixels but the CSV says {record.height}×{record.width}",
+                            record.path)
+    yield Progress("model", 0, 1)
+    model = load_classifier(checkpoint, device=runtime.device)
+    key = settings_key(model, settings)
+    cache = ResultCache(cache_root, key, {"model": getattr(model, "checkpoint_path", None),
+                                          "settings": settings.as_dict()})
+    result = yield from image_maps_steps(mammogram, record.image_id, model, settings, runtime,
+                                         cache)
+    cache.describe()
+    return LoadedImage(record, mammogram.pixels, mammogram.spacing_mm,
+                       replace(result, relevance=None), key, model_fingerprint(model)[0])
+
+
+class _OneImage:
+    """Stands in for the training image cache: serves one in-memory fused image."""
+
+    def __init__(self, cached: Any) -> None:
+        self.cached = cached
+
+    def load(self, record: Any) -> Any:
+        return self.cached
+
+
+def crop_scores(
+    pixels: np.ndarray,
+    record: Any,
+    model: Any,
+    runtime: Any,
+    reference_size: tuple[float, float],
+) -> list[dict[str, Any]]:
+    """Model probabilities on the test crops of one image (SPEC §5; module docstring).
+
+    Returns one ``{"box": [xmin, ymin, xmax, ymax] or None, "target": [labels],
+    "probabilities": [C floats]}`` per sample of
+    :func:`~napari_correlax.train.crops.build_samples`.
+    """
+    from ..preprocess import breast_roi, fuse_channels
+    from ..train.crops import CachedImage, CropDataset, build_samples
+
+    labels = list(model.labels)
+    samples = build_samples([record], labels)
+    if not samples:
+        return []
+    prep = getattr(model, "preprocessing", {}) or {}
+    fused = fuse_channels(pixels, tuple(prep.get("clahe_clip_limits", (1.0, 2.0))),
+                          tuple(prep.get("clahe_tiles", (8, 8))))
+    region = np.round(fused * 255.0).astype(np.uint8)
+    step = 16
+    h, w = pixels.shape
+    mask = breast_roi(pixels).mask
+    gy, gx = h // step, w // step
+    cells = mask[: gy * step, : gx * step].reshape(gy, step, gx, step).mean(axis=(1, 3))
+    tissue = np.argwhere(cells >= 0.5).astype(np.int32)
+    image = CachedImage(region, (0, 0), (h, w), tissue, step)
+    dataset = CropDataset([record], samples, _OneImage(image), int(model.input_size),
+                          train=False, reference_size=reference_size)
+    crops = np.stack([dataset.crop(i) for i in range(len(samples))])
+    probs = []
+    for start in range(0, len(crops), runtime.batch_size):
+        with runtime.inference():
+            x = runtime.to_input(model, crops[start : start + runtime.batch_size])
+            probs.append(model.head(model.features(x)).float().cpu().numpy())
+    p = np.concatenate(probs)
+    return [{"box": None if s.box is None else [float(v) for v in s.box],
+             "target": [labels[c] for c in np.flatnonzero(s.target)],
+             "probabilities": [float(v) for v in p[k]]} for k, s in enumerate(samples)]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class EvaluationConfig:
+    """One ``correlax evaluate`` run.
+
+    ``data`` is the VinDr-layout folder, ``out`` the output folder, ``model`` a checkpoint
+    (None: the demo model). ``limit`` keeps the first N images of the split; ``check``
+    is ``"quick"`` or ``"decode"`` (see
+    :func:`~napari_correlax.io.vindr.check_readable`); ``froc`` adds the detection
+    summary; ``threshold`` is the crop classification threshold.
+    """
+
+    data: str | os.PathLike[str]
+    out: str | os.PathLike[str]
+    model: str | os.PathLike[str] | None = None
+    split: str = "test"
+    settings: MapSettings = field(default_factory=MapSettings)
+    device: str = "auto"
+    precision: str = "float32"
+    batch_size: int = 64
+    threads: int | None = None
+    limit: int | None = None
+    check: str = "quick"
+    froc: bool = True
+    threshold: float = 0.5
+    timeout_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """Yielded once by :func:`evaluate_steps` before any model work: images left out.
+
+    ``missing`` lists image ids whose file does not exist; ``unreadable`` maps image ids
+    to the reason the file check gave.
+    """
+
+    missing: list[str]
+    unreadable: dict[str, str]
+
+
+@dataclass
+class EvaluationReport:
+    """What rank 0 wrote: the tables, the files, and which images were left out."""
+
+    out: Path
+    key: str
+    images: int
+    evaluated: list[str]
+    failed: dict[str, str]
+    missing: list[str]
+    tables: dict[str, Any]
+    files: list[Path]
+    seconds: float
+
+
+@dataclass
+class _Group:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns: bool = False
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def gather(self, value: Any) -> list[Any]:
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
+    def close(self) -> None:
+        if self.owns:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _join_group(timeout_hours: float) -> _Group:
+    """The torchrun process group (gloo: only barriers and small objects travel)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Group()
+    import datetime
+
+    import torch.distributed as dist
+
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=timeout_hours))
+        owns = True
+    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    return _Group(dist.get_rank(), dist.get_world_size(), local, owns)
+
+
+def _rank_device(device: str, group: _Group) -> str:
+    if group.world == 1:
+        return device
+    import torch
+
+    if device in ("auto", "cuda", "") and torch.cuda.is_available():
+        return f"cuda:{group.local_rank % torch.cuda.device_count()}"
+    return "cpu" if device in ("auto", "") else device
+
+
+def _reference_size(index: Any, records: Sequence[Any], labels: Sequence[str],
+                    input_size: int) -> tuple[float, float]:
+    from ..train.crops import build_samples, median_box_size
+
+    for pool in (index.split("training"), records):
+        size = median_box_size(build_samples(pool, labels))
+        if size is not None:
+            return size
+    return (float(input_size), float(input_size))
+
+
+def evaluate_steps(
+    config: EvaluationConfig,
+) -> Generator[Progress | Excluded, None, EvaluationReport | None]:
+    """Run the evaluation; yields ``Progress("check" | "image", done, total)`` for this rank.
+
+    Once the files are checked, and before any model work, it yields an :class:`Excluded`
+    event listing the images left out (the same on every rank). Returns the
+    :class:`EvaluationReport` on rank 0 and None on the other ranks.
+
+    Raises:
+        CorrelaxError: no data set, an empty split, a broken checkpoint, or a split
+            with no usable image.
+    """
+    from ..explain.runtime import Runtime
+    from ..io.vindr import check_readable, load_vindr
+    from ..models import load_classifier
+
+    t_start = time.perf_counter()
+    data = Path(config.data).expanduser()
+    out = Path(config.out).expanduser()
+    index = load_vindr(data)
+    records = index.split(config.split)
+    if not records:
+        splits = sorted({r.split for r in index.images})
+        raise CorrelaxError(f"split {config.split!r} has no images (splits here: "
+                            f"{', '.join(splits) or 'none'})", data)
+    if config.limit is not None:
+        records = records[: max(int(config.limit), 0)]
+    missing_paths = {str(p) for p in index.missing}
+    missing = [r.image_id for r in records if str(r.path) in missing_paths]
+    present = [r for r in records if str(r.path) not in missing_paths]
+
+    group = _join_group(config.timeout_hours)
+    try:
+        runtime = Runtime(device=_rank_device(config.device, group), precision=config.precision,
+                          batch_size=config.batch_size, threads=config.threads)
+        model = load_classifier(config.model, device=runtime.device)
+        settings = config.settings
+        key = settings_key(model, settings)
+        cache = ResultCache(out / "cache", key, {
+            "model": getattr(model, "checkpoint_path", None),
+            "fingerprint": model_fingerprint(model)[1], "settings": settings.as_dict(),
+            "labels": list(model.labels)})
+
+        mine = present[group.rank :: group.world]
+        failures: dict[str, str] = {}
+        if config.check in ("quick", "decode"):
+            yield Progress("check", 0, len(mine))
+            found = check_readable(mine, decode=config.check == "decode")
+            failures = {r.image_id: reason for r, reason in found}
+            yield Progress("check", len(mine), len(mine))
+        unreadable: dict[str, str] = {}
+        for part in group.gather(failures):
+            unreadable.update(part)
+        todo = [r for r in present if r.image_id not in unreadable]
+        yield Excluded(list(missing), dict(unreadable))
+        if not todo:
+            raise CorrelaxError(f"no usable image in split {config.split!r} "
+                                f"({len(missing)} missing, {len(unreadable)} unreadable)", data)
+        if group.rank == 0:
+            cache.describe()
+        reference = _reference_size(index, todo, model.labels, int(model.input_size))
+
+        mine = todo[group.rank :: group.world]
+        yield Progress("image", 0, len(mine))
+        for done, record in enumerate(mine, start=1):
+            if not cache.is_done(record.image_id):
+                _compute_image(record, model, settings, runtime, cache, reference)
+            yield Progress("image", done, len(mine))
+        group.barrier()
+        if group.rank != 0:
+            return None
+        return _merge(config, data, out, index, records, todo, missing, unreadable, model,
+                      cache, time.perf_counter() - t_start)
+    finally:
+        group.close()
+
+
+def _compute_image(record: Any, model: Any, settings: MapSettings, runtime: Any,
+                   cache: ResultCache, reference: tuple[float, float]) -> None:
+    """Maps and crop scores of one image into the cache; errors are recorded, not raised."""
+    from ..explain.sliding import drain
+    from ..io import read_mammogram
+
+    t0 = time.perf_counter()
+    doc: dict[str, Any] = {"image_id": record.image_id, "study_id": record.study_id,
+                           "source": str(record.path), "error": None}
+    try:
+        mammogram = read_mammogram(record.path)
+        if record.height and record.width and \
+                mammogram.pixels.shape != (record.height, record.width):
+            raise CorrelaxError(f"image is {mammogram.pixels.shape[0]}×"
+                                f"{mammogram.pixels.shape[1]} pixels but the CSV says "
+                                f"{record.height}×{record.width}", record.path)
+        t1 = time.perf_counter()
+        drain(image_maps_steps(mammogram, record.image_id, model, settings, runtime, cache))
+        t2 = time.perf_counter()
+        doc["crops"] = crop_scores(mammogram.pixels, record, model, runtime, reference)
+        doc["seconds"] = {"read": round(t1 - t0, 3), "maps": round(t2 - t1, 3),
+                          "crops": round(time.perf_counter() - t2, 3)}
+    except CorrelaxError as exc:
+        doc["error"] = str(exc)
+    except MemoryError:
+        doc["error"] = f"{record.path}: out of memory (lower --batch-size or use a larger stride)"
+    cache.save_info(record.image_id, doc)
+
+
+def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records: list[Any],
+           todo: list[Any], missing: list[str], unreadable: dict[str, str], model: Any,
+           cache: ResultCache, seconds: float) -> EvaluationReport:
+    """Rank 0: read every image's cache files and write the tables (module docstring)."""
+    from .classification import per_label_metrics
+    from .detection import GridMap, froc_curve
+    from .report import classification_report, froc_report, pointing_report, write_table
+    from .verdicts import VerdictStore
+
+    labels = list(model.labels)
+    failed = dict(unreadable)
+    verdicts = []
+    crop_targets: list[np.ndarray] = []
+    crop_probs: list[np.ndarray] = []
+    evaluated: list[str] = []
+    detection_inputs: list[tuple[Any, Any]] = []
+    image_seconds: list[float] = []
+    store_path = out / "pointing-verdicts.csv"
+    store_rows = []
+    for record in todo:
+        info = cache.load_info(record.image_id)
+        result = cache.load_maps(record.image_id) if info and not info.get("error") else None
+        if result is None:
+            failed[record.image_id] = (info or {}).get("error") or "not computed (a rank stopped?)"
+            continue
+        evaluated.append(record.image_id)
+        image_seconds.append(sum((info.get("seconds") or {}).values()))
+        found = pointing_verdicts(result, record.boxes, record.image_id)
+        verdicts.extend(found)
+        store_rows.append((record, found))
+        for crop in info.get("crops", []):
+            target = np.zeros(len(labels), dtype=np.float32)
+            for lab in crop["target"]:
+                if lab in labels:
+                    target[labels.index(lab)] = 1.0
+            crop_targets.append(target)
+            crop_probs.append(np.asarray(crop["probabilities"], dtype=np.float64))
+        if config.froc:
+            detection_inputs.append((record, result))
+
+    files: list[Path] = []
+    tables: dict[str, Any] = {}
+    point = pointing_table(verdicts, labels, RULES)
+    tables["pointing"] = pointing_report(point)
+    if crop_targets:
+        metrics = per_label_metrics(np.stack(crop_targets), np.stack(crop_probs), labels,
+                                    config.threshold)
+        tables["classification"] = classification_report(metrics)
+    curves: dict[tuple[str, str], Any] = {}
+    if config.froc and detection_inputs:
+        for label in lesion_labels(labels):
+            truth = [[(b.xmin, b.ymin, b.xmax, b.ymax) for b in rec.boxes if b.label == label]
+                     for rec, _ in detection_inputs]
+            if not any(truth):
+                continue
+            for name in ("prediction", "correlation"):
+                if getattr(detection_inputs[0][1], name, None) is None:
+                    continue
+                maps = [GridMap.from_result(res, name, label) for _, res in detection_inputs]
+                curves[(label, name)] = froc_curve(maps, truth)
+        if curves:
+            tables["detection"] = froc_report(curves)
+    for name, table in tables.items():
+        files += write_table(table, out / name)
+    if curves:
+        rows = ["label,map,threshold,tpr,fppi,found,boxes,false_positives,images"]
+        for (label, name), curve in curves.items():
+            rows += [f'"{label}",{name},{p.threshold:.4f},{p.tpr:.6f},{p.fppi:.6f},{p.found},'
+                     f"{p.boxes},{p.false_positives},{p.images}" for p in curve]
+        files.append(atomic_write_text(out / "froc.csv", "\n".join(rows) + "\n"))
+
+    store = VerdictStore(store_path, load=False)
+    model_name = model_fingerprint(model)[0]
+    for record, found in store_rows:
+        store.add_automatic(found, study_id=record.study_id, split=record.split,
+                            model=model_name, settings=cache.key, save=False)
+    files.append(store.save())
+
+    doc = {
+        "data": str(data), "split": config.split, "model": getattr(model, "checkpoint_path", None),
+        "key": cache.key, "settings": config.settings.as_dict(), "labels": labels,
+        "images_in_split": len(records), "images_evaluated": len(evaluated),
+        "missing": missing, "failed": failed,
+        "seconds_total": round(seconds, 3),
+        "seconds_per_image_mean": round(float(np.mean(image_seconds)), 3)
+        if image_seconds else None,
+        "pointing": point.as_dict(),
+        "classification": tables["classification"].as_records()
+        if "classification" in tables else None,
+        "detection": {f"{lab} | {name}": [p.as_dict() for p in curve]
+                      for (lab, name), curve in curves.items()},
+    }
+    files.append(atomic_write_text(out / "report.json", json.dumps(doc, indent=2) + "\n"))
+    files.append(atomic_write_text(out / "report.md", _markdown(doc, tables)))
+    return EvaluationReport(out, cache.key, len(records), evaluated, failed, missing, tables,
+                            files, seconds)
+
+
+def _markdown(doc: dict[str, Any], tables: dict[str, Any]) -> str:
+    lines = ["# CorRELAX evaluation", "",
+             f"- data: `{doc['data']}`, split `{doc['split']}`",
+             f"- model: `{doc['model']}` (cache key `{doc['key']}`)",
+             f"- settings: {json.dumps(doc['settings'])}",
+             f"- images: {doc['images_evaluated']} evaluated of {doc['images_in_split']}"
+             f" ({len(doc['missing'])} missing, {len(doc['failed'])} failed)",
+             f"- time: {doc['seconds_total']} s in total"
+             + (f", {doc['seconds_per_image_mean']} s per image"
+                if doc["seconds_per_image_mean"] is not None else ""), ""]
+    for table in tables.values():
+        lines.append(table.to_markdown())
+    if doc["missing"] or doc["failed"]:
+        lines += ["### Images left out", ""]
+        lines += [f"- `{i}`: file missing" for i in doc["missing"]]
+        lines += [f"- `{i}`: {why}" for i, why in doc["failed"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def evaluate(config: EvaluationConfig) -> EvaluationReport | None:
+    """Run :func:`evaluate_steps` to the end (None on ranks other than 0)."""
+    from ..explain.sliding import drain
+
+    return drain(evaluate_steps(config))

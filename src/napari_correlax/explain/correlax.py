@@ -1,0 +1,941 @@
+"""CorRELAX (SPEC §7, paper §3.4–3.5): exact, streaming, adaptive, focused.
+
+For one model-ready window ``X`` (``(3, S, S)``, preprocessed and normalised) with
+``h = features(X)`` and ``ŷ = head(h)``, and masks ``M_1 … M_N``:
+
+- ``X_M = X ∘ M`` (the mask multiplies the *normalised* tensor), ``h_M = features(X_M)``,
+  ``ŷ_M = head(h_M)``; ``S_h = cos(h, h_M)``, ``S_ŷ = cos(ŷ, ŷ_M)``. The network runs in
+  float32 (or the runtime's autocast); the cosines are taken in float64 from its
+  outputs, because they sit close to 1 and float32 would leave them only a few
+  distinct values.
+- ``distance = ρ(S_h, S_ŷ)``, ``correlation[c] = ρ(S_h, ŷ_M[:, c])`` (Pearson over the
+  masks), ``prediction = ŷ``, ``product = prediction × correlation``.
+- ``relevance(x) = Σ_n S_h,n M_n(x) / Σ_n M_n(x)`` (RELAX), ``(S, S)`` per window.
+
+Masks
+    A ``g × g`` grid (g = 8) of Bernoulli cells kept with probability ``1 − p``
+    (p = 0.5 masked), bilinearly upsampled to ``S × S`` (``align_corners=False``).
+    The masks are drawn once per call from ``seed`` with a CPU ``torch.Generator`` in
+    fixed blocks of 128, so mask ``n`` depends only on ``(seed, n)``: every window of a
+    call uses the same masks, a window that uses ``n`` masks uses masks ``0 … n−1``,
+    and the same seed gives the same maps on any device.
+
+Streaming
+    Nothing grows with ``N``: per window the engine keeps power sums of the series
+    about a per-window shift (the mean of its first segment) in float64 — enough for
+    the exact Pearson ρ and for its sampling uncertainty — plus ``Σ S_h,n G_n`` and
+    ``Σ G_n`` over the ``g × g`` mask grids. Bilinear upsampling is linear, so the
+    RELAX map is ``up(Σ S_h G) / up(Σ G)``, identical to summing full-size masks.
+    Masked copies of several windows are packed into one forward batch (each window
+    contributes up to its next stopping check), so every batch but the last is full.
+
+Adaptive number of masks
+    After ``min_masks`` and then every :data:`CHECK_EVERY` masks, a window stops once,
+    for every tracked correlation (distance and each label), the standard error of
+    ``ρ_n − ρ_Nmax`` is at most ``tolerance``. The error uses the large-sample variance
+    of Pearson's ρ from the sample's own moments (up to fourth order),
+    ``Var ρ_n ≈ V / n`` with
+    ``V = μ22 + ρ²/4 (μ40 + μ04 + 2 μ22) − ρ (μ31 + μ13)`` (standardised moments),
+    which is Fisher's ``(1 − ρ²)²`` for normal data; because the masks are nested,
+    ``SE(ρ_n − ρ_Nmax) = sqrt(V (1/n − 1/Nmax))``, which reaches 0 at ``Nmax``.
+    The default tolerance was chosen by measurement (``benchmarks/correlax.py``) so
+    the mean ``|ρ_adaptive − ρ_2560|`` over windows and correlations stays ≤ 0.025,
+    the paper's own criterion (§4.3).
+
+Zero variance
+    A series whose standard deviation is at most ``1e-10`` of its root mean square
+    (identical values up to float64 rounding) is constant; every correlation involving
+    it is 0 and flagged in ``constant``, never NaN.
+
+Speed
+    The forward pass dominates. The engine runs the model with BatchNorm folded into
+    the preceding convolutions (:func:`inference_model`; exact up to float rounding),
+    keeps the first ``min_masks`` upsampled masks (every window uses them), writes
+    other masks straight into one reused channels-last input buffer (two small matrix
+    products, ``U G Uᵀ``) and multiplies the windows in place, and takes the unmasked
+    ``h``, ``ŷ`` from the prediction pass it needs anyway. On CPUs the command line
+    also lets glibc reuse freed memory (``cli.explain.tune_cpu_allocator``), which
+    roughly halves the time of a forward pass of a small CNN.
+
+Focus mode (whole images)
+    The prediction pass runs first. Windows where any lesion label (every label except
+    "No Finding") reaches ``focus_threshold``, and their 8-connected grid neighbours,
+    get full CorRELAX (up to ``masks``, adaptive unless ``adaptive=False``); all other
+    tissue windows get exactly ``min_masks``. ``focus=False`` gives every window full
+    CorRELAX.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorrelaxError
+from ..labels import NO_FINDING
+from .result import MapResult
+from .runtime import Progress, Runtime
+from .sliding import DEFAULT_MIN_TISSUE, PreparedImage, drain, prepare_image
+
+__all__ = [
+    "CHECK_EVERY",
+    "DEFAULT_FOCUS_THRESHOLD",
+    "DEFAULT_MASKS",
+    "DEFAULT_MIN_MASKS",
+    "DEFAULT_TOLERANCE",
+    "GRID_CELLS",
+    "MASKED_PROBABILITY",
+    "WindowExplanation",
+    "WindowSeries",
+    "explain",
+    "explain_steps",
+    "explain_windows",
+    "focus_windows",
+    "inference_model",
+    "lesion_label_indices",
+    "make_mask_grids",
+    "upsample_masks",
+]
+
+#: Masks per window at full CorRELAX (paper §3.5).
+DEFAULT_MASKS = 2560
+#: Fewest masks any evaluated window gets (adaptive start, and focus mode's minimum).
+DEFAULT_MIN_MASKS = 128
+#: Masked forward passes per batch (paper: sets of 128).
+DEFAULT_MASK_BATCH = 128
+#: Mask grid side g (paper: 8 × 8 blocks).
+GRID_CELLS = 8
+#: Probability p that a grid cell is masked (kept with probability 1 − p).
+MASKED_PROBABILITY = 0.5
+#: Adaptive mode checks the stopping rule every this many masks after ``min_masks``.
+CHECK_EVERY = 64
+#: Adaptive stopping tolerance on SE(ρ_n − ρ_Nmax); see the module docstring.
+DEFAULT_TOLERANCE = 0.045
+#: Lesion probability (unmasked window) that puts a window in focus.
+DEFAULT_FOCUS_THRESHOLD = 0.6
+#: Relative standard deviation at or below which a series counts as constant.
+CONSTANT_RTOL = 1e-10
+#: Most bytes of upsampled masks kept in memory (the first ``min_masks``).
+_CACHE_BYTES = 128 * 2**20
+#: Masks are drawn in blocks of this size so that mask n depends only on (seed, n).
+_MASK_BLOCK = 128
+#: Cross moments (a, b) of Σ dx^a dy^b kept per series pair.
+_CROSS = ((1, 1), (2, 1), (1, 2), (2, 2), (3, 1), (1, 3))
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def make_mask_grids(
+    n: int, seed: int = 0, *, cells: int = GRID_CELLS, p: float = MASKED_PROBABILITY
+) -> Any:
+    """``(n, cells, cells)`` float32 CPU tensor of 0/1 cells, each kept with probability ``1 − p``.
+
+    Drawn with a CPU ``torch.Generator`` seeded with ``seed``, in blocks of 128 masks,
+    so the first ``k`` masks of any call with the same seed are the same (SPEC §7).
+    """
+    import torch
+
+    if n < 0:
+        raise CorrelaxError("number of masks must not be negative")
+    if not 0.0 <= p <= 1.0:
+        raise CorrelaxError(f"masked probability must be in [0, 1], not {p}")
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    blocks = []
+    for _ in range(math.ceil(n / _MASK_BLOCK)):
+        u = torch.rand((_MASK_BLOCK, cells, cells), generator=gen, dtype=torch.float32)
+        blocks.append((u >= p).to(torch.float32))
+    if not blocks:
+        return torch.zeros((0, cells, cells), dtype=torch.float32)
+    return torch.cat(blocks)[:n]
+
+
+def _interpolation_matrix(cells: int, size: int, like: Any) -> Any:
+    """``(size, cells)`` matrix of 1-D linear interpolation (``align_corners=False``)."""
+    import torch
+    import torch.nn.functional as F
+
+    eye = torch.eye(cells, dtype=torch.float64)[None]
+    u = F.interpolate(eye, size=size, mode="linear", align_corners=False)[0].T
+    return u.to(device=like.device, dtype=like.dtype)
+
+
+def upsample_masks(grids: Any, size: int) -> Any:
+    """Bilinear upsampling of ``(n, g, g)`` mask grids to ``(n, 1, size, size)`` (SPEC §7).
+
+    The same values as ``F.interpolate(mode="bilinear", align_corners=False)``: each
+    cell covers ``size / g`` pixels and values blend linearly between cell centres.
+    Bilinear interpolation is separable, so it is computed as ``U G Uᵀ`` with ``U`` the
+    ``(size, g)`` 1-D interpolation matrix (two small matrix products, faster on CPUs).
+    """
+    import torch
+
+    u = _interpolation_matrix(int(grids.shape[-1]), int(size), grids)
+    return torch.matmul(u, torch.matmul(grids, u.T))[:, None]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class WindowSeries:
+    """The per-mask series of one window, in mask order (for tests and inspection).
+
+    ``s_h`` (n,) = cos(h, h_M); ``s_yhat`` (n,) = cos(ŷ, ŷ_M); ``yhat_m`` (n, C) = ŷ_M.
+    """
+
+    s_h: np.ndarray
+    s_yhat: np.ndarray
+    yhat_m: np.ndarray
+
+
+@dataclass
+class WindowExplanation:
+    """CorRELAX outputs for a batch of B windows (SPEC §7, §12).
+
+    Attributes
+    ----------
+    prediction:
+        ``(B, C)`` ŷ of the unmasked windows.
+    distance:
+        ``(B,)`` ρ(S_h, S_ŷ).
+    correlation:
+        ``(B, C)`` ρ(S_h, ŷ_M[:, c]).
+    masks_used:
+        ``(B,)`` number of masks evaluated per window (masks ``0 … n−1``).
+    constant:
+        ``(B, 1 + C)`` True where a correlation (distance first, then each label) was
+        set to 0 because one of its series had zero variance.
+    uncertainty:
+        ``(B, 1 + C)`` estimated standard error of ``ρ_n − ρ_Nmax`` at the stop
+        (0 when ``n = Nmax``); the quantity adaptive mode compares with its tolerance.
+    relevance:
+        ``(B, S, S)`` RELAX map in window pixels.
+    series:
+        Per-window :class:`WindowSeries` when asked for (``return_series=True``).
+    """
+
+    prediction: np.ndarray
+    distance: np.ndarray
+    correlation: np.ndarray
+    masks_used: np.ndarray
+    constant: np.ndarray
+    uncertainty: np.ndarray
+    relevance: np.ndarray
+    series: list[WindowSeries] | None = field(default=None, repr=False)
+
+    @property
+    def product(self) -> np.ndarray:
+        """``(B, C)`` prediction × correlation."""
+        return self.prediction * self.correlation
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+class _Moments:
+    """Streaming power sums of ``x`` (one series) against ``K`` series ``y``, per window.
+
+    Sums are taken about a per-window shift (the mean of the window's first segment) in
+    float64, so no large numbers cancel; central moments up to order four follow by
+    binomial expansion.
+    """
+
+    def __init__(self, n_windows: int, n_series: int) -> None:
+        w, k = n_windows, n_series
+        self.n = np.zeros(w, dtype=np.int64)
+        self.shift_x = np.zeros(w)
+        self.shift_y = np.zeros((w, k))
+        self.px = np.zeros((w, 5))
+        self.py = np.zeros((w, k, 5))
+        self.cross = np.zeros((w, k, len(_CROSS)))
+
+    def add(self, w: int, x: np.ndarray, y: np.ndarray) -> None:
+        """Add ``x`` (m,) and ``y`` (m, K) of window ``w``."""
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if self.n[w] == 0:
+            self.shift_x[w] = x.mean()
+            self.shift_y[w] = y.mean(axis=0)
+        dx = x - self.shift_x[w]
+        dy = y - self.shift_y[w]
+        xp = dx[:, None] ** np.arange(5)
+        yp = dy[:, :, None] ** np.arange(5)
+        self.n[w] += len(x)
+        self.px[w] += xp.sum(axis=0)
+        self.py[w] += yp.sum(axis=0)
+        for j, (a, b) in enumerate(_CROSS):
+            self.cross[w, :, j] += (xp[:, a, None] * yp[:, :, b]).sum(axis=0)
+
+    def summary(self, idx: np.ndarray, n_max: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``(rho, constant, se)``, each ``(len(idx), K)``, for windows ``idx``.
+
+        ``se`` is the standard error of ``ρ_n − ρ_{n_max}`` (see module docstring).
+        """
+        n = self.n[idx].astype(np.float64)
+        nn = np.maximum(n, 1.0)[:, None]
+        raw: dict[tuple[int, int], np.ndarray] = {}
+        for a in range(5):
+            column = (self.px[idx, a] / nn[:, 0])[:, None]
+            raw[(a, 0)] = np.broadcast_to(column, self.py[idx, :, 0].shape)
+        for b in range(1, 5):
+            raw[(0, b)] = self.py[idx, :, b] / nn
+        for j, ab in enumerate(_CROSS):
+            raw[ab] = self.cross[idx, :, j] / nn
+        mx, my = raw[(1, 0)], raw[(0, 1)]
+
+        def central(a: int, b: int) -> np.ndarray:
+            total = np.zeros_like(my)
+            for i in range(a + 1):
+                for j in range(b + 1):
+                    term = raw[(i, j)] if (i, j) != (0, 0) else 1.0
+                    total = total + math.comb(a, i) * math.comb(b, j) * term * (-mx) ** (a - i) * (
+                        -my
+                    ) ** (b - j)
+            return total
+
+        vx = np.maximum(central(2, 0), 0.0)
+        vy = np.maximum(central(0, 2), 0.0)
+        cov = central(1, 1)
+        mean_x = self.shift_x[idx][:, None] + mx
+        mean_y = self.shift_y[idx] + my
+        const_x = vx <= CONSTANT_RTOL**2 * (vx + mean_x**2)
+        const_y = vy <= CONSTANT_RTOL**2 * (vy + mean_y**2)
+        constant = const_x | const_y | (n[:, None] < 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sx, sy = np.sqrt(vx), np.sqrt(vy)
+            rho = np.where(constant, 0.0, np.clip(cov / (sx * sy), -1.0, 1.0))
+            m22 = central(2, 2) / (vx * vy)
+            m40 = central(4, 0) / vx**2
+            m04 = central(0, 4) / vy**2
+            m31 = central(3, 1) / (vx * sx * sy)
+            m13 = central(1, 3) / (sx * vy * sy)
+            v = m22 + rho**2 / 4 * (m40 + m04 + 2 * m22) - rho * (m31 + m13)
+            frac = np.maximum(1.0 / nn - 1.0 / np.asarray(n_max, dtype=np.float64)[:, None], 0.0)
+            se = np.sqrt(np.maximum(v, 0.0) * frac)
+        se = np.where(constant | ~np.isfinite(se), 0.0, se)
+        rho = np.where(np.isfinite(rho), rho, 0.0)
+        return rho, constant, se
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@dataclass
+class _Window:
+    """Book-keeping of one window while its masks are being evaluated."""
+
+    index: int
+    crop: Any
+    target: int
+    n: int = 0
+
+
+class _Engine:
+    """Streams masked forward passes for many windows through full batches.
+
+    ``crops_for(indices) -> (k, 3, S, S)`` gives model-ready windows on the device.
+    ``h0`` (W, D) and ``y0`` (W, C) are the unmasked outputs (numpy); ``targets`` (W,)
+    the most masks per window; ``order`` the order in which windows enter batches.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        runtime: Runtime,
+        crops_for: Callable[[list[int]], Any],
+        h0: Any,
+        y0: Any,
+        targets: np.ndarray,
+        *,
+        seed: int,
+        size: int,
+        batch_size: int,
+        min_masks: int,
+        adaptive: bool,
+        tolerance: float,
+        order: Sequence[int] | None = None,
+        record_at: Sequence[int] = (),
+        keep_series: bool = False,
+    ) -> None:
+        import torch
+
+        self.model = model
+        self.rt = runtime
+        self.crops_for = crops_for
+        self.h0 = np.asarray(h0, dtype=np.float64)
+        self.y0 = np.asarray(y0, dtype=np.float64)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.size = int(size)
+        self.batch_size = int(batch_size)
+        self.min_masks = int(min_masks)
+        self.adaptive = bool(adaptive)
+        self.tolerance = float(tolerance)
+        n_windows, n_labels = int(y0.shape[0]), int(y0.shape[1])
+        self.n_series = 1 + n_labels
+        n_max = int(self.targets.max(initial=0))
+        grids = make_mask_grids(n_max, seed)
+        self.grids_np = grids.numpy().reshape(n_max, GRID_CELLS**2).astype(np.float64)
+        self.grids = grids.to(runtime.device)
+        # Bilinear upsampling as U G Uᵀ; the right factor is repeated per input channel so
+        # the product lands directly in the channels-last (B, S, S·3) input buffer.
+        self.u = _interpolation_matrix(GRID_CELLS, self.size, self.grids)
+        self.u_t_rep = self.u.T.repeat_interleave(3, dim=1).contiguous()
+        # Every window starts with masks 0 … min_masks−1: keep those upsampled (in that
+        # layout), as many as fit in _CACHE_BYTES; the size does not depend on N.
+        per_mask = 3 * self.size**2 * 4
+        n_cached = min(self.min_masks, n_max, _CACHE_BYTES // per_mask)
+        self.cached = torch.matmul(self.u, torch.matmul(self.grids[:n_cached], self.u_t_rep))
+        self.order = list(range(n_windows)) if order is None else [int(i) for i in order]
+        self.record_at = sorted({int(r) for r in record_at if r > 0})
+        self.snapshots = np.zeros((n_windows, len(self.record_at), self.n_series))
+        self.snapshot_se = np.zeros_like(self.snapshots)
+        self.moments = _Moments(n_windows, self.n_series)
+        self.rel_num = np.zeros((n_windows, self.grids_np.shape[1]))
+        self.rel_den = np.zeros_like(self.rel_num)
+        self.series: list[list[np.ndarray]] | None = (
+            [[] for _ in range(n_windows)] if keep_series else None
+        )
+        self._torch = torch
+        self._buffer: Any = None
+
+    # -- scheduling --------------------------------------------------------------------
+    def _next_stop(self, win: _Window) -> int:
+        """Mask count at which ``win`` must pause: its target, a check or a snapshot."""
+        stop = win.target
+        if self.adaptive and win.n < win.target:
+            if win.n < self.min_masks:
+                stop = min(stop, self.min_masks)
+            else:
+                checks_done = (win.n - self.min_masks) // CHECK_EVERY
+                stop = min(stop, self.min_masks + CHECK_EVERY * (checks_done + 1))
+        for r in self.record_at:
+            if r > win.n:
+                stop = min(stop, r)
+                break
+        return stop
+
+    def total_passes(self) -> int:
+        """Upper bound on masked forward passes (every window at its target)."""
+        return int(self.targets[self.order].sum()) if self.order else 0
+
+    def steps(self) -> Generator[int, None, None]:
+        """Run all windows; yields the progress made by each batch (passes run + skipped)."""
+        pending = [i for i in self.order if self.targets[i] > 0]
+        pending.reverse()
+        active: list[_Window] = []
+        while active or pending:
+            # Each window adds masks up to its next stop; new windows fill what is left.
+            segments: list[tuple[_Window, int, int]] = []
+            room = self.batch_size
+            for win in active:
+                if room == 0:
+                    break
+                k = min(self._next_stop(win) - win.n, room)
+                segments.append((win, win.n, win.n + k))
+                room -= k
+            while room > 0 and pending:
+                new = [pending.pop()]
+                crop = self.crops_for(new)[0].float()  # (3, S, S) → (1, S, 3S) channels last
+                crop = crop.permute(1, 2, 0).reshape(1, self.size, 3 * self.size).contiguous()
+                win = _Window(new[0], crop, int(self.targets[new[0]]))
+                active.append(win)
+                k = min(self._next_stop(win), room)
+                segments.append((win, 0, k))
+                room -= k
+            self._run_batch(segments)
+            progress = sum(b - a for _, a, b in segments)
+            finished = set()
+            for win, _, b in segments:
+                reached = b == self._next_stop(win)
+                win.n = b
+                if reached and self._decide(win):
+                    finished.add(id(win))
+                    progress += win.target - win.n
+            active = [w for w in active if id(w) not in finished]
+            yield progress
+
+    def _run_batch(self, segments: list[tuple[_Window, int, int]]) -> None:
+        torch = self._torch
+        total = sum(b - a for _, a, b in segments)
+        if total == 0:
+            return
+        slots = np.concatenate([np.full(b - a, w.index) for w, a, b in segments])
+        size = self.size
+        with self.rt.inference():
+            if self._buffer is None or self._buffer.shape[0] < total:
+                # Reused between batches: fresh 100 MB buffers cost page faults on CPUs.
+                self._buffer = torch.empty(
+                    (max(total, self.batch_size), 3, size, size), dtype=torch.float32,
+                    device=self.grids.device, memory_format=torch.channels_last,
+                )
+            x = self._buffer[:total]
+            # (B, S, S, 3) is contiguous in a channels-last tensor: view it as (B, S, 3S).
+            rows = x.permute(0, 2, 3, 1).view(total, size, 3 * size)
+            n_cached = self.cached.shape[0]
+            pos = 0
+            for win, a, b in segments:
+                # X ∘ M, masks repeated per channel: cached ones, then fresh ones.
+                if a < n_cached:
+                    c = min(b, n_cached)
+                    torch.mul(self.cached[a:c], win.crop, out=rows[pos : pos + c - a])
+                    pos, a = pos + c - a, c
+                if b > a:
+                    out = rows[pos : pos + b - a]
+                    right = torch.matmul(self.grids[a:b], self.u_t_rep)
+                    torch.matmul(self.u, right, out=out)
+                    out.mul_(win.crop)
+                    pos += b - a
+            h = self.model.features(x)
+            y = self.model.head(h)
+            h = h.float().cpu().numpy()
+            y = y.float().cpu().numpy()
+        s_h = _cosine(self.h0[slots], h)
+        s_y = _cosine(self.y0[slots], y)
+        out = np.concatenate([s_h[:, None], s_y[:, None], y.astype(np.float64)], axis=1)
+        pos = 0
+        for win, a, b in segments:
+            k = b - a
+            part = out[pos : pos + k]
+            self.moments.add(win.index, part[:, 0], part[:, 1:])
+            grids = self.grids_np[a:b]
+            self.rel_num[win.index] += part[:, 0] @ grids
+            self.rel_den[win.index] += grids.sum(axis=0)
+            if self.series is not None:
+                self.series[win.index].append(part.copy())
+            pos += k
+
+    def _decide(self, win: _Window) -> bool:
+        """Record snapshots at ``win.n``; True when the window is finished."""
+        if win.n in self.record_at:
+            rho, _, se = self.moments.summary(np.array([win.index]), np.array([win.target]))
+            self.snapshots[win.index, self.record_at.index(win.n)] = rho[0]
+            self.snapshot_se[win.index, self.record_at.index(win.n)] = se[0]
+        finished = win.n >= win.target
+        if not finished and self.adaptive and win.n >= self.min_masks:
+            on_check = (win.n - self.min_masks) % CHECK_EVERY == 0
+            if on_check:
+                _, _, se = self.moments.summary(np.array([win.index]), np.array([win.target]))
+                finished = bool(se.max() <= self.tolerance)
+        if finished:
+            win.crop = None
+        return finished
+
+    # -- outputs -----------------------------------------------------------------------
+    def statistics(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rho, constant, se)`` for windows ``idx``, each ``(len(idx), 1 + C)``."""
+        return self.moments.summary(idx, np.maximum(self.targets[idx], 1))
+
+    def relevance(self, idx: np.ndarray) -> np.ndarray:
+        """RELAX maps of windows ``idx``, ``(len(idx), S, S)`` float32.
+
+        ``up(Σ S_h G) / up(Σ G)``; 0 where no mask kept the pixel (never after ≥ 2
+        random masks in practice).
+        """
+        torch = self._torch
+        idx = np.asarray(idx, dtype=np.int64)
+        g = round(math.sqrt(self.rel_num.shape[1]))
+        u = _interpolation_matrix(g, self.size, torch.zeros((), dtype=torch.float64)).numpy()
+        num = np.einsum("sa,kab,tb->kst", u, self.rel_num[idx].reshape(-1, g, g), u, optimize=True)
+        den = np.einsum("sa,kab,tb->kst", u, self.rel_den[idx].reshape(-1, g, g), u, optimize=True)
+        out = np.zeros(num.shape, dtype=np.float32)
+        np.divide(num, den, out=out, where=den > 1e-9, casting="unsafe")
+        return out
+
+    def window_series(self, w: int) -> WindowSeries:
+        """The stored series of window ``w`` (``keep_series`` must be on)."""
+        assert self.series is not None
+        parts = self.series[w]
+        data = np.concatenate(parts) if parts else np.zeros((0, self.n_series + 1))
+        return WindowSeries(data[:, 0].copy(), data[:, 1].copy(), data[:, 2:].copy())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity in float64; 0 where either vector is all zeros."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    dot = np.einsum("ij,ij->i", a, b)
+    norm = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
+    out = np.zeros_like(dot)
+    np.divide(dot, norm, out=out, where=norm > 0)
+    return out
+
+
+def _check_options(masks: int, min_masks: int, tolerance: float, batch_size: int) -> int:
+    """Validate mask options; returns the effective ``min_masks`` (≤ ``masks``)."""
+    if int(masks) < 2:
+        raise CorrelaxError(f"CorRELAX needs at least 2 masks per window, not {masks}")
+    if int(min_masks) < 2:
+        raise CorrelaxError(f"the minimum number of masks must be at least 2, not {min_masks}")
+    if not tolerance > 0:
+        raise CorrelaxError(f"tolerance must be positive, not {tolerance}")
+    if int(batch_size) < 1:
+        raise CorrelaxError("mask batch size must be at least 1")
+    return min(int(min_masks), int(masks))
+
+
+class _FoldedClassifier:
+    """A :class:`Classifier`'s ``features``/``head`` with BatchNorm folded into the convs."""
+
+    def __init__(self, model: Any, encoder: Any) -> None:
+        self.model = model
+        self.encoder = encoder
+        self.labels = model.labels
+        self.input_size = model.input_size
+        self.normalize = model.normalize
+        self.head = model.head
+
+    def features(self, x: Any) -> Any:
+        return self.encoder(x).flatten(1)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def inference_model(model: Any) -> Any:
+    """The model as CorRELAX runs it: for an eval-mode :class:`Classifier`, a view whose
+    backbone has every Conv→BatchNorm pair folded into one convolution (``torch.fx``).
+
+    Folding is exact up to float rounding (relative differences ~1e-7 in ``h``) and saves
+    the BatchNorm passes, a large share of CPU time for small backbones. Any other model,
+    or one that cannot be traced, is returned unchanged.
+    """
+    from ..models.classifier import Classifier
+
+    if not isinstance(model, Classifier) or model.training:
+        return model
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        encoder = fuse(model.encoder)
+    except Exception:
+        return model
+    return _FoldedClassifier(model, encoder)
+
+
+def _model_device(model: Any) -> str:
+    try:
+        return str(next(model.parameters()).device)
+    except (AttributeError, StopIteration):
+        return "cpu"
+
+
+def _unmasked(model: Any, rt: Runtime, x: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(h, ŷ)`` float32 numpy arrays of model-ready windows ``x`` (B ≥ 1), in batches."""
+    hs, ys = [], []
+    for start in range(0, x.shape[0], batch_size):
+        with rt.inference():
+            h = model.features(x[start : start + batch_size])
+            y = model.head(h)
+            hs.append(h.float().cpu().numpy())
+            ys.append(y.float().cpu().numpy())
+    return np.concatenate(hs), np.concatenate(ys)
+
+
+def explain_windows(
+    model: Any,
+    windows: Any,
+    masks: int = DEFAULT_MASKS,
+    seed: int = 0,
+    adaptive: bool = False,
+    *,
+    batch_size: int = DEFAULT_MASK_BATCH,
+    min_masks: int = DEFAULT_MIN_MASKS,
+    tolerance: float = DEFAULT_TOLERANCE,
+    runtime: Runtime | None = None,
+    return_series: bool = False,
+) -> WindowExplanation:
+    """CorRELAX (SPEC §7) on a batch of model-ready windows, without the image machinery.
+
+    Parameters
+    ----------
+    model:
+        Object with ``features(x) -> (B, D)`` and ``head(h) -> (B, C)``; put in eval mode.
+    windows:
+        ``(B, 3, S, S)`` tensor or array, already preprocessed and normalised; the masks
+        multiply these values (``X_M = X ∘ M``).
+    masks:
+        Masks per window (``Nmax`` when adaptive).
+    seed:
+        Seed of the masks; the same seed gives the same result.
+    adaptive:
+        Stop each window once its correlations are within ``tolerance`` (see module
+        docstring), never before ``min_masks``.
+    batch_size:
+        Masked forward passes per batch (several windows share a batch).
+    runtime:
+        Device/precision/threads; default: the model's device, float32.
+    return_series:
+        Also return the per-mask series (memory grows with N; for tests).
+    """
+    import torch
+
+    min_masks = _check_options(masks, min_masks, tolerance, batch_size)
+    rt = runtime or Runtime(device=_model_device(model))
+    model = inference_model(rt.prepare_model(model))
+    x = torch.as_tensor(np.asarray(windows) if not torch.is_tensor(windows) else windows)
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise CorrelaxError(f"windows must be (B, 3, S, S), not {tuple(x.shape)}")
+    x = x.to(device=rt.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+    h0, y0 = _unmasked(model, rt, x, batch_size)
+    n_windows = x.shape[0]
+    engine = _Engine(
+        model, rt, lambda idx: x[idx], h0, y0, np.full(n_windows, int(masks)),
+        seed=seed, size=x.shape[-1], batch_size=batch_size, min_masks=min_masks,
+        adaptive=adaptive, tolerance=tolerance, keep_series=return_series,
+    )
+    for _ in engine.steps():
+        pass
+    return _window_explanation(engine, y0, np.arange(n_windows), return_series)
+
+
+def _window_explanation(
+    engine: _Engine, prediction: np.ndarray, idx: np.ndarray, with_series: bool
+) -> WindowExplanation:
+    rho, constant, se = engine.statistics(idx)
+    return WindowExplanation(
+        prediction=prediction[idx].astype(np.float32),
+        distance=rho[:, 0].astype(np.float32),
+        correlation=rho[:, 1:].astype(np.float32),
+        masks_used=engine.moments.n[idx].copy(),
+        constant=constant,
+        uncertainty=se.astype(np.float32),
+        relevance=engine.relevance(idx),
+        series=[engine.window_series(int(w)) for w in idx] if with_series else None,
+    )
+
+
+# --------------------------------------------------------------------------- images
+
+
+def lesion_label_indices(labels: Sequence[str]) -> list[int]:
+    """Indices of the lesion labels: all but "No Finding" (all labels if that leaves none)."""
+    lesions = [i for i, lab in enumerate(labels) if lab != NO_FINDING]
+    return lesions or list(range(len(labels)))
+
+
+def focus_windows(
+    prediction: np.ndarray, labels: Sequence[str], active: np.ndarray, threshold: float
+) -> np.ndarray:
+    """``(gy, gx)`` bool: windows in focus (SPEC §7 speed-up, see module docstring).
+
+    ``prediction`` is the per-window (unsmoothed) ``(C, gy, gx)`` ŷ; a window is in focus
+    when a lesion label reaches ``threshold`` there or in one of its 8 grid neighbours,
+    and it holds enough tissue (``active``).
+    """
+    from scipy.ndimage import binary_dilation
+
+    score = prediction[lesion_label_indices(labels)].max(axis=0)
+    seeds = (score >= threshold) & active
+    return binary_dilation(seeds, structure=np.ones((3, 3), dtype=bool)) & active
+
+
+def _unmasked_pass(
+    prep: PreparedImage, model: Any, rt: Runtime, todo: np.ndarray
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """Prediction pass over windows ``todo`` keeping ``h`` and ``ŷ`` (float32 numpy)."""
+    hs, ys = [], []
+    yield Progress("window", 0, len(todo))
+    for start in range(0, len(todo), rt.batch_size):
+        flat = todo[start : start + rt.batch_size]
+        with rt.inference():
+            x = rt.to_input(model, prep.windows(flat))
+            h = model.features(x)
+            y = model.head(h)
+            hs.append(h.float().cpu().numpy())
+            ys.append(y.float().cpu().numpy())
+        yield Progress("window", start + len(flat), len(todo))
+    if not hs:
+        return np.zeros((0, 1), np.float32), np.zeros((0, len(model.labels)), np.float32)
+    return np.concatenate(hs), np.concatenate(ys)
+
+
+def explain_steps(
+    image: Any,
+    model: Any,
+    *,
+    masks: int = DEFAULT_MASKS,
+    adaptive: bool = True,
+    focus: bool = True,
+    seed: int = 0,
+    stride: int = 48,
+    min_tissue: float = DEFAULT_MIN_TISSUE,
+    focus_threshold: float = DEFAULT_FOCUS_THRESHOLD,
+    min_masks: int = DEFAULT_MIN_MASKS,
+    tolerance: float = DEFAULT_TOLERANCE,
+    mask_batch: int = DEFAULT_MASK_BATCH,
+    runtime: Runtime | None = None,
+    **runtime_options: Any,
+) -> Generator[Progress, None, MapResult]:
+    """CorRELAX maps over a whole mammogram (SPEC §6–7), as a generator of progress events.
+
+    Parameters
+    ----------
+    image:
+        A :class:`~napari_correlax.io.Mammogram` or an H×W array (min–max scaled).
+    model:
+        A classifier with ``labels``, ``input_size``, ``normalize``, ``features``, ``head``.
+    masks, adaptive, min_masks, tolerance, seed:
+        See :func:`explain_windows`; ``adaptive`` is on by default here.
+    focus, focus_threshold:
+        Focus mode (module docstring): full CorRELAX only around windows whose lesion
+        probability reaches the threshold; the others get ``min_masks``.
+    stride, min_tissue:
+        Window grid step (pixels) and the tissue fraction below which a window is
+        skipped (as in :func:`~napari_correlax.explain.predict_steps`).
+    mask_batch:
+        Masked forward passes per batch; ``runtime.batch_size`` is the batch of the
+        unmasked prediction pass.
+    runtime, runtime_options:
+        A :class:`Runtime` or its fields (``device``, ``precision``, ``batch_size``,
+        ``threads``).
+
+    Yields ``Progress("prepare", 1, 1)``, then ``Progress("window", done, total)`` for the
+    prediction pass, then ``Progress("masks", done, total)`` counted in masked forward
+    passes (a window that stops early adds its unused passes, so ``done`` ends at
+    ``total``). Stopping the iteration cancels between batches without leaving state
+    behind. Returns a :class:`MapResult` with every map filled (see
+    :mod:`napari_correlax.explain.result`): grid maps through the IoU kernel,
+    ``masks_used`` raw (0 for skipped windows), ``relevance`` overlap-averaged over the
+    evaluated windows in original image pixels (0 elsewhere).
+    """
+    min_masks = _check_options(masks, min_masks, tolerance, mask_batch)
+    rt = runtime or Runtime(**runtime_options)
+    t0 = time.perf_counter()
+    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue)
+    yield Progress("prepare", 1, 1)
+    base = rt.prepare_model(model)
+    model = inference_model(base)
+    labels = list(model.labels)
+    n_labels = len(labels)
+    grid = prep.grid
+    gy, gx = grid.shape
+    todo = np.flatnonzero(prep.active.ravel())
+    t1 = time.perf_counter()
+    h0, y0 = yield from _unmasked_pass(prep, model, rt, todo)
+    t2 = time.perf_counter()
+
+    pred_raw = np.zeros((grid.n_windows, n_labels), dtype=np.float32)
+    pred_raw[todo] = y0
+    per_window_pred = pred_raw.T.reshape(n_labels, gy, gx)
+    if focus:
+        in_focus = focus_windows(per_window_pred, labels, prep.active, focus_threshold)
+    else:
+        in_focus = prep.active.copy()
+    targets = np.where(in_focus.ravel()[todo], int(masks), min_masks)
+    # Focus windows first, then the rest, each in raster order.
+    order = np.argsort(~in_focus.ravel()[todo], kind="stable")
+
+    def crops_for(local: list[int]) -> Any:
+        return rt.to_input(model, prep.windows(todo[np.asarray(local)]))
+
+    engine = _Engine(
+        model, rt, crops_for, h0, y0, targets,
+        seed=seed, size=grid.window, batch_size=mask_batch, min_masks=min_masks,
+        adaptive=adaptive, tolerance=tolerance, order=order,
+    )
+    total = engine.total_passes()
+    done = 0
+    yield Progress("masks", 0, total)
+    for step in engine.steps():
+        done += step
+        yield Progress("masks", min(done, total), total)
+    t3 = time.perf_counter()
+
+    local = np.arange(len(todo))
+    rho, constant, se = engine.statistics(local)
+    corr_raw = np.zeros((grid.n_windows, n_labels), dtype=np.float64)
+    dist_raw = np.zeros(grid.n_windows, dtype=np.float64)
+    used = np.zeros(grid.n_windows, dtype=np.int64)
+    corr_raw[todo] = rho[:, 1:]
+    dist_raw[todo] = rho[:, 0]
+    used[todo] = engine.moments.n
+    per_window_corr = corr_raw.T.reshape(n_labels, gy, gx)
+    relevance = _stitch_relevance(engine, grid, todo, prep.pixels.shape)
+    t4 = time.perf_counter()
+
+    n_focus = int(in_focus.sum())
+    meta = dict(prep.meta)
+    meta.update(
+        model=getattr(base, "checkpoint_path", base.__class__.__name__),
+        backbone=getattr(base, "backbone_name", None),
+        roi_box=list(prep.roi.box),
+        windows_total=int(grid.n_windows),
+        windows_evaluated=len(todo),
+        windows_skipped_tissue=int(grid.n_windows - len(todo)),
+        windows_focus=n_focus,
+        windows_minimum=int(len(todo) - n_focus),
+        masks_max=int(masks),
+        masks_min=int(min_masks),
+        masks_total=int(used.sum()),
+        masks_mean=round(float(used[todo].mean()), 2) if len(todo) else 0.0,
+        masks_mean_focus=round(float(used.reshape(gy, gx)[in_focus].mean()), 2) if n_focus else 0.0,
+        constant_correlations=int(constant.sum()),
+        uncertainty_max=round(float(se.max()), 5) if se.size else 0.0,
+        adaptive=bool(adaptive),
+        tolerance=float(tolerance),
+        focus=bool(focus),
+        focus_threshold=float(focus_threshold),
+        seed=int(seed),
+        mask_grid=GRID_CELLS,
+        masked_probability=MASKED_PROBABILITY,
+        seconds_prepare=round(t1 - t0, 3),
+        seconds_predict=round(t2 - t1, 3),
+        seconds_correlax=round(t3 - t2, 3),
+        seconds_stitch=round(t4 - t3, 3),
+        seconds_total=round(t4 - t0, 3),
+        masked_passes_per_second=round(float(used.sum()) / max(t3 - t2, 1e-9), 1),
+        device=rt.device,
+        precision=rt.precision,
+    )
+    return MapResult(
+        labels=labels,
+        grid=grid,
+        prediction=grid.smooth(per_window_pred),
+        window_mask=prep.active,
+        spacing_mm=prep.spacing_mm,
+        correlation=grid.smooth(per_window_corr),
+        product=grid.smooth(per_window_pred * per_window_corr),
+        distance=grid.smooth(dist_raw.reshape(gy, gx)),
+        masks_used=used.reshape(gy, gx),
+        relevance=relevance,
+        meta=meta,
+    )
+
+
+def _stitch_relevance(
+    engine: _Engine, grid: Any, todo: np.ndarray, image_shape: tuple[int, int]
+) -> np.ndarray:
+    """Overlap-average the windows' RELAX maps into ``(H, W)`` original image pixels."""
+    h, w = image_shape
+    total = np.zeros((h, w), dtype=np.float64)
+    count = np.zeros((h, w), dtype=np.float64)
+    corners = grid.corners().reshape(-1, 2)
+    s = grid.window
+    chunk = 32
+    for start in range(0, len(todo), chunk):
+        maps = engine.relevance(np.arange(start, min(start + chunk, len(todo))))
+        for rel, flat in zip(maps, todo[start : start + chunk]):
+            r0, c0 = (int(v) for v in corners[flat])
+            y0, x0 = max(r0, 0), max(c0, 0)
+            y1, x1 = min(r0 + s, h), min(c0 + s, w)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            total[y0:y1, x0:x1] += rel[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
+            count[y0:y1, x0:x1] += 1.0
+    out = np.zeros((h, w), dtype=np.float32)
+    np.divide(total, count, out=out, where=count > 0, casting="unsafe")
+    return out
+
+
+def explain(image: Any, model: Any, **options: Any) -> MapResult:
+    """CorRELAX maps over a mammogram (SPEC §7, §12); see :func:`explain_steps`."""
+    return drain(explain_steps(image, model, **options))

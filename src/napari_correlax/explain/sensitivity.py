@@ -1,0 +1,270 @@
+"""Sensitivity of CorRELAX to the number of masks (SPEC §7, paper §4.3 and Fig. 7).
+
+For each window, the correlations (distance and one per label) computed from the first
+``N`` masks are compared with those from the first ``reference`` masks (2560) of the
+same seeded mask sequence: ``|ρ_N − ρ_2560|`` for ``N ∈ {128, 256, 512, 1024, 2048}``.
+One streaming pass over ``reference`` masks per window gives every ``ρ_N`` (the
+statistics are read off as the count passes ``N``), so the cost is that of one run at
+``N = reference``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorrelaxError
+from .correlax import (
+    DEFAULT_MASK_BATCH,
+    _Engine,
+    _model_device,
+    _unmasked,
+    _unmasked_pass,
+    inference_model,
+)
+from .runtime import Progress, Runtime
+from .sliding import DEFAULT_MIN_TISSUE, drain, prepare_image
+
+__all__ = [
+    "DEFAULT_COUNTS",
+    "DEFAULT_REFERENCE",
+    "MaskSensitivity",
+    "combine",
+    "mask_sensitivity",
+    "mask_sensitivity_steps",
+    "mask_sensitivity_windows",
+    "save_boxplot",
+]
+
+#: Mask counts compared with the reference (paper Fig. 7).
+DEFAULT_COUNTS = (128, 256, 512, 1024, 2048)
+#: The "arbitrarily high" number of masks taken as the truth (paper §3.5).
+DEFAULT_REFERENCE = 2560
+#: Windows sampled per image by default (0 or None: all tissue windows).
+DEFAULT_WINDOWS = 32
+
+
+@dataclass
+class MaskSensitivity:
+    """Correlations at several mask counts for a set of windows.
+
+    Attributes
+    ----------
+    counts:
+        The compared numbers of masks N, increasing.
+    reference:
+        The reference number of masks.
+    names:
+        The correlations, in column order: ``"distance"`` then one per label.
+    rho:
+        ``(W, len(counts) + 1, len(names))``: ρ with the first N masks for each count,
+        then with ``reference`` masks (last row).
+    windows:
+        ``(W,)`` flat indices of the windows in their image's grid (or batch positions).
+    """
+
+    counts: tuple[int, ...]
+    reference: int
+    names: list[str]
+    rho: np.ndarray
+    windows: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def differences(self) -> np.ndarray:
+        """``(W, len(counts), len(names))`` ``|ρ_N − ρ_reference|``."""
+        return np.abs(self.rho[:, :-1] - self.rho[:, -1:])
+
+    def table(self, columns: Sequence[str] | None = None) -> list[dict[str, float]]:
+        """One row per N: mean, median, 95th percentile and max of ``|Δρ|``.
+
+        Pooled over windows and the correlations named in ``columns`` (default all).
+        """
+        cols = [self.names.index(c) for c in columns] if columns else list(range(len(self.names)))
+        diffs = self.differences[:, :, cols]
+        rows = []
+        for k, n in enumerate(self.counts):
+            d = diffs[:, k].ravel()
+            rows.append(_row(n, d))
+        return rows
+
+
+def _row(n: int, d: np.ndarray) -> dict[str, float]:
+    if d.size == 0:
+        return {"masks": int(n), "values": 0, "mean": float("nan"), "median": float("nan"),
+                "p95": float("nan"), "max": float("nan")}
+    return {
+        "masks": int(n),
+        "values": int(d.size),
+        "mean": float(d.mean()),
+        "median": float(np.median(d)),
+        "p95": float(np.percentile(d, 95)),
+        "max": float(d.max()),
+    }
+
+
+def combine(results: Sequence[MaskSensitivity]) -> MaskSensitivity:
+    """Pool several images' results (same counts, reference and names)."""
+    if not results:
+        raise CorrelaxError("no mask-sensitivity results to combine")
+    first = results[0]
+    for r in results[1:]:
+        if r.counts != first.counts or r.reference != first.reference or r.names != first.names:
+            raise CorrelaxError("mask-sensitivity results differ in counts, reference or labels")
+    return MaskSensitivity(
+        first.counts,
+        first.reference,
+        list(first.names),
+        np.concatenate([r.rho for r in results]),
+        np.concatenate([r.windows for r in results]),
+        {"images": len(results)},
+    )
+
+
+def _check_counts(counts: Sequence[int], reference: int) -> tuple[int, ...]:
+    out = tuple(sorted({int(c) for c in counts}))
+    if not out or out[0] < 2:
+        raise CorrelaxError("mask counts must be at least 2")
+    if out[-1] >= reference:
+        raise CorrelaxError(f"every mask count must be below the reference ({reference})")
+    return out
+
+
+def _sensitivity(engine: _Engine, local: np.ndarray) -> np.ndarray:
+    rho_ref, _, _ = engine.statistics(local)
+    return np.concatenate([engine.snapshots[local], rho_ref[:, None]], axis=1)
+
+
+def mask_sensitivity_windows(
+    model: Any,
+    windows: Any,
+    counts: Sequence[int] = DEFAULT_COUNTS,
+    reference: int = DEFAULT_REFERENCE,
+    seed: int = 0,
+    *,
+    batch_size: int = DEFAULT_MASK_BATCH,
+    runtime: Runtime | None = None,
+) -> MaskSensitivity:
+    """Paper Fig. 7 on a batch of model-ready ``(B, 3, S, S)`` windows (see module docstring)."""
+    import torch
+
+    counts = _check_counts(counts, reference)
+    rt = runtime or Runtime(device=_model_device(model))
+    model = inference_model(rt.prepare_model(model))
+    x = torch.as_tensor(np.asarray(windows) if not torch.is_tensor(windows) else windows)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise CorrelaxError(f"windows must be (B, 3, S, S), not {tuple(x.shape)}")
+    x = x.to(device=rt.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+    h0, y0 = _unmasked(model, rt, x, batch_size)
+    engine = _Engine(
+        model, rt, lambda idx: x[idx], h0, y0, np.full(x.shape[0], int(reference)),
+        seed=seed, size=x.shape[-1], batch_size=batch_size, min_masks=counts[0],
+        adaptive=False, tolerance=1.0, record_at=counts,
+    )
+    for _ in engine.steps():
+        pass
+    local = np.arange(x.shape[0])
+    names = ["distance", *[str(lab) for lab in getattr(model, "labels", range(y0.shape[1]))]]
+    return MaskSensitivity(counts, int(reference), names, _sensitivity(engine, local), local)
+
+
+def mask_sensitivity_steps(
+    image: Any,
+    model: Any,
+    *,
+    counts: Sequence[int] = DEFAULT_COUNTS,
+    reference: int = DEFAULT_REFERENCE,
+    windows: int | None = DEFAULT_WINDOWS,
+    seed: int = 0,
+    stride: int = 48,
+    min_tissue: float = DEFAULT_MIN_TISSUE,
+    mask_batch: int = DEFAULT_MASK_BATCH,
+    runtime: Runtime | None = None,
+    **runtime_options: Any,
+) -> Generator[Progress, None, MaskSensitivity]:
+    """Paper Fig. 7 for one mammogram, as a generator of progress events.
+
+    ``windows`` tissue windows are drawn at random (seeded by ``seed``; ``None`` or 0:
+    all of them, as in the paper — 650 windows × 2560 masks is long on a CPU). Yields
+    ``Progress("prepare")``, ``Progress("window", …)`` and ``Progress("masks", …)`` as
+    :func:`~napari_correlax.explain.explain_steps` does.
+    """
+    counts = _check_counts(counts, reference)
+    rt = runtime or Runtime(**runtime_options)
+    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue)
+    yield Progress("prepare", 1, 1)
+    model = inference_model(rt.prepare_model(model))
+    todo = np.flatnonzero(prep.active.ravel())
+    if windows and len(todo) > windows:
+        rng = np.random.default_rng(seed)
+        todo = np.sort(rng.choice(todo, size=int(windows), replace=False))
+    h0, y0 = yield from _unmasked_pass(prep, model, rt, todo)
+
+    def crops_for(local: list[int]) -> Any:
+        return rt.to_input(model, prep.windows(todo[np.asarray(local)]))
+
+    engine = _Engine(
+        model, rt, crops_for, h0, y0, np.full(len(todo), int(reference)),
+        seed=seed, size=prep.grid.window, batch_size=mask_batch, min_masks=counts[0],
+        adaptive=False, tolerance=1.0, record_at=counts,
+    )
+    total = engine.total_passes()
+    done = 0
+    yield Progress("masks", 0, total)
+    for step in engine.steps():
+        done += step
+        yield Progress("masks", done, total)
+    names = ["distance", *[str(lab) for lab in model.labels]]
+    rho = _sensitivity(engine, np.arange(len(todo)))
+    meta = dict(prep.meta)
+    meta.update(windows_evaluated=len(todo), windows_tissue=int(prep.active.sum()), seed=int(seed))
+    return MaskSensitivity(counts, int(reference), names, rho, todo, meta)
+
+
+def mask_sensitivity(image: Any, model: Any, **options: Any) -> MaskSensitivity:
+    """Drain :func:`mask_sensitivity_steps`."""
+    return drain(mask_sensitivity_steps(image, model, **options))
+
+
+def save_boxplot(
+    path: str | os.PathLike[str], result: MaskSensitivity, *, tolerance: float = 0.025
+) -> Path:
+    """Box plot of ``|ρ_N − ρ_reference|`` per N on a log scale (paper Fig. 7); PNG, atomic.
+
+    A dashed line marks ``tolerance`` (the paper's 0.025). Zero differences (constant
+    series) are drawn at the bottom of the axis.
+    """
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ..files import atomic_write_bytes
+
+    diffs = result.differences
+    floor = 1e-6
+    data = [np.maximum(diffs[:, k].ravel(), floor) for k in range(len(result.counts))]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    ax.boxplot(data, showfliers=True, flierprops={"markersize": 2})
+    ax.set_xticks(range(1, len(result.counts) + 1), [str(n) for n in result.counts])
+    ax.set_yscale("log")
+    ax.axhline(tolerance, color="tab:red", ls="--", lw=1, label=f"{tolerance:g}")
+    means = [float(d.mean()) if d.size else np.nan for d in data]
+    ax.plot(range(1, len(result.counts) + 1), means, "o", color="tab:blue", ms=4, label="mean")
+    ax.set_xlabel("masks per window")
+    ax.set_ylabel(f"|ρ(N) − ρ({result.reference})|")
+    ax.set_title(f"Correlation error against {result.reference} masks "
+                 f"({diffs.shape[0]} windows × {diffs.shape[2]} correlations)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

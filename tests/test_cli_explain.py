@@ -1,0 +1,106 @@
+"""`correlax explain` and `correlax mask-sensitivity` end to end (SPEC §7, §12)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from napari_correlax.cli import main
+from napari_correlax.explain import load_result
+from napari_correlax.models import save_checkpoint
+from napari_correlax.models.classifier import Classifier
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST = ["--device", "cpu", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return save_checkpoint(Classifier("tiny", input_size=64).eval(), path)
+
+
+@pytest.fixture(scope="module")
+def phantom_png(tmp_path_factory):
+    from napari_correlax.synth import make_phantom
+
+    pixels = make_phantom(4, shape=(256, 192), findings=["Mass"]).pixels
+    path = tmp_path_factory.mktemp("img") / "breast.png"
+    cv2.imwrite(str(path), np.round(pixels * 65535).astype(np.uint16))
+    return path
+
+
+def test_explain_writes_every_map_png_and_summary(tmp_path, tiny_ckpt, phantom_png, capsys):
+    out = tmp_path / "out"
+    argv = ["explain", str(phantom_png), "--model", str(tiny_ckpt), "--out", str(out),
+            "--masks", "256", "--min-masks", "32", "--stride", "32", *FAST]
+    assert main(argv) == 0
+    res = load_result(out / "breast.npz")
+    gy, gx = res.grid.shape
+    assert res.correlation.shape == res.product.shape == (8, gy, gx)
+    assert res.distance.shape == res.masks_used.shape == (gy, gx)
+    assert res.relevance.shape == (256, 192)
+    used = res.masks_used
+    assert np.all(used[~res.window_mask] == 0)
+    assert np.all((used[res.window_mask] >= 32) & (used[res.window_mask] <= 256))
+
+    doc = json.loads((out / "breast.json").read_text())
+    assert {"prepare", "predict", "correlax", "total"} <= set(doc["timings_s"])
+    assert doc["masks"]["total"] == int(used.sum())
+    assert doc["masks"]["mean"] == pytest.approx(used[res.window_mask].mean())
+    assert doc["windows"]["skipped_tissue"] == gy * gx - int(res.window_mask.sum())
+    assert doc["windows"]["focus"] + doc["windows"]["minimum_only"] == int(res.window_mask.sum())
+    assert doc["settings"]["adaptive"] is True and doc["settings"]["focus"] is True
+    assert (out / "breast.png").read_bytes()[:8] == PNG_MAGIC
+    assert "breast.npz" in capsys.readouterr().out
+
+
+def test_explain_fixed_without_focus_uses_exactly_n_masks(tmp_path, tiny_ckpt, phantom_png):
+    out = tmp_path / "out"
+    argv = ["explain", str(phantom_png), "--model", str(tiny_ckpt), "--out", str(out),
+            "--masks", "48", "--fixed", "--no-focus", "--stride", "32", "--seed", "3", *FAST]
+    assert main(argv) == 0
+    res = load_result(out / "breast.npz")
+    np.testing.assert_array_equal(res.masks_used, np.where(res.window_mask, 48, 0))
+    doc = json.loads((out / "breast.json").read_text())
+    assert doc["settings"]["adaptive"] is False and doc["settings"]["seed"] == 3
+
+
+def test_explain_bad_input_is_one_line_naming_the_file(tmp_path, tiny_ckpt, capsys):
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"DICM" * 10)
+    assert main(["explain", str(bad), "--model", str(tiny_ckpt), "--out", str(tmp_path)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "broken.dcm" in err[0]
+    assert main(["explain", str(tmp_path / "missing.png"), "--model", str(tiny_ckpt),
+                 "--out", str(tmp_path)]) == 2
+
+
+def test_mask_sensitivity_table_matches_its_stored_correlations(
+    tmp_path, tiny_ckpt, phantom_png, capsys
+):
+    out = tmp_path / "sens"
+    argv = ["mask-sensitivity", str(phantom_png), "--model", str(tiny_ckpt), "--out", str(out),
+            "--counts", "32", "64", "--reference", "96", "--windows", "3", "--stride", "32",
+            *FAST]
+    assert main(argv) == 0
+    with np.load(out / "mask_sensitivity.npz") as z:
+        rho = z["rho"]
+        assert list(z["counts"]) == [32, 64] and int(z["reference"]) == 96
+    assert rho.shape == (3, 3, 9)
+    rows = list(csv.DictReader((out / "mask_sensitivity.csv").open()))
+    assert [int(r["masks"]) for r in rows] == [32, 64]
+    for k, row in enumerate(rows):
+        diffs = np.abs(rho[:, k] - rho[:, -1])
+        assert float(row["mean"]) == pytest.approx(diffs.mean())
+        assert float(row["max"]) == pytest.approx(diffs.max())
+    doc = json.loads((out / "mask_sensitivity.json").read_text())
+    assert doc["correlations"][0] == "distance" and len(doc["table"]) == 2
+    assert (out / "mask_sensitivity.png").read_bytes()[:8] == PNG_MAGIC
+    assert "mean" in capsys.readouterr().out

@@ -1,0 +1,246 @@
+"""Pointing game (SPEC §10): tolerance, thresholds, one count per label, weighted mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_correlax.evaluate.pointing import (
+    GROW_PX,
+    RULES,
+    pointing_table,
+    pointing_verdicts,
+)
+from napari_correlax.explain.result import MapResult
+from napari_correlax.windows import WindowGrid
+
+LABELS = ["No Finding", "Mass", "Suspicious Calcification", "Asymmetries"]
+GRID = WindowGrid(window=256, stride=48, origin=(-20, 10), shape=(6, 5), image_shape=(500, 400))
+
+
+def make_result(prediction, correlation=None, mask=None, grid=GRID, labels=LABELS):
+    prediction = np.asarray(prediction, dtype=np.float32)
+    return MapResult(
+        labels=list(labels), grid=grid, prediction=prediction,
+        window_mask=np.ones(grid.shape, bool) if mask is None else mask,
+        correlation=None if correlation is None else np.asarray(correlation, np.float32),
+    )
+
+
+def one_hot_maps(cell, value, label="Mass", corr_value=None):
+    """Prediction (and correlation) maps that are 0 except ``value`` at ``cell`` for ``label``."""
+    pred = np.zeros((len(LABELS), *GRID.shape), np.float32)
+    pred[LABELS.index(label)][cell] = value
+    corr = None
+    if corr_value is not None:
+        corr = np.full((len(LABELS), *GRID.shape), -0.5, np.float32)
+        corr[LABELS.index(label)][cell] = corr_value
+    return pred, corr
+
+
+def centre_in_box_frame(cell):
+    """Window centre of ``cell`` in the VinDr box frame, computed from the grid definition.
+
+    Window (i, j) covers rows origin_y + 48 i … + 255, so in a frame where pixel k spans
+    [k, k + 1) its centre is at origin + 48 i + 128.
+    """
+    i, j = cell
+    return GRID.origin[1] + 48 * j + 128.0, GRID.origin[0] + 48 * i + 128.0  # (x, y)
+
+
+def verdict(result, boxes, rule):
+    found = [v for v in pointing_verdicts(result, boxes, "img") if v.rule == rule]
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.mark.parametrize("side", ["left", "right", "top", "bottom"])
+def test_48_px_tolerance_is_inclusive_on_every_side(side):
+    cell = (2, 3)
+    x, y = centre_in_box_frame(cell)
+    pred, _ = one_hot_maps(cell, 0.9)
+    result = make_result(pred)
+
+    def box_at(gap):
+        # A 30×30 box whose nearest edge is ``gap`` px from the peak, on ``side``.
+        if side == "left":  # box lies left of the peak: its xmax is x - gap
+            return ("Mass", x - gap - 30, y - 15, x - gap, y + 15)
+        if side == "right":
+            return ("Mass", x + gap, y - 15, x + gap + 30, y + 15)
+        if side == "top":
+            return ("Mass", x - 15, y - gap - 30, x + 15, y - gap)
+        return ("Mass", x - 15, y + gap, x + 15, y + gap + 30)
+
+    assert verdict(result, [box_at(48.0)], "prediction>=0.25").hit
+    assert verdict(result, [box_at(47.5)], "prediction>=0.25").hit
+    missed = verdict(result, [box_at(48.01)], "prediction>=0.25")
+    assert not missed.hit and not missed.inside
+    assert GROW_PX == 48.0
+
+
+def test_peak_location_is_the_window_centre_in_image_pixels():
+    cell = (4, 1)
+    pred, _ = one_hot_maps(cell, 0.7)
+    v = verdict(make_result(pred), [("Mass", 0, 0, 10, 10)], "prediction>=0.25")
+    # pixel-centre convention: centre of pixels a … a+255 is a + 127.5
+    assert (v.row, v.col) == (-20 + 4 * 48 + 127.5, 10 + 1 * 48 + 127.5)
+    assert v.value == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize(
+    ("value", "hit25", "hit50"),
+    [(0.2499, False, False), (0.25, True, False), (0.4999, True, False), (0.5, True, True),
+     (0.97, True, True)],
+)
+def test_prediction_thresholds_are_at_least_25_and_50_percent(value, hit25, hit50):
+    cell = (1, 1)
+    x, y = centre_in_box_frame(cell)
+    pred, _ = one_hot_maps(cell, value)
+    result = make_result(pred)
+    box = [("Mass", x - 5, y - 5, x + 5, y + 5)]
+    v25 = verdict(result, box, "prediction>=0.25")
+    v50 = verdict(result, box, "prediction>=0.50")
+    assert v25.inside and v50.inside
+    assert (v25.hit, v50.hit) == (hit25, hit50)
+
+
+@pytest.mark.parametrize(("value", "hit"), [(0.0, False), (1e-6, True), (0.8, True)])
+def test_correlation_counts_only_when_positive(value, hit):
+    cell = (3, 2)
+    x, y = centre_in_box_frame(cell)
+    pred, corr = one_hot_maps(cell, 0.9, corr_value=value)  # -0.5 elsewhere
+    v = verdict(make_result(pred, corr), [("Mass", x - 5, y - 5, x + 5, y + 5)],
+                "correlation>0")
+    assert v.inside
+    assert v.hit is hit
+
+
+def test_negative_correlation_maximum_is_a_miss_even_inside_the_box():
+    corr = np.full((len(LABELS), *GRID.shape), -0.3, np.float32)
+    pred = np.zeros_like(corr)
+    x, y = centre_in_box_frame((0, 0))
+    v = verdict(make_result(pred, corr), [("Mass", x - 5, y - 5, x + 5, y + 5)],
+                "correlation>0")
+    assert v.inside and not v.hit
+
+
+def test_several_boxes_of_one_label_count_once():
+    cell = (2, 2)
+    x, y = centre_in_box_frame(cell)
+    pred, corr = one_hot_maps(cell, 0.6, corr_value=0.4)
+    boxes = [("Mass", 0, 0, 20, 20), ("Mass", x - 3, y - 3, x + 3, y + 3),
+             ("Mass", 300, 400, 320, 420)]
+    found = pointing_verdicts(make_result(pred, corr), boxes, "img")
+    assert sorted(v.rule for v in found) == sorted(r.name for r in RULES)
+    assert all(v.boxes == 3 and v.hit for v in found)
+    table = pointing_table(found, LABELS)
+    assert table.support("Mass") == 1
+    assert table.accuracy("Mass", "prediction>=0.25") == 1.0
+
+
+def test_no_finding_and_unknown_labels_are_not_scored():
+    pred, corr = one_hot_maps((1, 1), 0.9, corr_value=0.5)
+    boxes = [("No Finding", 0, 0, 400, 500), ("Nodule", 0, 0, 400, 500)]
+    assert pointing_verdicts(make_result(pred, corr), boxes, "img") == []
+    table = pointing_table([], LABELS)
+    assert "No Finding" not in table.labels
+    assert table.weighted_mean("prediction>=0.25") is None
+
+
+def test_prediction_only_result_gives_no_correlation_verdicts():
+    pred, _ = one_hot_maps((1, 1), 0.9)
+    found = pointing_verdicts(make_result(pred), [("Mass", 0, 0, 400, 500)], "img")
+    assert {v.rule for v in found} == {"prediction>=0.25", "prediction>=0.50"}
+
+
+def test_maximum_ignores_windows_outside_the_tissue_mask():
+    pred = np.zeros((len(LABELS), *GRID.shape), np.float32)
+    mass = LABELS.index("Mass")
+    pred[mass, 0, 0] = 0.99  # not evaluated
+    pred[mass, 5, 4] = 0.4
+    mask = np.ones(GRID.shape, bool)
+    mask[0, 0] = False
+    x, y = centre_in_box_frame((5, 4))
+    v = verdict(make_result(pred, mask=mask), [("Mass", x - 1, y - 1, x + 1, y + 1)],
+                "prediction>=0.25")
+    assert v.hit and v.value == pytest.approx(0.4)
+
+
+# -- brute force -----------------------------------------------------------------------
+def brute_force_table(images):
+    """Independent count: loops over windows and boxes, dicts of lists, no library code."""
+    stride, window = GRID.stride, GRID.window
+    counts = {}  # (label, rule) -> [hits, pairs]
+    for pred, corr, mask, boxes in images:
+        for label in sorted({b[0] for b in boxes}):
+            if label == "No Finding":
+                continue
+            c = LABELS.index(label)
+            for rule, maps, test in (
+                ("prediction>=0.25", pred, lambda v: v >= 0.25),
+                ("prediction>=0.50", pred, lambda v: v >= 0.5),
+                ("correlation>0", corr, lambda v: v > 0),
+            ):
+                best, where = None, None
+                for i in range(GRID.shape[0]):
+                    for j in range(GRID.shape[1]):
+                        if mask[i][j] and (best is None or maps[c][i][j] > best):
+                            best, where = maps[c][i][j], (i, j)
+                # centre in the box frame: first pixel + window / 2
+                y = GRID.origin[0] + stride * where[0] + window / 2
+                x = GRID.origin[1] + stride * where[1] + window / 2
+                inside = False
+                for lab, x0, y0, x1, y1 in boxes:
+                    if lab == label and x0 - 48 <= x <= x1 + 48 and y0 - 48 <= y <= y1 + 48:
+                        inside = True
+                entry = counts.setdefault((label, rule), [0, 0])
+                entry[0] += int(inside and test(best))
+                entry[1] += 1
+    return counts
+
+
+def test_table_and_weighted_mean_match_a_brute_force_count():
+    rng = np.random.default_rng(7)
+    images, verdicts = [], []
+    for k in range(60):
+        pred = rng.random((len(LABELS), *GRID.shape)).astype(np.float32) * rng.uniform(0.3, 1.0)
+        corr = (rng.random((len(LABELS), *GRID.shape)) * 2 - 1).astype(np.float32)
+        mask = rng.random(GRID.shape) > 0.2
+        mask[0, 0] = True
+        boxes = []
+        for _ in range(rng.integers(0, 4)):
+            label = LABELS[rng.integers(0, len(LABELS))]
+            x0, y0 = rng.uniform(0, 350), rng.uniform(0, 450)
+            w, h = rng.uniform(5, 120, 2)
+            boxes.append((label, float(x0), float(y0), float(x0 + w), float(y0 + h)))
+        images.append((pred, corr, mask, boxes))
+        verdicts += pointing_verdicts(make_result(pred, corr, mask), boxes, f"img{k}")
+    table = pointing_table(verdicts, LABELS)
+    expected = brute_force_table(images)
+    assert table.labels == LABELS[1:]
+    assert any(h for h, _ in expected.values()) and any(h < n for h, n in expected.values())
+    for (label, rule), (hits, pairs) in expected.items():
+        assert table.accuracy(label, rule) == pytest.approx(hits / pairs)
+        assert table.support(label) == pairs
+    for rule in ("prediction>=0.25", "prediction>=0.50", "correlation>0"):
+        num = sum(h / n * n for (lab, r), (h, n) in expected.items() if r == rule)
+        den = sum(n for (lab, r), (h, n) in expected.items() if r == rule)
+        assert table.weighted_mean(rule) == pytest.approx(num / den)
+    assert table.total_support() == sum(n for (lab, r), (h, n) in expected.items()
+                                        if r == "prediction>=0.25")
+
+
+def test_weighted_mean_weights_labels_by_support():
+    # Hand-worked: Mass 3 hits of 4 pairs, Calcification 0 of 1 → (0.75·4 + 0·1) / 5 = 0.6,
+    # while the unweighted mean would be 0.375.
+    from napari_correlax.evaluate.pointing import Verdict
+
+    def v(image, label, hit):
+        return Verdict(image, label, "prediction>=0.25", "prediction", 0.9, 0, 0, hit, hit, 1)
+
+    found = [v("a", "Mass", True), v("b", "Mass", True), v("c", "Mass", True),
+             v("d", "Mass", False), v("a", "Suspicious Calcification", False)]
+    table = pointing_table(found, LABELS)
+    assert table.weighted_mean("prediction>=0.25") == pytest.approx(0.6)
+    assert table.accuracy("Asymmetries", "prediction>=0.25") is None
+    assert table.total_support() == 5

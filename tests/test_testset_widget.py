@@ -1,0 +1,175 @@
+"""The "Test-set reader" dock in a real napari viewer (Xvfb): review, kill-safety, resume."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+napari = pytest.importorskip("napari")
+
+SHAPE = (384, 256)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """An untrained tiny classifier with 128 px windows (fast on 2 CPU cores)."""
+    import torch
+
+    from napari_correlax.models import save_checkpoint
+    from napari_correlax.models.classifier import Classifier
+
+    torch.manual_seed(0)
+    return save_checkpoint(Classifier("tiny", input_size=128).eval(),
+                           tmp_path_factory.mktemp("model") / "tiny128.safetensors")
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    from napari_correlax.synth import write_vindr_dataset
+
+    return write_vindr_dataset(tmp_path / "data", 6, seed=5, shape=SHAPE, test_fraction=1.0,
+                               no_finding_fraction=0.2)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    from napari_correlax._napari import _testset_widget
+
+    seen: list[str] = []
+    monkeypatch.setattr(_testset_widget, "show_error", seen.append)
+    return seen
+
+
+def open_reader(viewer, model, data, work, configure=True):
+    from napari_correlax._napari._testset_widget import WITH_FINDINGS, TestSetReaderWidget
+
+    widget = TestSetReaderWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.device_combo.setCurrentText("cpu")
+    if configure:
+        widget.model_edit.setText(str(model))
+        widget.stride_spin.setValue(64)
+        widget.masks_spin.setValue(16)
+        widget.filter_combo.setCurrentText(WITH_FINDINGS)
+    widget.open_dataset(data, work=work)
+    return widget
+
+
+def wait_for_rows(qtbot, widget):
+    qtbot.waitUntil(lambda: len(widget.visible_rows()) > 0 and widget.table.rowCount() > 0,
+                    timeout=120_000)
+    return widget.visible_rows()
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_review_three_images_close_without_saving_and_everything_is_back(
+    make_napari_viewer, qtbot, small_model, dataset, tmp_path, errors
+):
+    from qtpy.QtCore import Qt
+
+    work = tmp_path / "work"
+    viewer = make_napari_viewer(show=True)  # shortcuts need a visible, active window
+    widget = open_reader(viewer, small_model, dataset, work)
+    viewer.window._qt_window.activateWindow()
+    qtbot.waitUntil(widget.isVisible)
+    entered = {}
+    reviewed = []
+    for n in range(3):
+        record = widget.current
+        rows = wait_for_rows(qtbot, widget)
+        labels = [lab for lab in record.labels if lab != "No Finding"]
+        assert [r.label for r in rows] == [lab for lab in labels for _ in range(3)]
+        assert widget.table.rowCount() == len(rows)
+        names = [layer.name for layer in viewer.layers]
+        assert names[0] == "test set"
+        assert {"test set · ground truth", "test set · maxima"} <= set(names)
+        assert {f"test set · {lab} · correlation" for lab in labels} <= set(names)
+        maxima = viewer.layers["test set · maxima"]
+        assert len(maxima.data) == 2 * len(labels)  # one point per label and map
+        for k, row in enumerate(rows):
+            widget.select_row(k)
+            verdict = ("hit", "miss", "unsure")[(n + k) % 3]
+            if k == 0:  # by keyboard, in the dock
+                widget.table.setFocus()
+                qtbot.keyClick(widget.table, {"hit": Qt.Key.Key_H, "miss": Qt.Key.Key_M,
+                                              "unsure": Qt.Key.Key_U}[verdict])
+            else:
+                widget.set_verdict(verdict)
+            comment = f"image {n} row {k}" if k % 2 == 0 else ""
+            if comment:
+                widget.select_row(k)
+                widget.set_comment(comment)
+            entered[(record.image_id, row.label, row.map)] = (verdict, comment)
+        # saved at once, without any save action
+        on_disk = {(r["image_id"], r["label"], r["map"]): (r["reader_verdict"], r["comment"])
+                   for r in read_csv(work / "verdicts.csv") if r["image_id"] == record.image_id}
+        assert on_disk == {k: v for k, v in entered.items() if k[0] == record.image_id}
+        assert widget.image_list.item(widget.position).text().startswith("●")
+        reviewed.append(record.image_id)
+        widget.next_image()
+    stopped_at = widget.current.image_id
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert errors == []
+    viewer.close()
+
+    viewer = make_napari_viewer()
+    again = open_reader(viewer, small_model, dataset, work, configure=False)
+    # resumed: same model, settings, filter and image
+    assert again.model_edit.text() == str(small_model)
+    assert (again.stride_spin.value(), again.masks_spin.value()) == (64, 16)
+    assert again.current.image_id == stopped_at
+    for image_id in reviewed:
+        again.jump(image_id)
+        rows = again.visible_rows()  # from verdicts.csv, before any map is computed
+        got = {(image_id, r.label, r.map): (r.reader_verdict, r.comment) for r in rows}
+        assert got == {k: v for k, v in entered.items() if k[0] == image_id}
+        assert again.image_list.item(again.position).text().startswith("●")
+    rows = wait_for_rows(qtbot, again)
+    assert [again.table.item(k, 4).text() for k in range(len(rows))] == [
+        entered[(again.current.image_id, r.label, r.map)][0] for r in rows]
+    # the same keys on the napari canvas (viewer keymap)
+    keymap = {str(k): f for k, f in viewer.keymap.items()}
+    again.jump(stopped_at)  # not reviewed yet
+    position = again.position
+    keymap["PageUp"](viewer)
+    assert again.position == position - 1
+    keymap["PageDown"](viewer)
+    rows = wait_for_rows(qtbot, again)
+    again.select_row(0)
+    keymap["U"](viewer)
+    assert again.visible_rows()[0].reader_verdict == "unsure"
+    assert again.table.currentRow() == 1  # on to the next row without a verdict
+    qtbot.waitUntil(lambda: not again.busy, timeout=120_000)
+    assert errors == []
+
+
+def test_missing_and_unreadable_files_are_marked_up_front(
+    make_napari_viewer, qtbot, small_model, dataset, tmp_path, errors
+):
+    from napari_correlax.io.vindr import load_vindr
+
+    records = [r for r in load_vindr(dataset).split("test")
+               if any(lab != "No Finding" for lab in r.labels)]
+    records[1].path.unlink()
+    records[2].path.write_bytes(records[2].path.read_bytes()[:1000])
+    viewer = make_napari_viewer()
+    widget = open_reader(viewer, small_model, dataset, tmp_path / "work")
+    ids = [r.image_id for r in widget.records]
+    missing = ids.index(records[1].image_id)
+    assert widget.image_list.item(missing).text().startswith("✗")  # before any worker ran
+    qtbot.waitUntil(lambda: widget._checker is None, timeout=60_000)
+    truncated = ids.index(records[2].image_id)
+    assert widget.image_list.item(truncated).text().startswith("✗")
+    assert "2 missing or unreadable" in widget.summary.text()
+    assert "truncated" in widget.image_list.item(truncated).toolTip()
+    widget.show_image(truncated)
+    assert "✗" in widget.image_label.text()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert errors == []
