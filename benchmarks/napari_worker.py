@@ -166,7 +166,7 @@ def main() -> None:
     from napari.qt.threading import create_worker
     from qtpy.QtCore import QEventLoop
 
-    from napari_correlax.explain import Runtime, drain, predict_steps
+    from napari_correlax.maps import Runtime, drain, predict_steps
     from napari_correlax.models import load_classifier
 
     model = load_classifier(ckpt, device="cpu")

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from napari_correlax.explain import predict
-from napari_correlax.explain.runtime import Runtime
-from napari_correlax.explain.sliding import prepare_image
+from napari_correlax.maps import predict
+from napari_correlax.maps.runtime import Runtime
+from napari_correlax.maps.sliding import prepare_image
 from napari_correlax.models import load_classifier
 from napari_correlax.models.classifier import Classifier
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from napari_correlax.cli import main
-from napari_correlax.explain import load_result
+from napari_correlax.maps import load_result
 from napari_correlax.models import save_checkpoint
 from napari_correlax.models.classifier import Classifier
 

@@ -15,18 +15,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_correlax.errors import CorrelaxError
-from napari_correlax.explain import explain, explain_steps, explain_windows
-from napari_correlax.explain.correlax import (
+from napari_correlax.labels import LABELS
+from napari_correlax.maps import explain, explain_steps, explain_windows
+from napari_correlax.maps.correlax import (
     CHECK_EVERY,
     _Moments,
     focus_windows,
     make_mask_grids,
     upsample_masks,
 )
-from napari_correlax.explain.runtime import Runtime
-from napari_correlax.explain.sensitivity import mask_sensitivity_windows
-from napari_correlax.explain.sliding import prepare_image
-from napari_correlax.labels import LABELS
+from napari_correlax.maps.runtime import Runtime
+from napari_correlax.maps.sensitivity import mask_sensitivity_windows
+from napari_correlax.maps.sliding import prepare_image
 from napari_correlax.models.classifier import Classifier
 
 #: One thread: these models are so small that a second thread only adds synchronisation.

@@ -60,7 +60,7 @@ def test_threshold_mask_and_clipping():
 
 
 def test_grid_map_of_a_result_uses_stride_squares_around_window_centres():
-    from napari_correlax.explain.result import MapResult
+    from napari_correlax.maps.result import MapResult
     from napari_correlax.windows import WindowGrid
 
     grid = WindowGrid(256, 48, (0, 0), (3, 4), (400, 400))

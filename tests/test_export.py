@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from napari_correlax.errors import CorrelaxError
-from napari_correlax.explain import MapResult, load_result
 from napari_correlax.export import (
     MapArray,
     export_analysis,
@@ -19,6 +18,7 @@ from napari_correlax.export import (
     write_maps_tiff,
     write_window_csv,
 )
+from napari_correlax.maps import MapResult, load_result
 from napari_correlax.windows import WindowGrid
 
 

@@ -13,7 +13,7 @@ from napari.layers import Image, Shapes  # noqa: E402
 
 from napari_correlax._napari import _layers  # noqa: E402
 from napari_correlax._napari._writer import write_maps  # noqa: E402
-from napari_correlax.explain import MapResult  # noqa: E402
+from napari_correlax.maps import MapResult  # noqa: E402
 from napari_correlax.windows import WindowGrid  # noqa: E402
 
 LABELS = ["No Finding", "Mass", "Suspicious Calcification"]

@@ -11,7 +11,7 @@ from napari_correlax.evaluate.pointing import (
     pointing_table,
     pointing_verdicts,
 )
-from napari_correlax.explain.result import MapResult
+from napari_correlax.maps.result import MapResult
 from napari_correlax.windows import WindowGrid
 
 LABELS = ["No Finding", "Mass", "Suspicious Calcification", "Asymmetries"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_correlax.errors import CorrelaxError
-from napari_correlax.explain import load_result, predict, predict_steps
+from napari_correlax.maps import load_result, predict, predict_steps
 from napari_correlax.models.classifier import Classifier
 from napari_correlax.preprocess import breast_roi, fuse_channels
 from napari_correlax.windows import iou_kernel

@@ -325,3 +325,55 @@ def test_ddp_two_processes_gloo(phantom_data: Path, tmp_path: Path):
     assert model.backbone_name == "tiny" and model.checkpoint_info["epoch"] == 1
     state = json.loads((out / "last.train.json").read_text())
     assert len(state["rng"]) == 2  # both ranks' RNG streams are kept for the resume
+
+
+# ----------------------------------------------------------------------------- window scale
+
+
+def test_window_scale_samples_are_native_windows_around_boxes_and_free_negatives(
+        phantom_data: Path, tmp_path: Path):
+    from napari_correlax.io import read_mammogram
+    from napari_correlax.io.vindr import load_vindr
+    from napari_correlax.preprocess import breast_roi
+    from napari_correlax.train.crops import CropDataset, FusedImageCache
+
+    records = load_vindr(phantom_data).split("training")
+    samples = build_samples(records, LABELS)
+    cache = FusedImageCache(tmp_path / "cache")
+    s = 64
+    plain = CropDataset(records, samples, cache, s, train=True, reference_size=(30.0, 30.0),
+                        labels=LABELS)
+    assert len(plain) == len(samples)  # option off: the SPEC §5 samples only
+    cfg = CropConfig(window_share=1.0, window_negatives=12)
+    data = CropDataset(records, samples, cache, s, train=True, reference_size=(30.0, 30.0),
+                       seed=5, config=cfg, labels=LABELS)
+    assert len(data) == len(samples) + 12
+    positives = [i for i, smp in enumerate(samples) if smp.box is not None]
+    assert positives
+    for epoch in (1, 2):
+        data.set_epoch(epoch)
+        for i in positives:
+            image, win = data.draw(i, np.random.default_rng([5, epoch, i]))
+            x0, y0, x1, y1 = samples[i].box
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            assert image == samples[i].image
+            assert win.width == s and win.height == s
+            assert abs(win.cx - cx) <= s / 4 and abs(win.cy - cy) <= s / 4
+            assert data.crop(i).shape == (s, s, 3)
+            np.testing.assert_array_equal(data[i][1].numpy(), samples[i].target)
+        for i in range(len(samples), len(data)):
+            image, win = data.draw(i, np.random.default_rng([5, epoch, i]))
+            assert win.width == s and win.height == s
+            wx0, wy0, wx1, wy1 = win.box
+            for b in records[image].boxes:
+                assert b.xmax <= wx0 or b.xmin >= wx1 or b.ymax <= wy0 or b.ymin >= wy1
+            mask = breast_roi(read_mammogram(records[image].path).pixels).mask
+            inside = mask[max(int(wy0), 0):int(wy1), max(int(wx0), 0):int(wx1)]
+            assert inside.sum() / s**2 >= 0.5
+            target = data[i][1].numpy()
+            assert target[LABELS.index("No Finding")] == 1 and target.sum() == 1
+    # every negative is drawn once per epoch, the weighted draws keep their count
+    order = epoch_indices(np.ones(len(samples)), len(samples), torch.Generator().manual_seed(1),
+                          extra=12)
+    assert len(order) == len(samples) + 12
+    assert sorted(i for i in order if i >= len(samples)) == list(range(len(samples), len(data)))

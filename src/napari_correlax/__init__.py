@@ -14,11 +14,11 @@ _API = {
     "read_mammogram": "napari_correlax.io",
     "Mammogram": "napari_correlax.io",
     "load_classifier": "napari_correlax.models",
-    "predict": "napari_correlax.explain",
-    "explain": "napari_correlax.explain",
-    "explain_windows": "napari_correlax.explain",
-    "load_result": "napari_correlax.explain",
-    "MapResult": "napari_correlax.explain",
+    "predict": "napari_correlax.maps",
+    "explain": "napari_correlax.maps",
+    "explain_windows": "napari_correlax.maps",
+    "load_result": "napari_correlax.maps",
+    "MapResult": "napari_correlax.maps",
     "CorrelaxError": "napari_correlax.errors",
 }
 

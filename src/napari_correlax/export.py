@@ -4,7 +4,7 @@ No napari here: the napari writer, the analysis dock and scripts all call these.
 
 Two kinds of files:
 
-- **An analysis** (:func:`export_analysis`): the :class:`~napari_correlax.explain.MapResult`
+- **An analysis** (:func:`export_analysis`): the :class:`~napari_correlax.maps.MapResult`
   as ``<stem>.npz`` (``MapResult.save``, readable by ``load_result``), its per-window
   numbers as ``<stem>-windows.csv`` (:func:`write_window_csv`) and, given the image, a
   PNG figure of the maps over it (:func:`~napari_correlax.figures.save_overlay`).

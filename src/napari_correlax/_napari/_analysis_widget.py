@@ -41,8 +41,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import CorrelaxError
-from ..explain.runtime import Progress
 from ..labels import LABELS
+from ..maps.runtime import Progress
 from . import _layers
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,12 @@ class _Analysis:
 def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Any]:
     """Load the model and run prediction or CorRELAX; yields progress, returns a result.
 
-    Returns the :class:`~napari_correlax.explain.MapResult`, or :class:`Failed` for any
+    Returns the :class:`~napari_correlax.maps.MapResult`, or :class:`Failed` for any
     error (napari would show a raised exception with its traceback).
     """
     try:
-        from ..explain import Runtime, predict_steps
         from ..io.image import Mammogram
+        from ..maps import Runtime, predict_steps
         from ..models import load_classifier
 
         yield Progress("model", 0, 1)
@@ -108,7 +108,7 @@ def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Any]:
         yield Progress("model", 1, 1)
         image = Mammogram(request.pixels, request.spacing_mm, dict(request.meta), request.path)
         if request.explain:
-            from ..explain.correlax import explain_steps
+            from ..maps.correlax import explain_steps
 
             steps = explain_steps(
                 image,
@@ -332,8 +332,8 @@ class AnalysisWidget(QWidget):
 
     def open_results(self, path: str | Path) -> None:
         """Bring a saved analysis (``MapResult`` .npz) or saved map layers back as layers."""
-        from ..explain import load_result
         from ..export import read_maps
+        from ..maps import load_result
 
         try:
             result = load_result(path)

@@ -89,7 +89,7 @@ def _load(record: Any, checkpoint: str | None, settings: MapSettings, root: Path
           device: str, batch: int) -> Any:
     """Worker body: the image and its maps, or :class:`_Failed` (never raises)."""
     try:
-        from ..explain.runtime import Runtime
+        from ..maps.runtime import Runtime
 
         runtime = Runtime(device=device, batch_size=batch)
         return (yield from load_image_steps(record, checkpoint, settings, root, runtime))

@@ -27,7 +27,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 def runtime_from(args: argparse.Namespace) -> Any:
     """A :class:`Runtime` from the runtime options."""
-    from ..explain.runtime import Runtime
+    from ..maps.runtime import Runtime
 
     return Runtime(
         device=args.device, precision=args.precision, batch_size=args.batch_size,

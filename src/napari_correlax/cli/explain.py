@@ -51,7 +51,7 @@ def tune_cpu_allocator() -> bool:
 
 def add_correlax_options(parser: argparse.ArgumentParser) -> None:
     """Options of the CorRELAX engine shared by ``explain`` (SPEC §7)."""
-    from ..explain.correlax import (
+    from ..maps.correlax import (
         DEFAULT_FOCUS_THRESHOLD,
         DEFAULT_MASK_BATCH,
         DEFAULT_MASKS,
@@ -101,7 +101,7 @@ def register(sub: Any) -> None:
 
 
 def correlax_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :func:`~napari_correlax.explain.explain_steps` from ``args``."""
+    """Keyword arguments of :func:`~napari_correlax.maps.explain_steps` from ``args``."""
     return {
         "masks": args.masks,
         "adaptive": not args.fixed,
@@ -172,8 +172,8 @@ def explain_summary(path: Path, mammo: Any, result: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import read_mammogram
-    from ..explain.correlax import explain_steps
     from ..figures import save_overlay
+    from ..maps.correlax import explain_steps
     from ..models import load_classifier
 
     paths = existing_files(args.images)

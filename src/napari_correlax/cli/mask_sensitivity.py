@@ -26,8 +26,8 @@ STEM = "mask_sensitivity"
 
 
 def register(sub: Any) -> None:
-    from ..explain.correlax import DEFAULT_MASK_BATCH
-    from ..explain.sensitivity import DEFAULT_COUNTS, DEFAULT_REFERENCE, DEFAULT_WINDOWS
+    from ..maps.correlax import DEFAULT_MASK_BATCH
+    from ..maps.sensitivity import DEFAULT_COUNTS, DEFAULT_REFERENCE, DEFAULT_WINDOWS
 
     p = sub.add_parser(
         "mask-sensitivity",
@@ -73,7 +73,7 @@ def table_csv(rows: list[dict[str, float]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .. import read_mammogram
-    from ..explain.sensitivity import combine, mask_sensitivity_steps, save_boxplot
+    from ..maps.sensitivity import combine, mask_sensitivity_steps, save_boxplot
     from ..models import load_classifier
     from .explain import tune_cpu_allocator
 

@@ -54,8 +54,8 @@ def summary(image_path: Path, mammo: Any, result: Any, extra: dict[str, Any] | N
 
 def run(args: argparse.Namespace) -> int:
     from .. import read_mammogram
-    from ..explain import predict_steps
     from ..figures import save_overlay
+    from ..maps import predict_steps
     from ..models import load_classifier
 
     paths = existing_files(args.images)

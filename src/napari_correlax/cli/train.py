@@ -52,6 +52,12 @@ def register(sub: Any) -> None:
                    help="validate on this share of the training studies instead")
     p.add_argument("--cache", type=Path, default=None,
                    help="fused-image cache folder (default RUN/cache); share it between runs")
+    p.add_argument("--window-share", type=float, default=0.0, metavar="P",
+                   help="opt-in: share of positive samples drawn as native-scale windows of "
+                   "input-size pixels around the box (sliding-window scale; default 0 = off)")
+    p.add_argument("--window-negatives", type=int, default=0, metavar="K",
+                   help="opt-in: K native-scale tissue windows overlapping no box added per "
+                   "epoch as No Finding samples (default 0 = off)")
     p.add_argument("--fresh", action="store_true", help="start over even if RUN holds a run")
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -65,8 +71,11 @@ def register(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from ..train.crops import CropConfig
     from ..train.fit import TrainConfig
 
+    if not 0.0 <= args.window_share <= 1.0 or args.window_negatives < 0:
+        raise CorrelaxError("--window-share must be in [0, 1] and --window-negatives at least 0")
     return TrainConfig(
         data=str(args.data), out=str(args.out), backbone=args.backbone,
         pretrained=args.pretrained, epochs=args.epochs, batch_size=args.batch_size,
@@ -74,6 +83,7 @@ def _config(args: argparse.Namespace) -> Any:
         val_split=args.val_split, val_fraction=args.val_fraction,
         cache=str(args.cache) if args.cache else None, fresh=args.fresh, device=args.device,
         precision=args.precision, workers=args.workers, threads=args.threads,
+        crop=CropConfig(window_share=args.window_share, window_negatives=args.window_negatives),
     )
 
 

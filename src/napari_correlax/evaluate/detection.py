@@ -95,7 +95,7 @@ class GridMap:
 
     @classmethod
     def from_result(cls, result: Any, name: str, label: str | None = None) -> GridMap:
-        """One map of a :class:`~napari_correlax.explain.MapResult` (``label``: per-label maps)."""
+        """One map of a :class:`~napari_correlax.maps.MapResult` (``label``: per-label maps)."""
         values = np.asarray(getattr(result, name))
         if values.ndim == 3:
             values = values[result.label_index(label)]

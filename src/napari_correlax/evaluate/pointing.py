@@ -8,7 +8,7 @@ misses) per label; the mean over labels is weighted by support.
 
 Choices the SPEC leaves open (written down here as it asks):
 
-* **Where the maximum is.** :meth:`~napari_correlax.explain.MapResult.peak`: the window
+* **Where the maximum is.** :meth:`~napari_correlax.maps.MapResult.peak`: the window
   whose smoothed value is largest among the windows that were evaluated
   (``window_mask``), ties to the first in row-major order; its location is that
   window's centre in original image pixels.
@@ -169,7 +169,7 @@ def pointing_verdicts(
     """Pointing-game verdicts of one image: one per (ground-truth label, rule).
 
     Args:
-        result: a :class:`~napari_correlax.explain.MapResult` of the image.
+        result: a :class:`~napari_correlax.maps.MapResult` of the image.
         boxes: its ground-truth boxes in image pixels, as
             :class:`~napari_correlax.io.vindr.Box` (``label``, ``xmin`` …) or tuples
             ``(label, xmin, ymin, xmax, ymax)``.

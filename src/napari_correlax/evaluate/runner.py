@@ -11,7 +11,7 @@ caches each image's maps and crop scores on disk, and builds the paper's tables:
 Files under ``out``:
 
 ``cache/<key>/<image>.npz``
-    The image's :class:`~napari_correlax.explain.MapResult` without ``relevance``
+    The image's :class:`~napari_correlax.maps.MapResult` without ``relevance``
     (the full-resolution map would cost tens of MB per mammogram and no table uses it).
 ``cache/<key>/<image>.json``
     Written after the maps: crop probabilities, timings, or the error that stopped the
@@ -51,9 +51,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from ..explain.runtime import Progress
-from ..explain.sliding import DEFAULT_MIN_TISSUE
 from ..files import atomic_write_text
+from ..maps.runtime import Progress
+from ..maps.sliding import DEFAULT_MIN_TISSUE
 from .pointing import RULES, lesion_labels, pointing_table, pointing_verdicts
 
 __all__ = [
@@ -79,7 +79,7 @@ class MapSettings:
     """Everything besides the model and the image that changes the maps.
 
     ``explain`` False gives prediction maps only (no correlation verdicts). The other
-    fields are those of :func:`~napari_correlax.explain.correlax.explain_steps`.
+    fields are those of :func:`~napari_correlax.maps.correlax.explain_steps`.
     """
 
     explain: bool = True
@@ -150,7 +150,7 @@ def settings_key(model: Any, settings: MapSettings) -> str:
         name, fingerprint = model_fingerprint(model)
     fields: dict[str, Any] = {"model": fingerprint, **settings.as_dict()}
     if settings.explain:
-        from ..explain import correlax
+        from ..maps import correlax
 
         # defaults of explain_steps that this module does not set but that change the maps
         fields.update(tolerance=correlax.DEFAULT_TOLERANCE,
@@ -199,7 +199,7 @@ class ResultCache:
         ``source`` is the image file; when given, maps made from a file of another size
         or modification time are ignored.
         """
-        from ..explain.result import load_result
+        from ..maps.result import load_result
 
         path = self.maps_path(image_id)
         if not path.is_file():
@@ -254,9 +254,9 @@ def image_maps_steps(
 ) -> Generator[Progress, None, Any]:
     """Maps of one image: from ``cache`` when there, else computed (and cached).
 
-    Yields the progress events of :func:`~napari_correlax.explain.predict_steps` or
-    :func:`~napari_correlax.explain.correlax.explain_steps`; returns the
-    :class:`~napari_correlax.explain.MapResult` (with ``relevance`` only when freshly
+    Yields the progress events of :func:`~napari_correlax.maps.predict_steps` or
+    :func:`~napari_correlax.maps.correlax.explain_steps`; returns the
+    :class:`~napari_correlax.maps.MapResult` (with ``relevance`` only when freshly
     computed).
     """
     source = getattr(mammogram, "path", None)
@@ -265,8 +265,8 @@ def image_maps_steps(
         if cached is not None:
             return cached
     if settings.explain:
-        from ..explain import correlax
-        from ..explain.correlax import explain_steps
+        from ..maps import correlax
+        from ..maps.correlax import explain_steps
 
         result = yield from explain_steps(
             mammogram, model, masks=settings.masks, adaptive=settings.adaptive,
@@ -274,7 +274,7 @@ def image_maps_steps(
             min_tissue=settings.min_tissue, runtime=runtime,
             min_masks=min(correlax.DEFAULT_MIN_MASKS, settings.masks))
     else:
-        from ..explain.sliding import predict_steps
+        from ..maps.sliding import predict_steps
 
         result = yield from predict_steps(mammogram, model, stride=settings.stride,
                                           min_tissue=settings.min_tissue, runtime=runtime)
@@ -524,8 +524,8 @@ def evaluate_steps(
         CorrelaxError: no data set, an empty split, a broken checkpoint, or a split
             with no usable image.
     """
-    from ..explain.runtime import Runtime
     from ..io.vindr import check_readable, load_vindr
+    from ..maps.runtime import Runtime
     from ..models import load_classifier
 
     t_start = time.perf_counter()
@@ -592,8 +592,8 @@ def evaluate_steps(
 def _compute_image(record: Any, model: Any, settings: MapSettings, runtime: Any,
                    cache: ResultCache, reference: tuple[float, float]) -> None:
     """Maps and crop scores of one image into the cache; errors are recorded, not raised."""
-    from ..explain.sliding import drain
     from ..io import read_mammogram
+    from ..maps.sliding import drain
 
     t0 = time.perf_counter()
     doc: dict[str, Any] = {"image_id": record.image_id, "study_id": record.study_id,
@@ -738,6 +738,6 @@ def _markdown(doc: dict[str, Any], tables: dict[str, Any]) -> str:
 
 def evaluate(config: EvaluationConfig) -> EvaluationReport | None:
     """Run :func:`evaluate_steps` to the end (None on ranks other than 0)."""
-    from ..explain.sliding import drain
+    from ..maps.sliding import drain
 
     return drain(evaluate_steps(config))

@@ -35,6 +35,27 @@ order). Flips, rotation and the resize to ``input_size`` × ``input_size`` are o
 bilinear affine resampling (OpenCV ``warpAffine``) of the CLAHE-fused image
 (:func:`~napari_correlax.preprocess.fuse_channels`).
 
+Window-scale samples (opt-in, off by default; not part of the paper's recipe). Sliding-window
+inference (SPEC §6) sees ``input_size`` × ``input_size`` windows of native pixels, where
+small lesions look much smaller than in the box crops above and most windows hold only
+normal tissue. Two options of :class:`CropConfig` add training samples at that scale:
+
+- ``window_share`` (probability in [0, 1]): a positive sample is, with this probability,
+  a window of exactly ``input_size`` native pixels (no resize) whose centre is offset
+  from the box centre by ``(dx, dy)``, each uniform in ``±window_central · input_size / 2``,
+  so the box centre lies in the central ``window_central`` part of the window and a small
+  lesion is fully or mostly inside. Its labels are the box's labels. Flips, rotation and
+  jitter apply as above (rotation about the window centre keeps the box centre inside).
+- ``window_negatives`` (``K``): every training epoch adds ``K`` items after the samples
+  (indices ``N … N + K − 1``), each a native-scale window of ``input_size`` pixels on a
+  training image drawn uniformly, centred on a point uniform over its breast, whose
+  tissue fraction (share of the window's ``step``-pixel cells that lie on the breast) is
+  at least ``window_tissue`` and which overlaps no annotated box of that image (any
+  label). Up to 32 centres are tried; the non-overlapping one with the most tissue is
+  kept (the last try if none is free). Target: ``No Finding``.
+
+All these draws come from the same per-item generator seeded by ``(seed, epoch, index)``.
+
 Validation/test crops: the box itself; for a No Finding image a window of the median
 training box size centred on the breast's centroid; resized, nothing else.
 """
@@ -90,6 +111,10 @@ class CropConfig:
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.05
+    window_share: float = 0.0
+    window_central: float = 0.5
+    window_negatives: int = 0
+    window_tissue: float = 0.75
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able copy."""
@@ -184,17 +209,23 @@ def median_box_size(samples: Sequence[CropSample]) -> tuple[float, float] | None
 
 
 def epoch_indices(weights: np.ndarray, num_samples: int, generator: Any, rank: int = 0,
-                  world_size: int = 1) -> list[int]:
+                  world_size: int = 1, extra: int = 0) -> list[int]:
     """This rank's share of one epoch of weighted draws (with replacement).
 
     Every rank draws the same ``num_samples`` indices from its own copy of the shared
     ``generator`` (a ``torch.Generator`` seeded alike on every rank), pads them by
     wrapping to a multiple of ``world_size`` and keeps every ``world_size``-th from
-    ``rank``: a ``DistributedSampler`` over a ``WeightedRandomSampler``.
+    ``rank``: a ``DistributedSampler`` over a ``WeightedRandomSampler``. With ``extra`` > 0
+    the indices ``len(weights) … len(weights) + extra − 1`` (window-scale negatives of
+    :class:`CropDataset`) are appended once each and the whole list is shuffled with the
+    same generator before sharding.
     """
     w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
     drawn = torch.multinomial(w, num_samples, replacement=True, generator=generator).tolist()
-    per_rank = math.ceil(num_samples / world_size)
+    if extra > 0:
+        drawn += list(range(len(w), len(w) + int(extra)))
+        drawn = [drawn[i] for i in torch.randperm(len(drawn), generator=generator).tolist()]
+    per_rank = math.ceil(len(drawn) / world_size)
     drawn += drawn[: per_rank * world_size - len(drawn)]
     return drawn[rank::world_size]
 
@@ -454,6 +485,11 @@ class CropDataset(Dataset):
             (the median training box size, :func:`median_box_size`).
         seed: with the epoch (:meth:`set_epoch`) and the index, seeds each item's draws.
         config: crop and augmentation parameters.
+        labels: label names of the target columns (the window-scale negatives'
+            target is ``No Finding``; all zeros when it is not among them).
+
+    When training with ``config.window_negatives`` = ``K`` > 0 the data set has
+    ``len(samples) + K`` items; the last ``K`` are the window-scale negatives.
 
     The image is not normalised; the model's ``normalize`` does that.
     """
@@ -461,7 +497,8 @@ class CropDataset(Dataset):
     def __init__(self, records: Sequence[Any], samples: Sequence[CropSample],
                  cache: FusedImageCache, input_size: int, *, train: bool,
                  reference_size: tuple[float, float], seed: int = 0,
-                 config: CropConfig = CropConfig()) -> None:
+                 config: CropConfig = CropConfig(),
+                 labels: Sequence[str] | None = None) -> None:
         self.records = list(records)
         self.samples = list(samples)
         self.cache = cache
@@ -471,9 +508,18 @@ class CropDataset(Dataset):
         self.seed = int(seed)
         self.config = config
         self.epoch = 0
+        width = len(self.samples[0].target) if self.samples else len(labels or ())
+        self.negative_target = np.zeros(width, dtype=np.float32)
+        if labels is not None and NO_FINDING in labels:
+            self.negative_target[list(labels).index(NO_FINDING)] = 1.0
+
+    @property
+    def extra_negatives(self) -> int:
+        """Number of window-scale negative items (0 unless training with the option)."""
+        return max(int(self.config.window_negatives), 0) if self.train and self.records else 0
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.samples) + self.extra_negatives
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose crops items draw."""
@@ -485,9 +531,55 @@ class CropDataset(Dataset):
         return np.stack([s.target for s in self.samples]) if self.samples else np.zeros((0, 0))
 
     def window(self, index: int, rng: np.random.Generator | None = None) -> Window:
-        """The (unrotated) window of sample ``index``; random when ``rng`` is given."""
+        """The (unrotated) window of item ``index``; random when ``rng`` is given."""
+        return self.draw(index, rng)[1]
+
+    def _native_window(self, centre: tuple[float, float]) -> Window:
+        s = float(self.input_size)
+        return Window(float(centre[0]), float(centre[1]), s, s)
+
+    def _negative_window(self, rng: np.random.Generator) -> tuple[int, Window]:
+        """A window-scale negative: (record index, native window), see the module doc."""
+        image = int(rng.integers(len(self.records)))
+        record = self.records[image]
+        cached = self.cache.load(record)
+        boxes = np.array([(b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes
+                          if b.label != NO_FINDING], dtype=np.float64).reshape(-1, 4)
+        centres = (cached.tissue[:, ::-1].astype(np.float64) + 0.5) * cached.step
+        cells_per_window = (self.input_size / cached.step) ** 2
+        best: tuple[float, Window] | None = None
+        window = self._native_window(cached.centroid())
+        for _ in range(32):
+            window = self._native_window(cached.random_centre(rng))
+            x0, y0, x1, y1 = window.box
+            overlap = bool(len(boxes)) and bool(np.any(
+                (boxes[:, 0] < x1) & (boxes[:, 2] > x0) & (boxes[:, 1] < y1) & (boxes[:, 3] > y0)))
+            if overlap:
+                continue
+            inside = ((centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0)
+                      & (centres[:, 1] < y1)).sum() if len(centres) else 0
+            fraction = float(inside) / cells_per_window
+            if best is None or fraction > best[0]:
+                best = (fraction, window)
+            if fraction >= self.config.window_tissue:
+                break
+        return image, (best[1] if best is not None else window)
+
+    def draw(self, index: int, rng: np.random.Generator | None = None) -> tuple[int, Window]:
+        """``(record index, unrotated window)`` of item ``index``; random with ``rng``."""
+        if index >= len(self.samples):
+            if rng is None or index >= len(self):
+                raise IndexError(index)
+            return self._negative_window(rng)
         sample = self.samples[index]
         cached = self.cache.load(self.records[sample.image])
+        if sample.box is not None and rng is not None and self.config.window_share > 0 \
+                and rng.uniform() < self.config.window_share:
+            x0, y0, x1, y1 = sample.box
+            half = self.config.window_central * self.input_size / 2.0
+            dx, dy = rng.uniform(-half, half, 2)
+            return sample.image, self._native_window(((x0 + x1) / 2.0 + dx,
+                                                      (y0 + y1) / 2.0 + dy))
         if sample.box is None:
             centre = cached.random_centre(rng) if rng is not None else cached.centroid()
             size = self.reference_size
@@ -495,19 +587,19 @@ class CropDataset(Dataset):
             x0, y0, x1, y1 = sample.box
             centre, size = ((x0 + x1) / 2.0, (y0 + y1) / 2.0), (x1 - x0, y1 - y0)
         if rng is None:
-            return Window(centre[0], centre[1], size[0], size[1])
-        return draw_window(centre, size, rng, self.config)
+            return sample.image, Window(centre[0], centre[1], size[0], size[1])
+        return sample.image, draw_window(centre, size, rng, self.config)
 
     def crop(self, index: int) -> np.ndarray:
-        """Sample ``index`` as an ``(S, S, 3)`` float32 [0, 1] array (this epoch's draw)."""
-        sample = self.samples[index]
-        cached = self.cache.load(self.records[sample.image])
+        """Item ``index`` as an ``(S, S, 3)`` float32 [0, 1] array (this epoch's draw)."""
         if not self.train:
-            return render_window(cached.region, cached.offset, self.window(index),
-                                 self.input_size)
+            image, window = self.draw(index)
+            cached = self.cache.load(self.records[image])
+            return render_window(cached.region, cached.offset, window, self.input_size)
         cfg = self.config
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        window = self.window(index, rng)
+        image, window = self.draw(index, rng)
+        cached = self.cache.load(self.records[image])
         draws = rng.uniform(0.0, 1.0, 4)
         angle = rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)
         img = render_window(cached.region, cached.offset, window, self.input_size,
@@ -517,7 +609,13 @@ class CropDataset(Dataset):
             img = color_jitter(img, rng, cfg)
         return img
 
+    def target(self, index: int) -> np.ndarray:
+        """``(C,)`` float32 target of item ``index``."""
+        if index >= len(self.samples):
+            return self.negative_target
+        return self.samples[index].target
+
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         img = self.crop(int(index))
         return (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
-                torch.from_numpy(self.samples[int(index)].target))
+                torch.from_numpy(self.target(int(index))))

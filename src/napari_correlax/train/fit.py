@@ -8,7 +8,10 @@ Recipe: focal loss (α = 0.95, γ = 2.5) on the logits, Adam (lr 1e-3), cosine a
 of the learning rate to 1e-7 over the run's epochs (stepped once per epoch), the crop
 data set of :mod:`.crops` drawn by inverse-label-frequency weighted sampling with
 replacement (as many draws per epoch as there are training samples). Epochs are
-numbered from 1.
+numbered from 1. Opt-in, off by default: window-scale samples matching sliding-window
+inference (``crop.window_share``, ``crop.window_negatives``; see :mod:`.crops`), whose
+``K`` negatives are added to each epoch's draws and shuffled in with the sampler's
+generator.
 
 Validation every epoch, on the validation crops (box crops; centre crops for No
 Finding): focal loss and per-label accuracy, precision, recall, F1 and support at
@@ -194,7 +197,7 @@ def _init_distributed(device: str) -> tuple[_Dist, str]:
     """Process group from the torchrun environment (if any) and this rank's device."""
     import datetime
 
-    from ..explain.runtime import resolve_device
+    from ..maps.runtime import resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -437,7 +440,8 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
         reference = median_box_size(train_samples) or (float(config.input_size),) * 2
         cache = FusedImageCache(config.cache or out / "cache")
         train_set = CropDataset(training, train_samples, cache, config.input_size, train=True,
-                                reference_size=reference, seed=config.seed, config=config.crop)
+                                reference_size=reference, seed=config.seed, config=config.crop,
+                                labels=config.labels)
         val_set = CropDataset(validation, val_samples, cache, config.input_size, train=False,
                               reference_size=reference, seed=config.seed, config=config.crop)
         weights = sample_weights(train_set.targets)
@@ -464,8 +468,11 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
         tensors: dict[str, Any] = {}
         if resume:
             doc, tensors = _read_state(state_path)
-            saved = doc.get("config", {})
+            saved = dict(doc.get("config", {}))
             current = config.as_dict()
+            if isinstance(saved.get("crop"), dict):
+                # Runs saved before the window-scale options existed had them off.
+                saved["crop"] = CropConfig().as_dict() | saved["crop"]
             changed = [k for k in RUN_KEYS if saved.get(k) != current.get(k)]
             if changed:
                 raise CorrelaxError(
@@ -511,7 +518,7 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
             model.train()
             train_set.set_epoch(epoch)
             order = epoch_indices(weights, len(train_samples), sampler, dist_ctx.rank,
-                                  dist_ctx.world_size)
+                                  dist_ctx.world_size, extra=train_set.extra_negatives)
             loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=order,
                                 num_workers=config.workers,
                                 pin_memory=device.startswith("cuda"))

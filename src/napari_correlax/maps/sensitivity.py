@@ -192,7 +192,7 @@ def mask_sensitivity_steps(
     ``windows`` tissue windows are drawn at random (seeded by ``seed``; ``None`` or 0:
     all of them, as in the paper — 650 windows × 2560 masks is long on a CPU). Yields
     ``Progress("prepare")``, ``Progress("window", …)`` and ``Progress("masks", …)`` as
-    :func:`~napari_correlax.explain.explain_steps` does.
+    :func:`~napari_correlax.maps.explain_steps` does.
     """
     counts = _check_counts(counts, reference)
     rt = runtime or Runtime(**runtime_options)

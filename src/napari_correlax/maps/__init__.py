@@ -1,4 +1,8 @@
-"""Sliding-window maps and their explanations (SPEC §6–8)."""
+"""Sliding-window maps and their explanations (SPEC §6–8): predict, CorRELAX, results.
+
+Named ``maps`` (not ``explain``) so that ``from napari_correlax import explain`` gives the
+function of SPEC §12 rather than a subpackage.
+"""
 
 from __future__ import annotations
 
