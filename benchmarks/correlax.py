@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_correlax.cli.explain import tune_cpu_allocator
+from napari_correlax.cli.common import tune_cpu_allocator
 from napari_correlax.maps import drain, explain, explain_windows
 from napari_correlax.maps.correlax import (
     DEFAULT_FOCUS_THRESHOLD,

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from napari_correlax.cli.common import tune_cpu_allocator
 from napari_correlax.maps import predict
 from napari_correlax.maps.runtime import Runtime
 from napari_correlax.maps.sliding import prepare_image
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--stride", type=int, default=48)
     args = ap.parse_args()
+    tune_cpu_allocator()  # as the CLI does; affects raw forward and predict alike
 
     model = load_classifier() if args.backbone == "demo" else Classifier(args.backbone).eval()
     img = phantom(tuple(args.size))

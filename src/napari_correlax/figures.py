@@ -74,7 +74,7 @@ def save_overlay(
     for ax, (name, lab) in zip(axes.ravel(), panels):
         values = getattr(result, name)
         data = values[result.label_index(lab)] if lab is not None else values
-        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1, interpolation="lanczos")
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
         if name == "relevance":
             im = ax.imshow(data, cmap="inferno", alpha=alpha)
         elif name in DIVERGING:

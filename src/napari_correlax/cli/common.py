@@ -60,3 +60,28 @@ def run_with_progress(steps: Generator[Any, None, Any], label: str) -> Any:
             bar = "#" * int(30 * frac)
             sys.stderr.write(f"\r{label} {event.stage:<8} [{bar:<30}] {event.done}/{event.total}")
             sys.stderr.flush()
+
+
+def tune_cpu_allocator() -> bool:
+    """Let glibc keep freed memory for reuse instead of returning it to the system.
+
+    CNN activations of a 128-image batch are ~100 MB each; glibc serves such blocks
+    with fresh ``mmap`` pages and unmaps them on free, so every batch pays page faults
+    for all its activations (measured: about half of CPU forward time for the ``lite``
+    backbone). Raising the mmap and trim thresholds (``mallopt``) makes them reusable
+    heap memory. Process-wide, so only the command line does it. Returns True when
+    applied (Linux with glibc), False otherwise.
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30))
+        ok &= libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False

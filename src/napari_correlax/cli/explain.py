@@ -17,36 +17,17 @@ import numpy as np
 
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
-from .common import add_runtime_options, existing_files, run_with_progress, runtime_from
+from .common import (
+    add_runtime_options,
+    existing_files,
+    run_with_progress,
+    runtime_from,
+    tune_cpu_allocator,
+)
 
 #: Label maps drawn in the PNG when ``--labels`` is not given: the lesion labels with the
 #: highest peak prediction, this many.
 DEFAULT_PNG_LABELS = 2
-
-
-def tune_cpu_allocator() -> bool:
-    """Let glibc keep freed memory for reuse instead of returning it to the system.
-
-    CNN activations of a 128-image batch are ~100 MB each; glibc serves such blocks
-    with fresh ``mmap`` pages and unmaps them on free, so every batch pays page faults
-    for all its activations (measured: about half of CPU forward time for the ``lite``
-    backbone). Raising the mmap and trim thresholds (``mallopt``) makes them reusable
-    heap memory. Process-wide, so only the command line does it. Returns True when
-    applied (Linux with glibc), False otherwise.
-    """
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30))
-        ok &= libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
-        return bool(ok)
-    except (OSError, AttributeError):
-        return False
 
 
 def add_correlax_options(parser: argparse.ArgumentParser) -> None:

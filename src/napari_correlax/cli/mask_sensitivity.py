@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import read_mammogram
     from ..maps.sensitivity import combine, mask_sensitivity_steps, save_boxplot
     from ..models import load_classifier
-    from .explain import tune_cpu_allocator
+    from .common import tune_cpu_allocator
 
     paths = existing_files(args.images)
     runtime = runtime_from(args)

@@ -10,7 +10,13 @@ from typing import Any
 
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
-from .common import add_runtime_options, existing_files, run_with_progress, runtime_from
+from .common import (
+    add_runtime_options,
+    existing_files,
+    run_with_progress,
+    runtime_from,
+    tune_cpu_allocator,
+)
 
 
 def register(sub: Any) -> None:
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     paths = existing_files(args.images)
     runtime = runtime_from(args)
+    if runtime.device == "cpu":
+        tune_cpu_allocator()
     model = load_classifier(args.model, device=runtime.device)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0

@@ -55,7 +55,7 @@ Speed
     other masks straight into one reused channels-last input buffer (two small matrix
     products, ``U G Uᵀ``) and multiplies the windows in place, and takes the unmasked
     ``h``, ``ŷ`` from the prediction pass it needs anyway. On CPUs the command line
-    also lets glibc reuse freed memory (``cli.explain.tune_cpu_allocator``), which
+    also lets glibc reuse freed memory (``cli.common.tune_cpu_allocator``), which
     roughly halves the time of a forward pass of a small CNN.
 
 Focus mode (whole images)
