@@ -79,7 +79,7 @@ import numpy as np
 from ..errors import CorrelaxError
 from ..labels import NO_FINDING
 from .result import MapResult
-from .runtime import Progress, Runtime
+from .runtime import Progress, Runtime, inference_model
 from .sliding import DEFAULT_MIN_TISSUE, PreparedImage, drain, prepare_image
 
 __all__ = [
@@ -584,45 +584,6 @@ def _check_options(masks: int, min_masks: int, tolerance: float, batch_size: int
     if int(batch_size) < 1:
         raise CorrelaxError("mask batch size must be at least 1")
     return min(int(min_masks), int(masks))
-
-
-class _FoldedClassifier:
-    """A :class:`Classifier`'s ``features``/``head`` with BatchNorm folded into the convs."""
-
-    def __init__(self, model: Any, encoder: Any) -> None:
-        self.model = model
-        self.encoder = encoder
-        self.labels = model.labels
-        self.input_size = model.input_size
-        self.normalize = model.normalize
-        self.head = model.head
-
-    def features(self, x: Any) -> Any:
-        return self.encoder(x).flatten(1)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
-
-
-def inference_model(model: Any) -> Any:
-    """The model as CorRELAX runs it: for an eval-mode :class:`Classifier`, a view whose
-    backbone has every Conv→BatchNorm pair folded into one convolution (``torch.fx``).
-
-    Folding is exact up to float rounding (relative differences ~1e-7 in ``h``) and saves
-    the BatchNorm passes, a large share of CPU time for small backbones. Any other model,
-    or one that cannot be traced, is returned unchanged.
-    """
-    from ..models.classifier import Classifier
-
-    if not isinstance(model, Classifier) or model.training:
-        return model
-    try:
-        from torch.fx.experimental.optimization import fuse
-
-        encoder = fuse(model.encoder)
-    except Exception:
-        return model
-    return _FoldedClassifier(model, encoder)
 
 
 def _model_device(model: Any) -> str:

@@ -18,7 +18,7 @@ from ..errors import CorrelaxError
 from ..preprocess import BreastROI, breast_roi, fuse_channels
 from ..windows import WindowGrid
 from .result import MapResult
-from .runtime import Progress, Runtime
+from .runtime import Progress, Runtime, inference_model
 
 __all__ = ["PreparedImage", "drain", "predict", "predict_steps", "prepare_image"]
 
@@ -132,7 +132,7 @@ def predict_steps(
     t0 = time.perf_counter()
     prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue)
     yield Progress("prepare", 1, 1)
-    model = rt.prepare_model(model)
+    model = inference_model(rt.prepare_model(model))  # BatchNorm folded into convolutions
     raw = np.zeros((prep.grid.n_windows, len(model.labels)), dtype=np.float32)
     todo = np.flatnonzero(prep.active.ravel())
     t1 = time.perf_counter()
