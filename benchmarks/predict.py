@@ -21,7 +21,7 @@ import torch
 
 from napari_correlax.cli.common import tune_cpu_allocator
 from napari_correlax.maps import predict
-from napari_correlax.maps.runtime import Runtime
+from napari_correlax.maps.runtime import Runtime, inference_model
 from napari_correlax.maps.sliding import prepare_image
 from napari_correlax.models import load_classifier
 from napari_correlax.models.classifier import Classifier
@@ -51,7 +51,7 @@ def main() -> None:
     model = load_classifier() if args.backbone == "demo" else Classifier(args.backbone).eval()
     img = phantom(tuple(args.size))
     rt = Runtime(device="cpu", batch_size=args.batch)
-    model = rt.prepare_model(model)
+    model = inference_model(rt.prepare_model(model))  # the model exactly as predict runs it
     prep = prepare_image(img, model, stride=args.stride)
     flat = np.flatnonzero(prep.active.ravel())
     batches = [
