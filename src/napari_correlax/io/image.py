@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_correlax.errors import CorrelaxError
+from ..errors import CorrelaxError
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".png", ".tif", ".tiff", ".pgm")
 """File name endings the reader claims (lower case; matching ignores case)."""

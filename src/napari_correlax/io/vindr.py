@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-from napari_correlax.errors import CorrelaxError
-from napari_correlax.labels import LABELS, NO_FINDING, group_category
+from ..errors import CorrelaxError
+from ..labels import LABELS, NO_FINDING, group_category
 
 __all__ = [
     "BREAST_CSV",
