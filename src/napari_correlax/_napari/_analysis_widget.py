@@ -461,12 +461,6 @@ class AnalysisWidget(QWidget):
                 _layers.add_or_update(self.viewer, [self._queue.pop(0)])
             finally:
                 self._adding = False
-        self._latest: Progress | None = None
-        self._syncing = False
-        self._progress_timer = QTimer(self)
-        self._progress_timer.setSingleShot(True)
-        self._progress_timer.setInterval(100)
-        self._progress_timer.timeout.connect(self._sync_progress)
         if not self._queue:
             self._draw_timer.stop()
             if self._worker is None:

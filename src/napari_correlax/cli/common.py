@@ -11,6 +11,16 @@ from typing import Any
 from ..errors import CorrelaxError
 
 
+def add_image_options(parser: argparse.ArgumentParser) -> None:
+    """``IMAGE...``, ``--model``, ``--out``, ``--stride``: shared by the map commands."""
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG, TIFF or PGM files")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint (.safetensors); default: demo model")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--stride", type=int, default=48,
+                        help="window step in pixels (default 48)")
+
+
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """``--device``, ``--precision``, ``--batch-size``, ``--threads``."""
     group = parser.add_argument_group("runtime")

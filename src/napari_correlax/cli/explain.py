@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from .common import (
+    add_image_options,
     add_runtime_options,
     existing_files,
     run_with_progress,
@@ -69,10 +70,7 @@ def register(sub: Any) -> None:
         "Per image writes <name>.npz (maps + geometry), <name>.png (maps over the image) "
         "and <name>.json (peaks, timings, masks used, windows skipped).",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG, TIFF or PGM files")
-    p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: demo model")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--stride", type=int, default=48, help="window step in pixels (default 48)")
+    add_image_options(p)
     p.add_argument("--labels", nargs="*", default=None,
                    help="labels drawn in the PNG (default: the two lesion labels with the "
                    "highest predictions)")

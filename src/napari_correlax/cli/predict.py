@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from .common import (
+    add_image_options,
     add_runtime_options,
     existing_files,
     run_with_progress,
@@ -27,10 +28,7 @@ def register(sub: Any) -> None:
         "<name>.npz (maps + geometry), <name>.png (maps over the image) and <name>.json "
         "(summary: peaks, timings).",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG, TIFF or PGM files")
-    p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: demo model")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--stride", type=int, default=48, help="window step in pixels (default 48)")
+    add_image_options(p)
     p.add_argument("--labels", nargs="*", default=None, help="labels drawn in the PNG (all)")
     add_runtime_options(p)
     p.set_defaults(func=run)
