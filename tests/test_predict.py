@@ -128,3 +128,43 @@ def test_bad_arrays_are_rejected(tiny):
         predict(np.zeros((4, 4, 3)), tiny)
     with pytest.raises(CorrelaxError):
         predict(np.full((80, 80), np.nan), tiny)
+
+
+class _PerBatchNormalize:
+    """A model wrapper without ``pointwise_normalize``: the feeder must normalise per batch."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls = 0
+
+    def normalize(self, x):
+        self.calls += 1
+        return self.model.normalize(x)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+@pytest.mark.parametrize("pointwise", [True, False])
+def test_window_feeder_batches_equal_normalised_crops(tiny, prefetch, pointwise):
+    from napari_correlax.maps.runtime import Runtime
+    from napari_correlax.maps.sliding import WindowFeeder, prepare_image
+
+    img = ellipse_image()
+    prep = prepare_image(img, tiny, stride=16)
+    model = tiny if pointwise else _PerBatchNormalize(tiny)
+    feeder = WindowFeeder(prep, model, Runtime(device="cpu", batch_size=4))
+    todo = np.flatnonzero(prep.active.ravel())[:11]
+    got, seen = [], []
+    for flat, x in feeder.batches(todo, prefetch=prefetch):
+        seen.append(flat)
+        got.append(x.clone())  # a yielded tensor is only valid until the next batch
+    np.testing.assert_array_equal(np.concatenate(seen), todo)
+    # Independent: pad the fused image by hand, cut each window, normalise it alone.
+    s = tiny.input_size
+    corners = prep.grid.corners().reshape(-1, 2)[todo]
+    pad = 2 * s
+    fused = np.pad(fuse_channels(img), ((pad, pad), (pad, pad), (0, 0)))
+    crops = np.stack([fused[r + pad : r + pad + s, c + pad : c + pad + s] for r, c in corners])
+    expected = tiny.normalize(torch.from_numpy(crops).permute(0, 3, 1, 2))
+    torch.testing.assert_close(torch.cat(got), expected, rtol=0, atol=1e-6)
+    if not pointwise:
+        assert model.calls == 3  # once per batch of 4, 4, 3

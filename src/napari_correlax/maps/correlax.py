@@ -80,7 +80,7 @@ from ..errors import CorrelaxError
 from ..labels import NO_FINDING
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
-from .sliding import DEFAULT_MIN_TISSUE, PreparedImage, drain, prepare_image
+from .sliding import DEFAULT_MIN_TISSUE, WindowFeeder, drain, prepare_image
 
 __all__ = [
     "CHECK_EVERY",
@@ -704,20 +704,21 @@ def focus_windows(
 
 
 def _unmasked_pass(
-    prep: PreparedImage, model: Any, rt: Runtime, todo: np.ndarray
+    feeder: WindowFeeder, todo: np.ndarray
 ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
     """Prediction pass over windows ``todo`` keeping ``h`` and ``ŷ`` (float32 numpy)."""
+    model, rt = feeder.model, feeder.rt
     hs, ys = [], []
     yield Progress("window", 0, len(todo))
-    for start in range(0, len(todo), rt.batch_size):
-        flat = todo[start : start + rt.batch_size]
+    done = 0
+    for flat, x in feeder.batches(todo):
         with rt.inference():
-            x = rt.to_input(model, prep.windows(flat))
             h = model.features(x)
             y = model.head(h)
             hs.append(h.float().cpu().numpy())
             ys.append(y.float().cpu().numpy())
-        yield Progress("window", start + len(flat), len(todo))
+        done += len(flat)
+        yield Progress("window", done, len(todo))
     if not hs:
         return np.zeros((0, 1), np.float32), np.zeros((0, len(model.labels)), np.float32)
     return np.concatenate(hs), np.concatenate(ys)
@@ -785,7 +786,8 @@ def explain_steps(
     gy, gx = grid.shape
     todo = np.flatnonzero(prep.active.ravel())
     t1 = time.perf_counter()
-    h0, y0 = yield from _unmasked_pass(prep, model, rt, todo)
+    feeder = WindowFeeder(prep, model, rt)
+    h0, y0 = yield from _unmasked_pass(feeder, todo)
     t2 = time.perf_counter()
 
     pred_raw = np.zeros((grid.n_windows, n_labels), dtype=np.float32)
@@ -800,7 +802,7 @@ def explain_steps(
     order = np.argsort(~in_focus.ravel()[todo], kind="stable")
 
     def crops_for(local: list[int]) -> Any:
-        return rt.to_input(model, prep.windows(todo[np.asarray(local)]))
+        return feeder.batch(todo[np.asarray(local)])
 
     engine = _Engine(
         model, rt, crops_for, h0, y0, targets,

@@ -28,7 +28,7 @@ from .correlax import (
     inference_model,
 )
 from .runtime import Progress, Runtime
-from .sliding import DEFAULT_MIN_TISSUE, drain, prepare_image
+from .sliding import DEFAULT_MIN_TISSUE, WindowFeeder, drain, prepare_image
 
 __all__ = [
     "DEFAULT_COUNTS",
@@ -203,10 +203,11 @@ def mask_sensitivity_steps(
     if windows and len(todo) > windows:
         rng = np.random.default_rng(seed)
         todo = np.sort(rng.choice(todo, size=int(windows), replace=False))
-    h0, y0 = yield from _unmasked_pass(prep, model, rt, todo)
+    feeder = WindowFeeder(prep, model, rt)
+    h0, y0 = yield from _unmasked_pass(feeder, todo)
 
     def crops_for(local: list[int]) -> Any:
-        return rt.to_input(model, prep.windows(todo[np.asarray(local)]))
+        return feeder.batch(todo[np.asarray(local)])
 
     engine = _Engine(
         model, rt, crops_for, h0, y0, np.full(len(todo), int(reference)),

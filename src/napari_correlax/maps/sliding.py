@@ -8,7 +8,8 @@ A napari worker drives the generator and can stop between any two yields.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,14 @@ from ..windows import WindowGrid
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
 
-__all__ = ["PreparedImage", "drain", "predict", "predict_steps", "prepare_image"]
+__all__ = [
+    "PreparedImage",
+    "WindowFeeder",
+    "drain",
+    "predict",
+    "predict_steps",
+    "prepare_image",
+]
 
 #: Windows with less breast tissue than this fraction (Otsu mask) are skipped.
 DEFAULT_MIN_TISSUE = 0.05
@@ -63,13 +71,21 @@ class PreparedImage:
     fused: np.ndarray
     offset: tuple[int, int]
 
-    def windows(self, flat: np.ndarray) -> np.ndarray:
-        """``(B, S, S, 3)`` float32 crops for flat grid indices ``flat``."""
+    def windows(self, flat: np.ndarray, *, source: np.ndarray | None = None,
+                out: np.ndarray | None = None) -> np.ndarray:
+        """``(B, S, S, 3)`` float32 crops for flat grid indices ``flat``.
+
+        Cut from ``source`` (default ``fused``; any array laid out like it) into ``out``
+        (a new array unless given; at least ``B`` windows long).
+        """
         s = self.grid.window
+        src = self.fused if source is None else source
         corners = self.grid.corners().reshape(-1, 2)[flat] + np.asarray(self.offset)
-        out = np.empty((len(flat), s, s, 3), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(flat), s, s, 3), dtype=np.float32)
+        out = out[: len(flat)]
         for k, (r, c) in enumerate(corners):
-            out[k] = self.fused[r : r + s, c : c + s]
+            out[k] = src[r : r + s, c : c + s]
         return out
 
 
@@ -97,6 +113,80 @@ def prepare_image(
         active = np.ones(grid.shape, dtype=bool)
     fused, offset = grid.padded(fuse_channels(pixels, clips, tiles))
     return PreparedImage(pixels, spacing, meta, roi, grid, tissue, active, fused, offset)
+
+
+class WindowFeeder:
+    """Model-ready batches of a prepared image's windows, built while the model runs.
+
+    For a model whose ``normalize`` is per pixel (``pointwise_normalize``, true for
+    :class:`~napari_correlax.models.Classifier`), the whole fused image is normalised
+    once and windows are cut from the result: the same numbers as normalising each
+    window (the same float32 operations on the same pixels), without repeating the work
+    for every window that overlaps a pixel (about ``(S / stride)²`` of them). Other
+    models get ``normalize`` per batch.
+
+    :meth:`batches` cuts batch ``k + 1`` in a background thread (NumPy copies release
+    the GIL) into one of two reused buffers while the caller runs the model on batch
+    ``k``; a yielded tensor is valid until the caller asks for the next one.
+    """
+
+    def __init__(self, prep: PreparedImage, model: Any, runtime: Runtime) -> None:
+        import torch
+
+        self.prep = prep
+        self.model = model
+        self.rt = runtime
+        self.pointwise = bool(getattr(model, "pointwise_normalize", False))
+        if self.pointwise:
+            with torch.inference_mode():
+                image = torch.from_numpy(prep.fused).permute(2, 0, 1)[None]
+                normed = model.normalize(image).float()
+                self.source = np.ascontiguousarray(normed[0].permute(1, 2, 0).numpy())
+        else:
+            self.source = prep.fused
+        self._buffers: list[np.ndarray] = []
+
+    def _buffer(self, slot: int, n: int) -> np.ndarray:
+        s = self.prep.grid.window
+        while len(self._buffers) <= slot:
+            self._buffers.append(np.empty((0, s, s, 3), dtype=np.float32))
+        if self._buffers[slot].shape[0] < n:
+            # Reused between batches: fresh buffers of tens of MB cost page faults on CPUs.
+            self._buffers[slot] = np.empty((n, s, s, 3), dtype=np.float32)
+        return self._buffers[slot]
+
+    def _cut(self, flat: np.ndarray, slot: int) -> np.ndarray:
+        return self.prep.windows(flat, source=self.source, out=self._buffer(slot, len(flat)))
+
+    def _to_model(self, windows: np.ndarray) -> Any:
+        import torch
+
+        # NHWC viewed as NCHW is channels_last in memory: no copy on the CPU.
+        x = torch.from_numpy(windows).permute(0, 3, 1, 2).to(self.rt.device, non_blocking=True)
+        return x if self.pointwise else self.model.normalize(x)
+
+    def batch(self, flat: np.ndarray) -> Any:
+        """``(B, 3, S, S)`` model-ready tensor (a new one) of windows ``flat``."""
+        return self._to_model(self.prep.windows(flat, source=self.source))
+
+    def batches(self, todo: np.ndarray, batch_size: int | None = None, *,
+                prefetch: bool = True) -> Iterator[tuple[np.ndarray, Any]]:
+        """``(flat, x)`` for consecutive batches of ``todo`` (flat grid indices)."""
+        size = int(batch_size or self.rt.batch_size)
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+        if not chunks:
+            return
+        if not prefetch or len(chunks) == 1:
+            for flat in chunks:
+                yield flat, self._to_model(self._cut(flat, 0))
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="correlax-windows") as pool:
+            ready = pool.submit(self._cut, chunks[0], 0)
+            for k, flat in enumerate(chunks):
+                windows = ready.result()
+                if k + 1 < len(chunks):
+                    ready = pool.submit(self._cut, chunks[k + 1], (k + 1) % 2)
+                yield flat, self._to_model(windows)
 
 
 def predict_steps(
@@ -137,12 +227,12 @@ def predict_steps(
     todo = np.flatnonzero(prep.active.ravel())
     t1 = time.perf_counter()
     yield Progress("window", 0, len(todo))
-    for start in range(0, len(todo), rt.batch_size):
-        flat = todo[start : start + rt.batch_size]
+    done = 0
+    for flat, x in WindowFeeder(prep, model, rt).batches(todo):
         with rt.inference():
-            x = rt.to_input(model, prep.windows(flat))
             raw[flat] = model.head(model.features(x)).float().cpu().numpy()
-        yield Progress("window", start + len(flat), len(todo))
+        done += len(flat)
+        yield Progress("window", done, len(todo))
     gy, gx = prep.grid.shape
     per_window = raw.T.reshape(len(model.labels), gy, gx)
     meta = dict(prep.meta)

@@ -198,8 +198,12 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    #: ``normalize`` acts on each pixel alone, so a whole image may be normalised once
+    #: and windows cut from it afterwards (:class:`~napari_correlax.maps.sliding.WindowFeeder`).
+    pointwise_normalize = True
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """ImageNet-normalise ``[0, 1]`` RGB ``(B, 3, S, S)``."""
+        """ImageNet-normalise ``[0, 1]`` RGB ``(B, 3, H, W)`` (any ``H``, ``W``; per pixel)."""
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     # -- metadata --------------------------------------------------------------------
