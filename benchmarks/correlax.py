@@ -48,7 +48,7 @@ from napari_correlax.maps.correlax import (
 )
 from napari_correlax.maps.runtime import Runtime
 from napari_correlax.maps.sensitivity import mask_sensitivity_windows
-from napari_correlax.maps.sliding import prepare_image
+from napari_correlax.maps.sliding import WindowFeeder, prepare_image
 from napari_correlax.models.checkpoint import DEMO_CHECKPOINT
 from napari_correlax.models.classifier import Classifier
 
@@ -274,7 +274,7 @@ def adaptive_and_focus(args, model, fast, rt, prep, flat, engine_rate, naive_s) 
         print(f"     N = {row['masks']:5d}: mean {row['mean']:.4f}  median {row['median']:.4f}  "
               f"p95 {row['p95']:.4f}  max {row['max']:.4f}")
 
-    _, y0 = drain(_unmasked_pass(prep, fast, rt, flat))
+    _, y0 = drain(_unmasked_pass(WindowFeeder(prep, fast, rt), flat))
     per_window = np.zeros((len(model.labels), prep.grid.n_windows))
     per_window[:, flat] = y0.T
     per_window = per_window.reshape(len(model.labels), *prep.grid.shape)
