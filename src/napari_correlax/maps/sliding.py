@@ -32,6 +32,8 @@ __all__ = [
 
 #: Windows with less breast tissue than this fraction (Otsu mask) are skipped.
 DEFAULT_MIN_TISSUE = 0.05
+#: Rows of the fused image normalised at a time by :class:`WindowFeeder`.
+_NORMALIZE_ROWS = 256
 
 
 def as_pixels(image: Any) -> tuple[np.ndarray, tuple[float, float] | None, dict[str, Any]]:
@@ -140,10 +142,13 @@ class WindowFeeder:
         self.rt = runtime
         self.pointwise = bool(getattr(model, "pointwise_normalize", False))
         if self.pointwise:
+            # In bands of rows, so the temporaries stay small next to the image.
+            self.source = np.empty(prep.fused.shape, dtype=np.float32)
             with torch.inference_mode():
-                image = torch.from_numpy(prep.fused).permute(2, 0, 1)[None]
-                normed = model.normalize(image).float()
-                self.source = np.ascontiguousarray(normed[0].permute(1, 2, 0).numpy())
+                for r in range(0, prep.fused.shape[0], _NORMALIZE_ROWS):
+                    band = torch.from_numpy(prep.fused[r : r + _NORMALIZE_ROWS])
+                    normed = model.normalize(band.permute(2, 0, 1)[None]).float()
+                    self.source[r : r + _NORMALIZE_ROWS] = normed[0].permute(1, 2, 0).numpy()
         else:
             self.source = prep.fused
         self._buffers: list[np.ndarray] = []
