@@ -77,6 +77,23 @@ def test_cbis_ddsm_mammograms_read():
         assert np.median(px) < 0.5, path
 
 
+def test_cbis_ddsm_mammograms_predict_with_the_demo_model():
+    from napari_correlax import load_classifier, predict
+
+    model = load_classifier()
+    for _, path in _cbis_cases():
+        m = read_mammogram(path)
+        result = predict(m, model, stride=128, device="cpu")
+        pred = result.prediction
+        assert pred.shape == (len(model.labels), *result.grid.shape), path
+        assert np.isfinite(pred).all() and pred.min() >= 0.0 and pred.max() <= 1.0, path
+        assert result.window_mask.any() and not result.window_mask.all(), path  # film edges
+        # every window lies on the image grid: its centre is inside the image
+        centres = result.grid.centres()[result.window_mask]
+        h, w = m.pixels.shape
+        assert (centres >= 0).all() and (centres < [h, w]).all(), path
+
+
 # ------------------------------------------------------------------------ MONOCHROME1
 
 
