@@ -73,8 +73,9 @@ def timed_run(widget, *, explain: bool) -> dict[str, float]:
 
     for name in ("_on_progress", "_on_returned", "_on_finished"):
         setattr(widget, name, timed(name))
-    widget._progress_timer.timeout.disconnect()
-    widget._progress_timer.timeout.connect(timed("_sync_progress"))
+    refresh = widget.progress._timer  # the throttled progress refresh (see _napari._progress)
+    refresh.timeout.disconnect()
+    refresh.timeout.connect(timed("_sync_progress"))
     widget.explain_check.setChecked(explain)
     timer = QTimer()
     timer.setInterval(10)
@@ -91,8 +92,8 @@ def timed_run(widget, *, explain: bool) -> dict[str, float]:
     timer.stop()
     widget._draw_timer.timeout.disconnect()
     widget._draw_timer.timeout.connect(add_next)
-    widget._progress_timer.timeout.disconnect()
-    widget._progress_timer.timeout.connect(widget._sync_progress)
+    refresh.timeout.disconnect()
+    refresh.timeout.connect(widget.progress.flush)
     for name in ("_on_progress", "_on_returned", "_on_finished"):
         delattr(widget, name)
     arr = np.asarray([g for _, g in gaps[1:]])

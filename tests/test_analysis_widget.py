@@ -171,21 +171,23 @@ def test_cancel_leaves_no_layers_and_the_widget_ready(
     def cancel_on_first_masks(event):
         seen.append(event)
         if event.stage == "masks" and widget.run_button.text() == "Cancel":
-            widget._sync_progress()  # what the 10 Hz refresh does
-            latest = widget._latest
-            bars.append((widget._pbar.desc, widget._pbar.n, widget._pbar.total, latest))
+            widget._sync_progress()  # what the throttled refresh does
+            bar = widget.progress_bar
+            bars.append((bar.text(), bar.value(), bar.maximum(), widget.progress.latest))
             widget.run_button.click()
 
     widget.run()
     widget._worker.yielded.connect(cancel_on_first_masks)
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-    (desc, n, total, event), *_ = bars  # napari's progress bar showed this event
-    assert desc.startswith("CorRELAX: masks") and (n, total) == (event.done, event.total)
+    (text, n, total, event), *_ = bars  # the dock's progress bar showed this event
+    assert text == f"masks {event.done} / {event.total}"
+    assert (n, total) == (event.done, event.total)
     masks = [e for e in seen if e.stage == "masks"]
     assert masks and masks[-1].done < masks[-1].total  # stopped before the end
     assert [layer.name for layer in viewer.layers] == ["phantom"]
     assert widget.run_button.text() == "Run" and widget.run_button.isEnabled()
-    assert widget._pbar is None and errors == []
+    assert widget.progress.latest is None and errors == []
+    assert widget.progress_bar.text().startswith("cancelled")
     assert "Cancelled" in widget.status.text()
     widget.explain_check.setChecked(False)
     run_to_end(qtbot, widget)  # ready for the next run

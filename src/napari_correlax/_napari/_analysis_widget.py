@@ -2,8 +2,10 @@
 
 The computation is the core's progress generator (:func:`analysis_steps` wraps
 ``predict_steps`` / ``explain_steps``) driven by a napari ``create_worker``: the event
-loop never waits on the model, napari's activity dock shows windows done / total, and
-Cancel asks the worker to stop at the next yield (between batches). Layers are only
+loop never waits on the model, the dock's own progress bar shows the stage and its
+count done / total (twice a second at most: repaints cost the model CPU time, see
+:mod:`._progress`), and Cancel asks the worker to stop at the next yield (between
+batches). Layers are only
 added when the worker returns, so a cancelled or failed run leaves nothing behind; they
 are added one per event-loop turn, since napari takes a good fraction of a second to
 set up each new layer.
@@ -21,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -34,6 +35,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -44,6 +46,7 @@ from ..errors import CorrelaxError
 from ..labels import LABELS
 from ..maps.runtime import Progress
 from . import _layers
+from ._progress import ThrottledProgress
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +170,9 @@ class AnalysisWidget(QWidget):
         self.viewer = napari_viewer
         self._worker: Any = None
         self._request_sent: AnalysisRequest | None = None
-        self._pbar: Any = None
-        self._stage = ""
         self._analyses: dict[str, _Analysis] = {}
         self._queue: list[_layers.LayerData] = []
         self._adding = False
-        self._latest: Progress | None = None
-        self._syncing = False
-        self._progress_timer = QTimer(self)
-        self._progress_timer.setSingleShot(True)
-        self._progress_timer.setInterval(100)
-        self._progress_timer.timeout.connect(self._sync_progress)
         self._draw_timer = QTimer(self)
         self._draw_timer.setInterval(0)
         self._draw_timer.timeout.connect(self._add_next_layer)
@@ -237,6 +232,14 @@ class AnalysisWidget(QWidget):
         self.run_button.clicked.connect(self._run_or_cancel)
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
+        self.progress_bar = QProgressBar()
+        self.progress = ThrottledProgress(
+            self.progress_bar, self.status, parent=self,
+            describe=lambda stage, done, total: (
+                f"{_STAGES.get(stage, stage).capitalize()}: {done} / {total}"),
+            stage_name=lambda stage: _STAGES.get(stage, stage),
+        )
+        self.progress.reset()
         files = QHBoxLayout()
         for text, slot, tip in (
             ("Boxes…", self._pick_boxes, "Ground-truth boxes from a VinDr finding_annotations.csv"),
@@ -250,6 +253,7 @@ class AnalysisWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.run_button)
+        layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
         layout.addLayout(files)
         layout.addStretch(1)
@@ -302,7 +306,7 @@ class AnalysisWidget(QWidget):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._request_sent = request
-        self._pbar = progress(total=0, desc="CorRELAX")
+        self.progress.reset("starting…")
         self.run_button.setText("Cancel")
         self.status.setText(f"Running on {request.image_name!r}…")
         worker.start()
@@ -364,43 +368,15 @@ class AnalysisWidget(QWidget):
 
     # -- worker callbacks ----------------------------------------------------------------
     def _on_progress(self, event: Progress) -> None:
-        if self._pbar is None:
-            return
-        self._latest = event
-        stage, done, total = event
-        self.status.setText(f"{_STAGES.get(stage, stage).capitalize()}: {done} / {total}")
-        if not self._progress_timer.isActive():
-            self._progress_timer.start()
+        if self._worker is not None:
+            self.progress.update(event)  # shown at most twice a second (see _progress)
 
     def _sync_progress(self) -> None:
-        """Show the latest progress event in napari's progress bar (at most 10 times a second).
-
-        napari's bar widget calls processEvents() on every change, so more events (even
-        ``finished``) can arrive inside these calls: loop until the latest one is shown.
-        """
-        if self._syncing:
-            return
-        self._syncing = True
-        try:
-            shown = None
-            while self._pbar is not None and self._latest is not None and self._latest is not shown:
-                shown = self._latest
-                pbar = self._pbar
-                stage, done, total = shown
-                if stage != self._stage:
-                    self._stage = stage
-                    pbar.set_description(f"CorRELAX: {_STAGES.get(stage, stage)}")
-                    if self._pbar is not pbar:
-                        break
-                    pbar.reset(total=total)
-                if self._pbar is pbar and pbar.total != total:
-                    pbar.total = total
-                if self._pbar is pbar:
-                    pbar.update(done - pbar.n)
-        finally:
-            self._syncing = False
+        """Show the latest progress event now (the throttled refresh does this)."""
+        self.progress.flush()
 
     def _on_returned(self, outcome: Any) -> None:
+        self.progress.stop()  # no late refresh may overwrite the outcome's status text
         if isinstance(outcome, Failed):
             self.status.setText("Failed.")
             show_error(outcome.message)
@@ -426,12 +402,7 @@ class AnalysisWidget(QWidget):
         aborted = self._worker is not None and self._worker.abort_requested
         self._worker = None
         self._request_sent = None
-        self._progress_timer.stop()
-        self._latest = None
-        if self._pbar is not None:
-            pbar, self._pbar = self._pbar, None
-            pbar.close()
-        self._stage = ""
+        self.progress.reset("cancelled" if aborted else "")
         if aborted:
             self.status.setText("Cancelled; no layers were changed.")
         if self._queue:

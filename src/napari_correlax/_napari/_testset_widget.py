@@ -63,6 +63,7 @@ from ..evaluate.runner import MapSettings, load_image_steps, settings_key
 from ..evaluate.verdicts import STATE_FILE, VERDICTS_FILE, ReaderState, VerdictStore
 from ..labels import LABELS
 from . import _layers
+from ._progress import ThrottledProgress
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ class TestSetReaderWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.hide()
+        self._progress_view = ThrottledProgress(self.progress, parent=self)
         self.image_label = QLabel("")
         self.image_label.setWordWrap(True)
 
@@ -484,11 +486,9 @@ class TestSetReaderWidget(QWidget):
     def _on_progress(self, event: Any) -> None:
         if self.current is None or self._worker_id != self.current.image_id:
             return
-        stage, done, total = event
-        self.progress.show()
-        self.progress.setMaximum(max(int(total), 1))
-        self.progress.setValue(int(done))
-        self.progress.setFormat(f"{stage} %v / %m")
+        if self.progress.isHidden():
+            self.progress.show()
+        self._progress_view.update(event)  # shown at most twice a second (see _progress)
 
     def _on_loaded(self, outcome: Any) -> None:
         if isinstance(outcome, _Failed):
@@ -518,6 +518,7 @@ class TestSetReaderWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker, self._worker_id = None, ""
+        self._progress_view.stop()
         self.progress.hide()
         if self.index is not None:
             self._schedule()

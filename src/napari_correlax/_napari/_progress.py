@@ -1,0 +1,83 @@
+"""Progress shown in a dock without slowing the computation it reports.
+
+Every repaint of a widget in napari's window composes the whole window with the OpenGL
+canvas. With a software OpenGL renderer (a machine without a GPU, a remote desktop) one
+composition costs tens of milliseconds of CPU, taken from the model running in the
+worker: measured in ``benchmarks/napari_worker.py`` on 2 cores, the status text updated
+at every batch cost a third of CorRELAX's throughput, and napari's own progress bar
+(whose animated "in progress" indicator repaints continuously while any bar exists)
+halved it. So the docks show progress on their own determinate ``QProgressBar`` and
+label, refreshed at most twice a second with the latest event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtCore import QObject, QTimer
+from qtpy.QtWidgets import QLabel, QProgressBar
+
+__all__ = ["REFRESH_MS", "ThrottledProgress"]
+
+#: Shortest time between two refreshes of the progress widgets, milliseconds.
+REFRESH_MS = 500
+
+
+class ThrottledProgress(QObject):
+    """Shows the latest ``(stage, done, total)`` event on a bar (and a label) at most
+    every :data:`REFRESH_MS` ms.
+
+    ``describe(stage, done, total)`` gives the label text; ``stage_name(stage)`` the word
+    shown in the bar's format (``"<stage> %v / %m"``).
+    """
+
+    def __init__(
+        self,
+        bar: QProgressBar,
+        label: QLabel | None = None,
+        *,
+        describe: Callable[[str, int, int], str] | None = None,
+        stage_name: Callable[[str], str] = str,
+        interval_ms: int = REFRESH_MS,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.bar = bar
+        self.label = label
+        self.describe = describe
+        self.stage_name = stage_name
+        self.latest: Any = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(int(interval_ms))
+        self._timer.timeout.connect(self.flush)
+
+    def update(self, event: Any) -> None:
+        """Remember ``event``; it is shown at the next refresh (within ``interval_ms``)."""
+        self.latest = event
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def flush(self) -> None:
+        """Show the latest event now."""
+        if self.latest is None:
+            return
+        stage, done, total = self.latest
+        self.bar.setMaximum(max(int(total), 1))
+        self.bar.setValue(min(int(done), max(int(total), 1)))
+        self.bar.setFormat(f"{self.stage_name(stage)} %v / %m")
+        if self.label is not None and self.describe is not None:
+            self.label.setText(self.describe(stage, int(done), int(total)))
+
+    def stop(self) -> None:
+        """Forget the latest event and stop refreshing (the widgets keep what they show)."""
+        self._timer.stop()
+        self.latest = None
+
+    def reset(self, text: str = "") -> None:
+        """Stop, and show an empty bar with ``text`` as its format."""
+        self.stop()
+        self.bar.setMaximum(1)
+        self.bar.setValue(0)
+        self.bar.setFormat(text)
