@@ -237,7 +237,7 @@ class AnalysisWidget(QWidget):
             self.progress_bar, self.status, parent=self,
             describe=lambda stage, done, total: (
                 f"{_STAGES.get(stage, stage).capitalize()}: {done} / {total}"),
-            stage_name=lambda stage: _STAGES.get(stage, stage),
+            bar_format=lambda stage: f"{_STAGES.get(stage, stage)} %v / %m",
         )
         self.progress.reset()
         files = QHBoxLayout()

@@ -3,7 +3,7 @@
 Every repaint of a widget in napari's window composes the whole window with the OpenGL
 canvas. With a software OpenGL renderer (a machine without a GPU, a remote desktop) one
 composition costs tens of milliseconds of CPU, taken from the model running in the
-worker: measured in ``benchmarks/napari_worker.py`` on 2 cores, the status text updated
+worker (or in the training subprocess, on the same cores): measured in ``benchmarks/napari_worker.py`` on 2 cores, the status text updated
 at every batch cost a third of CorRELAX's throughput, and napari's own progress bar
 (whose animated "in progress" indicator repaints continuously while any bar exists)
 halved it. So the docks show progress on their own determinate ``QProgressBar`` and
@@ -28,8 +28,8 @@ class ThrottledProgress(QObject):
     """Shows the latest ``(stage, done, total)`` event on a bar (and a label) at most
     every :data:`REFRESH_MS` ms.
 
-    ``describe(stage, done, total)`` gives the label text; ``stage_name(stage)`` the word
-    shown in the bar's format (``"<stage> %v / %m"``).
+    ``describe(stage, done, total)`` gives the label text; ``bar_format(stage)`` the bar's
+    format string (Qt's: ``%v`` done, ``%m`` total; default ``"<stage> %v / %m"``).
     """
 
     def __init__(
@@ -38,7 +38,7 @@ class ThrottledProgress(QObject):
         label: QLabel | None = None,
         *,
         describe: Callable[[str, int, int], str] | None = None,
-        stage_name: Callable[[str], str] = str,
+        bar_format: Callable[[str], str] = lambda stage: f"{stage} %v / %m",
         interval_ms: int = REFRESH_MS,
         parent: QObject | None = None,
     ) -> None:
@@ -46,7 +46,7 @@ class ThrottledProgress(QObject):
         self.bar = bar
         self.label = label
         self.describe = describe
-        self.stage_name = stage_name
+        self.bar_format = bar_format
         self.latest: Any = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -66,7 +66,7 @@ class ThrottledProgress(QObject):
         stage, done, total = self.latest
         self.bar.setMaximum(max(int(total), 1))
         self.bar.setValue(min(int(done), max(int(total), 1)))
-        self.bar.setFormat(f"{self.stage_name(stage)} %v / %m")
+        self.bar.setFormat(self.bar_format(stage))
         if self.label is not None and self.describe is not None:
             self.label.setText(self.describe(stage, int(done), int(total)))
 

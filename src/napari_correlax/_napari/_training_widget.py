@@ -38,6 +38,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._progress import ThrottledProgress
+
 log = logging.getLogger(__name__)
 
 #: Seconds between Stop's SIGTERM and a hard kill.
@@ -154,6 +156,9 @@ class TrainingWidget(QWidget):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
+        # Batch events refresh the bar at most twice a second (see _progress).
+        self.progress = ThrottledProgress(self.progress_bar, parent=self,
+                                          bar_format=lambda fmt: fmt)
         self.status_label = QLabel("idle")
         self.status_label.setWordWrap(True)
 
@@ -351,13 +356,11 @@ class TrainingWidget(QWidget):
                 f"samples on {event['device']}"
             )
         elif kind == "cache":
-            self._progress(done, total, "caching images %v/%m")
+            self.progress.update(("caching images %v/%m", done, total))
         elif kind == "batch":
-            self._progress(
-                done,
-                total,
+            self.progress.update((
                 f"epoch {event['epoch']}/{event['epochs']}: batch %v/%m (loss {event['loss']:.4f})",
-            )
+                done, total))
         elif kind == "epoch":
             self.history = [h for h in self.history if h.get("epoch") != event.get("epoch")]
             self.history.append(event)
@@ -375,9 +378,9 @@ class TrainingWidget(QWidget):
             self.use_button.setEnabled(bool(self.best_checkpoint))
 
     def _progress(self, done: int, total: int, fmt: str) -> None:
-        self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(done)
-        self.progress_bar.setFormat(fmt)
+        """Show ``fmt`` (Qt format: ``%v`` done, ``%m`` total) now."""
+        self.progress.update((fmt, done, total))
+        self.progress.flush()
 
     def _status(self, text: str) -> None:
         self.status_label.setText(text)
