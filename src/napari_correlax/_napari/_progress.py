@@ -3,11 +3,12 @@
 Every repaint of a widget in napari's window composes the whole window with the OpenGL
 canvas. With a software OpenGL renderer (a machine without a GPU, a remote desktop) one
 composition costs tens of milliseconds of CPU, taken from the model running in the
-worker (or in the training subprocess, on the same cores): measured in ``benchmarks/napari_worker.py`` on 2 cores, the status text updated
-at every batch cost a third of CorRELAX's throughput, and napari's own progress bar
-(whose animated "in progress" indicator repaints continuously while any bar exists)
-halved it. So the docks show progress on their own determinate ``QProgressBar`` and
-label, refreshed at most twice a second with the latest event.
+worker (or in the training subprocess, on the same cores). Measured in
+``benchmarks/napari_worker.py`` on 2 cores: the status text updated at every batch cost
+a third of CorRELAX's throughput, and napari's own progress bar (whose animated "in
+progress" indicator repaints continuously while any bar exists) halved it. So the docks
+show progress on their own determinate ``QProgressBar`` and label, refreshed at most
+twice a second with the latest event.
 """
 
 from __future__ import annotations
