@@ -77,20 +77,13 @@ class PreparedImage:
         """``(B, 2)`` top-left ``(row, col)`` of windows ``flat`` in ``fused``'s pixels."""
         return self.grid.corners().reshape(-1, 2)[flat] + np.asarray(self.offset)
 
-    def windows(self, flat: np.ndarray, *, source: np.ndarray | None = None,
-                out: np.ndarray | None = None) -> np.ndarray:
-        """``(B, S, S, 3)`` float32 crops for flat grid indices ``flat``.
-
-        Cut from ``source`` (default ``fused``; any array laid out like it) into ``out``
-        (a new array unless given; at least ``B`` windows long).
-        """
+    def windows(self, flat: np.ndarray, *, source: np.ndarray | None = None) -> np.ndarray:
+        """``(B, S, S, 3)`` float32 crops for flat grid indices ``flat``, cut from
+        ``source`` (default ``fused``; any array laid out like it)."""
         s = self.grid.window
         src = self.fused if source is None else source
-        corners = self.padded_corners(flat)
-        if out is None:
-            out = np.empty((len(flat), s, s, 3), dtype=np.float32)
-        out = out[: len(flat)]
-        for k, (r, c) in enumerate(corners):
+        out = np.empty((len(flat), s, s, 3), dtype=np.float32)
+        for k, (r, c) in enumerate(self.padded_corners(flat)):
             out[k] = src[r : r + s, c : c + s]
         return out
 
@@ -133,7 +126,7 @@ class WindowFeeder:
 
     Windows are cut into reused buffers; a yielded tensor is valid until the caller asks
     for the next one. When the model runs on an accelerator, :meth:`batches` cuts batch
-    ``k + 1`` in a background thread (NumPy copies release the GIL) while the device runs
+    ``k + 1`` in a background thread (torch's copies release the GIL) while the device runs
     batch ``k``. On the CPU the model's own threads already use every core and a cutting
     thread only competes with them (measured: slightly slower), so cutting stays inline.
     """
