@@ -124,7 +124,8 @@ CHECK_EVERY = 64
 DEFAULT_TOLERANCE = 0.035
 #: Lesion probability (unmasked window) that puts a window in focus. Above the 0.5
 #: decision threshold because focal-loss (α = 0.95) models keep background windows near
-#: 0.5 for rare labels: at 0.5, 60–80 % of a phantom's windows were in focus, at 0.6 3–9 %.
+#: 0.5 for rare labels: at 0.5, 60–80 % of a phantom's windows were in focus, at 0.6 3–9 %
+#: (10–20 % with the current demo model on 2400×1200 phantoms).
 DEFAULT_FOCUS_THRESHOLD = 0.6
 #: Relative standard deviation at or below which a series counts as constant.
 CONSTANT_RTOL = 1e-10
