@@ -167,9 +167,11 @@ class WindowGrid:
 
     def fraction_inside(self, mask: np.ndarray) -> np.ndarray:
         """``(gy, gx)`` fraction of each window's pixels that are True in ``mask`` (H×W)."""
-        padded, (oy, ox) = self.padded(mask.astype(np.float64))
-        integral = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1))
-        integral[1:, 1:] = padded.cumsum(0).cumsum(1)
+        import cv2
+
+        padded, (oy, ox) = self.padded(np.asarray(mask, dtype=bool).view(np.uint8))
+        # Summed-area table, (H + 1) × (W + 1), exact integer counts in float64.
+        integral = cv2.integral(np.ascontiguousarray(padded), sdepth=cv2.CV_64F)
         c = self.corners()
         y0 = c[..., 0] + oy
         x0 = c[..., 1] + ox
