@@ -61,12 +61,12 @@ def timed_run(widget, *, explain: bool) -> dict[str, float]:
     widget._draw_timer.timeout.connect(timed_add)
     slots: dict[str, float] = {}
 
-    def timed(name: str):
-        method = getattr(type(widget), name)
+    def timed(name: str, method=None):
+        method = method or getattr(widget, name)
 
         def call(*args) -> None:
             t = time.perf_counter()
-            method(widget, *args)
+            method(*args)
             slots[name] = max(slots.get(name, 0.0), (time.perf_counter() - t) * 1e3)
 
         return call
@@ -75,7 +75,7 @@ def timed_run(widget, *, explain: bool) -> dict[str, float]:
         setattr(widget, name, timed(name))
     refresh = widget.progress._timer  # the throttled progress refresh (see _napari._progress)
     refresh.timeout.disconnect()
-    refresh.timeout.connect(timed("_sync_progress"))
+    refresh.timeout.connect(timed("progress refresh", widget.progress.flush))
     widget.explain_check.setChecked(explain)
     timer = QTimer()
     timer.setInterval(10)

@@ -171,7 +171,7 @@ def test_cancel_leaves_no_layers_and_the_widget_ready(
     def cancel_on_first_masks(event):
         seen.append(event)
         if event.stage == "masks" and widget.run_button.text() == "Cancel":
-            widget._sync_progress()  # what the throttled refresh does
+            widget.progress.flush()  # what the throttled refresh does
             bar = widget.progress_bar
             bars.append((bar.text(), bar.value(), bar.maximum(), widget.progress.latest))
             widget.run_button.click()

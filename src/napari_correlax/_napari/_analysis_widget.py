@@ -371,10 +371,6 @@ class AnalysisWidget(QWidget):
         if self._worker is not None:
             self.progress.update(event)  # shown at most twice a second (see _progress)
 
-    def _sync_progress(self) -> None:
-        """Show the latest progress event now (the throttled refresh does this)."""
-        self.progress.flush()
-
     def _on_returned(self, outcome: Any) -> None:
         self.progress.stop()  # no late refresh may overwrite the outcome's status text
         if isinstance(outcome, Failed):

@@ -486,8 +486,7 @@ class TestSetReaderWidget(QWidget):
     def _on_progress(self, event: Any) -> None:
         if self.current is None or self._worker_id != self.current.image_id:
             return
-        if self.progress.isHidden():
-            self.progress.show()
+        self.progress.show()
         self._progress_view.update(event)  # shown at most twice a second (see _progress)
 
     def _on_loaded(self, outcome: Any) -> None:

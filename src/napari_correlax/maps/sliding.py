@@ -77,14 +77,12 @@ class PreparedImage:
         """``(B, 2)`` top-left ``(row, col)`` of windows ``flat`` in ``fused``'s pixels."""
         return self.grid.corners().reshape(-1, 2)[flat] + np.asarray(self.offset)
 
-    def windows(self, flat: np.ndarray, *, source: np.ndarray | None = None) -> np.ndarray:
-        """``(B, S, S, 3)`` float32 crops for flat grid indices ``flat``, cut from
-        ``source`` (default ``fused``; any array laid out like it)."""
+    def windows(self, flat: np.ndarray) -> np.ndarray:
+        """``(B, S, S, 3)`` float32 crops of ``fused`` for flat grid indices ``flat``."""
         s = self.grid.window
-        src = self.fused if source is None else source
         out = np.empty((len(flat), s, s, 3), dtype=np.float32)
         for k, (r, c) in enumerate(self.padded_corners(flat)):
-            out[k] = src[r : r + s, c : c + s]
+            out[k] = self.fused[r : r + s, c : c + s]
         return out
 
 
@@ -148,41 +146,34 @@ class WindowFeeder:
                     self.source[r : r + _NORMALIZE_ROWS] = normed[0].permute(1, 2, 0).numpy()
         else:
             self.source = prep.fused
-        self._buffers: list[np.ndarray] = []
+        self._buffers: dict[int, Any] = {}
 
-    def _buffer(self, slot: int, n: int) -> np.ndarray:
-        s = self.prep.grid.window
-        while len(self._buffers) <= slot:
-            self._buffers.append(np.empty((0, s, s, 3), dtype=np.float32))
-        if self._buffers[slot].shape[0] < n:
-            import torch
-
-            # Reused between batches: fresh buffers of tens of MB cost page faults on CPUs.
-            # Allocated by torch (64-byte aligned, as its CPU kernels prefer), filled as NumPy.
-            self._buffers[slot] = torch.empty((n, s, s, 3), dtype=torch.float32).numpy()
-        return self._buffers[slot]
-
-    def _cut(self, flat: np.ndarray, slot: int) -> np.ndarray:
+    def _cut(self, flat: np.ndarray, slot: int | None = None) -> Any:
+        """``(B, S, S, 3)`` tensor of windows ``flat``: in reused buffer ``slot`` (fresh
+        buffers of tens of MB cost page faults on CPUs), or a new tensor for None."""
         import torch
 
-        # torch's copy uses all intra-op threads (about 1.4x faster than NumPy's here).
         s = self.prep.grid.window
-        out = self._buffer(slot, len(flat))[: len(flat)]
-        dst, src = torch.from_numpy(out), torch.from_numpy(self.source)
+        out = self._buffers.get(slot) if slot is not None else None
+        if out is None or out.shape[0] < len(flat):
+            out = torch.empty((len(flat), s, s, 3), dtype=torch.float32)
+            if slot is not None:
+                self._buffers[slot] = out
+        out = out[: len(flat)]
+        # torch's copy uses all intra-op threads (about 1.4x faster than NumPy's here).
+        src = torch.from_numpy(self.source)
         for k, (r, c) in enumerate(self.prep.padded_corners(flat)):
-            dst[k].copy_(src[r : r + s, c : c + s])
+            out[k].copy_(src[r : r + s, c : c + s])
         return out
 
-    def _to_model(self, windows: np.ndarray) -> Any:
-        import torch
-
+    def _to_model(self, windows: Any) -> Any:
         # NHWC viewed as NCHW is channels_last in memory: no copy on the CPU.
-        x = torch.from_numpy(windows).permute(0, 3, 1, 2).to(self.rt.device, non_blocking=True)
+        x = windows.permute(0, 3, 1, 2).to(self.rt.device, non_blocking=True)
         return x if self.pointwise else self.model.normalize(x)
 
     def batch(self, flat: np.ndarray) -> Any:
         """``(B, 3, S, S)`` model-ready tensor (a new one) of windows ``flat``."""
-        return self._to_model(self.prep.windows(flat, source=self.source))
+        return self._to_model(self._cut(flat))
 
     def batches(self, todo: np.ndarray, batch_size: int | None = None, *,
                 prefetch: bool | None = None) -> Iterator[tuple[np.ndarray, Any]]:
