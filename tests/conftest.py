@@ -13,23 +13,6 @@ import pytest
 SMALL_SHAPE = (512, 320)
 
 
-def _load_triton_before_opengl() -> None:
-    """Import triton, if installed, before any test opens an OpenGL context.
-
-    Under Xvfb, napari's canvas uses Mesa's software OpenGL, which loads Mesa's libLLVM
-    into the process; triton (imported by ``torch._dynamo``, e.g. on an optimizer's first
-    step) carries its own LLVM and segfaults when it is imported after that. Imported
-    first, both load fine (measured with torch 2.14 / triton and Mesa's libLLVM-15).
-    """
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        pass
-
-
-_load_triton_before_opengl()
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``.safetensors`` checkpoint of an untrained tiny classifier (8 SPEC labels, 256 px)."""

@@ -1,1 +1,40 @@
-"""napari contributions: everything here may import napari or Qt; nothing else does."""
+"""napari contributions: everything here may import napari or Qt; nothing else does.
+
+Importing this package keeps the ``triton`` compiler out of the napari process
+(:func:`keep_triton_out`): every contribution (reader, docks, sample data, writer) is a
+module of this package, so the guard is in place before any of them imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: Set to ``1`` to let ``triton`` load inside napari anyway (at your own risk: see below).
+ALLOW_TRITON_ENV = "CORRELAX_ALLOW_TRITON"
+
+
+def keep_triton_out() -> bool:
+    """Stop ``triton`` from being imported in this process; True when the guard was set.
+
+    napari draws its canvas with OpenGL; on Linux with Mesa (software rendering under
+    Xvfb or a remote desktop, and Mesa hardware drivers) that loads Mesa's own LLVM into
+    the process. CUDA builds of PyTorch ship ``triton``, which carries another LLVM, and
+    ``import torchvision`` imports it (``torchvision.ops`` → ``torch._dynamo`` asks
+    whether triton is usable by importing it). Imported after the OpenGL context exists,
+    the two LLVMs clash and the process dies with a segmentation fault; that is what
+    happened to anyone who ran an EfficientNetV2 (torchvision) checkpoint in the dock.
+
+    The plugin never compiles models (no ``torch.compile``), so it needs nothing from
+    triton: an entry of ``None`` in ``sys.modules`` makes ``import triton`` raise
+    ``ImportError``, which torch reads as "triton not installed". If triton was
+    imported before (so before the OpenGL library, which is safe), nothing changes.
+    ``CORRELAX_ALLOW_TRITON=1`` turns the guard off.
+    """
+    if os.environ.get(ALLOW_TRITON_ENV) == "1" or "triton" in sys.modules:
+        return False
+    sys.modules["triton"] = None  # type: ignore[assignment]
+    return True
+
+
+keep_triton_out()
