@@ -354,16 +354,14 @@ def crop_scores(
     "probabilities": [C floats]}`` per sample of
     :func:`~napari_correlax.train.crops.build_samples`.
     """
-    from ..preprocess import breast_roi, fuse_channels
+    from ..preprocess import breast_roi, preprocessing_of
     from ..train.crops import CachedImage, CropDataset, build_samples
 
     labels = list(model.labels)
     samples = build_samples([record], labels)
     if not samples:
         return []
-    prep = getattr(model, "preprocessing", {}) or {}
-    fused = fuse_channels(pixels, tuple(prep.get("clahe_clip_limits", (1.0, 2.0))),
-                          tuple(prep.get("clahe_tiles", (8, 8))))
+    fused = preprocessing_of(model).fuse(pixels)
     region = np.round(fused * 255.0).astype(np.uint8)
     step = 16
     h, w = pixels.shape

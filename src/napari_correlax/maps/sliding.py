@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from ..preprocess import BreastROI, breast_roi, fuse_channels
+from ..preprocess import BreastROI, breast_roi, preprocessing_of
 from ..windows import WindowGrid
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
@@ -97,9 +97,6 @@ def prepare_image(
     pixels, spacing, meta = as_pixels(image)
     if stride < 1:
         raise CorrelaxError("stride must be a positive number of pixels")
-    prep = getattr(model, "preprocessing", {}) or {}
-    clips = tuple(prep.get("clahe_clip_limits", (1.0, 2.0)))
-    tiles = tuple(prep.get("clahe_tiles", (8, 8)))
     roi = breast_roi(pixels)
     grid = WindowGrid.covering(pixels.shape, roi.box, window=int(model.input_size), stride=stride)
     if roi.mask.any():
@@ -108,7 +105,7 @@ def prepare_image(
     else:
         tissue = np.ones(grid.shape)
         active = np.ones(grid.shape, dtype=bool)
-    fused, offset = grid.padded(fuse_channels(pixels, clips, tiles))
+    fused, offset = grid.padded(preprocessing_of(model).fuse(pixels))
     return PreparedImage(pixels, spacing, meta, roi, grid, tissue, active, fused, offset)
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import CorrelaxError
 from ..labels import LABELS
+from ..preprocess import Preprocessing
 
 __all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Classifier", "build_backbone"]
 
@@ -148,8 +149,9 @@ class Classifier(nn.Module):
     input_size:
         Side of the square model input, pixels (256 in the paper).
     preprocessing:
-        JSON-able description of the preprocessing the model expects (CLAHE clip
-        limits and tile grid); stored in checkpoints.
+        JSON-able :class:`~napari_correlax.preprocess.Preprocessing` the model expects
+        (CLAHE bit depth, clip limits, tiles, background rule, VOI LUT); stored in
+        checkpoints and applied at inference. None: the paper's profile.
     """
 
     def __init__(
@@ -170,8 +172,9 @@ class Classifier(nn.Module):
         self.input_size = int(input_size)
         self.hidden = int(hidden)
         self.dropout = float(dropout)
-        self.preprocessing = dict(preprocessing or {"clahe_clip_limits": [1.0, 2.0],
-                                                    "clahe_tiles": [8, 8]})
+        self.preprocessing = (
+            Preprocessing.from_dict(preprocessing) if preprocessing else Preprocessing()
+        ).to_dict()
         self.encoder, self.feature_dim = build_backbone(backbone)
         self.classifier = nn.Sequential(
             nn.Dropout(self.dropout),

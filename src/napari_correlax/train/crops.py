@@ -78,7 +78,7 @@ from torch.utils.data import Dataset
 from ..errors import CorrelaxError
 from ..files import atomic_write, atomic_write_text
 from ..labels import NO_FINDING
-from ..preprocess import CLAHE_CLIP_LIMITS, CLAHE_TILES
+from ..preprocess import Preprocessing
 
 __all__ = [
     "CachedImage",
@@ -368,11 +368,10 @@ class FusedImageCache:
     """
 
     def __init__(self, folder: str | os.PathLike[str],
-                 clip_limits: Sequence[float] = CLAHE_CLIP_LIMITS,
-                 tiles: Sequence[int] = CLAHE_TILES, margin: int = 64, step: int = 16) -> None:
+                 preprocessing: Preprocessing | None = None,
+                 margin: int = 64, step: int = 16) -> None:
         self.folder = Path(folder)
-        self.clip_limits = tuple(float(c) for c in clip_limits)
-        self.tiles = tuple(int(t) for t in tiles)
+        self.preprocessing = preprocessing or Preprocessing()
         self.margin = int(margin)
         self.step = int(step)
         self._open: dict[str, CachedImage] = {}
@@ -385,7 +384,7 @@ class FusedImageCache:
     def _source(self, record: Any) -> dict[str, Any]:
         st = Path(record.path).stat()
         return {"source": str(record.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "clip_limits": list(self.clip_limits), "tiles": list(self.tiles),
+                "preprocessing": self.preprocessing.to_dict(),
                 "margin": self.margin, "step": self.step}
 
     def _sidecar(self, record: Any) -> Path:
@@ -404,11 +403,11 @@ class FusedImageCache:
     def build(self, record: Any) -> None:
         """Read, fuse and store one image (CorrelaxError if it cannot be read)."""
         from ..io import read_mammogram
-        from ..preprocess import breast_roi, fuse_channels
+        from ..preprocess import breast_roi
 
         pixels = read_mammogram(record.path).pixels
         h, w = pixels.shape
-        fused = fuse_channels(pixels, self.clip_limits, self.tiles)
+        fused = self.preprocessing.fuse(pixels)
         roi = breast_roi(pixels)
         y0, x0, y1, x1 = roi.box
         for b in record.boxes:
