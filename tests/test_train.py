@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -32,43 +31,6 @@ from napari_correlax.train.crops import (  # noqa: E402
     render_window,
     sample_weights,
 )
-from napari_correlax.train.losses import focal_loss  # noqa: E402
-
-# ----------------------------------------------------------------------------- focal loss
-
-
-def test_focal_loss_matches_hand_computed_value():
-    # z = 0, y = 1: p = 0.5, FL = 0.95 · 0.5^2.5 · ln 2 = 0.95 · 0.1767767 · 0.6931472
-    one = focal_loss(torch.tensor([[0.0]]), torch.tensor([[1.0]]))
-    assert float(one) == pytest.approx(0.95 * 0.5**2.5 * math.log(2.0), rel=1e-6)
-    assert float(one) == pytest.approx(0.116406, abs=1e-6)
-
-    logits = [[0.0, 2.0, -1.5], [3.0, -0.5, 0.25]]
-    targets = [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
-    terms = []
-    for zr, yr in zip(logits, targets):
-        for z, y in zip(zr, yr):
-            p = 1.0 / (1.0 + math.exp(-z))
-            terms.append(-0.95 * (y * (1 - p) ** 2.5 * math.log(p)
-                                  + (1 - y) * p**2.5 * math.log(1 - p)))
-    got = focal_loss(torch.tensor(logits, dtype=torch.float64), torch.tensor(targets))
-    assert float(got) == pytest.approx(sum(terms) / len(terms), rel=1e-12)
-    summed = focal_loss(torch.tensor(logits), torch.tensor(targets), reduction="sum")
-    assert float(summed) == pytest.approx(sum(terms), rel=1e-5)
-
-
-def test_focal_loss_is_finite_for_extreme_logits():
-    z = torch.tensor([[200.0, -200.0, 200.0, -200.0]], requires_grad=True)
-    y = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
-    loss = focal_loss(z, y, reduction="none")
-    values = loss.detach()
-    assert torch.isfinite(values).all()
-    assert float(values[0, 0]) == pytest.approx(0.0, abs=1e-30)  # confident and right
-    # confident and wrong: −0.95 · 1 · log σ(−200) = 0.95 · 200
-    assert float(values[0, 2]) == pytest.approx(0.95 * 200.0, rel=1e-5)
-    loss.sum().backward()
-    assert torch.isfinite(z.grad).all()
-
 
 # ----------------------------------------------------------------------------- metrics
 

@@ -2,10 +2,14 @@
 
 For one label with ground truth ``y ∈ {0, 1}`` and probability ``p = σ(z)``::
 
-    FL = −α [ y (1 − p)^γ log p + (1 − y) p^γ log(1 − p) ]
+    FL = −[ α y (1 − p)^γ log p + (1 − α)(1 − y) p^γ log(1 − p) ]
 
-with α = 0.95 and γ = 2.5. As the SPEC writes it, α weights both terms (it is not the
-α / 1 − α balance of the original focal loss paper), so here it only scales the loss.
+with α = 0.95 and γ = 2.5: α weights the positive term and 1 − α the negative one, the
+convention of Lin et al. and of ``torchvision.ops.sigmoid_focal_loss``, in which the
+paper's authors tuned α. The paper's Eq. 1 prints α outside the bracket; read that way
+α would only scale the loss, and Adam, which is invariant to the scale of the loss,
+would cancel it. ``alpha < 0`` turns the weighting off (both terms weight 1), as in
+torchvision.
 
 The loss is computed from the logits ``z`` with ``log p = log σ(z)`` and
 ``log(1 − p) = log σ(−z)`` (``logsigmoid``), which stays finite for any ``|z|``;
@@ -43,9 +47,9 @@ def focal_loss(
     y = targets.to(logits.dtype)
     log_p = F.logsigmoid(logits)
     log_q = F.logsigmoid(-logits)
-    loss = -alpha * (
-        y * (gamma * log_q).exp() * log_p + (1.0 - y) * (gamma * log_p).exp() * log_q
-    )
+    pos = y * (gamma * log_q).exp() * log_p
+    neg = (1.0 - y) * (gamma * log_p).exp() * log_q
+    loss = -(alpha * pos + (1.0 - alpha) * neg) if alpha >= 0 else -(pos + neg)
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
