@@ -76,17 +76,25 @@ def make_image(seed: int = 0) -> np.ndarray:
     return make_phantom(seed, shape=(2400, 1200), findings=findings).pixels
 
 
+def unit_windows(prep, flat: np.ndarray) -> torch.Tensor:
+    """``(B, 3, S, S)`` fused [0, 1] windows (image space: what explain_windows takes)."""
+    return torch.from_numpy(prep.windows(flat)).permute(0, 3, 1, 2)
+
+
 def naive_correlax(model, window: torch.Tensor, n: int, seed: int, batch: int):
-    """One window at a time: store all n full-size masks and outputs, then np.corrcoef."""
+    """One window at a time: store all n full-size masks and outputs, then np.corrcoef.
+
+    ``window`` is [0, 1] (image space): masked, then normalised by the model, as SPEC §7.
+    """
     size = window.shape[-1]
     masks = F.interpolate(make_mask_grids(n, seed)[:, None], size=(size, size),
                           mode="bilinear", align_corners=False)
     with torch.inference_mode():
-        h0 = model.features(window[None])
+        h0 = model.features(model.normalize(window[None]))
         y0 = model.head(h0)
         hs, ys = [], []
         for i in range(0, n, batch):
-            h = model.features(window[None] * masks[i : i + batch])
+            h = model.features(model.normalize(window[None] * masks[i : i + batch]))
             hs.append(h)
             ys.append(model.head(h))
         h, y = torch.cat(hs).double(), torch.cat(ys).double()
@@ -106,7 +114,7 @@ def memory_child(args: argparse.Namespace) -> None:
     its own history instead).
     """
     model, _ = load_model(args)
-    x = torch.randn((args.mem_windows, 3, model.input_size, model.input_size))
+    x = torch.rand((args.mem_windows, 3, model.input_size, model.input_size))
     explain_windows(model, x[:1], masks=DEFAULT_MIN_MASKS, batch_size=args.batch)  # warm-up
 
     def status(key: str) -> int:
@@ -159,7 +167,7 @@ def main() -> None:
           f"{prep.grid.n_windows}; batch {args.batch}; threads {torch.get_num_threads()}; "
           f"malloc tuning {'on' if tuned else 'off'}")
 
-    crops = rt.to_input(model, prep.windows(flat[:: max(1, len(flat) // 64)][:64]))
+    crops = unit_windows(prep, flat[:: max(1, len(flat) // 64)][:64])
     engine_rate = throughput_section(args, model, fast, crops) if "1" in args.sections else None
     naive_s = naive_section(args, model, crops) if "2" in args.sections else None
     if "3" in args.sections or "4" in args.sections:
@@ -182,7 +190,8 @@ def throughput_section(args: argparse.Namespace, model, fast, crops) -> float:
     size = model.input_size
     masks = F.interpolate(make_mask_grids(args.batch, 9)[:, None], size=(size, size),
                           mode="bilinear", align_corners=False)
-    xb = (crops[:1] * masks).contiguous(memory_format=torch.channels_last)
+    # The raw forward's input: the masked, normalised windows, built beforehand.
+    xb = model.normalize(crops[:1] * masks).contiguous(memory_format=torch.channels_last)
 
     def raw_rate(m, reps: int) -> float:
         with torch.inference_mode():
@@ -241,7 +250,7 @@ def adaptive_and_focus(args, model, fast, rt, prep, flat, engine_rate, naive_s) 
     """Sections 3 (adaptive against N = 2560, Fig. 7) and 4 (focus share, projection)."""
     rng = np.random.default_rng(1)
     pick = np.sort(rng.choice(flat, size=min(args.windows, len(flat)), replace=False))
-    xs = rt.to_input(model, prep.windows(pick))
+    xs = unit_windows(prep, pick)
     t = time.perf_counter()
     sens = mask_sensitivity_windows(model, xs, COUNTS, REFERENCE, seed=0, batch_size=args.batch)
     ref_s = time.perf_counter() - t

@@ -39,8 +39,9 @@ def tiny(size: int = 32, seed: int = 0) -> Classifier:
 
 
 def windows(n: int, size: int = 32, seed: int = 1) -> torch.Tensor:
+    """``n`` fused RGB windows in [0, 1] (image space, what explain_windows takes)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn((n, 3, size, size), generator=g)
+    return torch.rand((n, 3, size, size), generator=g)
 
 
 def corr_reference(series) -> np.ndarray:
@@ -117,8 +118,11 @@ def test_correlations_equal_corrcoef_on_the_stored_series():
 
 
 def test_series_are_the_masked_forward_passes_of_each_window():
-    """Packing several windows into one batch must pair every window with mask 0…n−1."""
+    """Packing several windows into one batch must pair every window with mask 0…n−1, and
+    the mask multiplies the [0, 1] window (masked pixels black) before the model's ImageNet
+    normalisation (SPEC §7), computed here step by step."""
     model = tiny()
+    assert not torch.allclose(model.mean, torch.zeros(3))  # ImageNet normalisation is on
     x = windows(3)
     # 70 masks per window in batches of 50: windows straddle batches; the first
     # min_masks = 24 masks come from the engine's cache, the rest are made per batch.
@@ -126,12 +130,15 @@ def test_series_are_the_masked_forward_passes_of_each_window():
                           return_series=True, runtime=RT)
     masks = F.interpolate(make_mask_grids(70, 5)[:, None], size=(32, 32), mode="bilinear",
                           align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        h0 = model.features(x)
+        h0 = model.features((x - mean) / std)
         y0 = model.head(h0)
         np.testing.assert_allclose(res.prediction, y0.numpy(), atol=1e-5)
         for i in range(3):
-            hm = model.features(x[i : i + 1] * masks)
+            masked = x[i : i + 1] * masks  # image space: masked pixels are 0 (black)
+            hm = model.features((masked - mean) / std)
             ym = model.head(hm)
             s_h = F.cosine_similarity(h0[i : i + 1].double(), hm.double(), dim=1).numpy()
             s_y = F.cosine_similarity(y0[i : i + 1].double(), ym.double(), dim=1).numpy()
@@ -282,8 +289,8 @@ def test_explain_maps_equal_window_results_stitched_by_hand(phantom):
                   runtime=rt)
     prep = prepare_image(phantom, model, stride=16)
     flat = np.flatnonzero(prep.active.ravel())
-    win = explain_windows(model, rt.to_input(model, prep.windows(flat)), masks=64, seed=4,
-                          runtime=rt)
+    crops = torch.from_numpy(prep.windows(flat)).permute(0, 3, 1, 2)  # [0, 1] fused RGB
+    win = explain_windows(model, crops, masks=64, seed=4, runtime=rt)
     gy, gx = prep.grid.shape
     c = len(model.labels)
 

@@ -1,10 +1,14 @@
 """CorRELAX (SPEC §7, paper §3.4–3.5): exact, streaming, adaptive, focused.
 
-For one model-ready window ``X`` (``(3, S, S)``, preprocessed and normalised) with
-``h = features(X)`` and ``ŷ = head(h)``, and masks ``M_1 … M_N``:
+For one window ``X`` (``(3, S, S)``, the fused RGB image in [0, 1], *image space*) with
+``h = features(normalize(X))`` and ``ŷ = head(h)``, and masks ``M_1 … M_N``:
 
-- ``X_M = X ∘ M`` (the mask multiplies the *normalised* tensor), ``h_M = features(X_M)``,
-  ``ŷ_M = head(h_M)``; ``S_h = cos(h, h_M)``, ``S_ŷ = cos(ŷ, ŷ_M)``. The network runs in
+- ``X_M = X ∘ M``: the mask multiplies the [0, 1] window, so a masked pixel is black, as
+  in the paper and its authors' code; the model's own normalisation (ImageNet mean/std by
+  default) comes after the masking. Masking the normalised tensor instead would fill
+  masked pixels with the ImageNet mean (grey) and compute another quantity.
+  ``h_M = features(normalize(X_M))``, ``ŷ_M = head(h_M)``;
+  ``S_h = cos(h, h_M)``, ``S_ŷ = cos(ŷ, ŷ_M)``. The network runs in
   float32 (or the runtime's autocast); the cosines are taken in float64 from its
   outputs, because they sit close to 1 and float32 would leave them only a few
   distinct values.
@@ -55,14 +59,18 @@ Zero variance
     it is 0 and flagged in ``constant``, never NaN.
 
 Speed
-    The forward pass dominates. The engine runs the model with BatchNorm folded into
-    the preceding convolutions (:func:`inference_model`; exact up to float rounding),
-    keeps the first ``min_masks`` upsampled masks (every window uses them), writes
-    other masks straight into one reused channels-last input buffer (two small matrix
-    products, ``U G Uᵀ``) and multiplies the windows in place, and takes the unmasked
-    ``h``, ``ŷ`` from the prediction pass it needs anyway. On CPUs the command line
-    also lets glibc reuse freed memory (``cli.common.tune_cpu_allocator``), which
-    roughly halves the time of a forward pass of a small CNN.
+    The forward pass dominates. Windows are normalised once; for a per-pixel affine
+    normalisation ``n(x) = (x − μ) / σ`` the masked input is
+    ``n(X ∘ M) = (n(X) − b) ∘ M + b`` with ``b = n(0)`` (black), one fused multiply-add
+    per pixel (``torch.addcmul``) on the normalised window shifted by ``b``.
+    The engine runs the model with BatchNorm folded into the preceding convolutions
+    (:func:`inference_model`; exact up to float rounding), keeps the first
+    ``min_masks`` upsampled masks (every window uses them), writes other masks straight
+    into one reused channels-last input buffer (two small matrix products, ``U G Uᵀ``)
+    and builds the masked inputs in place, and takes the unmasked ``h``, ``ŷ`` from the
+    prediction pass it needs anyway. On CPUs the command line also lets glibc reuse
+    freed memory (``cli.common.tune_cpu_allocator``), which roughly halves the time of
+    a forward pass of a small CNN.
 
 Focus mode (whole images)
     The prediction pass runs first. Windows where any lesion label (every label except
@@ -110,8 +118,10 @@ __all__ = [
 
 #: Masks per window at full CorRELAX (paper §3.5).
 DEFAULT_MASKS = 2560
-#: Fewest masks any evaluated window gets (adaptive start, and focus mode's minimum).
-DEFAULT_MIN_MASKS = 128
+#: Fewest masks any evaluated window gets (adaptive start, and focus mode's minimum):
+#: 256, where the paper's Fig. 7 finds mean |ρ_N − ρ_2560| < 0.025 (paper §4.3), so
+#: focus mode and adaptive stopping save time above the paper's precision, never below.
+DEFAULT_MIN_MASKS = 256
 #: Masked forward passes per batch (paper: sets of 128).
 DEFAULT_MASK_BATCH = 128
 #: Mask grid side g (paper: 8 × 8 blocks).
@@ -349,7 +359,8 @@ class _Window:
 class _Engine:
     """Streams masked forward passes for many windows through full batches.
 
-    ``crops_for(indices) -> (k, 3, S, S)`` gives model-ready windows on the device.
+    ``crops_for(indices) -> (k, 3, S, S)`` gives normalised windows on the device (the
+    model's ``normalize`` of the [0, 1] window); masks act in image space (module docstring).
     ``h0`` (W, D) and ``y0`` (W, C) are the unmasked outputs (numpy); ``targets`` (W,)
     the most masks per window; ``order`` the order in which windows enter batches.
     """
@@ -411,6 +422,8 @@ class _Engine:
         self.series: list[list[np.ndarray]] | None = (
             [[] for _ in range(n_windows)] if keep_series else None
         )
+        # n(X ∘ M) = (n(X) − b) ∘ M + b, b = n(black), in the (S·3) channels-last row layout.
+        self.black = black_level(model, runtime.device).repeat(self.size)
         self._torch = torch
         self._buffer: Any = None
 
@@ -452,7 +465,7 @@ class _Engine:
             while room > 0 and pending:
                 new = [pending.pop()]
                 crop = self.crops_for(new)[0].float()  # (3, S, S) → (1, S, 3S) channels last
-                crop = crop.permute(1, 2, 0).reshape(1, self.size, 3 * self.size).contiguous()
+                crop = crop.permute(1, 2, 0).reshape(1, self.size, 3 * self.size) - self.black
                 win = _Window(new[0], crop, int(self.targets[new[0]]))
                 active.append(win)
                 k = min(self._next_stop(win), room)
@@ -490,16 +503,18 @@ class _Engine:
             n_cached = self.cached.shape[0]
             pos = 0
             for win, a, b in segments:
-                # X ∘ M, masks repeated per channel: cached ones, then fresh ones.
+                # n(X ∘ M) = b + M ∘ (n(X) − b), masks repeated per channel: cached ones,
+                # then fresh ones (win.crop holds n(X) − b).
                 if a < n_cached:
                     c = min(b, n_cached)
-                    torch.mul(self.cached[a:c], win.crop, out=rows[pos : pos + c - a])
+                    torch.addcmul(self.black, self.cached[a:c], win.crop,
+                                  out=rows[pos : pos + c - a])
                     pos, a = pos + c - a, c
                 if b > a:
                     out = rows[pos : pos + b - a]
                     right = torch.matmul(self.grids[a:b], self.u_t_rep)
                     torch.matmul(self.u, right, out=out)
-                    out.mul_(win.crop)
+                    out.mul_(win.crop).add_(self.black)
                     pos += b - a
         with self.rt.inference():
             h = self.model.features(x)
@@ -600,6 +615,34 @@ def _model_device(model: Any) -> str:
         return "cpu"
 
 
+def black_level(model: Any, device: str) -> Any:
+    """``(3,)`` float32 tensor: the model's normalised value of a black pixel, ``n(0)``.
+
+    Zero for a model without ``normalize``; ``−μ / σ`` for ImageNet normalisation.
+    """
+    import torch
+
+    zero = torch.zeros((1, 3, 1, 1), dtype=torch.float32, device=device)
+    normalize = getattr(model, "normalize", None)
+    with torch.inference_mode():
+        return (normalize(zero) if normalize is not None else zero).reshape(3).float().clone()
+
+
+def normalized_windows(model: Any, windows: Any, device: str) -> Any:
+    """``(B, 3, S, S)`` [0, 1] windows → the model's normalised input, channels_last."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(windows) if not torch.is_tensor(windows) else windows)
+    if x.ndim != 4 or x.shape[0] < 1 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise CorrelaxError(f"windows must be (B ≥ 1, 3, S, S), not {tuple(x.shape)}")
+    x = x.to(device=device, dtype=torch.float32)
+    normalize = getattr(model, "normalize", None)
+    with torch.inference_mode():
+        if normalize is not None:
+            x = normalize(x)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def _unmasked(model: Any, rt: Runtime, x: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """``(h, ŷ)`` float32 numpy arrays of model-ready windows ``x`` (B ≥ 1), in batches."""
     hs, ys = [], []
@@ -625,15 +668,17 @@ def explain_windows(
     runtime: Runtime | None = None,
     return_series: bool = False,
 ) -> WindowExplanation:
-    """CorRELAX (SPEC §7) on a batch of model-ready windows, without the image machinery.
+    """CorRELAX (SPEC §7) on a batch of [0, 1] windows, without the image machinery.
 
     Parameters
     ----------
     model:
         Object with ``features(x) -> (B, D)`` and ``head(h) -> (B, C)``; put in eval mode.
     windows:
-        ``(B, 3, S, S)`` tensor or array, already preprocessed and normalised; the masks
-        multiply these values (``X_M = X ∘ M``).
+        ``(B, 3, S, S)`` tensor or array of fused RGB windows in [0, 1] (image space, as
+        the preprocessing makes them, *not* normalised): the masks multiply these values
+        (``X_M = X ∘ M``, masked pixels black) and the model's ``normalize`` (if it has
+        one) is applied afterwards.
     masks:
         Masks per window (``Nmax`` when adaptive).
     seed:
@@ -648,15 +693,10 @@ def explain_windows(
     return_series:
         Also return the per-mask series (memory grows with N; for tests).
     """
-    import torch
-
     min_masks = _check_options(masks, min_masks, tolerance, batch_size)
     rt = runtime or Runtime(device=_model_device(model))
     model = inference_model(rt.prepare_model(model))
-    x = torch.as_tensor(np.asarray(windows) if not torch.is_tensor(windows) else windows)
-    if x.ndim != 4 or x.shape[0] < 1 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
-        raise CorrelaxError(f"windows must be (B ≥ 1, 3, S, S), not {tuple(x.shape)}")
-    x = x.to(device=rt.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+    x = normalized_windows(model, windows, rt.device)
     h0, y0 = _unmasked(model, rt, x, batch_size)
     n_windows = x.shape[0]
     engine = _Engine(

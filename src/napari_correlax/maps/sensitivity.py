@@ -26,6 +26,7 @@ from .correlax import (
     _unmasked,
     _unmasked_pass,
     inference_model,
+    normalized_windows,
 )
 from .runtime import Progress, Runtime
 from .sliding import DEFAULT_MIN_TISSUE, WindowFeeder, drain, prepare_image
@@ -150,16 +151,13 @@ def mask_sensitivity_windows(
     batch_size: int = DEFAULT_MASK_BATCH,
     runtime: Runtime | None = None,
 ) -> MaskSensitivity:
-    """Paper Fig. 7 on a batch of model-ready ``(B, 3, S, S)`` windows (see module docstring)."""
-    import torch
+    """Paper Fig. 7 on a batch of ``(B, 3, S, S)`` [0, 1] windows (image space, as for
+    :func:`~napari_correlax.maps.explain_windows`; see module docstring)."""
 
     counts = _check_counts(counts, reference)
     rt = runtime or Runtime(device=_model_device(model))
     model = inference_model(rt.prepare_model(model))
-    x = torch.as_tensor(np.asarray(windows) if not torch.is_tensor(windows) else windows)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise CorrelaxError(f"windows must be (B, 3, S, S), not {tuple(x.shape)}")
-    x = x.to(device=rt.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+    x = normalized_windows(model, windows, rt.device)
     h0, y0 = _unmasked(model, rt, x, batch_size)
     engine = _Engine(
         model, rt, lambda idx: x[idx], h0, y0, np.full(x.shape[0], int(reference)),
