@@ -94,7 +94,16 @@ from ..errors import CorrelaxError
 from ..labels import NO_FINDING
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
-from .sliding import DEFAULT_MIN_TISSUE, WindowFeeder, drain, prepare_image
+from .settings import (
+    DEFAULT_FOCUS_THRESHOLD,
+    DEFAULT_MASK_BATCH,
+    DEFAULT_MASKS,
+    DEFAULT_MIN_MASKS,
+    DEFAULT_MIN_TISSUE,
+    DEFAULT_STRIDE,
+    DEFAULT_TOLERANCE,
+)
+from .sliding import WindowFeeder, drain, prepare_image
 
 __all__ = [
     "CHECK_EVERY",
@@ -116,27 +125,12 @@ __all__ = [
     "upsample_masks",
 ]
 
-#: Masks per window at full CorRELAX (paper §3.5).
-DEFAULT_MASKS = 2560
-#: Fewest masks any evaluated window gets (adaptive start, and focus mode's minimum):
-#: 256, where the paper's Fig. 7 finds mean |ρ_N − ρ_2560| < 0.025 (paper §4.3), so
-#: focus mode and adaptive stopping save time above the paper's precision, never below.
-DEFAULT_MIN_MASKS = 256
-#: Masked forward passes per batch (paper: sets of 128).
-DEFAULT_MASK_BATCH = 128
 #: Mask grid side g (paper: 8 × 8 blocks).
 GRID_CELLS = 8
 #: Probability p that a grid cell is masked (kept with probability 1 − p).
 MASKED_PROBABILITY = 0.5
 #: Adaptive mode checks the stopping rule every this many masks after ``min_masks``.
 CHECK_EVERY = 64
-#: Adaptive stopping tolerance on SE(ρ_n − ρ_Nmax); see the module docstring.
-DEFAULT_TOLERANCE = 0.035
-#: Lesion probability (unmasked window) that puts a window in focus. Above the 0.5
-#: decision threshold because focal-loss (α = 0.95) models keep background windows near
-#: 0.5 for rare labels: at 0.5, 60–80 % of a phantom's windows were in focus, at 0.6 3–9 %
-#: (10–20 % with the current demo model on 2400×1200 phantoms).
-DEFAULT_FOCUS_THRESHOLD = 0.6
 #: Relative standard deviation at or below which a series counts as constant.
 CONSTANT_RTOL = 1e-10
 #: Most bytes of upsampled masks kept in memory (the first ``min_masks``).
@@ -779,7 +773,7 @@ def explain_steps(
     adaptive: bool = True,
     focus: bool = True,
     seed: int = 0,
-    stride: int = 48,
+    stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
     focus_threshold: float = DEFAULT_FOCUS_THRESHOLD,
     min_masks: int = DEFAULT_MIN_MASKS,

@@ -20,6 +20,7 @@ from ..preprocess import BreastROI, breast_roi, preprocessing_of
 from ..windows import WindowGrid
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
+from .settings import DEFAULT_MIN_TISSUE, DEFAULT_STRIDE
 
 __all__ = [
     "PreparedImage",
@@ -30,8 +31,6 @@ __all__ = [
     "prepare_image",
 ]
 
-#: Windows with less breast tissue than this fraction (Otsu mask) are skipped.
-DEFAULT_MIN_TISSUE = 0.05
 #: Rows of the fused image normalised at a time by :class:`WindowFeeder`.
 _NORMALIZE_ROWS = 256
 
@@ -90,7 +89,7 @@ def prepare_image(
     image: Any,
     model: Any,
     *,
-    stride: int = 48,
+    stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
 ) -> PreparedImage:
     """Fuse channels, find the breast, lay the window grid and mark tissue windows."""
@@ -202,7 +201,7 @@ def predict_steps(
     image: Any,
     model: Any,
     *,
-    stride: int = 48,
+    stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
     runtime: Runtime | None = None,
     **runtime_options: Any,

@@ -1,0 +1,142 @@
+"""Map methods: everything that turns an image and a model into maps, behind one interface.
+
+A method has a name, the map kinds it produces (:mod:`.kinds`), the
+:class:`~napari_correlax.maps.settings.MapSettings` fields its maps depend on, and a
+generator that yields :class:`~napari_correlax.maps.runtime.Progress` events and returns a
+:class:`~napari_correlax.maps.MapResult`. The registry lists them: the docks, the command
+line, the result cache, export and evaluation iterate over it, so a new method is one
+class and one :func:`register_method` call::
+
+    @register_method
+    class Constant(MapMethod):
+        name, title, kinds = "constant", "Constant map", ("prediction",)
+        uses = frozenset({"stride"})
+
+        def steps(self, image, model, settings):
+            ...
+            return result
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import CorrelaxError
+
+if TYPE_CHECKING:
+    from .result import MapResult
+    from .runtime import Progress
+    from .settings import MapSettings
+
+__all__ = [
+    "METHODS",
+    "CorrelaxMethod",
+    "MapMethod",
+    "PredictionMethod",
+    "get_method",
+    "register_method",
+    "run_method",
+]
+
+#: Settings fields every window-based method depends on.
+_WINDOWS = frozenset({"stride", "min_tissue", "precision"})
+
+
+class MapMethod:
+    """Base class of map methods (see the module docstring)."""
+
+    #: Registry key, used on the command line (``--method``) and in cache keys.
+    name: ClassVar[str] = ""
+    #: Name shown in the docks.
+    title: ClassVar[str] = ""
+    #: Kinds (:data:`~napari_correlax.maps.kinds.KINDS` names) of the maps it returns.
+    kinds: ClassVar[tuple[str, ...]] = ()
+    #: :class:`MapSettings` fields that change its maps (the rest only change speed).
+    uses: ClassVar[frozenset[str]] = _WINDOWS
+    #: One line for tooltips.
+    description: ClassVar[str] = ""
+
+    def steps(
+        self, image: Any, model: Any, settings: MapSettings
+    ) -> Generator[Progress, None, MapResult]:
+        """Yield progress, return the maps of ``image`` (a Mammogram or H×W array)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<map method {self.name!r}>"
+
+
+#: Registered methods by name, in registration order.
+METHODS: dict[str, MapMethod] = {}
+
+
+def register_method(cls: type[MapMethod]) -> type[MapMethod]:
+    """Register a :class:`MapMethod` subclass (usable as a class decorator)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    METHODS[cls.name] = cls()
+    return cls
+
+
+def get_method(name: str) -> MapMethod:
+    """The registered method ``name`` (CorrelaxError naming the known ones otherwise)."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise CorrelaxError(
+            f"unknown map method {name!r}; choose one of {', '.join(METHODS)}"
+        ) from None
+
+
+def run_method(image: Any, model: Any, settings: MapSettings) -> Generator[Progress, None, Any]:
+    """``settings.method``'s generator; the result records the method and its settings."""
+    method = get_method(settings.method)
+    result = yield from method.steps(image, model, settings)
+    result.meta["method"] = method.name
+    result.meta["settings"] = settings.map_fields()
+    return result
+
+
+@register_method
+class PredictionMethod(MapMethod):
+    """Sliding-window label probabilities (docs/method.md §6)."""
+
+    name = "prediction"
+    title = "Prediction"
+    kinds = ("prediction",)
+    uses = _WINDOWS
+    description = "Per-label probabilities of the classifier in 256 px sliding windows."
+
+    def steps(self, image: Any, model: Any, settings: MapSettings
+              ) -> Generator[Progress, None, MapResult]:
+        from .sliding import predict_steps
+
+        return (yield from predict_steps(image, model, stride=settings.stride,
+                                         min_tissue=settings.min_tissue,
+                                         runtime=settings.runtime()))
+
+
+@register_method
+class CorrelaxMethod(MapMethod):
+    """CorRELAX maps (docs/method.md §7) with the prediction maps of the same pass."""
+
+    name = "correlax"
+    title = "CorRELAX"
+    kinds = ("prediction", "correlation", "product", "distance", "masks_used", "relevance")
+    uses = _WINDOWS | {"masks", "adaptive", "tolerance", "min_masks", "focus",
+                       "focus_threshold", "seed"}
+    description = ("Occlusion masks per window: how the features and each label's "
+                   "prediction change together (correlation, distance, relevance).")
+
+    def steps(self, image: Any, model: Any, settings: MapSettings
+              ) -> Generator[Progress, None, MapResult]:
+        from .correlax import explain_steps
+
+        return (yield from explain_steps(
+            image, model, masks=settings.masks, adaptive=settings.adaptive,
+            focus=settings.focus, seed=settings.seed, stride=settings.stride,
+            min_tissue=settings.min_tissue, focus_threshold=settings.focus_threshold,
+            min_masks=settings.min_masks, tolerance=settings.tolerance,
+            mask_batch=settings.mask_batch, runtime=settings.runtime(),
+        ))

@@ -1,0 +1,153 @@
+"""How maps are made: one frozen settings object and every default (docs/method.md §6–7).
+
+The command line builds a :class:`MapSettings` from its options, each dock binds its
+controls to one, the result cache derives its key from one, and every map method reads
+its parameters from one. A default changes here and nowhere else.
+
+Nothing here imports torch, so the napari reader and ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_FOCUS_THRESHOLD",
+    "DEFAULT_MASKS",
+    "DEFAULT_MASK_BATCH",
+    "DEFAULT_MIN_MASKS",
+    "DEFAULT_MIN_TISSUE",
+    "DEFAULT_STRIDE",
+    "DEFAULT_TOLERANCE",
+    "MapSettings",
+]
+
+#: Window step in pixels (paper §3.5).
+DEFAULT_STRIDE = 48
+#: Windows per forward pass of the prediction pass.
+DEFAULT_BATCH_SIZE = 16
+#: Windows with less breast tissue than this fraction (Otsu mask) are skipped.
+DEFAULT_MIN_TISSUE = 0.05
+#: Masks per window at full CorRELAX (paper §3.5).
+DEFAULT_MASKS = 2560
+#: Fewest masks any evaluated window gets (adaptive start, and focus mode's minimum):
+#: 256, where the paper's Fig. 7 finds mean |ρ_N − ρ_2560| < 0.025 (paper §4.3), so
+#: focus mode and adaptive stopping save time above the paper's precision, never below.
+DEFAULT_MIN_MASKS = 256
+#: Masked forward passes per batch (paper: sets of 128).
+DEFAULT_MASK_BATCH = 128
+#: Adaptive stopping tolerance on SE(ρ_n − ρ_Nmax); see :mod:`napari_correlax.maps.correlax`.
+DEFAULT_TOLERANCE = 0.035
+#: Lesion probability (unmasked window) that puts a window in focus. Above the 0.5
+#: decision threshold because focal-loss (α = 0.95) models keep background windows near
+#: 0.5 for rare labels.
+DEFAULT_FOCUS_THRESHOLD = 0.6
+
+#: Fields that only say where and how fast the model runs: they never change a map
+#: (float32 is exact; other precisions do change maps and stay in the key).
+_RUNTIME_ONLY = ("device", "batch_size", "mask_batch", "threads")
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """Everything besides the image and the model that decides how maps are made.
+
+    Attributes
+    ----------
+    method:
+        Name of a registered map method (:mod:`napari_correlax.maps.methods`):
+        ``"prediction"``, ``"correlax"``, …
+    stride:
+        Window step, pixels of the original image (the window side is the model's
+        input size).
+    min_tissue:
+        Windows whose breast-tissue fraction is below this are skipped.
+    batch_size:
+        Windows per forward pass (prediction pass).
+    masks, adaptive, tolerance, min_masks, focus, focus_threshold, seed, mask_batch:
+        CorRELAX (:func:`~napari_correlax.maps.correlax.explain_steps`).
+    device, precision, threads:
+        Where and how the model runs (:class:`~napari_correlax.maps.runtime.Runtime`).
+    options:
+        Method-specific options as sorted ``(name, value)`` pairs (hashable); read with
+        :meth:`option`.
+    """
+
+    method: str = "correlax"
+    stride: int = DEFAULT_STRIDE
+    min_tissue: float = DEFAULT_MIN_TISSUE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    masks: int = DEFAULT_MASKS
+    adaptive: bool = True
+    tolerance: float = DEFAULT_TOLERANCE
+    min_masks: int = DEFAULT_MIN_MASKS
+    focus: bool = True
+    focus_threshold: float = DEFAULT_FOCUS_THRESHOLD
+    seed: int = 0
+    mask_batch: int = DEFAULT_MASK_BATCH
+    device: str = "auto"
+    precision: str = "float32"
+    threads: int | None = None
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        from ..errors import CorrelaxError
+
+        if int(self.stride) < 1:
+            raise CorrelaxError(f"stride must be a positive number of pixels, not {self.stride}")
+        if int(self.batch_size) < 1 or int(self.mask_batch) < 1:
+            raise CorrelaxError("batch sizes must be at least 1")
+        if not 0.0 <= float(self.min_tissue) <= 1.0:
+            raise CorrelaxError(f"min_tissue must lie in [0, 1], not {self.min_tissue}")
+        object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
+
+    # -- reading --------------------------------------------------------------------------
+    def option(self, name: str, default: Any = None) -> Any:
+        """A method-specific option (``default`` when not set)."""
+        return dict(self.options).get(name, default)
+
+    def with_(self, **changes: Any) -> MapSettings:
+        """A copy with some fields changed (``options`` given as a dict or pairs)."""
+        if isinstance(changes.get("options"), dict):
+            changes["options"] = tuple(changes["options"].items())
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able copy (``options`` as a dict)."""
+        out = asdict(self)
+        out["options"] = dict(self.options)
+        return out
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> MapSettings:
+        """Inverse of :meth:`as_dict`; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        known = {k: v for k, v in doc.items() if k in names}
+        if isinstance(known.get("options"), dict):
+            known["options"] = tuple(known["options"].items())
+        return cls(**known)
+
+    def map_fields(self) -> dict[str, Any]:
+        """The fields that change the maps (the cache key is made from these).
+
+        Runtime-only fields are left out, and so are the CorRELAX fields when the method
+        makes no CorRELAX maps (a prediction map does not depend on the mask count).
+        """
+        from .methods import get_method
+
+        used = get_method(self.method).uses
+        doc = self.as_dict()
+        return {k: v for k, v in doc.items()
+                if k not in _RUNTIME_ONLY and (k in used or k in ("method", "options"))}
+
+    def runtime(self) -> Runtime:
+        """The :class:`~napari_correlax.maps.runtime.Runtime` these settings ask for."""
+        from .runtime import Runtime
+
+        return Runtime(device=self.device, precision=self.precision,
+                       batch_size=self.batch_size, threads=self.threads)
