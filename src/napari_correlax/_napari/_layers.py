@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from ..export import MapArray
+from ..maps.kinds import KINDS
+from ..maps.kinds import kind as map_kind
 
 __all__ = [
     "DIVERGING_CMAP",
@@ -97,10 +99,6 @@ DIVERGING_CMAP: dict[str, Any] = {
     "controls": [0.0, 0.25, 0.499, 0.501, 0.75, 1.0],
 }
 
-_PER_LABEL = ("product", "correlation", "prediction")  # bottom to top
-_SINGLE = ("relevance", "masks_used", "distance")  # bottom to top, below per-label maps
-_KINDS = _PER_LABEL + _SINGLE
-_DISPLAY_NAME = {"masks_used": "masks used"}
 #: Edge colours of ground-truth boxes for the SPEC §3 labels (others: by hash).
 _LABEL_COLOURS = {
     "No Finding": "#bbbbbb",
@@ -117,7 +115,7 @@ _SPARE_COLOURS = ("#8dd3c7", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde
 
 def layer_name(image: str, kind: str, label: str | None = None) -> str:
     """Predictable layer name: ``"<image> · <label> · <kind>"`` or ``"<image> · <kind>"``."""
-    shown = _DISPLAY_NAME.get(kind, kind)
+    shown = map_kind(kind).title
     return SEP.join([image, label, shown] if label else [image, shown])
 
 
@@ -170,19 +168,21 @@ def _range_limits(values: np.ndarray) -> tuple[float, float]:
 
 
 def display_for(kind: str, values: np.ndarray) -> dict[str, Any]:
-    """Colormap, contrast limits, opacity and interpolation for a map kind."""
-    if kind == "prediction":
-        return {"colormap": SEQUENTIAL_CMAP, "contrast_limits": (0.0, 1.0), "opacity": 0.75}
-    if kind in ("correlation", "product", "distance"):
-        return {
-            "colormap": DIVERGING_CMAP,
-            "contrast_limits": _symmetric_limits(values),
-            "opacity": 0.75,
-        }
-    if kind == "masks_used":
+    """Colormap, contrast limits and opacity of a map kind (:mod:`~napari_correlax.maps.kinds`).
+
+    Kinds with fixed limits (predictions 0–1, correlations −1–1) always use them, so
+    maps compare across labels, images and methods; the others use their own range.
+    """
+    spec = map_kind(kind)
+    if spec.scale == "count":
         finite = values[np.isfinite(values)]
         top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         return {"colormap": "viridis", "contrast_limits": (0.0, top), "opacity": 0.5}
+    if spec.scale == "diverging":
+        limits = spec.limits or _symmetric_limits(values)
+        return {"colormap": DIVERGING_CMAP, "contrast_limits": limits, "opacity": 0.75}
+    if spec.limits is not None:
+        return {"colormap": SEQUENTIAL_CMAP, "contrast_limits": spec.limits, "opacity": 0.75}
     return {"colormap": SEQUENTIAL_CMAP, "contrast_limits": _range_limits(values), "opacity": 0.6}
 
 
@@ -228,36 +228,37 @@ def map_arrays(
     def grid_map(values: np.ndarray) -> np.ndarray:
         return np.where(evaluated, np.asarray(values, dtype=np.float32), np.float32(np.nan))
 
-    out: list[MapArray] = []
-    for kind in _SINGLE:
-        values = getattr(result, kind, None)
-        if values is None:
-            continue
-        if kind == "relevance":
+    covered: np.ndarray | None = None
+
+    def placed(spec: Any, values: np.ndarray) -> tuple[np.ndarray, Any, Any]:
+        nonlocal covered
+        if spec.resolution == "grid":
+            return grid_map(values), g_scale, g_translate
+        if covered is None:
             covered = window_coverage(result.grid, evaluated)
-            data = np.where(covered, np.asarray(values, dtype=np.float32), np.float32(np.nan))
-            scale, translate = px_scale, px_translate
-        else:
-            data = grid_map(values)
-            scale, translate = g_scale, g_translate
-        attrs = {**base, "map": kind, "label": None}
-        out.append(MapArray(layer_name(image_name, kind), data, scale, translate, attrs))
+        data = np.where(covered, np.asarray(values, dtype=np.float32), np.float32(np.nan))
+        return data, px_scale, px_translate
+
+    # Bottom to top: label-free maps below per-label ones, each group in its kinds' stack order.
+    present = sorted(result.maps().items(), key=lambda kv: map_kind(kv[0]).stack)
+    out: list[MapArray] = []
+    for name, values in present:
+        spec = map_kind(name)
+        if spec.per_label:
+            continue
+        data, scale, translate = placed(spec, values)
+        attrs = {**base, "map": name, "label": None}
+        out.append(MapArray(layer_name(image_name, name), data, scale, translate, attrs))
     for label in chosen:
         c = result.labels.index(label)
-        for kind in _PER_LABEL:
-            values = getattr(result, kind, None)
-            if values is None:
+        for name, values in present:
+            spec = map_kind(name)
+            if not spec.per_label:
                 continue
-            attrs = {**base, "map": kind, "label": label}
-            out.append(
-                MapArray(
-                    layer_name(image_name, kind, label),
-                    grid_map(values[c]),
-                    g_scale,
-                    g_translate,
-                    attrs,
-                )
-            )
+            data, scale, translate = placed(spec, values[c])
+            attrs = {**base, "map": name, "label": label}
+            out.append(MapArray(layer_name(image_name, name, label), data, scale, translate,
+                                attrs))
     return out
 
 
@@ -281,13 +282,14 @@ def layers_from_maps(
             "scale": tuple(m.scale),
             "translate": tuple(m.translate),
             "blending": "translucent",
-            "interpolation2d": "nearest" if kind in ("relevance", "masks_used") else "linear",
+            "interpolation2d": "nearest" if map_kind(kind).scale == "count" or
+            map_kind(kind).resolution == "pixel" else "linear",
             "visible": m.name in visible,
             "metadata": {"correlax": dict(m.attrs)} if kind else {},
         }
         kwargs.update(display_for(kind, np.asarray(m.data)))
         shown = m.attrs.get("display", {})
-        if kind not in _KINDS and isinstance(shown.get("colormap"), str):
+        if kind not in KINDS and isinstance(shown.get("colormap"), str):
             kwargs["colormap"] = shown["colormap"]
         if "contrast_limits" in shown:
             kwargs["contrast_limits"] = tuple(float(v) for v in shown["contrast_limits"])
@@ -300,11 +302,11 @@ def layers_from_maps(
 
 
 def _default_visible(maps: Sequence[MapArray]) -> list[str]:
-    for kind in ("correlation", "prediction"):
-        named = [m.name for m in maps if m.attrs.get("map") == kind]
-        if named:
-            return [named[0]]
-    return [maps[0].name] if maps else []
+    """The first map of the kind to read first (lowest ``read_order``), if any."""
+    if not maps:
+        return []
+    first = min(maps, key=lambda m: map_kind(str(m.attrs.get("map", ""))).read_order)
+    return [first.name]
 
 
 def result_layers(

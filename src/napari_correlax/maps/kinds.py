@@ -48,7 +48,9 @@ class MapKind:
     meaning:
         One plain-language line for tooltips and the help panel.
     read_order:
-        Which kind to read first (lower first); the dock selects the lowest it made.
+        Which kind to read first (lower first); the dock shows the lowest it made.
+    stack:
+        Drawing order among maps of the same group (higher is drawn above).
     pointing_thresholds:
         Pointing game (docs/method.md §10): the map's maximum must reach each
         threshold to count as a hit (one rule per threshold); ``strict`` makes the
@@ -63,6 +65,7 @@ class MapKind:
     limits: tuple[float, float] | None
     meaning: str
     read_order: int = 50
+    stack: int = 0
     pointing_thresholds: tuple[float, ...] = ()
     strict: bool = False
 
@@ -93,36 +96,37 @@ def kind(name: str) -> MapKind:
 PREDICTION = register_kind(MapKind(
     "prediction", "prediction", True, "grid", "sequential", (0.0, 1.0),
     "How likely the classifier finds this label in the 256 px window around each point "
-    "(0–1). Read first: where does the model see the finding?",
-    read_order=10, pointing_thresholds=(0.25, 0.5),
+    "(0–1): where does the model see the finding?",
+    read_order=20, stack=30, pointing_thresholds=(0.25, 0.5),
 ))
 CORRELATION = register_kind(MapKind(
     "correlation", "correlation", True, "grid", "diverging", (-1.0, 1.0),
     "CorRELAX: how strongly hiding parts of the window changes this label's prediction "
-    "together with the features (−1–1). Red: the window's content drives the label.",
-    read_order=20, pointing_thresholds=(0.0,), strict=True,
+    "together with the features (−1–1). Red: the window's content drives the label. "
+    "Read first after a CorRELAX run, beside the prediction.",
+    read_order=10, stack=20, pointing_thresholds=(0.0,), strict=True,
 ))
 PRODUCT = register_kind(MapKind(
     "product", "product", True, "grid", "diverging", (-1.0, 1.0),
     "Prediction × correlation: high where the label is both predicted and explained by "
     "the window's content.",
-    read_order=30,
+    read_order=30, stack=10,
 ))
 DISTANCE = register_kind(MapKind(
     "distance", "distance", False, "grid", "diverging", (-1.0, 1.0),
     "CorRELAX: correlation between feature similarity and prediction similarity under "
     "masking (−1–1), for all labels together.",
-    read_order=40,
+    read_order=40, stack=30,
 ))
 RELEVANCE = register_kind(MapKind(
     "relevance", "relevance", False, "pixel", "sequential", None,
     "RELAX: how similar the features stay when each pixel is kept (0–1); high pixels "
     "carry the window's representation.",
-    read_order=60,
+    read_order=60, stack=10,
 ))
 MASKS_USED = register_kind(MapKind(
     "masks_used", "masks used", False, "grid", "count", None,
     "How many masked copies CorRELAX evaluated per window (more where the estimate was "
     "noisier or the window was in focus).",
-    read_order=90,
+    read_order=90, stack=20,
 ))

@@ -7,6 +7,9 @@ Array names and shapes are part of the public contract (SPEC §12):
   ``masks_used`` (gy, gx), ``relevance`` (H, W) in original image pixels — only after
   ``explain``.
 
+Maps of other kinds (:mod:`.kinds`; made by other map methods, :mod:`.methods`) live in
+``extra`` under their kind name and are saved and loaded like the named ones.
+
 Geometry: ``window``, ``stride``, ``origin`` (row, col of window (0, 0)'s top-left in
 original image pixels), ``grid_shape``, ``image_shape``, ``spacing_mm`` and
 ``window_mask`` (gy, gx; True where the window held enough tissue to be evaluated).
@@ -48,6 +51,13 @@ class MapResult:
     masks_used: np.ndarray | None = None
     relevance: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def get(self, name: str) -> np.ndarray | None:
+        """The map of kind ``name`` (a named field or an ``extra`` map), None if absent."""
+        if name == "prediction" or name in MAP_NAMES:
+            return getattr(self, name)
+        return self.extra.get(name)
 
     # -- geometry shortcuts (SPEC §12) -------------------------------------------------
     @property
@@ -91,7 +101,7 @@ class MapResult:
         ``distance``); ``label`` picks the channel of per-label maps. Only windows in
         ``window_mask`` compete; ties go to the first in row-major order.
         """
-        values = getattr(self, name)
+        values = self.get(name)
         if values is None:
             raise CorrelaxError(f"this result has no {name!r} map")
         if values.ndim == 3:
@@ -106,12 +116,13 @@ class MapResult:
         return float(values[i, j]), (float(centre[0]), float(centre[1]))
 
     def maps(self) -> dict[str, np.ndarray]:
-        """All present arrays by their public name."""
+        """All present maps by kind name: the named ones in save order, then ``extra``."""
         out = {"prediction": self.prediction}
         for name in MAP_NAMES:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        out.update(self.extra)
         return out
 
     def layer_transform(
@@ -136,6 +147,7 @@ class MapResult:
             spacing_mm=np.asarray(self.spacing_mm if self.spacing_mm else (np.nan, np.nan)),
             window_mask=np.asarray(self.window_mask, dtype=bool),
             labels=np.asarray(self.labels, dtype=str),
+            kinds=np.asarray(list(self.maps()), dtype=str),
             meta=np.asarray(json.dumps(self.meta, default=str)),
         )
 
@@ -174,6 +186,9 @@ def load_result(path: str | os.PathLike[str]) -> MapResult:
         spacing_mm = (float(spacing[0]), float(spacing[1]))
     meta = json.loads(str(data["meta"])) if "meta" in data else {}
     window_mask = data.get("window_mask", np.ones(grid.shape, dtype=bool))
+    kinds = [str(k) for k in data.get("kinds", ())]
+    reserved = {"prediction", *MAP_NAMES}
+    extra = {k: data[k] for k in kinds if k not in reserved and k in data}
     return MapResult(
         labels=[str(v) for v in data["labels"]],
         grid=grid,
@@ -181,5 +196,6 @@ def load_result(path: str | os.PathLike[str]) -> MapResult:
         window_mask=window_mask.astype(bool),
         spacing_mm=spacing_mm,
         meta=meta,
+        extra=extra,
         **{name: data.get(name) for name in MAP_NAMES},
     )
