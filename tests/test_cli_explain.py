@@ -92,15 +92,29 @@ def test_mask_sensitivity_table_matches_its_stored_correlations(
     assert main(argv) == 0
     with np.load(out / "mask_sensitivity.npz") as z:
         rho = z["rho"]
+        names = [str(n) for n in z["names"]]
         assert list(z["counts"]) == [32, 64] and int(z["reference"]) == 96
-    assert rho.shape == (3, 3, 9)
+    assert rho.shape == (3, 3, 9) and names[0] == "distance"
     rows = list(csv.DictReader((out / "mask_sensitivity.csv").open()))
-    assert [int(r["masks"]) for r in rows] == [32, 64]
-    for k, row in enumerate(rows):
-        diffs = np.abs(rho[:, k] - rho[:, -1])
+    # distance first (paper Fig. 7), then the labels pooled, then each label
+    blocks = ["distance", "all labels", *names[1:]]
+    assert [r["correlation"] for r in rows] == [b for b in blocks for _ in range(2)]
+    assert [int(r["masks"]) for r in rows[:2]] == [32, 64]
+    for k, row in enumerate(rows[:2]):
+        diffs = np.abs(rho[:, k, 0] - rho[:, -1, 0])
+        assert int(row["values"]) == 3
         assert float(row["mean"]) == pytest.approx(diffs.mean())
         assert float(row["max"]) == pytest.approx(diffs.max())
+    for k, row in enumerate(rows[2:4]):
+        diffs = np.abs(rho[:, k, 1:] - rho[:, -1, 1:])
+        assert int(row["values"]) == 3 * 8
+        assert float(row["mean"]) == pytest.approx(diffs.mean())
     doc = json.loads((out / "mask_sensitivity.json").read_text())
-    assert doc["correlations"][0] == "distance" and len(doc["table"]) == 2
+    assert doc["correlations"][0] == "distance"
+    keys = list(doc)
+    assert keys.index("table_distance") < keys.index("table_labels")
+    assert [r["mean"] for r in doc["table_distance"]] == pytest.approx(
+        [float(r["mean"]) for r in rows[:2]])
     assert (out / "mask_sensitivity.png").read_bytes()[:8] == PNG_MAGIC
-    assert "mean" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert printed.index("distance") < printed.index("label correlations")

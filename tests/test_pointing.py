@@ -244,3 +244,117 @@ def test_weighted_mean_weights_labels_by_support():
     assert table.weighted_mean("prediction>=0.25") == pytest.approx(0.6)
     assert table.accuracy("Asymmetries", "prediction>=0.25") is None
     assert table.total_support() == 5
+
+
+# -- the two summary rows ----------------------------------------------------------------
+def rule_verdict(image, label, hit, rule="prediction>=0.25"):
+    from napari_correlax.evaluate.pointing import Verdict
+
+    name = rule.split(">")[0]
+    return Verdict(image, label, rule, name, 0.9, 0, 0, hit, hit, 1)
+
+
+def test_both_means_on_a_hand_worked_set_of_five_images():
+    # image: {label: hit}. Mass hits 3 of 4 pairs, Calcification 3 of 3; 6 hits over
+    # 7 (image, label) pairs from 5 images.
+    by_image = {
+        "a": {"Mass": True},
+        "b": {"Mass": False, "Suspicious Calcification": True},
+        "c": {"Suspicious Calcification": True},
+        "d": {"Mass": True, "Suspicious Calcification": True},
+        "e": {"Mass": True},
+    }
+    found = [rule_verdict(img, lab, hit) for img, labs in by_image.items()
+             for lab, hit in labs.items()]
+    table = pointing_table(found, LABELS)
+    rule = "prediction>=0.25"
+    # weighted by support: (3/4 · 4 + 3/3 · 3) / (4 + 3) = 6 / 7
+    assert table.weighted_mean(rule) == pytest.approx((0.75 * 4 + 1.0 * 3) / 7)
+    # the paper's figure: 6 hits / 5 images with a lesion, above 1
+    assert table.images_with_lesion(rule) == 5
+    assert table.hits_per_lesion_image(rule) == pytest.approx(6 / 5)
+    assert table.hits_per_lesion_image(rule) > 1
+    # a rule with no verdicts has neither mean
+    assert table.hits_per_lesion_image("correlation>0") is None
+    assert table.weighted_mean("correlation>0") is None
+
+
+def test_pointing_report_names_both_means_in_csv_and_markdown():
+    import csv
+    import io
+
+    from napari_correlax.evaluate.report import HITS_PER_IMAGE, MEAN_BY_SUPPORT, pointing_report
+
+    found = []
+    for img, mass, calc in (("a", True, None), ("b", False, True), ("c", None, False),
+                            ("d", True, True)):
+        for label, hit in (("Mass", mass), ("Suspicious Calcification", calc)):
+            if hit is None:
+                continue
+            found.append(rule_verdict(img, label, hit, "prediction>=0.25"))
+            found.append(rule_verdict(img, label, not hit, "correlation>0"))
+    report = pointing_report(pointing_table(found, LABELS))
+    rows = list(csv.DictReader(io.StringIO(report.to_csv())))
+    assert [r["Finding"] for r in rows] == [*LABELS[1:], MEAN_BY_SUPPORT, HITS_PER_IMAGE]
+    # pairs: Mass a b d, Calcification b c d → 6 pairs in 4 images.
+    # prediction: hits a, d (Mass), b, d (Calc) = 4; correlation: b (Mass), c (Calc) = 2.
+    by_support, per_image = rows[-2], rows[-1]
+    assert by_support["Support"] == "6" and per_image["Support"] == "4"
+    assert by_support["Prediction Map (≥ 25%)"] == f"{4 / 6:.4f}"
+    assert per_image["Prediction Map (≥ 25%)"] == f"{4 / 4:.4f}"
+    assert by_support["Correlation Map"] == f"{2 / 6:.4f}"
+    assert per_image["Correlation Map"] == f"{2 / 4:.4f}"
+    assert by_support["Prediction Map (≥ 50%)"] == per_image["Prediction Map (≥ 50%)"] == ""
+    markdown = report.to_markdown()
+    assert f"| {MEAN_BY_SUPPORT} | 0.6667 |" in markdown
+    assert f"| {HITS_PER_IMAGE} | 1.0000 |" in markdown
+    assert "exceed 1" in markdown
+
+
+# Paper Table 4: support and hits per label (hits = accuracy × support, rounded), for the
+# prediction map at ≥ 25 % and the correlation map.
+PAPER_TABLE_4 = {
+    "Mass": (219, 114, 92),
+    "Suspicious Calcification": (105, 81, 76),
+    "Asymmetries": (78, 21, 27),
+    "Architectural Distortion": (24, 0, 0),
+    "Suspicious Lymph Node": (10, 4, 0),
+    "Skin Thickening": (12, 7, 5),
+    "Retractions": (8, 0, 0),
+}
+PAPER_ACCURACY = {"Mass": (0.5205, 0.4201), "Suspicious Calcification": (0.7714, 0.7238),
+                  "Asymmetries": (0.2692, 0.3462), "Architectural Distortion": (0.0, 0.0),
+                  "Suspicious Lymph Node": (0.4, 0.0), "Skin Thickening": (0.5833, 0.4167),
+                  "Retractions": (0.0, 0.0)}
+
+
+def test_paper_table_4_weighted_mean_is_hits_per_image_with_a_lesion():
+    labels = ["No Finding", *PAPER_TABLE_4]
+    n_images = 357
+    found, k = [], 0
+    for label, (support, hits_pred, hits_corr) in PAPER_TABLE_4.items():
+        for i in range(support):
+            image = f"img{k % n_images}"  # support ≤ 357: one pair per (image, label)
+            k += 1
+            found.append(rule_verdict(image, label, i < hits_pred, "prediction>=0.25"))
+            found.append(rule_verdict(image, label, i < hits_corr, "correlation>0"))
+    table = pointing_table(found, labels)
+    for label, (pred, corr) in PAPER_ACCURACY.items():
+        assert round(table.accuracy(label, "prediction>=0.25"), 4) == pred
+        assert round(table.accuracy(label, "correlation>0"), 4) == corr
+    total_support = sum(s for s, _, _ in PAPER_TABLE_4.values())
+    hits_pred = sum(h for _, h, _ in PAPER_TABLE_4.values())
+    hits_corr = sum(h for _, _, h in PAPER_TABLE_4.values())
+    assert (total_support, hits_pred, hits_corr) == (456, 227, 200)
+    assert table.images_with_lesion("prediction>=0.25") == n_images
+    # the paper's "Weighted Mean Accuracy" row: 0.6358 and 0.5602 (227 / 357 = 0.63585
+    # is printed cut, not rounded, in the paper; hence the 1e-4 tolerance)
+    assert table.hits_per_lesion_image("prediction>=0.25") == pytest.approx(hits_pred / n_images)
+    assert table.hits_per_lesion_image("prediction>=0.25") == pytest.approx(0.6358, abs=1e-4)
+    assert table.hits_per_lesion_image("correlation>0") == pytest.approx(0.5602, abs=1e-4)
+    # weighted by support, from the paper's own rows: 0.4978 and 0.4386
+    num = sum(PAPER_ACCURACY[lab][0] * s for lab, (s, _, _) in PAPER_TABLE_4.items())
+    assert table.weighted_mean("prediction>=0.25") == pytest.approx(num / total_support,
+                                                                    abs=1e-4)
+    assert table.weighted_mean("prediction>=0.25") == pytest.approx(0.4978, abs=1e-4)
+    assert table.weighted_mean("correlation>0") == pytest.approx(0.4386, abs=1e-4)

@@ -1,8 +1,10 @@
 """``correlax evaluate DATA --out DIR``: pointing game, crop metrics and FROC over a split.
 
 Runs prediction + CorRELAX over every image of the split (cached per image, so an
-interrupted run resumes), then writes the paper's Table 4 (pointing game) and Table 3
-(crop classification) as CSV and Markdown, a FROC summary, the per-finding verdicts and
+interrupted run resumes), then writes the paper's Table 4 (pointing game, with both the
+support-weighted mean and the paper's hits per image with a lesion, see
+:mod:`napari_correlax.evaluate.pointing`) and Table 3 (crop classification) as CSV and
+Markdown, a FROC summary, the per-finding verdicts and
 a report. ``torchrun --nproc-per-node N -m napari_correlax.cli evaluate ...`` shares the
 images among N processes; rank 0 writes the tables. See
 :mod:`napari_correlax.evaluate.runner`.
@@ -25,7 +27,10 @@ def register(sub: Any) -> None:
         "VinDr-Mammo layout. Per image, maps and crop scores are cached under "
         "DIR/cache/<key>/ (running again resumes); rank 0 writes pointing.csv/.md, "
         "classification.csv/.md, detection.csv/.md, froc.csv, pointing-verdicts.csv, "
-        "report.md and report.json. Missing or unreadable images are listed before any "
+        "report.md and report.json. The pointing table ends with two summary rows: the "
+        "mean weighted by support, and hits per image with a lesion (how the paper's "
+        "Table 4 computes its 'Weighted Mean Accuracy'; it can exceed 1). "
+        "Missing or unreadable images are listed before any "
         "model work starts and left out. For several processes or GPUs: "
         "`torchrun --nproc-per-node N -m napari_correlax.cli evaluate ...`.",
     )

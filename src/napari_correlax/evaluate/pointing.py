@@ -4,7 +4,8 @@ For one image and one label present in its ground truth, the *location* of a map
 maximum is the model's answer to "where is the <label>?". It is a **hit** when it lies
 inside any box of that label grown by :data:`GROW_PX` (48) pixels on every side *and*
 the maximum passes the map's rule; otherwise a **miss**. Accuracy = hits / (hits +
-misses) per label; the mean over labels is weighted by support.
+misses) per label. Two summaries over labels are reported, each named for what it is
+(see "Two means" below).
 
 Choices the SPEC leaves open (written down here as it asks):
 
@@ -27,19 +28,31 @@ Choices the SPEC leaves open (written down here as it asks):
 * **Labels scored.** Every label of the model except "No Finding", as in the paper's
   Table 4, which lists the seven lesion labels and no row for normal tissue (there is
   no lesion to point at). Ground-truth labels the model does not have are not scored.
-* **Support** of a label = number of (image, label) pairs; the weighted mean of a rule is
-  ``Σ_label accuracy · support / Σ_label support`` over labels with support > 0 (equal
-  to all hits over all pairs). A label without support has no accuracy (``None``).
+* **Support** of a label = number of (image, label) pairs. A label without support has
+  no accuracy (``None``).
 
-Note on the reference numbers: the paper's Table 4 weighted means (0.6358, 0.3613,
-0.5602) cannot be reproduced from its own per-label rows with support weights (those
-give 0.4978, 0.2809 and 0.4386); this module implements the definition, not the numbers.
+Two means (per rule):
+
+* **Mean weighted by support** (:meth:`PointingTable.weighted_mean`):
+  ``Σ_label accuracy · support / Σ_label support`` over labels with support, which
+  equals all hits over all (image, label) pairs. This is what "weighted mean accuracy"
+  means, and it is at most 1.
+* **Hits per image with a lesion** (:meth:`PointingTable.hits_per_lesion_image`): all
+  hits over the number of *images* with at least one scored (image, label) pair. This is
+  the number the paper's Table 4 prints as "Weighted Mean Accuracy" (227/357 = 0.63585,
+  printed 0.6358, and 200/357 = 0.5602: its authors' notebook divides the hits by the
+  357 test images with a finding), whereas the paper's own per-label rows give
+  support-weighted means of 0.4978, 0.2807 and 0.4386. An image with lesions of two
+  labels can score two hits, so this figure can exceed 1. The images counted are those
+  with a lesion of a label the model scores; an image whose only findings are labels
+  outside the model has no verdicts and is not counted (the authors' count of 357 took
+  every test image with a finding other than "No Finding").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..labels import NO_FINDING
@@ -207,13 +220,16 @@ class PointingTable:
     """Hits and pairs per (label, rule): the numbers behind Table 4.
 
     ``hits[(label, rule)]`` and ``pairs[(label, rule)]`` are counts of (image, label)
-    pairs; ``labels`` and ``rules`` give the row and column order.
+    pairs; ``images[rule]`` is the number of distinct images with at least one pair
+    under that rule (the "images with a lesion"); ``labels`` and ``rules`` give the row
+    and column order.
     """
 
     labels: list[str]
     rules: list[PointingRule]
     hits: dict[tuple[str, str], int]
     pairs: dict[tuple[str, str], int]
+    images: dict[str, int] = field(default_factory=dict)
 
     def accuracy(self, label: str, rule: str) -> float | None:
         """hits / (hits + misses) of one label under one rule; None without support."""
@@ -228,8 +244,26 @@ class PointingTable:
         """Sum of the labels' support."""
         return sum(self.support(lab) for lab in self.labels)
 
+    def total_hits(self, rule: str) -> int:
+        """Hits of one rule summed over the table's labels."""
+        return sum(self.hits.get((label, rule), 0) for label in self.labels)
+
+    def images_with_lesion(self, rule: str | None = None) -> int:
+        """Images with at least one scored (image, label) pair under ``rule``.
+
+        Without ``rule``: the largest count over the table's rules (as :meth:`support`).
+        """
+        if rule is not None:
+            return self.images.get(rule, 0)
+        return max((self.images.get(r.name, 0) for r in self.rules), default=0)
+
     def weighted_mean(self, rule: str) -> float | None:
-        """Support-weighted mean accuracy of one rule over labels with support; None if none."""
+        """Mean accuracy of one rule weighted by support, over labels with support.
+
+        Equal to all hits over all (image, label) pairs, so in [0, 1]; None without
+        support. Not the paper's "Weighted Mean Accuracy": that is
+        :meth:`hits_per_lesion_image` (module docstring).
+        """
         num = den = 0.0
         for label in self.labels:
             n = self.pairs.get((label, rule), 0)
@@ -239,8 +273,19 @@ class PointingTable:
                 den += n
         return num / den if den else None
 
+    def hits_per_lesion_image(self, rule: str) -> float | None:
+        """All hits of one rule divided by the number of images with a lesion.
+
+        The paper's Table 4 "Weighted Mean Accuracy" (227 hits / 357 images, printed 0.6358).
+        An image with lesions of k labels contributes up to k hits but one image, so the
+        value can exceed 1; it equals :meth:`weighted_mean` only when every image has
+        one scored label. None when no image has a pair under ``rule``.
+        """
+        n = self.images.get(rule, 0)
+        return self.total_hits(rule) / n if n else None
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able summary: per label and rule, accuracy, hits and support."""
+        """JSON-able summary: per label and rule, accuracy, hits and support; both means."""
         rows = []
         for label in self.labels:
             row: dict[str, Any] = {"label": label, "support": self.support(label)}
@@ -249,8 +294,15 @@ class PointingTable:
                                   "hits": self.hits.get((label, rule.name), 0),
                                   "pairs": self.pairs.get((label, rule.name), 0)}
             rows.append(row)
-        means = {rule.name: self.weighted_mean(rule.name) for rule in self.rules}
-        return {"rows": rows, "weighted_mean": means, "support": self.total_support()}
+        names = [rule.name for rule in self.rules]
+        return {
+            "rows": rows,
+            "mean_weighted_by_support": {r: self.weighted_mean(r) for r in names},
+            "hits_per_image_with_lesion": {r: self.hits_per_lesion_image(r) for r in names},
+            "hits": {r: self.total_hits(r) for r in names},
+            "images_with_lesion": {r: self.images_with_lesion(r) for r in names},
+            "support": self.total_support(),
+        }
 
 
 def pointing_table(
@@ -262,7 +314,8 @@ def pointing_table(
 
     ``labels`` fixes the rows (default: the verdicts' labels in first-seen order);
     "No Finding" is always left out. A (image, label, rule) seen twice counts once
-    (the later verdict wins).
+    (the later verdict wins). Images are told apart by ``image_id``: the number of
+    distinct ids under a rule is its count of images with a lesion.
     """
     unique: dict[tuple[str, str, str], Verdict] = {}
     for v in verdicts:
@@ -276,10 +329,13 @@ def pointing_table(
     names = {r.name for r in rules}
     hits: dict[tuple[str, str], int] = {}
     pairs: dict[tuple[str, str], int] = {}
+    images: dict[str, set[str]] = {}
     for v in unique.values():
         if v.rule not in names or v.label not in rows:
             continue
         key = (v.label, v.rule)
         pairs[key] = pairs.get(key, 0) + 1
         hits[key] = hits.get(key, 0) + int(v.hit)
-    return PointingTable(list(rows), list(rules), hits, pairs)
+        images.setdefault(v.rule, set()).add(v.image_id)
+    counts = {rule: len(ids) for rule, ids in images.items()}
+    return PointingTable(list(rows), list(rules), hits, pairs, counts)
