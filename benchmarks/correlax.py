@@ -278,10 +278,13 @@ def adaptive_and_focus(args, model, fast, rt, prep, flat, engine_rate, naive_s) 
     if naive_s:
         line += f" vs naive at N = {REFERENCE} {naive_s:.2f} s ({naive_s / per_window_ada:.1f}x)"
     print(line + f"; fixed-N reference run {ref_s / len(pick):.2f} s")
-    print(f"   Fig. 7 from the N = {REFERENCE} run (|rho_N - rho_{REFERENCE}|, all correlations):")
-    for row in sens.table():
-        print(f"     N = {row['masks']:5d}: mean {row['mean']:.4f}  median {row['median']:.4f}  "
-              f"p95 {row['p95']:.4f}  max {row['max']:.4f}")
+    for title, rows in ((f"Fig. 7 from the N = {REFERENCE} run (|rho_N - rho_{REFERENCE}|), "
+                         "distance correlation:", sens.distance_table()),
+                        ("   label correlations, pooled:", sens.label_table())):
+        print(f"   {title.strip()}")
+        for row in rows:
+            print(f"     N = {row['masks']:5d}: mean {row['mean']:.4f}  median "
+                  f"{row['median']:.4f}  p95 {row['p95']:.4f}  max {row['max']:.4f}")
 
     _, y0 = drain(_unmasked_pass(WindowFeeder(prep, fast, rt), flat))
     per_window = np.zeros((len(model.labels), prep.grid.n_windows))
