@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._helpers import _tight_box
+from ._primitives import _tight_box
 
 
 @dataclass

@@ -7,7 +7,7 @@ import numpy as np
 
 from ._canvas import _Canvas
 from ._categories import _DENSITY_THRESHOLD
-from ._helpers import _power_noise
+from ._primitives import _power_noise
 
 
 def _outline(rng: np.random.Generator, shape: tuple[int, int], view: str) -> tuple[

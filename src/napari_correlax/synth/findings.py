@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ._categories import _BIRADS, _WEIGHTS, CATEGORIES
-from ._helpers import _grid, _segments, _smooth_blobs, _soft_ellipse, _tight_box
+from ._primitives import _grid, _segments, _smooth_blobs, _soft_ellipse, _tight_box
 
 
 def _render_mass(rng: np.random.Generator, s: float) -> np.ndarray:

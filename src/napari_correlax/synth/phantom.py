@@ -10,7 +10,7 @@ import numpy as np
 from ..labels import LABELS, NO_FINDING, VINDR_GROUPS
 from ._canvas import _Canvas
 from ._categories import _BIRADS, _DENSITIES, _DENSITY_P, _DENSITY_THRESHOLD, CATEGORIES
-from ._helpers import _disk, _distance, _tight_box
+from ._primitives import _disk, _distance, _tight_box
 from .anatomy import _add_pectoral, _outline, _texture, _tissue
 from .findings import _BLOB_RENDERERS, _choose_categories
 from .placement import (

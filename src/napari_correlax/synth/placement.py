@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ._canvas import _Canvas
-from ._helpers import _disk, _distance, _segments
+from ._primitives import _disk, _distance, _segments
 from .anatomy import _tissue
 from .findings import _BLOB_RENDERERS, _PLACE_ORDER, _extent
 

@@ -1,4 +1,4 @@
-"""Numerical building blocks of the phantoms: power-law noise, distance transforms, patch
+"""Drawing primitives of the phantoms: power-law noise, distance transforms, patch
 grids, line segments, soft ellipses, disks and tight boxes (all in pixels)."""
 
 from __future__ import annotations
