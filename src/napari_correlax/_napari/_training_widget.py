@@ -4,11 +4,16 @@ Training happens in a separate Python process (``python -m napari_correlax.cli t
 ... --progress json``) started with ``QProcess``, so a crash or an out-of-memory kill
 there never takes napari down, and the event loop never waits on it. The child prints
 one JSON object per line (see :class:`~napari_correlax.train.TrainEvent`); the dock
-turns them into a progress bar, a status line and a plot of the training / validation
-loss and the validation F1 per epoch. Stop sends SIGTERM (the run keeps every finished
-epoch; Start on the same output folder resumes it) and kills the process if it has not
-exited 10 s later. When a best checkpoint exists, "Use in analysis" hands it to the
-CorRELAX analysis dock (opened if needed).
+turns them into a progress bar, a status line, a notice line for warnings (no ImageNet
+weights found, so training starts from random weights) and a plot of the training /
+validation loss and the validation F1 per epoch. Stop sends SIGTERM (the run keeps every
+finished epoch; Start on the same output folder resumes it) and kills the process if it
+has not exited 10 s later.
+
+"Keep" chooses the checkpoint: the best validation macro F1 on a held-out share of the
+training studies (``--select best``) or the last epoch (``--select last``); the test
+split is never read. When the chosen checkpoint exists, "Use in analysis" hands it to
+the CorRELAX analysis dock (opened if needed).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.ticker import MaxNLocator
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -44,6 +49,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds between Stop's SIGTERM and a hard kill.
 STOP_GRACE_S = 10
+#: "Keep" choices: (shown text, ``--select`` value).
+SELECTIONS = (("best on validation share", "best"), ("last epoch", "last"))
+#: Checkpoint file each ``--select`` value leaves in the run folder.
+CHECKPOINT_FILES = {"best": "best.safetensors", "last": "last.safetensors"}
 
 
 @dataclass
@@ -56,6 +65,7 @@ class TrainRequest:
     epochs: int = 50
     batch_size: int = 48
     pretrained: str = ""
+    select: str = "best"
     device: str = "auto"
     fresh: bool = False
 
@@ -75,6 +85,8 @@ class TrainRequest:
             str(self.epochs),
             "--batch-size",
             str(self.batch_size),
+            "--select",
+            self.select,
             "--device",
             self.device,
             "--progress",
@@ -104,7 +116,10 @@ class TrainingWidget(QWidget):
         self._buffer = b""
         self._stderr: list[str] = []
         self.history: list[dict[str, Any]] = []
-        self.best_checkpoint: str | None = None
+        #: The run's chosen checkpoint (best or last epoch, as "Keep" said at Start).
+        self.chosen_checkpoint: str | None = None
+        self._select = "best"
+        self._chosen_epoch = 0
         #: More ``correlax train`` options passed as given (``["--input-size", "128"]``).
         self.extra_args: list[str] = []
 
@@ -121,7 +136,21 @@ class TrainingWidget(QWidget):
         self.batch_spin.setRange(1, 4096)
         self.batch_spin.setValue(48)
         self.pretrained_edit, pretrained_row = self._path_row(
-            "optional: backbone weights (.safetensors/.pth)", self._browse_pretrained
+            "default: ImageNet from the torch cache", self._browse_pretrained
+        )
+        self.pretrained_edit.setToolTip(
+            "starting backbone weights (.safetensors/.pth), 'imagenet' or 'none'; empty: "
+            "torchvision backbones use the ImageNet file when the torch cache holds it "
+            "(never downloaded), else random weights with a warning"
+        )
+        self.select_combo = QComboBox()
+        for text, value in SELECTIONS:
+            self.select_combo.addItem(text, value)
+        self.select_combo.setToolTip(
+            "best on validation share: the epoch with the best validation macro F1 on 10% "
+            "of the training studies, held out from training; last epoch: train on all "
+            "training studies and keep the last epoch (as the paper's authors did). The "
+            "test split is never read."
         )
         self.out_edit, out_row = self._path_row(
             "run folder (resumed if it holds a run)", self._browse_out
@@ -136,6 +165,7 @@ class TrainingWidget(QWidget):
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Batch", self.batch_spin)
         form.addRow("Pretrained", pretrained_row)
+        form.addRow("Keep", self.select_combo)
         form.addRow("Output", out_row)
         form.addRow("Device", self.device_combo)
         form.addRow("", self.fresh_check)
@@ -147,7 +177,8 @@ class TrainingWidget(QWidget):
         self.stop_button.clicked.connect(lambda: self.stop())
         self.use_button = QPushButton("Use in analysis")
         self.use_button.setEnabled(False)
-        self.use_button.setToolTip("open the best checkpoint in the CorRELAX analysis dock")
+        self.use_button.setToolTip(
+            "open the chosen checkpoint (best or last epoch) in the CorRELAX analysis dock")
         self.use_button.clicked.connect(lambda: self.use_in_analysis())
         buttons = QHBoxLayout()
         for b in (self.start_button, self.stop_button, self.use_button):
@@ -161,6 +192,11 @@ class TrainingWidget(QWidget):
                                           bar_format=lambda fmt: fmt)
         self.status_label = QLabel("idle")
         self.status_label.setWordWrap(True)
+        #: Warnings of the current run (e.g. no ImageNet weights); hidden when none.
+        self.notice_label = QLabel("")
+        self.notice_label.setWordWrap(True)
+        self.notice_label.setVisible(False)
+        self.warnings: list[str] = []
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -176,6 +212,7 @@ class TrainingWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.notice_label)
         layout.addWidget(self.canvas)
         layout.addStretch(1)
 
@@ -221,6 +258,7 @@ class TrainingWidget(QWidget):
             epochs=self.epochs_spin.value(),
             batch_size=self.batch_spin.value(),
             pretrained=self.pretrained_edit.text().strip(),
+            select=self.select_combo.currentData(),
             device=self.device_combo.currentText(),
             fresh=self.fresh_check.isChecked(),
         )
@@ -246,7 +284,12 @@ class TrainingWidget(QWidget):
         # "start over" applies to this start only; Stop then Start must resume, not restart.
         self.fresh_check.setChecked(False)
         self.history = self._previous_history(req)
-        self.best_checkpoint = None
+        self.chosen_checkpoint = None
+        self._select = req.select
+        self._chosen_epoch = self._chosen_in(self.history)
+        self.warnings = []
+        self.notice_label.setText("")
+        self.notice_label.setVisible(False)
         self.use_button.setEnabled(False)
         self._buffer, self._stderr, self._stopping = b"", [], False
         proc = QProcess(self)
@@ -324,7 +367,9 @@ class TrainingWidget(QWidget):
         if self._stopping:
             self._status(f"stopped after epoch {self._last_epoch()}; Start resumes the run")
         elif code == 0 and not crashed:
-            self._status(f"finished: best epoch {self._best_epoch()} → {self.best_checkpoint}")
+            which = "last" if self._select == "last" else "best"
+            self._status(f"finished: {which} epoch {self._chosen_epoch} → "
+                         f"{self.chosen_checkpoint}")
             show_info("training finished")
         else:
             reason = self._stderr[-1] if self._stderr else ""
@@ -339,7 +384,7 @@ class TrainingWidget(QWidget):
         if proc is not None:
             proc.deleteLater()
         self._set_running(False)
-        self._refresh_best()
+        self._refresh_checkpoint()
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
@@ -351,10 +396,18 @@ class TrainingWidget(QWidget):
         kind = event.get("event")
         done, total = int(event.get("done", 0)), max(int(event.get("total", 1)), 1)
         if kind == "start":
+            split = (event.get("selection") or {}).get("split")
             self._status(
                 f"{event['train_samples']} training samples, {event['val_samples']} validation "
-                f"samples on {event['device']}"
+                f"samples{f' ({split})' if split else ''} on {event['device']}; starting "
+                f"weights: {event.get('pretrained', 'none')}"
             )
+        elif kind == "warning":
+            message = str(event.get("message", ""))
+            self.warnings.append(message)
+            self.notice_label.setText("\n".join(f"⚠ {w}" for w in self.warnings))
+            self.notice_label.setVisible(True)
+            show_warning(message)
         elif kind == "cache":
             self.progress.update(("caching images %v/%m", done, total))
         elif kind == "batch":
@@ -370,12 +423,15 @@ class TrainingWidget(QWidget):
                 f"{event['train_loss']:.4f}"
                 + ("" if f1 is None else f", val loss {event['val_loss']:.4f}, macro F1 {f1:.3f}")
             )
+            if event.get("best") or self._select == "last":
+                self._chosen_epoch = int(event["epoch"])
             self._draw()
-            self._refresh_best()
+            self._refresh_checkpoint()
         elif kind == "done":
-            self.best_checkpoint = event.get("best")
+            self.chosen_checkpoint = event.get("checkpoint", event.get("best"))
+            self._chosen_epoch = int(event.get("epoch", self._chosen_epoch))
             self._progress(total, total, "done")
-            self.use_button.setEnabled(bool(self.best_checkpoint))
+            self.use_button.setEnabled(bool(self.chosen_checkpoint))
 
     def _progress(self, done: int, total: int, fmt: str) -> None:
         """Show ``fmt`` (Qt format: ``%v`` done, ``%m`` total) now."""
@@ -388,16 +444,18 @@ class TrainingWidget(QWidget):
     def _last_epoch(self) -> int:
         return max((int(h["epoch"]) for h in self.history), default=0)
 
-    def _best_epoch(self) -> int:
-        best = [h for h in self.history if h.get("best")]
-        return int(best[-1]["epoch"]) if best else 0
+    def _chosen_in(self, history: list[dict[str, Any]]) -> int:
+        """Epoch of the chosen checkpoint among ``history`` (0 when none)."""
+        marked = [h for h in history if self._select == "last" or h.get("best")]
+        return max((int(h["epoch"]) for h in marked), default=0)
 
-    def _refresh_best(self) -> None:
+    def _refresh_checkpoint(self) -> None:
+        """Pick up the chosen checkpoint once the run folder holds it."""
         out = self.out_edit.text().strip()
-        best = Path(out) / "best.safetensors" if out else None
-        if best is not None and best.is_file():
-            self.best_checkpoint = str(best)
-        self.use_button.setEnabled(bool(self.best_checkpoint) and not self.running)
+        chosen = Path(out) / CHECKPOINT_FILES[self._select] if out else None
+        if chosen is not None and chosen.is_file():
+            self.chosen_checkpoint = str(chosen)
+        self.use_button.setEnabled(bool(self.chosen_checkpoint) and not self.running)
 
     def _draw(self) -> None:
         """Loss (top) and validation F1 (bottom) per epoch."""
@@ -449,12 +507,12 @@ class TrainingWidget(QWidget):
         return widget
 
     def use_in_analysis(self) -> None:
-        """Set the best checkpoint in the CorRELAX analysis dock (opening it if needed)."""
-        if not self.best_checkpoint:
+        """Set the chosen checkpoint in the CorRELAX analysis dock (opening it if needed)."""
+        if not self.chosen_checkpoint:
             return
         target = self._analysis_widget()
         if target is None:
-            show_info(f"best checkpoint: {self.best_checkpoint}")
+            show_info(f"chosen checkpoint: {self.chosen_checkpoint}")
             return
-        target.set_checkpoint(self.best_checkpoint)
-        show_info(f"analysis dock now uses {self.best_checkpoint}")
+        target.set_checkpoint(self.chosen_checkpoint)
+        show_info(f"analysis dock now uses {self.chosen_checkpoint}")

@@ -1,9 +1,16 @@
 """``correlax train DATA --out RUN``: train the classifier of SPEC §4 with the recipe of §5.
 
-Progress goes to stderr (a bar when it is a terminal) and one line per epoch to stdout;
-``--progress json`` writes every event as one JSON object per line on stdout instead
-(what the napari training dock reads). Under ``torchrun --nproc-per-node N`` the same
-command trains with DistributedDataParallel; only rank 0 prints and writes.
+Progress goes to stderr (a bar when it is a terminal), warnings to stderr as one line
+each, and one line per epoch to stdout; ``--progress json`` writes every event
+(warnings included) as one JSON object per line on stdout instead (what the napari
+training dock reads). Under ``torchrun --nproc-per-node N`` the same command trains with
+DistributedDataParallel; only rank 0 prints and writes.
+
+The checkpoint is chosen on a validation share of the training studies (``--select
+best``, the default) or is the last epoch (``--select last``); the test split is read
+only when ``--val-split test`` asks for it. Torchvision backbones start from ImageNet
+weights found in the torch hub cache or given with ``--pretrained``; nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -25,8 +32,11 @@ def register(sub: Any) -> None:
         help="train the classifier on a data set in the VinDr-Mammo layout",
         description="Train the multi-label classifier with the paper's recipe (box crops "
         "re-drawn every epoch, inverse-frequency sampling, focal loss, Adam with cosine "
-        "annealing). Writes best/last checkpoints (.safetensors + .json), metrics.jsonl and "
-        "the resume state to the run folder; running again on the same folder resumes. Use "
+        "annealing). The checkpoint kept is the epoch with the best validation macro F1 on a "
+        "held-out share of the training studies, or the last epoch (--select last); the "
+        "test split is never read unless --val-split test asks for it. Writes the "
+        "checkpoints (.safetensors + .json), metrics.jsonl, run.json and the resume state to "
+        "the run folder; running again on the same folder resumes. Use "
         "`torchrun --nproc-per-node N -m napari_correlax.cli train ...` for several GPUs.",
     )
     p.add_argument("data", type=Path, help="folder with finding_annotations.csv and images/")
@@ -36,8 +46,11 @@ def register(sub: Any) -> None:
                    help="efficientnet_v2_s (default), resnet50, densenet121, "
                    "mobilenet_v3_large, lite, tiny, ...")
     p.add_argument("--pretrained", default=None, metavar="FILE",
-                   help="backbone weights (.safetensors or .pth state dict), or 'imagenet' "
-                   "for torchvision's file in the torch cache; never downloaded")
+                   help="starting backbone weights (.safetensors or .pth state dict); "
+                   "'imagenet' to require torchvision's file in the torch hub cache; 'none' "
+                   "for random weights. Default: torchvision backbones use the cached "
+                   "ImageNet file when present, else random weights with a warning; lite "
+                   "and tiny start from random weights. Never downloaded")
     p.add_argument("--epochs", type=int, default=50, help="epochs (default 50)")
     p.add_argument("--batch-size", "--batch", type=int, default=48, dest="batch_size",
                    help="global batch size, split over processes (default 48)")
@@ -46,10 +59,17 @@ def register(sub: Any) -> None:
                    help="end of the cosine schedule (default 1e-7)")
     p.add_argument("--input-size", type=int, default=256, help="crop side in pixels (256)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (0)")
-    p.add_argument("--val-split", default="test",
-                   help="split validated every epoch (default: test)")
-    p.add_argument("--val-fraction", type=float, default=0.0,
-                   help="validate on this share of the training studies instead")
+    p.add_argument("--select", choices=("best", "last"), default="best",
+                   help="checkpoint to keep: 'best' validation macro F1 (default) or the "
+                   "'last' epoch (as the paper's authors did; needs no validation set)")
+    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                   help="share of the training studies held out for validation, whole "
+                   "studies drawn from --seed (default 0.1 with --select best, 0 with "
+                   "--select last)")
+    p.add_argument("--val-split", default=None, metavar="NAME",
+                   help="validate on this split of the data set instead of a share of the "
+                   "training studies, e.g. 'test' (not recommended: choosing the epoch on "
+                   "test images makes the test scores optimistic)")
     p.add_argument("--cache", type=Path, default=None,
                    help="fused-image cache folder (default RUN/cache); share it between runs")
     p.add_argument("--window-share", type=float, default=0.0, metavar="P",
@@ -76,11 +96,15 @@ def _config(args: argparse.Namespace) -> Any:
 
     if not 0.0 <= args.window_share <= 1.0 or args.window_negatives < 0:
         raise CorrelaxError("--window-share must be in [0, 1] and --window-negatives at least 0")
+    if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
+        raise CorrelaxError("--val-fraction must be in [0, 1)")
+    if args.val_split and args.val_fraction:
+        raise CorrelaxError("give --val-split or --val-fraction, not both")
     return TrainConfig(
         data=str(args.data), out=str(args.out), backbone=args.backbone,
         pretrained=args.pretrained, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, lr_min=args.lr_min, input_size=args.input_size, seed=args.seed,
-        val_split=args.val_split, val_fraction=args.val_fraction,
+        select=args.select, val_split=args.val_split, val_fraction=args.val_fraction,
         cache=str(args.cache) if args.cache else None, fresh=args.fresh, device=args.device,
         precision=args.precision, workers=args.workers, threads=args.threads,
         crop=CropConfig(window_share=args.window_share, window_negatives=args.window_negatives),
@@ -90,9 +114,15 @@ def _config(args: argparse.Namespace) -> Any:
 def _text(event: Any, tty: bool) -> None:
     d = event.data
     if event.kind == "start":
-        print(f"training {d['train_samples']} samples from {d['train_images']} images, "
-              f"validating on {d['val_samples']} from {d['val_images']} "
+        sel = d["selection"]
+        val = (f"validating on {d['val_samples']} from {d['val_images']} ({sel['split']})"
+               if d["val_images"] else "no validation")
+        print(f"training {d['train_samples']} samples from {d['train_images']} images, {val}; "
+              f"keeping the {'last epoch' if sel['rule'] == 'last' else 'best epoch'}; "
+              f"starting weights: {d['pretrained']} "
               f"({d['device']}, {d['world_size']} process(es))", flush=True)
+    elif event.kind == "warning":
+        print(f"correlax train: warning: {d['message']}", file=sys.stderr, flush=True)
     elif event.kind in ("cache", "batch") and tty:
         label = "caching" if event.kind == "cache" else f"epoch {d['epoch']}/{d['epochs']}"
         bar = "#" * int(30 * event.done / max(event.total, 1))
@@ -108,7 +138,8 @@ def _text(event: Any, tty: bool) -> None:
         print(f"epoch {d['epoch']}/{d['epochs']} lr {d['lr']:.2e} train_loss "
               f"{d['train_loss']:.4f}{val} ({d.get('seconds', 0):.1f} s){mark}", flush=True)
     elif event.kind == "done":
-        print(f"best checkpoint: {d['best']} (epoch {d['best_epoch']})", flush=True)
+        rule = "last epoch" if d["selection"]["rule"] == "last" else "best validation macro F1"
+        print(f"checkpoint: {d['checkpoint']} (epoch {d['epoch']}, {rule})", flush=True)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -120,14 +151,16 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.data.exists():
         raise CorrelaxError("data folder not found", args.data)
-    if args.pretrained and args.pretrained != "imagenet" and not Path(args.pretrained).is_file():
+    if (args.pretrained and args.pretrained not in ("imagenet", "none")
+            and not Path(args.pretrained).is_file()):
         raise CorrelaxError("pretrained weights file not found", args.pretrained)
+    config = _config(args)
     # A stop request (the napari dock's Stop, torchrun tearing down) unwinds normally, so
     # temp files of an unfinished write are removed; finished epochs stay on disk.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     main = int(os.environ.get("RANK", "0")) == 0
     tty = sys.stderr.isatty()
-    for event in train_steps(_config(args)):
+    for event in train_steps(config):
         if not main:
             continue
         if args.progress == "json":
