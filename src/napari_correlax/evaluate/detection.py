@@ -96,7 +96,7 @@ class GridMap:
     @classmethod
     def from_result(cls, result: Any, name: str, label: str | None = None) -> GridMap:
         """One map of a :class:`~napari_correlax.maps.MapResult` (``label``: per-label maps)."""
-        values = np.asarray(getattr(result, name))
+        values = np.asarray(result.get(name))
         if values.ndim == 3:
             values = values[result.label_index(label)]
         scale, translate = result.grid.layer_transform(None)

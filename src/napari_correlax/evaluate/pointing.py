@@ -68,6 +68,7 @@ __all__ = [
     "pointing_table",
     "pointing_verdicts",
     "rule_by_name",
+    "rules_for",
 ]
 
 #: Tolerance around every box, pixels on each side (paper §3.5: "an offset of 48 pixels").
@@ -93,12 +94,27 @@ class PointingRule:
         return value > self.threshold if self.strict else value >= self.threshold
 
 
+def rules_for(kinds: Iterable[str]) -> tuple[PointingRule, ...]:
+    """The pointing rules of map kinds, in order: one per threshold of each kind's
+    :attr:`~napari_correlax.maps.kinds.MapKind.pointing_thresholds` (kinds without
+    thresholds are not scored). Names read ``<kind>>=0.25`` or ``<kind>>0``."""
+    from ..maps.kinds import kind as map_kind
+
+    out = []
+    for name in dict.fromkeys(kinds):
+        spec = map_kind(name)
+        for t in spec.pointing_thresholds:
+            op = ">" if spec.strict else ">="
+            value = "0" if t == 0 else f"{t:.2f}"
+            bound = "" if t == 0 and spec.strict else (
+                f" (≥ {t:.0%})" if spec.limits == (0.0, 1.0) else f" ({op} {t:g})")
+            title = f"{spec.title[:1].upper()}{spec.title[1:]} Map{bound}"
+            out.append(PointingRule(f"{name}{op}{value}", name, float(t), spec.strict, title))
+    return tuple(out)
+
+
 #: The three columns of the paper's Table 4, in its order.
-RULES: tuple[PointingRule, ...] = (
-    PointingRule("prediction>=0.25", "prediction", 0.25, False, "Prediction Map (≥ 25%)"),
-    PointingRule("prediction>=0.50", "prediction", 0.50, False, "Prediction Map (≥ 50%)"),
-    PointingRule("correlation>0", "correlation", 0.0, True, "Correlation Map"),
-)
+RULES: tuple[PointingRule, ...] = rules_for(("prediction", "correlation"))
 
 
 def rule_by_name(name: str, rules: Sequence[PointingRule] = RULES) -> PointingRule:
@@ -203,7 +219,7 @@ def pointing_verdicts(
         if not label_boxes:
             continue
         for rule in rules:
-            if getattr(result, rule.map, None) is None:
+            if result.get(rule.map) is None:
                 continue
             value, (row, col) = result.peak(rule.map, label)
             inside = point_in_boxes(col + 0.5, row + 0.5, label_boxes, grow)

@@ -38,13 +38,11 @@ breast, cut from the CLAHE-fused image quantised to 8 bits as the training cache
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,236 +50,23 @@ import numpy as np
 
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
+from ..maps.cache import ResultCache, image_maps_steps, model_fingerprint, settings_key
+from ..maps.kinds import kind as map_kind
+from ..maps.methods import get_method
 from ..maps.runtime import Progress
-from ..maps.sliding import DEFAULT_MIN_TISSUE
-from .pointing import RULES, lesion_labels, pointing_table, pointing_verdicts
+from ..maps.settings import MapSettings
+from .pointing import lesion_labels, pointing_table, pointing_verdicts, rules_for
 
 __all__ = [
     "EvaluationConfig",
     "EvaluationReport",
     "Excluded",
     "LoadedImage",
-    "MapSettings",
-    "ResultCache",
-    "checkpoint_fingerprint",
     "crop_scores",
     "evaluate",
     "evaluate_steps",
-    "image_maps_steps",
     "load_image_steps",
-    "model_fingerprint",
-    "settings_key",
 ]
-
-
-@dataclass(frozen=True)
-class MapSettings:
-    """Everything besides the model and the image that changes the maps.
-
-    ``explain`` False gives prediction maps only (no correlation verdicts). The other
-    fields are those of :func:`~napari_correlax.maps.correlax.explain_steps`.
-    """
-
-    explain: bool = True
-    masks: int = 2560
-    adaptive: bool = True
-    focus: bool = True
-    seed: int = 0
-    stride: int = 48
-    min_tissue: float = DEFAULT_MIN_TISSUE
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able copy."""
-        return asdict(self)
-
-
-_fingerprints: dict[tuple[str, int, int], str] = {}
-
-
-def checkpoint_fingerprint(path: str | os.PathLike[str] | None) -> tuple[str, str]:
-    """``(name, sha256 prefix)`` of a checkpoint file (None: the default/demo model).
-
-    ``name`` is the file name without suffix; the hash (16 hex digits of the file's
-    SHA-256) changes whenever the weights do. Hashes are remembered per (file, size,
-    modification time). Does not import torch.
-    """
-    from ..models.checkpoint import _resolve
-
-    resolved = _resolve(path)
-    st = resolved.stat()
-    key = (str(resolved.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _fingerprints:
-        digest = hashlib.sha256()
-        with open(resolved, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _fingerprints[key] = digest.hexdigest()[:16]
-    return resolved.stem, _fingerprints[key]
-
-
-def model_fingerprint(model: Any) -> tuple[str, str]:
-    """:func:`checkpoint_fingerprint` of a loaded model's checkpoint file.
-
-    A model without a checkpoint file is named after its class and hashed from its
-    config and parameters.
-    """
-    path = getattr(model, "checkpoint_path", None)
-    if path and Path(path).is_file():
-        return checkpoint_fingerprint(path)
-    digest = hashlib.sha256(json.dumps(getattr(model, "config", dict)(), sort_keys=True,
-                                       default=str).encode())
-    for tensor in model.state_dict().values():
-        digest.update(tensor.detach().cpu().numpy().tobytes())
-    return type(model).__name__, digest.hexdigest()[:16]
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
-
-
-def settings_key(model: Any, settings: MapSettings) -> str:
-    """Cache folder name: ``<checkpoint name>-<12 hex digits>`` of weights + settings.
-
-    ``model`` is a loaded model or a checkpoint path (None: the default model).
-    """
-    if model is None or isinstance(model, (str, os.PathLike)):
-        name, fingerprint = checkpoint_fingerprint(model)
-    else:
-        name, fingerprint = model_fingerprint(model)
-    fields: dict[str, Any] = {"model": fingerprint, **settings.as_dict()}
-    if settings.explain:
-        from ..maps import correlax
-
-        # defaults of explain_steps that this module does not set but that change the maps
-        fields.update(tolerance=correlax.DEFAULT_TOLERANCE,
-                      focus_threshold=correlax.DEFAULT_FOCUS_THRESHOLD,
-                      min_masks=min(correlax.DEFAULT_MIN_MASKS, settings.masks))
-    doc = json.dumps(fields, sort_keys=True)
-    return f"{_slug(name)}-{hashlib.sha256(doc.encode()).hexdigest()[:12]}"
-
-
-class ResultCache:
-    """Per-image maps and scores under ``root/<key>/`` (see the module docstring).
-
-    Files are written atomically, so several processes can fill one cache.
-    """
-
-    def __init__(self, root: str | os.PathLike[str], key: str,
-                 description: dict[str, Any] | None = None) -> None:
-        self.folder = Path(root) / key
-        self.key = key
-        self.description = dict(description or {})
-
-    @staticmethod
-    def stem(image_id: str) -> str:
-        """File-name-safe name of an image id."""
-        return _slug(image_id)
-
-    def maps_path(self, image_id: str) -> Path:
-        """Where an image's maps are stored (``.npz``)."""
-        return self.folder / f"{self.stem(image_id)}.npz"
-
-    def info_path(self, image_id: str) -> Path:
-        """Where an image's crop scores and status are stored (``.json``)."""
-        return self.folder / f"{self.stem(image_id)}.json"
-
-    def describe(self) -> None:
-        """Write ``settings.json`` (what the key stands for) once."""
-        path = self.folder / "settings.json"
-        if not path.is_file():
-            atomic_write_text(path, json.dumps({"key": self.key, **self.description},
-                                               indent=2, default=str) + "\n")
-
-    def load_maps(self, image_id: str, source: str | os.PathLike[str] | None = None
-                  ) -> Any | None:
-        """The cached maps of an image, or None (absent, damaged, or made from another file).
-
-        ``source`` is the image file; when given, maps made from a file of another size
-        or modification time are ignored.
-        """
-        from ..maps.result import load_result
-
-        path = self.maps_path(image_id)
-        if not path.is_file():
-            return None
-        try:
-            result = load_result(path)
-        except CorrelaxError:
-            return None
-        if source is not None and result.meta.get("source_stat") != _stat(source):
-            return None
-        return result
-
-    def save_maps(self, image_id: str, result: Any, source: str | os.PathLike[str] | None = None
-                  ) -> Path:
-        """Store an image's maps (``relevance`` dropped; the source file's stat noted)."""
-        meta = dict(result.meta)
-        if source is not None:
-            meta["source_stat"] = _stat(source)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return replace(result, relevance=None, meta=meta).save(self.maps_path(image_id))
-
-    def load_info(self, image_id: str) -> dict[str, Any] | None:
-        """The image's status document, or None."""
-        try:
-            doc = json.loads(self.info_path(image_id).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return doc if isinstance(doc, dict) else None
-
-    def save_info(self, image_id: str, doc: dict[str, Any]) -> Path:
-        """Store the image's status document."""
-        return atomic_write_text(self.info_path(image_id), json.dumps(doc, default=str) + "\n")
-
-    def is_done(self, image_id: str) -> bool:
-        """True when the image finished without error under this key."""
-        doc = self.load_info(image_id)
-        return bool(doc) and not doc.get("error") and self.maps_path(image_id).is_file()
-
-
-def _stat(path: str | os.PathLike[str]) -> list[int]:
-    st = Path(path).stat()
-    return [int(st.st_size), int(st.st_mtime_ns)]
-
-
-def image_maps_steps(
-    mammogram: Any,
-    image_id: str,
-    model: Any,
-    settings: MapSettings,
-    runtime: Any,
-    cache: ResultCache | None = None,
-) -> Generator[Progress, None, Any]:
-    """Maps of one image: from ``cache`` when there, else computed (and cached).
-
-    Yields the progress events of :func:`~napari_correlax.maps.predict_steps` or
-    :func:`~napari_correlax.maps.correlax.explain_steps`; returns the
-    :class:`~napari_correlax.maps.MapResult` (with ``relevance`` only when freshly
-    computed).
-    """
-    source = getattr(mammogram, "path", None)
-    if cache is not None:
-        cached = cache.load_maps(image_id, source)
-        if cached is not None:
-            return cached
-    if settings.explain:
-        from ..maps import correlax
-        from ..maps.correlax import explain_steps
-
-        result = yield from explain_steps(
-            mammogram, model, masks=settings.masks, adaptive=settings.adaptive,
-            focus=settings.focus, seed=settings.seed, stride=settings.stride,
-            min_tissue=settings.min_tissue, runtime=runtime,
-            min_masks=min(correlax.DEFAULT_MIN_MASKS, settings.masks))
-    else:
-        from ..maps.sliding import predict_steps
-
-        result = yield from predict_steps(mammogram, model, stride=settings.stride,
-                                          min_tissue=settings.min_tissue, runtime=runtime)
-    result.meta["image_id"] = image_id
-    if cache is not None:
-        cache.save_maps(image_id, result, source)
-    return result
 
 
 @dataclass
@@ -301,7 +86,6 @@ def load_image_steps(
     checkpoint: str | os.PathLike[str] | None,
     settings: MapSettings,
     cache_root: str | os.PathLike[str],
-    runtime: Any,
 ) -> Generator[Progress, None, LoadedImage]:
     """Read an image of a data set and get its maps (cached under ``cache_root/<key>``).
 
@@ -320,12 +104,11 @@ def load_image_steps(
                             f" pixels but the CSV says {record.height}×{record.width}",
                             record.path)
     yield Progress("model", 0, 1)
-    model = load_classifier(checkpoint, device=runtime.device)
+    model = load_classifier(checkpoint, device=settings.runtime().device)
     key = settings_key(model, settings)
     cache = ResultCache(cache_root, key, {"model": getattr(model, "checkpoint_path", None),
                                           "settings": settings.as_dict()})
-    result = yield from image_maps_steps(mammogram, record.image_id, model, settings, runtime,
-                                         cache)
+    result = yield from image_maps_steps(mammogram, record.image_id, model, settings, cache)
     cache.describe()
     return LoadedImage(record, mammogram.pixels, mammogram.spacing_mm,
                        replace(result, relevance=None), key, model_fingerprint(model)[0])
@@ -403,10 +186,6 @@ class EvaluationConfig:
     model: str | os.PathLike[str] | None = None
     split: str = "test"
     settings: MapSettings = field(default_factory=MapSettings)
-    device: str = "auto"
-    precision: str = "float32"
-    batch_size: int = 64
-    threads: int | None = None
     limit: int | None = None
     check: str = "quick"
     froc: bool = True
@@ -523,7 +302,6 @@ def evaluate_steps(
             with no usable image.
     """
     from ..io.vindr import check_readable, load_vindr
-    from ..maps.runtime import Runtime
     from ..models import load_classifier
 
     t_start = time.perf_counter()
@@ -543,10 +321,9 @@ def evaluate_steps(
 
     group = _join_group(config.timeout_hours)
     try:
-        runtime = Runtime(device=_rank_device(config.device, group), precision=config.precision,
-                          batch_size=config.batch_size, threads=config.threads)
+        settings = config.settings.with_(device=_rank_device(config.settings.device, group))
+        runtime = settings.runtime()
         model = load_classifier(config.model, device=runtime.device)
-        settings = config.settings
         key = settings_key(model, settings)
         cache = ResultCache(out / "cache", key, {
             "model": getattr(model, "checkpoint_path", None),
@@ -604,7 +381,7 @@ def _compute_image(record: Any, model: Any, settings: MapSettings, runtime: Any,
                                 f"{mammogram.pixels.shape[1]} pixels but the CSV says "
                                 f"{record.height}×{record.width}", record.path)
         t1 = time.perf_counter()
-        drain(image_maps_steps(mammogram, record.image_id, model, settings, runtime, cache))
+        drain(image_maps_steps(mammogram, record.image_id, model, settings, cache))
         t2 = time.perf_counter()
         doc["crops"] = crop_scores(mammogram.pixels, record, model, runtime, reference)
         doc["seconds"] = {"read": round(t1 - t0, 3), "maps": round(t2 - t1, 3),
@@ -626,6 +403,8 @@ def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records:
     from .verdicts import VerdictStore
 
     labels = list(model.labels)
+    # Table 4's columns: the pointing rules of the kinds the method makes
+    rules = rules_for(get_method(config.settings.method).kinds)
     failed = dict(unreadable)
     verdicts = []
     crop_targets: list[np.ndarray] = []
@@ -643,7 +422,7 @@ def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records:
             continue
         evaluated.append(record.image_id)
         image_seconds.append(sum((info.get("seconds") or {}).values()))
-        found = pointing_verdicts(result, record.boxes, record.image_id)
+        found = pointing_verdicts(result, record.boxes, record.image_id, rules=rules)
         verdicts.extend(found)
         store_rows.append((record, found))
         for crop in info.get("crops", []):
@@ -658,7 +437,7 @@ def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records:
 
     files: list[Path] = []
     tables: dict[str, Any] = {}
-    point = pointing_table(verdicts, labels, RULES)
+    point = pointing_table(verdicts, labels, rules)
     tables["pointing"] = pointing_report(point)
     if crop_targets:
         metrics = per_label_metrics(np.stack(crop_targets), np.stack(crop_probs), labels,
@@ -671,8 +450,8 @@ def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records:
                      for rec, _ in detection_inputs]
             if not any(truth):
                 continue
-            for name in ("prediction", "correlation"):
-                if getattr(detection_inputs[0][1], name, None) is None:
+            for name in dict.fromkeys(rule.map for rule in rules):  # the scored kinds
+                if detection_inputs[0][1].get(name) is None or not map_kind(name).per_label:
                     continue
                 maps = [GridMap.from_result(res, name, label) for _, res in detection_inputs]
                 curves[(label, name)] = froc_curve(maps, truth)

@@ -21,7 +21,14 @@ from ..errors import CorrelaxError
 from ..labels import LABELS
 from ..preprocess import Preprocessing
 
-__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Classifier", "build_backbone"]
+__all__ = [
+    "BACKBONES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Classifier",
+    "build_backbone",
+    "resolve_pretrained",
+]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -244,7 +251,7 @@ class Classifier(nn.Module):
         ``weights_only=True``, which refuses pickled code), or ``"imagenet"`` to look for
         torchvision's own file in the torch hub cache.
         """
-        path = _resolve_pretrained(self.backbone_name, source)
+        path = resolve_pretrained(self.backbone_name, source)
         try:
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
@@ -265,7 +272,9 @@ class Classifier(nn.Module):
         self.encoder.load_state_dict(usable, strict=False)
 
 
-def _resolve_pretrained(backbone: str, source: str | Path) -> Path:
+def resolve_pretrained(backbone: str, source: str | Path) -> Path:
+    """The weights file for ``source``: a local file, or for ``"imagenet"`` torchvision's
+    own file in the torch hub cache (CorrelaxError when missing; never downloaded)."""
     if str(source) != "imagenet":
         path = Path(source).expanduser()
         if not path.is_file():

@@ -426,7 +426,7 @@ def load_starting_weights(model: Any, pretrained: str | None) -> StartingWeights
     random weights; anything else is the path of a ``.safetensors``/``.pth`` state dict
     (see :meth:`~napari_correlax.models.Classifier.load_pretrained_backbone`).
     """
-    from ..models.classifier import _resolve_pretrained
+    from ..models.classifier import resolve_pretrained
 
     backbone = model.backbone_name
     if pretrained == "none":
@@ -435,7 +435,7 @@ def load_starting_weights(model: Any, pretrained: str | None) -> StartingWeights
         if backbone in OWN_BACKBONES:
             return StartingWeights("none")
         try:
-            path = _resolve_pretrained(backbone, "imagenet")
+            path = resolve_pretrained(backbone, "imagenet")
         except CorrelaxError as exc:
             return StartingWeights("none", warning=(
                 f"no ImageNet weights for {backbone}: {exc.path or 'the torch cache'} is "
@@ -443,7 +443,7 @@ def load_starting_weights(model: Any, pretrained: str | None) -> StartingWeights
                 "ImageNet). Nothing is downloaded: put torchvision's file there or pass "
                 "--pretrained FILE (--pretrained none silences this)"))
     else:
-        path = _resolve_pretrained(backbone, pretrained)
+        path = resolve_pretrained(backbone, pretrained)
     model.load_pretrained_backbone(path)
     return StartingWeights(path.name, path)
 
