@@ -101,8 +101,8 @@ def prepare_image(
     The model's preprocessing profile (SPEC §2) decides the input image: when it asks
     for the DICOM VOI LUT and ``image`` is a Mammogram read from a DICOM file without it
     (``meta["voi_lut_applied"]`` false), the file is read again with it, and the other
-    way round; the breast ROI, tissue fractions and fusion come from that image (as the
-    authors' code finds the ROI on the image it classifies). Pixel coordinates are the
+    way round; the breast ROI, tissue fractions and fusion all come from that image,
+    the only one the authors' pipeline has. Pixel coordinates are the
     same, so every map overlays ``image`` as given; ``PreparedImage.pixels`` stays
     ``image``'s pixels.
     """
