@@ -16,7 +16,9 @@ from .. import __version__
 from ..errors import CorrelaxError
 
 #: Subcommand modules, in help order.
-COMMANDS = ("predict", "explain", "mask-sensitivity", "synth", "train", "evaluate")
+COMMANDS = (
+    "predict", "explain", "mask-sensitivity", "synth", "train", "evaluate", "import-model",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

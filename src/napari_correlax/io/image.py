@@ -21,6 +21,14 @@ Choices the SPEC leaves open (written down here as it asks):
   modality-LUT values, mapped through the same min–max scaling (and inversion
   for MONOCHROME1) as the pixels and clipped to [0, 1]; ``None`` when the
   window is absent, non-positive, or lies wholly outside the image's values.
+* ``voi_lut=True`` applies the DICOM VOI LUT (the first *VOI LUT Sequence* item,
+  else the first window, with its *VOI LUT Function*) as pydicom's
+  ``apply_voi_lut`` does, before inversion and min–max scaling: how the paper
+  authors' code reads DICOM files. It is applied to the modality-LUT output, as
+  the DICOM standard orders the two; for files with rescale slope 1 and
+  intercept 0 (VinDr-Mammo) those are the stored values the authors' code uses.
+  A VOI LUT or window pydicom rejects (a width below 1, say) is not applied.
+  The window is then part of the pixels, so ``contrast_limits`` is ``None``.
 * (2050,0020) *Presentation LUT Shape* is ignored: in the mammography IODs
   ``INVERSE`` only accompanies MONOCHROME1, which is already inverted.
 * A colour file is accepted only when its colour channels are identical
@@ -63,6 +71,7 @@ META_KEYS: tuple[str, ...] = (
     "source_range",
     "contrast_limits",
     "format",
+    "voi_lut_applied",
 )
 """Keys of :attr:`Mammogram.meta`; each is present, with ``None`` when unknown."""
 
@@ -117,8 +126,9 @@ class Mammogram:
         interpretation), ``bits_stored``, ``transfer_syntax`` (UID string),
         ``source_range`` ((min, max) of the values before scaling: modality-LUT
         output for DICOM, raw sample values otherwise), ``contrast_limits``
-        ((lo, hi) in the [0, 1] pixel scale, from the DICOM window) and
-        ``format`` ("dicom", "png", "tiff" or "pgm").
+        ((lo, hi) in the [0, 1] pixel scale, from the DICOM window),
+        ``format`` ("dicom", "png", "tiff" or "pgm") and ``voi_lut_applied``
+        (True when the DICOM VOI LUT or window was applied to the pixels).
     path
         The file it came from, if any.
     """
@@ -147,7 +157,7 @@ def has_dicom_preamble(path: str | os.PathLike[str]) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_mammogram(path: str | os.PathLike[str]) -> Mammogram:
+def read_mammogram(path: str | os.PathLike[str], *, voi_lut: bool = False) -> Mammogram:
     """Read a DICOM, PNG, TIFF or PGM mammogram (SPEC §1).
 
     Parameters
@@ -155,6 +165,11 @@ def read_mammogram(path: str | os.PathLike[str]) -> Mammogram:
     path
         File to read. The format comes from the file's content (see the module
         docstring); the name only matters for preamble-less DICOM.
+    voi_lut
+        Apply a DICOM file's VOI LUT or window before inversion and min–max
+        scaling (see the module docstring); ``meta["voi_lut_applied"]`` says
+        whether it was. No effect on other formats or on a DICOM file without
+        a VOI LUT or window.
 
     Returns
     -------
@@ -188,8 +203,9 @@ def read_mammogram(path: str | os.PathLike[str]) -> Mammogram:
             # user (or, under warnings-as-errors, abort a readable file).
             warnings.simplefilter("ignore")
             window = None
+            applied = False
             if kind == "dicom":
-                raw, spacing, meta, window = _read_dicom(fs_path, label)
+                raw, spacing, meta, window, applied = _read_dicom(fs_path, label, voi_lut)
             elif kind == "tiff":
                 raw, spacing, meta = _read_tiff(fs_path, label)
             else:
@@ -206,6 +222,7 @@ def read_mammogram(path: str | os.PathLike[str]) -> Mammogram:
         # input as pyo3 PanicException, which is not an Exception subclass.
         raise CorrelaxError(f"could not read the image ({_describe(exc)})", label) from exc
     meta["contrast_limits"] = limits
+    meta["voi_lut_applied"] = applied
     return Mammogram(pixels=pixels, spacing_mm=spacing, meta=meta, path=label)
 
 
@@ -352,9 +369,13 @@ def _window_limits(
 
 
 def _read_dicom(
-    path: Path, label: str
-) -> tuple[np.ndarray, tuple[float, float] | None, dict[str, Any], tuple[float, float] | None]:
-    """Decoded modality-LUT values, spacing, metadata and window of a DICOM file."""
+    path: Path, label: str, voi_lut: bool = False
+) -> tuple[
+    np.ndarray, tuple[float, float] | None, dict[str, Any], tuple[float, float] | None, bool
+]:
+    """Decoded modality-LUT values (then VOI LUT values with ``voi_lut``), spacing,
+    metadata, the window left for display (None once a VOI LUT is applied) and whether
+    a VOI LUT was applied."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -423,7 +444,31 @@ def _read_dicom(
     from pydicom.pixels import apply_modality_lut
 
     values = apply_modality_lut(arr, ds)
-    return values, _dicom_spacing(ds), meta, _window(ds)
+    if voi_lut:
+        voi_values = _apply_voi_lut(values, ds)
+        if voi_values is not None:
+            return voi_values, _dicom_spacing(ds), meta, None, True
+    return values, _dicom_spacing(ds), meta, _window(ds), False
+
+
+def _apply_voi_lut(values: np.ndarray, ds: Any) -> np.ndarray | None:
+    """pydicom's VOI LUT / windowing of modality-LUT ``values``; None when the data set
+    has neither, or has one pydicom rejects (then the image is used without it)."""
+    from pydicom.pixels import apply_voi_lut
+
+    sequence = ds.get("VOILUTSequence")
+    has_lut = bool(sequence) and all(
+        sequence[0].get(k) is not None for k in ("LUTDescriptor", "LUTData")
+    )
+    has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+    if not (has_lut or has_window):
+        return None
+    try:
+        out = apply_voi_lut(values, ds)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+            NotImplementedError):
+        return None
+    return None if out is values else np.asarray(out)
 
 
 def _transfer_syntax(ds: Any) -> Any:

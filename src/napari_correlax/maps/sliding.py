@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from ..preprocess import BreastROI, breast_roi, preprocessing_of
+from ..preprocess import BreastROI, Preprocessing, breast_roi, preprocessing_of
 from ..windows import WindowGrid
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
@@ -58,8 +58,11 @@ def as_pixels(image: Any) -> tuple[np.ndarray, tuple[float, float] | None, dict[
 class PreparedImage:
     """An image ready for window extraction.
 
-    ``fused`` is the zero-padded H×W×3 CLAHE fusion; window ``k`` (flat index into the
-    grid) is ``fused[r:r+S, c:c+S]`` with ``(r, c) = corner + offset``.
+    ``pixels`` is the image as given (what is displayed); ``fused`` is the zero-padded
+    H×W×3 CLAHE fusion of the model's input image, which differs from ``pixels`` only
+    in intensities (the DICOM VOI LUT, when the model's profile asks for it), never in
+    geometry. Window ``k`` (flat index into the grid) is ``fused[r:r+S, c:c+S]`` with
+    ``(r, c) = corner + offset``.
     """
 
     pixels: np.ndarray
@@ -92,11 +95,22 @@ def prepare_image(
     stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
 ) -> PreparedImage:
-    """Fuse channels, find the breast, lay the window grid and mark tissue windows."""
+    """Fuse channels, find the breast, lay the window grid and mark tissue windows.
+
+    The model's preprocessing profile (SPEC §2) decides the input image: when it asks
+    for the DICOM VOI LUT and ``image`` is a Mammogram read from a DICOM file without it
+    (``meta["voi_lut_applied"]`` false), the file is read again with it, and the other
+    way round; the breast ROI, tissue fractions and fusion all come from that image,
+    the only one the authors' pipeline has. Pixel coordinates are the
+    same, so every map overlays ``image`` as given; ``PreparedImage.pixels`` stays
+    ``image``'s pixels.
+    """
     pixels, spacing, meta = as_pixels(image)
     if stride < 1:
         raise CorrelaxError("stride must be a positive number of pixels")
-    roi = breast_roi(pixels)
+    profile = preprocessing_of(model)
+    source = _model_input(image, pixels, profile)
+    roi = breast_roi(source)
     grid = WindowGrid.covering(pixels.shape, roi.box, window=int(model.input_size), stride=stride)
     if roi.mask.any():
         tissue = grid.fraction_inside(roi.mask)
@@ -104,8 +118,35 @@ def prepare_image(
     else:
         tissue = np.ones(grid.shape)
         active = np.ones(grid.shape, dtype=bool)
-    fused, offset = grid.padded(preprocessing_of(model).fuse(pixels))
+    fused, offset = grid.padded(profile.fuse(source))
     return PreparedImage(pixels, spacing, meta, roi, grid, tissue, active, fused, offset)
+
+
+def _model_input(image: Any, pixels: np.ndarray, profile: Preprocessing) -> np.ndarray:
+    """``pixels``, or the DICOM file behind ``image`` read again with the VOI LUT setting
+    of ``profile`` when ``image`` was read with the other one (same H×W grid)."""
+    path = getattr(image, "path", None)
+    if not hasattr(image, "pixels") or not path:
+        return pixels
+    meta = getattr(image, "meta", None) or {}
+    if bool(meta.get("voi_lut_applied")) == bool(profile.voi_lut):
+        return pixels
+    from ..io.image import DICOM_SUFFIXES, has_dicom_preamble, read_mammogram
+
+    fmt = meta.get("format")
+    dicom = fmt == "dicom" if fmt else (
+        has_dicom_preamble(path) or str(path).lower().endswith(DICOM_SUFFIXES)
+    )
+    if not dicom:
+        return pixels  # the VOI LUT only exists in DICOM files
+    reread = read_mammogram(path, voi_lut=profile.voi_lut).pixels
+    if reread.shape != pixels.shape:
+        raise CorrelaxError(
+            f"file changed since it was read: {reread.shape[0]}×{reread.shape[1]} pixels "
+            f"now, {pixels.shape[0]}×{pixels.shape[1]} before",
+            path,
+        )
+    return reread
 
 
 class WindowFeeder:
