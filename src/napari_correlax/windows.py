@@ -87,8 +87,8 @@ class WindowGrid:
         image_shape: tuple[int, int],
         roi: tuple[int, int, int, int] | None = None,
         *,
-        window: int = 256,
-        stride: int = 48,
+        window: int,
+        stride: int,
     ) -> WindowGrid:
         """The smallest centred grid whose windows cover ``roi = (y0, x0, y1, x1)``.
 

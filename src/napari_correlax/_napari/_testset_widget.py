@@ -59,7 +59,9 @@ from qtpy.QtWidgets import (
 
 from ..errors import CorrelaxError
 from ..evaluate.pointing import RULES, lesion_labels, pointing_verdicts
-from ..evaluate.runner import MapSettings, load_image_steps, settings_key
+from ..evaluate.runner import load_image_steps
+from ..maps.cache import settings_key
+from ..maps.settings import MapSettings
 from ..evaluate.verdicts import STATE_FILE, VERDICTS_FILE, ReaderState, VerdictStore
 from ..labels import LABELS
 from . import _layers
@@ -86,14 +88,10 @@ class _Failed:
     image: bool = True
 
 
-def _load(record: Any, checkpoint: str | None, settings: MapSettings, root: Path,
-          device: str, batch: int) -> Any:
+def _load(record: Any, checkpoint: str | None, settings: MapSettings, root: Path) -> Any:
     """Worker body: the image and its maps, or :class:`_Failed` (never raises)."""
     try:
-        from ..maps.runtime import Runtime
-
-        runtime = Runtime(device=device, batch_size=batch)
-        return (yield from load_image_steps(record, checkpoint, settings, root, runtime))
+        return (yield from load_image_steps(record, checkpoint, settings, root))
     except CorrelaxError as exc:
         return _Failed(record.image_id, str(exc), exc.path == str(record.path))
     except MemoryError:
@@ -308,7 +306,8 @@ class TestSetReaderWidget(QWidget):
 
     def settings(self) -> MapSettings:
         """Map settings from the dock (adaptive, focused CorRELAX as in the paper's method)."""
-        return MapSettings(masks=self.masks_spin.value(), stride=self.stride_spin.value())
+        return MapSettings(masks=self.masks_spin.value(), stride=self.stride_spin.value(),
+                           device=self.device_combo.currentText())
 
     @property
     def checkpoint(self) -> str | None:
@@ -471,8 +470,7 @@ class TestSetReaderWidget(QWidget):
 
         record = wanted[0]
         worker = create_worker(_load, record, self.checkpoint, self.settings(),
-                               self.work / "cache", self.device_combo.currentText(), 64,
-                               _start_thread=False)
+                               self.work / "cache", _start_thread=False)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_loaded)
         worker.finished.connect(self._on_finished)

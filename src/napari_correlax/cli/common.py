@@ -12,17 +12,50 @@ from ..errors import CorrelaxError
 
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:
-    """``IMAGE...``, ``--model``, ``--out``, ``--stride``: shared by the map commands."""
+    """``IMAGE...``, ``--model``, ``--out``: shared by the map commands."""
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG, TIFF or PGM files")
     parser.add_argument("--model", default=None,
                         help="checkpoint (.safetensors); default: demo model")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--stride", type=int, default=48,
-                        help="window step in pixels (default 48)")
+
+
+def add_map_options(parser: argparse.ArgumentParser, *, correlax: bool = True,
+                    seed: bool = True) -> None:
+    """The :class:`~napari_correlax.maps.settings.MapSettings` options: ``--stride`` and,
+    with ``correlax``, the CorRELAX engine's; defaults come from the settings module."""
+    from ..maps import settings as d
+
+    g = parser.add_argument_group("maps")
+    g.add_argument("--stride", type=int, default=d.DEFAULT_STRIDE,
+                   help=f"window step in pixels (default {d.DEFAULT_STRIDE})")
+    if seed:
+        g.add_argument("--seed", type=int, default=0, help="seed of the masks (default 0)")
+    if not correlax:
+        return
+    g.add_argument("--masks", type=int, default=d.DEFAULT_MASKS,
+                   help=f"most masks per window (default {d.DEFAULT_MASKS})")
+    g.add_argument("--fixed", "--no-adaptive", dest="fixed", action="store_true",
+                   help="evaluate exactly --masks masks per explained window (no adaptive stop)")
+    g.add_argument("--min-masks", type=int, default=d.DEFAULT_MIN_MASKS,
+                   help=f"fewest masks per window (default {d.DEFAULT_MIN_MASKS}, where the "
+                   "paper's Fig. 7 finds correlations stable to 0.025)")
+    g.add_argument("--tolerance", type=float, default=d.DEFAULT_TOLERANCE,
+                   help="adaptive stop once the standard error of every correlation against "
+                   f"--masks masks is at most this (default {d.DEFAULT_TOLERANCE})")
+    g.add_argument("--no-focus", action="store_true",
+                   help="full CorRELAX on every window (default: only around windows where a "
+                   "lesion label reaches --focus-threshold; the rest get --min-masks)")
+    g.add_argument("--focus-threshold", type=float, default=d.DEFAULT_FOCUS_THRESHOLD,
+                   help=f"lesion probability that puts a window in focus "
+                   f"(default {d.DEFAULT_FOCUS_THRESHOLD})")
+    g.add_argument("--mask-batch", type=int, default=d.DEFAULT_MASK_BATCH,
+                   help=f"masked forward passes per batch (default {d.DEFAULT_MASK_BATCH})")
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """``--device``, ``--precision``, ``--batch-size``, ``--threads``."""
+    from ..maps.settings import DEFAULT_BATCH_SIZE
+
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
     group.add_argument(
@@ -31,8 +64,36 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         choices=("float32", "bfloat16", "float16"),
         help="autocast precision (float32 is exact; bfloat16 helps on GPUs and AMX CPUs)",
     )
-    group.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                       help=f"windows per forward pass (default {DEFAULT_BATCH_SIZE})")
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def settings_from(args: argparse.Namespace, method: str) -> Any:
+    """The :class:`~napari_correlax.maps.settings.MapSettings` the options ask for.
+
+    Options a command does not define keep their defaults.
+    """
+    from ..maps.settings import MapSettings
+
+    given = vars(args)
+    fields = {
+        "method": method,
+        "stride": given.get("stride"),
+        "seed": given.get("seed"),
+        "masks": given.get("masks"),
+        "adaptive": None if "fixed" not in given else not given["fixed"],
+        "min_masks": given.get("min_masks"),
+        "tolerance": given.get("tolerance"),
+        "focus": None if "no_focus" not in given else not given["no_focus"],
+        "focus_threshold": given.get("focus_threshold"),
+        "mask_batch": given.get("mask_batch"),
+        "device": given.get("device"),
+        "precision": given.get("precision"),
+        "batch_size": given.get("batch_size"),
+        "threads": given.get("threads"),
+    }
+    return MapSettings(**{k: v for k, v in fields.items() if v is not None})
 
 
 def runtime_from(args: argparse.Namespace) -> Any:

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .common import add_map_options, add_runtime_options, settings_from
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -39,15 +41,8 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: demo model")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
-    g = p.add_argument_group("maps (change the cache key)")
-    g.add_argument("--stride", type=int, default=48, help="window step in pixels (48)")
-    g.add_argument("--masks", type=int, default=2560, help="masks per window, maximum (2560)")
-    g.add_argument("--no-adaptive", dest="adaptive", action="store_false",
-                   help="always use all masks (default: stop when the correlations are stable)")
-    g.add_argument("--no-focus", dest="focus", action="store_false",
-                   help="full CorRELAX on every window (default: only around likely lesions)")
-    g.add_argument("--seed", type=int, default=0, help="mask seed (0)")
-    g.add_argument("--predict-only", action="store_true",
+    add_map_options(p)
+    p.add_argument("--predict-only", action="store_true",
                    help="prediction maps only (no correlation column)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--check", choices=("quick", "decode", "none"), default="quick",
@@ -57,29 +52,20 @@ def register(sub: Any) -> None:
                    help="skip the detection (FROC) summary")
     e.add_argument("--threshold", type=float, default=0.5,
                    help="probability counted as positive in the crop metrics (0.5)")
-    r = p.add_argument_group("runtime")
-    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
-    r.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="autocast precision (float32 is exact)")
-    r.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (64)")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_runtime_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import CorrelaxError
-    from ..evaluate.runner import EvaluationConfig, Excluded, MapSettings, evaluate_steps
+    from ..evaluate.runner import EvaluationConfig, Excluded, evaluate_steps
 
-    if args.stride < 1 or args.masks < 1 or args.batch_size < 1:
-        raise CorrelaxError("--stride, --masks and --batch-size must be at least 1")
-    settings = MapSettings(explain=not args.predict_only, masks=args.masks,
-                           adaptive=args.adaptive, focus=args.focus, seed=args.seed,
-                           stride=args.stride)
+    if args.masks < 1:
+        raise CorrelaxError("--masks must be at least 1")
+    settings = settings_from(args, "prediction" if args.predict_only else "correlax")
     config = EvaluationConfig(
         data=args.data, out=args.out, model=args.model, split=args.split, settings=settings,
-        device=args.device, precision=args.precision, batch_size=args.batch_size,
-        threads=args.threads, limit=args.limit, check=args.check, froc=args.froc,
-        threshold=args.threshold,
+        limit=args.limit, check=args.check, froc=args.froc, threshold=args.threshold,
     )
     rank = int(os.environ.get("RANK", "0"))
     tag = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""

@@ -19,47 +19,17 @@ from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from .common import (
     add_image_options,
+    add_map_options,
     add_runtime_options,
     existing_files,
     run_with_progress,
-    runtime_from,
+    settings_from,
     tune_cpu_allocator,
 )
 
 #: Label maps drawn in the PNG when ``--labels`` is not given: the lesion labels with the
 #: highest peak prediction, this many.
 DEFAULT_PNG_LABELS = 2
-
-
-def add_correlax_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the CorRELAX engine shared by ``explain`` (SPEC §7)."""
-    from ..maps.correlax import (
-        DEFAULT_FOCUS_THRESHOLD,
-        DEFAULT_MASK_BATCH,
-        DEFAULT_MASKS,
-        DEFAULT_MIN_MASKS,
-        DEFAULT_TOLERANCE,
-    )
-
-    g = parser.add_argument_group("CorRELAX")
-    g.add_argument("--masks", type=int, default=DEFAULT_MASKS,
-                   help=f"most masks per window (default {DEFAULT_MASKS})")
-    g.add_argument("--fixed", action="store_true",
-                   help="evaluate exactly --masks masks per explained window (no adaptive stop)")
-    g.add_argument("--min-masks", type=int, default=DEFAULT_MIN_MASKS,
-                   help=f"fewest masks per window (default {DEFAULT_MIN_MASKS})")
-    g.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help="adaptive stop once the standard error of every correlation against "
-                   f"--masks masks is at most this (default {DEFAULT_TOLERANCE})")
-    g.add_argument("--no-focus", action="store_true",
-                   help="full CorRELAX on every window (default: only around windows where a "
-                   "lesion label reaches --focus-threshold; the rest get --min-masks)")
-    g.add_argument("--focus-threshold", type=float, default=DEFAULT_FOCUS_THRESHOLD,
-                   help=f"lesion probability that puts a window in focus "
-                   f"(default {DEFAULT_FOCUS_THRESHOLD})")
-    g.add_argument("--seed", type=int, default=0, help="seed of the masks (default 0)")
-    g.add_argument("--mask-batch", type=int, default=DEFAULT_MASK_BATCH,
-                   help=f"masked forward passes per batch (default {DEFAULT_MASK_BATCH})")
 
 
 def register(sub: Any) -> None:
@@ -74,24 +44,9 @@ def register(sub: Any) -> None:
     p.add_argument("--labels", nargs="*", default=None,
                    help="labels drawn in the PNG (default: the two lesion labels with the "
                    "highest predictions)")
-    add_correlax_options(p)
+    add_map_options(p)
     add_runtime_options(p)
     p.set_defaults(func=run)
-
-
-def correlax_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :func:`~napari_correlax.maps.explain_steps` from ``args``."""
-    return {
-        "masks": args.masks,
-        "adaptive": not args.fixed,
-        "focus": not args.no_focus,
-        "focus_threshold": args.focus_threshold,
-        "min_masks": args.min_masks,
-        "tolerance": args.tolerance,
-        "seed": args.seed,
-        "stride": args.stride,
-        "mask_batch": args.mask_batch,
-    }
 
 
 def png_labels(result: Any, requested: list[str] | None) -> list[str]:
@@ -152,23 +107,21 @@ def explain_summary(path: Path, mammo: Any, result: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from .. import read_mammogram
     from ..figures import save_overlay
-    from ..maps.correlax import explain_steps
+    from ..maps.methods import run_method
     from ..models import load_classifier
 
     paths = existing_files(args.images)
-    runtime = runtime_from(args)
+    settings = settings_from(args, "correlax")
+    runtime = settings.runtime()
     if runtime.device == "cpu":
         tune_cpu_allocator()
     model = load_classifier(args.model, device=runtime.device)
-    options = correlax_options(args)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in paths:
         try:
             mammo = read_mammogram(path)
-            result = run_with_progress(
-                explain_steps(mammo, model, runtime=runtime, **options), path.name
-            )
+            result = run_with_progress(run_method(mammo, model, settings), path.name)
             labels = png_labels(result, args.labels)
         except CorrelaxError as exc:
             print(f"correlax explain: error: {exc}", file=sys.stderr)

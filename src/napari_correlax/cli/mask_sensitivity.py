@@ -32,8 +32,8 @@ STEM = "mask_sensitivity"
 
 
 def register(sub: Any) -> None:
-    from ..maps.correlax import DEFAULT_MASK_BATCH
     from ..maps.sensitivity import DEFAULT_COUNTS, DEFAULT_REFERENCE, DEFAULT_WINDOWS
+    from ..maps.settings import DEFAULT_MASK_BATCH, DEFAULT_STRIDE
 
     p = sub.add_parser(
         "mask-sensitivity",
@@ -55,7 +55,8 @@ def register(sub: Any) -> None:
                    help=f"tissue windows sampled per image, 0 = all (default {DEFAULT_WINDOWS}; "
                    "each costs --reference forward passes)")
     p.add_argument("--seed", type=int, default=0, help="seed of masks and window sample")
-    p.add_argument("--stride", type=int, default=48, help="window step in pixels (default 48)")
+    p.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
+                   help=f"window step in pixels (default {DEFAULT_STRIDE})")
     p.add_argument("--mask-batch", type=int, default=DEFAULT_MASK_BATCH,
                    help=f"masked forward passes per batch (default {DEFAULT_MASK_BATCH})")
     add_runtime_options(p)

@@ -12,10 +12,11 @@ from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from .common import (
     add_image_options,
+    add_map_options,
     add_runtime_options,
     existing_files,
     run_with_progress,
-    runtime_from,
+    settings_from,
     tune_cpu_allocator,
 )
 
@@ -30,6 +31,7 @@ def register(sub: Any) -> None:
     )
     add_image_options(p)
     p.add_argument("--labels", nargs="*", default=None, help="labels drawn in the PNG (all)")
+    add_map_options(p, correlax=False, seed=False)
     add_runtime_options(p)
     p.set_defaults(func=run)
 
@@ -59,11 +61,12 @@ def summary(image_path: Path, mammo: Any, result: Any, extra: dict[str, Any] | N
 def run(args: argparse.Namespace) -> int:
     from .. import read_mammogram
     from ..figures import save_overlay
-    from ..maps import predict_steps
+    from ..maps.methods import run_method
     from ..models import load_classifier
 
     paths = existing_files(args.images)
-    runtime = runtime_from(args)
+    settings = settings_from(args, "prediction")
+    runtime = settings.runtime()
     if runtime.device == "cpu":
         tune_cpu_allocator()
     model = load_classifier(args.model, device=runtime.device)
@@ -72,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         try:
             mammo = read_mammogram(path)
-            result = run_with_progress(
-                predict_steps(mammo, model, stride=args.stride, runtime=runtime), path.name
-            )
+            result = run_with_progress(run_method(mammo, model, settings), path.name)
         except CorrelaxError as exc:
             print(f"correlax predict: error: {exc}", file=sys.stderr)
             failures += 1

@@ -369,12 +369,15 @@ def _compute_image(record: Any, model: Any, settings: MapSettings, runtime: Any,
     """Maps and crop scores of one image into the cache; errors are recorded, not raised."""
     from ..io import read_mammogram
     from ..maps.sliding import drain
+    from ..preprocess import preprocessing_of
 
     t0 = time.perf_counter()
     doc: dict[str, Any] = {"image_id": record.image_id, "study_id": record.study_id,
                            "source": str(record.path), "error": None}
     try:
-        mammogram = read_mammogram(record.path)
+        # read as the model's preprocessing asks (VOI LUT), so the maps and the crop
+        # scores see the same pixels and the file is decoded once
+        mammogram = read_mammogram(record.path, voi_lut=preprocessing_of(model).voi_lut)
         if record.height and record.width and \
                 mammogram.pixels.shape != (record.height, record.width):
             raise CorrelaxError(f"image is {mammogram.pixels.shape[0]}×"

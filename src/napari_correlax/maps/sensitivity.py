@@ -37,7 +37,8 @@ from .correlax import (
     normalized_windows,
 )
 from .runtime import Progress, Runtime
-from .sliding import DEFAULT_MIN_TISSUE, WindowFeeder, drain, prepare_image
+from .settings import DEFAULT_MIN_TISSUE, DEFAULT_STRIDE
+from .sliding import WindowFeeder, drain, prepare_image
 
 __all__ = [
     "ALL_LABELS",
@@ -229,7 +230,7 @@ def mask_sensitivity_steps(
     reference: int = DEFAULT_REFERENCE,
     windows: int | None = DEFAULT_WINDOWS,
     seed: int = 0,
-    stride: int = 48,
+    stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
     mask_batch: int = DEFAULT_MASK_BATCH,
     runtime: Runtime | None = None,

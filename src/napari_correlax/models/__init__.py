@@ -1,5 +1,14 @@
 """Classifier models and their checkpoints (SPEC §4)."""
 
 from .checkpoint import DEMO_CHECKPOINT, load_classifier, read_metadata, save_checkpoint
+from .importers import import_codigotesis, import_model, import_torchvision
 
-__all__ = ["DEMO_CHECKPOINT", "load_classifier", "read_metadata", "save_checkpoint"]
+__all__ = [
+    "DEMO_CHECKPOINT",
+    "import_codigotesis",
+    "import_model",
+    "import_torchvision",
+    "load_classifier",
+    "read_metadata",
+    "save_checkpoint",
+]

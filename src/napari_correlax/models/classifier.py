@@ -23,6 +23,7 @@ from ..preprocess import Preprocessing
 
 __all__ = [
     "BACKBONES",
+    "HEAD_ATTR",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Classifier",
@@ -122,16 +123,15 @@ def _own(cls: type[nn.Module]) -> Callable[[], tuple[nn.Module, int]]:
     return build
 
 
+#: torchvision backbones whose classification layer is called ``fc`` (others: ``classifier``).
+HEAD_ATTR: dict[str, str] = {"resnet18": "fc", "resnet50": "fc"}
+
 #: backbone name -> builder returning (module mapping images to (B, D), D). Every name
 #: except ``lite`` and ``tiny`` is also the torchvision model name (for ImageNet weights).
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
-    "efficientnet_v2_s": _torchvision("efficientnet_v2_s", "classifier"),
-    "efficientnet_v2_m": _torchvision("efficientnet_v2_m", "classifier"),
-    "resnet18": _torchvision("resnet18", "fc"),
-    "resnet50": _torchvision("resnet50", "fc"),
-    "densenet121": _torchvision("densenet121", "classifier"),
-    "mobilenet_v3_small": _torchvision("mobilenet_v3_small", "classifier"),
-    "mobilenet_v3_large": _torchvision("mobilenet_v3_large", "classifier"),
+    **{name: _torchvision(name, HEAD_ATTR.get(name, "classifier"))
+       for name in ("efficientnet_v2_s", "efficientnet_v2_m", "resnet18", "resnet50",
+                    "densenet121", "mobilenet_v3_small", "mobilenet_v3_large")},
     "lite": _own(LiteBackbone),
     "tiny": _own(TinyBackbone),
 }

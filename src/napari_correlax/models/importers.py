@@ -56,8 +56,6 @@ CODIGOTESIS_PREPROCESSING = Preprocessing(
     base_bits=8, clahe_bits=8, background_zero=True, voi_lut=True
 )
 
-#: torchvision backbones whose classification layer is called ``fc``, not ``classifier``.
-_HEAD_ATTR = {"resnet18": "fc", "resnet50": "fc"}
 #: Backbones of the project that are not torchvision models.
 _NOT_TORCHVISION = ("lite", "tiny")
 #: How many names of each kind an error message lists.
@@ -241,9 +239,9 @@ def _build(
     """Classifier of ``backbone`` holding ``state``'s weights (keys mapped, shapes checked)."""
     import torch
 
-    from .classifier import Classifier
+    from .classifier import HEAD_ATTR, Classifier
 
-    head = _HEAD_ATTR.get(backbone, "classifier")
+    head = HEAD_ATTR.get(backbone, "classifier")
     first, last = state.get(f"{head}.1.weight"), state.get(f"{head}.3.weight")
     n_out = int(last.shape[0]) if last is not None and last.ndim == 2 else None
     if labels is None:

@@ -405,7 +405,7 @@ class FusedImageCache:
         from ..io import read_mammogram
         from ..preprocess import breast_roi
 
-        pixels = read_mammogram(record.path).pixels
+        pixels = read_mammogram(record.path, voi_lut=self.preprocessing.voi_lut).pixels
         h, w = pixels.shape
         fused = self.preprocessing.fuse(pixels)
         roi = breast_roi(pixels)
