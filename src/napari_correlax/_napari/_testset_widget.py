@@ -60,10 +60,10 @@ from qtpy.QtWidgets import (
 from ..errors import CorrelaxError
 from ..evaluate.pointing import RULES, lesion_labels, pointing_verdicts
 from ..evaluate.runner import load_image_steps
-from ..maps.cache import settings_key
-from ..maps.settings import MapSettings
 from ..evaluate.verdicts import STATE_FILE, VERDICTS_FILE, ReaderState, VerdictStore
 from ..labels import LABELS
+from ..maps.cache import settings_key
+from ..maps.settings import MapSettings
 from . import _layers
 from ._progress import ThrottledProgress
 
