@@ -76,7 +76,8 @@ def timed_run(widget, *, explain: bool) -> dict[str, float]:
     refresh = widget.progress._timer  # the throttled progress refresh (see _napari._progress)
     refresh.timeout.disconnect()
     refresh.timeout.connect(timed("progress refresh", widget.progress.flush))
-    widget.explain_check.setChecked(explain)
+    widget.method_combo.setCurrentIndex(
+        widget.method_combo.findData("correlax" if explain else "prediction"))
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(tick)

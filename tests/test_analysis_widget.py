@@ -29,7 +29,8 @@ def open_dock(viewer, checkpoint, *, explain=False, stride=64, labels=("Mass",),
     widget.device_combo.setCurrentText("cpu")
     widget.stride_spin.setValue(stride)
     widget.batch_spin.setValue(16)
-    widget.explain_check.setChecked(explain)
+    widget.method_combo.setCurrentIndex(
+        widget.method_combo.findData("correlax" if explain else "prediction"))
     widget.masks_spin.setValue(masks)
     widget.adaptive_check.setChecked(False)
     for k in range(widget.labels_list.count()):
@@ -188,7 +189,7 @@ def test_cancel_leaves_no_layers_and_the_widget_ready(
     assert widget.progress.latest is None and errors == []
     assert widget.progress_bar.text().startswith("cancelled")
     assert "Cancelled" in widget.status.text()
-    widget.explain_check.setChecked(False)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("prediction"))
     run_to_end(qtbot, widget)  # ready for the next run
     assert "phantom · Mass · prediction" in viewer.layers
 
@@ -337,3 +338,20 @@ def test_image_choice_follows_opened_and_renamed_layers(make_napari_viewer, tiny
     assert widget.image_combo.currentText() == "second"  # the newly opened image
     viewer.layers["first"].name = "renamed"
     assert widget.image_combo.findText("renamed") == 0
+
+
+def test_dock_controls_and_map_settings_round_trip(make_napari_viewer):
+    """Controls → MapSettings → controls gives the same settings (one binding, both ways)."""
+    from napari_correlax._napari._analysis_widget import AnalysisWidget
+    from napari_correlax.maps.settings import MapSettings
+
+    widget = AnalysisWidget(make_napari_viewer())
+    assert widget.settings() == MapSettings()  # the dock starts at the library's defaults
+    wanted = MapSettings(method="prediction", device="cpu", batch_size=7, stride=96,
+                         masks=640, adaptive=False, focus=False)
+    widget.form.show(wanted)
+    assert widget.settings() == wanted
+    assert not widget.masks_spin.isEnabled()  # prediction maps do not depend on masks
+    widget.form.show(MapSettings(method="correlax", stride=32))
+    assert widget.settings() == MapSettings(method="correlax", stride=32)
+    assert widget.masks_spin.isEnabled()

@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent(
     widget.set_checkpoint(checkpoint)
     widget.device_combo.setCurrentText("cpu")
     widget.stride_spin.setValue(256)
-    widget.explain_check.setChecked(False)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("prediction"))
     widget.run()
     deadline = time.monotonic() + 300
     while widget.busy and time.monotonic() < deadline:

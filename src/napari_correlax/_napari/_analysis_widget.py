@@ -16,7 +16,6 @@ become an error notification without a traceback.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,6 @@ import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -37,7 +35,6 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -45,7 +42,9 @@ from qtpy.QtWidgets import (
 from ..errors import CorrelaxError
 from ..labels import LABELS
 from ..maps.runtime import Progress
+from ..maps.settings import MapSettings
 from . import _layers
+from ._forms import SettingsForm
 from ._progress import ThrottledProgress
 
 log = logging.getLogger(__name__)
@@ -68,14 +67,7 @@ class AnalysisRequest:
     meta: dict[str, Any]
     path: str | None
     checkpoint: str | None
-    device: str = "auto"
-    batch_size: int = 64
-    stride: int = 48
-    explain: bool = True
-    masks: int = 2560
-    adaptive: bool = True
-    focus: bool = True
-    threads: int | None = None
+    settings: MapSettings = field(default_factory=MapSettings)
 
 
 @dataclass
@@ -93,39 +85,22 @@ class _Analysis:
 
 
 def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Any]:
-    """Load the model and run prediction or CorRELAX; yields progress, returns a result.
+    """Load the model and run the settings' map method; yields progress, returns a result.
 
     Returns the :class:`~napari_correlax.maps.MapResult`, or :class:`Failed` for any
     error (napari would show a raised exception with its traceback).
     """
     try:
         from ..io.image import Mammogram
-        from ..maps import Runtime, predict_steps
+        from ..maps.methods import run_method
         from ..models import load_classifier
 
         yield Progress("model", 0, 1)
-        runtime = Runtime(
-            device=request.device, batch_size=request.batch_size, threads=request.threads
-        )
-        model = load_classifier(request.checkpoint or None, device=runtime.device)
+        settings = request.settings
+        model = load_classifier(request.checkpoint or None, device=settings.runtime().device)
         yield Progress("model", 1, 1)
         image = Mammogram(request.pixels, request.spacing_mm, dict(request.meta), request.path)
-        if request.explain:
-            from ..maps.correlax import explain_steps
-
-            steps = explain_steps(
-                image,
-                model,
-                masks=request.masks,
-                mask_batch=request.batch_size,
-                adaptive=request.adaptive,
-                focus=request.focus,
-                stride=request.stride,
-                runtime=runtime,
-            )
-        else:
-            steps = predict_steps(image, model, stride=request.stride, runtime=runtime)
-        result = yield from steps
+        result = yield from run_method(image, model, settings)
     except CorrelaxError as exc:
         return Failed(str(exc))
     except MemoryError:
@@ -197,32 +172,16 @@ class AnalysisWidget(QWidget):
         row.addWidget(self.model_edit)
         row.addWidget(browse)
         form.addRow("Model", row)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(_devices())
-        form.addRow("Device", self.device_combo)
-        self.batch_spin = _spin(1, 4096, 64, "Windows or masked copies per forward pass")
-        form.addRow("Batch size", self.batch_spin)
-        self.stride_spin = _spin(8, 512, 48, "Window step in pixels (SPEC §6: 48)")
-        form.addRow("Stride (px)", self.stride_spin)
-        self.explain_check = QCheckBox("CorRELAX maps (off: predictions only)")
-        self.explain_check.setChecked(True)
-        form.addRow("Explain", self.explain_check)
-        self.masks_spin = _spin(16, 100000, 2560, "Masks per window (the maximum when adaptive)")
-        self.masks_spin.setSingleStep(128)
-        self.adaptive_check = QCheckBox("adaptive (stop when stable)")
-        self.adaptive_check.setChecked(True)
-        row = QHBoxLayout()
-        row.addWidget(self.masks_spin)
-        row.addWidget(self.adaptive_check)
-        form.addRow("Masks", row)
-        self.focus_check = QCheckBox("focus")
-        self.focus_check.setChecked(True)
-        self.focus_check.setToolTip(
-            "Full CorRELAX only around windows where a lesion label reaches 0.5; "
-            "the other tissue windows get the minimum number of masks"
-        )
-        form.addRow("Focus", self.focus_check)
-        self.explain_check.toggled.connect(self._explain_toggled)
+        self.form = SettingsForm(
+            form, ("method", "device", "batch_size", "stride", "masks", "adaptive", "focus"))
+        self.method_combo = self.form.method
+        self.device_combo = self.form.device
+        self.batch_spin = self.form.batch_size
+        self.stride_spin = self.form.stride
+        self.masks_spin = self.form.masks
+        self.adaptive_check = self.form.adaptive
+        self.focus_check = self.form.focus
+        self.method_combo.currentIndexChanged.connect(self._method_changed)
         self.labels_list = QListWidget()
         self.labels_list.setMaximumHeight(150)
         self.labels_list.itemChanged.connect(self._labels_changed)
@@ -497,14 +456,12 @@ class AnalysisWidget(QWidget):
             meta=meta,
             path=(layer.metadata or {}).get("path"),
             checkpoint=self.model_edit.text().strip() or None,
-            device=self.device_combo.currentText(),
-            batch_size=self.batch_spin.value(),
-            stride=self.stride_spin.value(),
-            explain=self.explain_check.isChecked(),
-            masks=self.masks_spin.value(),
-            adaptive=self.adaptive_check.isChecked(),
-            focus=self.focus_check.isChecked(),
+            settings=self.settings(),
         )
+
+    def settings(self) -> MapSettings:
+        """The map settings the dock's controls show."""
+        return self.form.settings()
 
     def _refresh_images(self, event: Any = None) -> None:
         for layer in self.viewer.layers:
@@ -536,9 +493,14 @@ class AnalysisWidget(QWidget):
         else:
             self.run()
 
-    def _explain_toggled(self, on: bool) -> None:
-        for widget in (self.masks_spin, self.adaptive_check, self.focus_check):
-            widget.setEnabled(on)
+    def _method_changed(self, _index: int = 0) -> None:
+        """Enable the controls the chosen method's maps depend on."""
+        from ..maps.methods import get_method
+
+        uses = get_method(self.settings().method).uses
+        for name, widget in self.form.widgets.items():
+            if name in ("masks", "adaptive", "focus"):
+                widget.setEnabled(name in uses)
 
     def _labels_changed(self, item: Any = None) -> None:
         name = self.image_combo.currentText()
@@ -585,25 +547,3 @@ class AnalysisWidget(QWidget):
         except CorrelaxError as exc:
             show_error(str(exc))
             return None
-
-
-def _spin(lo: int, hi: int, value: int, tip: str) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(lo, hi)
-    spin.setValue(value)
-    spin.setToolTip(tip)
-    return spin
-
-
-def _devices() -> list[str]:
-    """Device choices; filtered by what torch sees only when torch is already loaded."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return ["auto", "cpu", "cuda", "mps"]
-    out = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        out += [f"cuda:{k}" if k else "cuda" for k in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        out.append("mps")
-    return out

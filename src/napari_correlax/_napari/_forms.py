@@ -1,0 +1,151 @@
+"""Form pieces the docks share: spin boxes, the device list, tooltips, and the controls
+bound to :class:`~napari_correlax.maps.settings.MapSettings` (both ways).
+
+The binding is the only place where widget values become settings: a dock builds a
+:class:`SettingsForm` for the fields it offers, :meth:`SettingsForm.settings` reads them
+into a copy of a base :class:`MapSettings` (the fields it does not offer keep the base's
+values) and :meth:`SettingsForm.show` writes settings back into the controls.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox
+
+from ..maps.methods import METHODS
+from ..maps.settings import MapSettings
+
+__all__ = ["TOOLTIPS", "SettingsForm", "devices", "spin"]
+
+#: Help texts of the controls, shared by the docks.
+TOOLTIPS: dict[str, str] = {
+    "method": "Which maps to compute: prediction maps only, or CorRELAX (prediction, "
+              "correlation, product, distance, relevance)",
+    "device": "Where the model runs: auto picks a GPU when there is one",
+    "batch_size": "Windows per forward pass of the prediction pass (larger: faster on GPUs, "
+                  "more memory)",
+    "stride": "Window step in pixels (docs/method.md §6: 48). Larger is faster and coarser",
+    "masks": "Masks per window (the most, when adaptive); the paper uses 2560",
+    "adaptive": "Stop masking a window once its correlations are stable (never below the "
+                "minimum of 256 masks)",
+    "focus": "Full CorRELAX only around windows where a lesion label reaches the focus "
+             "threshold; the other tissue windows get the minimum number of masks",
+    "focus_threshold": "Lesion probability that puts a window in focus",
+    "seed": "Seed of the masks: the same seed gives the same maps",
+    "min_masks": "Fewest masks per window (256: the paper's Fig. 7 precision)",
+}
+
+
+def spin(lo: int, hi: int, value: int, tip: str, step: int = 1) -> QSpinBox:
+    """An integer spin box with range, value, step and tooltip."""
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    box.setSingleStep(step)
+    box.setToolTip(tip)
+    return box
+
+
+def devices() -> list[str]:
+    """Device choices; filtered by what torch sees only when torch is already loaded."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return ["auto", "cpu", "cuda", "mps"]
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{k}" if k else "cuda" for k in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def _check(text: str) -> QCheckBox:
+    return QCheckBox(text)
+
+
+class SettingsForm:
+    """Controls for some :class:`MapSettings` fields, added to a ``QFormLayout``.
+
+    ``fields`` picks and orders them among ``method``, ``device``, ``batch_size``,
+    ``stride``, ``masks``, ``adaptive``, ``focus``, ``focus_threshold``, ``seed``,
+    ``min_masks``. Controls are attributes named ``<field>`` (``form.stride``).
+    """
+
+    def __init__(self, layout: QFormLayout, fields: Sequence[str],
+                 initial: MapSettings | None = None) -> None:
+        self.fields = list(fields)
+        self.widgets: dict[str, Any] = {}
+        for name in self.fields:
+            widget, label = self._make(name)
+            widget.setToolTip(TOOLTIPS.get(name, ""))
+            self.widgets[name] = widget
+            layout.addRow(label, widget)
+        self.show(initial or MapSettings())
+
+    def __getattr__(self, name: str) -> Any:
+        widgets = self.__dict__.get("widgets", {})
+        if name in widgets:
+            return widgets[name]
+        raise AttributeError(name)
+
+    @staticmethod
+    def _make(name: str) -> tuple[Any, str]:
+        if name == "method":
+            box = QComboBox()
+            for method in METHODS.values():
+                box.addItem(method.title, method.name)
+            return box, "Maps"
+        if name == "device":
+            box = QComboBox()
+            box.addItems(devices())
+            return box, "Device"
+        if name == "focus_threshold":
+            dbl = QDoubleSpinBox()
+            dbl.setRange(0.0, 1.0)
+            dbl.setSingleStep(0.05)
+            dbl.setDecimals(2)
+            return dbl, "Focus threshold"
+        if name in ("adaptive", "focus"):
+            text = {"adaptive": "adaptive (stop when stable)", "focus": "focus"}[name]
+            return _check(text), name.capitalize()
+        ranges = {"batch_size": (1, 4096, 1, "Batch size"), "stride": (8, 4096, 8, "Stride (px)"),
+                  "masks": (2, 100000, 128, "Masks"), "seed": (0, 2**31 - 1, 1, "Seed"),
+                  "min_masks": (2, 100000, 64, "Minimum masks")}
+        if name not in ranges:
+            raise ValueError(f"no control for settings field {name!r}")
+        lo, hi, step, label = ranges[name]
+        return spin(lo, hi, lo, "", step), label
+
+    def settings(self, base: MapSettings | None = None) -> MapSettings:
+        """``base`` (default :class:`MapSettings()`) with the controls' values."""
+        values: dict[str, Any] = {}
+        for name, widget in self.widgets.items():
+            if isinstance(widget, QComboBox):
+                data = widget.currentData()
+                values[name] = data if data is not None else widget.currentText()
+            elif isinstance(widget, QCheckBox):
+                values[name] = widget.isChecked()
+            else:
+                values[name] = widget.value()
+        return (base or MapSettings()).with_(**values)
+
+    def show(self, settings: MapSettings) -> None:
+        """Put ``settings``' values into the controls."""
+        for name, widget in self.widgets.items():
+            value = getattr(settings, name)
+            if isinstance(widget, QComboBox):
+                index = widget.findData(value)
+                if index < 0:
+                    index = widget.findText(str(value))
+                if index < 0:
+                    widget.addItem(str(value), value)
+                    index = widget.count() - 1
+                widget.setCurrentIndex(index)
+            elif isinstance(widget, QCheckBox):
+                widget.setChecked(bool(value))
+            else:
+                widget.setValue(value)
