@@ -38,6 +38,7 @@ import numpy as np
 
 from .errors import CorrelaxError
 from .files import atomic_write, atomic_write_text
+from .maps.kinds import kind as map_kind
 
 __all__ = [
     "MAPS_FORMAT",
@@ -52,7 +53,6 @@ __all__ = [
 
 MAPS_FORMAT = "napari-correlax-maps"
 _INDEX_KEY = "__maps__"
-_PER_LABEL = ("prediction", "correlation", "product")
 
 
 @dataclass
@@ -86,8 +86,10 @@ def window_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
     Columns: ``row``, ``col`` (grid cell), ``centre_row_px``, ``centre_col_px`` (window
     centre in original image pixels, pixel centres at integers), ``centre_row_mm``,
     ``centre_col_mm`` (only when the result has a spacing), ``evaluated`` (1 when the
-    window held enough tissue to be run), then ``distance`` and ``masks_used`` when
-    present, then ``<map>:<label>`` for ``prediction``, ``correlation`` and ``product``.
+    window held enough tissue to be run), then one column per label-free grid map the
+    result holds (``distance``, ``masks_used``, …), then ``<map>:<label>`` for each
+    per-label grid map (``prediction``, ``correlation``, ``product``, …), in the
+    result's map order (:meth:`~napari_correlax.maps.MapResult.maps`).
     Values are the result's maps as stored (after the SPEC §6 kernel).
     """
     gy, gx = result.grid.shape
@@ -97,9 +99,10 @@ def window_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
     if spacing is not None:
         header += ["centre_row_mm", "centre_col_mm"]
     header.append("evaluated")
-    scalar = [n for n in ("distance", "masks_used") if getattr(result, n, None) is not None]
+    grid_maps = {n: v for n, v in result.maps().items() if map_kind(n).resolution == "grid"}
+    scalar = [n for n in grid_maps if not map_kind(n).per_label]
     header += scalar
-    per_label = [n for n in _PER_LABEL if getattr(result, n, None) is not None]
+    per_label = [n for n in grid_maps if map_kind(n).per_label]
     header += [f"{name}:{label}" for name in per_label for label in result.labels]
     rows: list[list[Any]] = []
     for i in range(gy):
@@ -109,9 +112,9 @@ def window_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
             if spacing is not None:
                 row += [_num(cy * spacing[0]), _num(cx * spacing[1])]
             row.append(int(bool(result.window_mask[i, j])))
-            row += [_num(getattr(result, n)[i, j]) for n in scalar]
+            row += [_num(grid_maps[n][i, j]) for n in scalar]
             for name in per_label:
-                values = getattr(result, name)
+                values = grid_maps[name]
                 row += [_num(values[c, i, j]) for c in range(len(result.labels))]
             rows.append(row)
     return header, rows
@@ -285,7 +288,9 @@ def export_analysis(
     if pixels is not None:
         from .figures import save_overlay
 
-        maps = ["prediction", "correlation"] if result.correlation is not None else ["prediction"]
+        # the per-label maps, the kind to read first leading (prediction, correlation…)
+        maps = sorted((n for n in result.maps() if map_kind(n).per_label),
+                      key=lambda n: map_kind(n).read_order)[:2]
         written.append(
             save_overlay(
                 stem.with_name(stem.name + ".png"),

@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 
 from .files import atomic_write_bytes
+from .maps.kinds import kind as map_kind
 
-__all__ = ["DIVERGING", "grid_extent", "save_overlay"]
-
-#: Maps centred on 0 get a diverging colormap with symmetric limits.
-DIVERGING = ("correlation", "product", "distance")
+__all__ = ["grid_extent", "save_overlay"]
 
 
 def grid_extent(result: Any) -> tuple[float, float, float, float]:
@@ -53,7 +51,7 @@ def save_overlay(
     labels = list(labels) if labels is not None else list(result.labels)
     panels: list[tuple[str, str | None]] = []
     for name in maps:
-        values = getattr(result, name, None)
+        values = result.get(name)
         if values is None:
             continue
         if values.ndim == 3:
@@ -72,23 +70,27 @@ def save_overlay(
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (name, lab) in zip(axes.ravel(), panels):
-        values = getattr(result, name)
+        values = result.get(name)
         data = values[result.label_index(lab)] if lab is not None else values
         ax.imshow(pixels, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
-        if name == "relevance":
-            im = ax.imshow(data, cmap="inferno", alpha=alpha)
-        elif name in DIVERGING:
-            lim = float(np.nanmax(np.abs(data))) or 1.0
-            im = ax.imshow(data, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=alpha, extent=extent)
+        spec = map_kind(name)
+        # the kind's fixed range when it has one (as in the viewer), else the map's own
+        if spec.limits is not None:
+            vmin, vmax = spec.limits
+        elif spec.scale == "diverging":
+            vmax = float(np.nanmax(np.abs(data))) or 1.0
+            vmin = -vmax
         else:
-            vmax = 1.0 if name == "prediction" else float(np.nanmax(data)) or 1.0
-            im = ax.imshow(data, cmap="magma", vmin=0, vmax=vmax, alpha=alpha, extent=extent)
+            vmin, vmax = float(np.nanmin(data)), float(np.nanmax(data))
+            vmax = vmax if vmax > vmin else vmin + 1.0
+        place = {"extent": extent} if spec.resolution == "grid" else {}
+        im = ax.imshow(data, cmap=spec.colormap, vmin=vmin, vmax=vmax, alpha=alpha, **place)
         for box_label, x0, y0, x1, y1 in boxes:
             if lab is None or box_label == lab:
                 ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1))
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
-        ax.set_title(f"{lab} · {name}" if lab else name, fontsize=8)
+        ax.set_title(f"{lab} · {spec.title}" if lab else spec.title, fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -42,8 +42,11 @@ def register(sub: Any) -> None:
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
     add_map_options(p)
+    p.add_argument("--method", default="correlax",
+                   help="map method to score (a registered name: correlax, prediction, …; "
+                   "default correlax)")
     p.add_argument("--predict-only", action="store_true",
-                   help="prediction maps only (no correlation column)")
+                   help="prediction maps only (same as --method prediction)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--check", choices=("quick", "decode", "none"), default="quick",
                    help="file check before the run: quick (headers, default), decode (read "
@@ -62,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.masks < 1:
         raise CorrelaxError("--masks must be at least 1")
-    settings = settings_from(args, "prediction" if args.predict_only else "correlax")
+    from ..maps.methods import get_method
+
+    settings = settings_from(args, get_method(
+        "prediction" if args.predict_only else args.method).name)
     config = EvaluationConfig(
         data=args.data, out=args.out, model=args.model, split=args.split, settings=settings,
         limit=args.limit, check=args.check, froc=args.froc, threshold=args.threshold,

@@ -71,8 +71,9 @@ class MapKind:
 
     @property
     def colormap(self) -> str:
-        """napari/matplotlib colormap name for this kind's scale."""
-        return {"sequential": "magma", "diverging": "coolwarm", "count": "viridis"}[self.scale]
+        """Matplotlib colormap of this kind's scale in figures (the viewer's layers use
+        transparent variants of the same hues, :mod:`napari_correlax._napari._layers`)."""
+        return {"sequential": "magma", "diverging": "RdBu_r", "count": "viridis"}[self.scale]
 
 
 #: Every known kind by name, in registration order.
