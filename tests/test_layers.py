@@ -158,8 +158,10 @@ def test_boxes_layer_edges_text_and_features():
     np.testing.assert_allclose(corners.min(0), (19.5, 9.5))
     np.testing.assert_allclose(corners.max(0), (79.5, 49.5))
     np.testing.assert_allclose(layer.data_to_world(corners.min(0)), (1.95, 1.9))
-    rows = _layers.box_rows_of_layer(layer)
-    assert rows[0] == ("Mass", "Mass", "BI-RADS 4", 10.0, 20.0, 50.0, 80.0)
+    from napari_correlax.boxes import Box as Record
+
+    rows = _layers.boxes_of_layer(layer)
+    assert rows[0] == Record("Mass", "Mass", 10.0, 20.0, 50.0, 80.0, "BI-RADS 4")
 
 
 def write_csv(path: Path, rows: list[str]) -> Path:
@@ -185,11 +187,12 @@ def test_boxes_are_found_in_a_vindr_csv_above_the_image(tmp_path):
         ],
     )
     assert _layers.find_annotations(image) == tmp_path / "finding_annotations.csv"
+    from napari_correlax.boxes import Box as Record
+
     boxes = _layers.boxes_for_image(image)
-    rows = _layers.as_box_rows(boxes)
-    assert rows == [
-        ("Mass", "Mass", "BI-RADS 4", 10.0, 20.0, 50.0, 80.0),
-        ("Retractions", "Nipple Retraction", "BI-RADS 3", 1.0, 2.0, 3.0, 4.0),
+    assert boxes == [
+        Record("Mass", "Mass", 10.0, 20.0, 50.0, 80.0, "BI-RADS 4"),
+        Record("Retractions", "Nipple Retraction", 1.0, 2.0, 3.0, 4.0, "BI-RADS 3"),
     ]
     lone = tmp_path / "a" / "b" / "c" / "d" / "img1.png"  # the CSV is 4 folders up: not found
     lone.parent.mkdir(parents=True)

@@ -270,13 +270,14 @@ def export_analysis(
     *,
     pixels: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
-    boxes: Sequence[tuple[str, float, float, float, float]] = (),
+    boxes: Sequence[Any] = (),
 ) -> list[Path]:
     """Write ``<stem>.npz`` (the result), ``<stem>-windows.csv`` and ``<stem>.png``.
 
     The PNG only when ``pixels``, the H×W [0, 1] image the result was computed on, is
-    given; ``labels`` limits the figure's panels; ``boxes`` are ``(label, xmin, ymin,
-    xmax, ymax)`` in image pixels. Returns the paths written, in that order.
+    given; ``labels`` limits the figure's panels; ``boxes`` are
+    :class:`~napari_correlax.boxes.Box` records (or ``(label, xmin, ymin, xmax, ymax)``
+    tuples) in image pixels. Returns the paths written, in that order.
     """
     stem = Path(stem)
     if stem.suffix.lower() in (".npz", ".csv", ".png"):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .boxes import as_boxes
 from .files import atomic_write_bytes
 from .maps.kinds import kind as map_kind
 
@@ -34,14 +35,15 @@ def save_overlay(
     *,
     maps: Sequence[str] = ("prediction",),
     labels: Sequence[str] | None = None,
-    boxes: Sequence[tuple[str, float, float, float, float]] = (),
+    boxes: Sequence[Any] = (),
     alpha: float = 0.45,
     panel_inches: float = 3.0,
 ) -> Path:
     """One panel per (map, label) of ``result`` over ``pixels`` (H×W, [0, 1]); PNG, atomic.
 
-    ``boxes`` are ``(label, xmin, ymin, xmax, ymax)`` in image pixels, drawn on the panels
-    of their label. Label-free maps (``distance``) get one panel.
+    ``boxes`` (:class:`~napari_correlax.boxes.Box`, or ``(label, xmin, ymin, xmax, ymax)``
+    in image pixels) are drawn on the panels of their label. Label-free maps (``distance``)
+    get one panel.
     """
     import matplotlib
 
@@ -85,9 +87,10 @@ def save_overlay(
             vmax = vmax if vmax > vmin else vmin + 1.0
         place = {"extent": extent} if spec.resolution == "grid" else {}
         im = ax.imshow(data, cmap=spec.colormap, vmin=vmin, vmax=vmax, alpha=alpha, **place)
-        for box_label, x0, y0, x1, y1 in boxes:
-            if lab is None or box_label == lab:
-                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1))
+        for b in as_boxes(boxes):
+            if lab is None or b.label == lab:
+                ax.add_patch(plt.Rectangle((b.xmin, b.ymin), b.xmax - b.xmin, b.ymax - b.ymin,
+                                           fill=False, ec="lime", lw=1))
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_title(f"{lab} · {spec.title}" if lab else spec.title, fontsize=8)

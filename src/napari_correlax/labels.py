@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 LABELS: tuple[str, ...] = (
     "No Finding",
     "Mass",
@@ -35,3 +37,14 @@ VINDR_GROUPS: dict[str, str] = {
 def group_category(category: str) -> str | None:
     """Return the SPEC §3 label for a VinDr-Mammo category, or None if unused."""
     return VINDR_GROUPS.get(category.strip())
+
+
+def lesion_labels(labels: Iterable[str]) -> list[str]:
+    """The labels that name a lesion, in order: every label but "No Finding"."""
+    return [lab for lab in labels if lab != NO_FINDING]
+
+
+def lesion_label_indices(labels: Sequence[str]) -> list[int]:
+    """Indices of :func:`lesion_labels` in ``labels`` (all indices if that leaves none)."""
+    lesions = [i for i, lab in enumerate(labels) if lab != NO_FINDING]
+    return lesions or list(range(len(labels)))

@@ -284,7 +284,7 @@ class AnalysisWidget(QWidget):
         analysis = self._analyses.get(self.image_combo.currentText())
         if analysis is None:
             raise CorrelaxError("no analysis of this image to save yet: run it or open one first")
-        boxes = [(r[0], *r[3:]) for r in _layers.as_box_rows(analysis.boxes)]
+        boxes = analysis.boxes
         return export_analysis(
             analysis.result,
             stem,
@@ -429,7 +429,7 @@ class AnalysisWidget(QWidget):
         """Boxes of an image: its ground-truth layer if shown, else a VinDr CSV beside it."""
         name = _layers.boxes_layer_name(layer.name)
         if name in self.viewer.layers:
-            return _layers.box_rows_of_layer(self.viewer.layers[name])
+            return _layers.boxes_of_layer(self.viewer.layers[name])
         path = (layer.metadata or {}).get("path")
         if not path:
             return []

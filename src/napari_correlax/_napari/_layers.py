@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..boxes import Box, as_boxes
 from ..export import MapArray
 from ..maps.kinds import KINDS
 from ..maps.kinds import kind as map_kind
@@ -43,14 +44,12 @@ from ..maps.kinds import kind as map_kind
 __all__ = [
     "DIVERGING_CMAP",
     "SEQUENTIAL_CMAP",
-    "BoxRow",
     "LayerData",
     "add_or_update",
-    "as_box_rows",
-    "box_rows_of_layer",
     "boxes_for_image",
     "boxes_layer",
     "boxes_layer_name",
+    "boxes_of_layer",
     "compose_transform",
     "display_for",
     "find_annotations",
@@ -67,9 +66,6 @@ __all__ = [
 ]
 
 LayerData = tuple[Any, dict[str, Any], str]
-BoxRow = tuple[str, str, str | None, float, float, float, float]
-"""``(label, category, birads, xmin, ymin, xmax, ymax)``, corners in image pixels."""
-
 SEP = " · "
 
 #: Sequential, transparent at 0 (colours sampled from matplotlib's "inferno").
@@ -328,37 +324,6 @@ def result_layers(
 
 
 # -- ground truth ------------------------------------------------------------------------
-def as_box_rows(boxes: Iterable[Any]) -> list[BoxRow]:
-    """Normalise boxes to :data:`BoxRow` tuples.
-
-    Accepts :class:`napari_correlax.io.vindr.Box` (``label``, ``category``, ``xmin`` …),
-    :class:`napari_correlax.synth.Finding` (``label``, ``category``, ``box``) or tuples
-    already in :data:`BoxRow` form.
-    """
-    rows: list[BoxRow] = []
-    for b in boxes:
-        if isinstance(b, tuple):
-            rows.append(b)  # type: ignore[arg-type]
-            continue
-        if hasattr(b, "box"):
-            x0, y0, x1, y1 = b.box
-        else:
-            x0, y0, x1, y1 = b.xmin, b.ymin, b.xmax, b.ymax
-        birads = getattr(b, "birads", None)
-        rows.append(
-            (
-                str(b.label),
-                str(getattr(b, "category", b.label)),
-                None if birads is None else str(birads),
-                float(x0),
-                float(y0),
-                float(x1),
-                float(y1),
-            )
-        )
-    return rows
-
-
 def boxes_layer(
     boxes: Iterable[Any],
     image_name: str,
@@ -373,12 +338,11 @@ def boxes_layer(
     ``category`` and ``birads`` in the layer's features. The layer uses the image
     layer's scale and translate, so boxes in pixels land on the image.
     """
-    rows = as_box_rows(boxes)
+    rows = as_boxes(boxes)
     data = [
-        np.array(
-            [[y0 - 0.5, x0 - 0.5], [y0 - 0.5, x1 - 0.5], [y1 - 0.5, x1 - 0.5], [y1 - 0.5, x0 - 0.5]]
-        )
-        for (_, _, _, x0, y0, x1, y1) in rows
+        np.array([[b.ymin - 0.5, b.xmin - 0.5], [b.ymin - 0.5, b.xmax - 0.5],
+                  [b.ymax - 0.5, b.xmax - 0.5], [b.ymax - 0.5, b.xmin - 0.5]])
+        for b in rows
     ]
     side = max(image_shape) if image_shape is not None else 1000
     kwargs: dict[str, Any] = {
@@ -387,12 +351,12 @@ def boxes_layer(
         "scale": tuple(float(v) for v in image_scale),
         "translate": tuple(float(v) for v in image_translate),
         "edge_width": max(2.0, round(0.003 * side, 1)),
-        "edge_color": [label_colour(r[0]) for r in rows] or "white",
+        "edge_color": [label_colour(b.label) for b in rows] or "white",
         "face_color": "transparent",
         "features": {
-            "label": [r[0] for r in rows],
-            "category": [r[1] for r in rows],
-            "birads": [r[2] or "" for r in rows],
+            "label": [b.label for b in rows],
+            "category": [b.category for b in rows],
+            "birads": [b.birads or "" for b in rows],
         },
         "text": {
             "string": "{label}",
@@ -505,24 +469,15 @@ def spacing_of(layer: Any) -> tuple[float, float] | None:
     return scale
 
 
-def box_rows_of_layer(layer: Any) -> list[BoxRow]:
-    """Ground-truth rows back from a Shapes layer made by :func:`boxes_layer` (image pixels)."""
+def boxes_of_layer(layer: Any) -> list[Box]:
+    """Ground-truth boxes back from a Shapes layer made by :func:`boxes_layer` (image pixels)."""
     features = layer.features
-    rows: list[BoxRow] = []
+    rows: list[Box] = []
     for k, vertices in enumerate(layer.data):
         v = np.asarray(vertices)[:, -2:] + 0.5
         label = str(features["label"].iloc[k]) if "label" in features else ""
         category = str(features["category"].iloc[k]) if "category" in features else label
         birads = str(features["birads"].iloc[k]) if "birads" in features else ""
-        rows.append(
-            (
-                label,
-                category,
-                birads or None,
-                float(v[:, 1].min()),
-                float(v[:, 0].min()),
-                float(v[:, 1].max()),
-                float(v[:, 0].max()),
-            )
-        )
+        rows.append(Box(label, category, float(v[:, 1].min()), float(v[:, 0].min()),
+                        float(v[:, 1].max()), float(v[:, 0].max()), birads or None))
     return rows

@@ -55,9 +55,9 @@ def png_labels(result: Any, requested: list[str] | None) -> list[str]:
         for lab in requested:
             result.label_index(lab)
         return list(requested)
-    from ..labels import NO_FINDING
+    from ..labels import lesion_labels
 
-    lesions = [lab for lab in result.labels if lab != NO_FINDING] or list(result.labels)
+    lesions = lesion_labels(result.labels) or list(result.labels)
     peaks = {lab: result.peak("prediction", lab)[0] for lab in lesions}
     return sorted(lesions, key=lambda lab: -peaks[lab])[:DEFAULT_PNG_LABELS]
 

@@ -55,7 +55,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..labels import NO_FINDING
+from ..boxes import as_boxes
+from ..labels import lesion_labels
 
 __all__ = [
     "GROW_PX",
@@ -152,11 +153,6 @@ class Verdict:
         return asdict(self)
 
 
-def lesion_labels(labels: Iterable[str]) -> list[str]:
-    """The labels the pointing game scores: all but "No Finding", in the given order."""
-    return [lab for lab in labels if lab != NO_FINDING]
-
-
 def _corners(box: Any) -> tuple[float, float, float, float]:
     if hasattr(box, "xmin"):
         return (float(box.xmin), float(box.ymin), float(box.xmax), float(box.ymax))
@@ -175,16 +171,6 @@ def point_in_boxes(x: float, y: float, boxes: Iterable[Any], grow: float = GROW_
         if x0 - grow <= x <= x1 + grow and y0 - grow <= y <= y1 + grow:
             return True
     return False
-
-
-def _label_of(box: Any) -> str:
-    return str(box.label if hasattr(box, "label") else box[0])
-
-
-def _box_of(box: Any) -> tuple[float, float, float, float]:
-    if hasattr(box, "label"):
-        return _corners(box)
-    return _corners(box[1:5])
 
 
 def pointing_verdicts(
@@ -211,8 +197,8 @@ def pointing_verdicts(
     result gives no correlation verdicts).
     """
     by_label: dict[str, list[tuple[float, float, float, float]]] = {}
-    for box in boxes:
-        by_label.setdefault(_label_of(box), []).append(_box_of(box))
+    for box in as_boxes(boxes):
+        by_label.setdefault(box.label, []).append(box.corners)
     out: list[Verdict] = []
     for label in lesion_labels(result.labels):
         label_boxes = by_label.get(label)

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from ..distributed import join
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from ..maps.cache import ResultCache, image_maps_steps, model_fingerprint, settings_key
@@ -220,63 +221,6 @@ class EvaluationReport:
     seconds: float
 
 
-@dataclass
-class _Group:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns: bool = False
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def gather(self, value: Any) -> list[Any]:
-        if self.world == 1:
-            return [value]
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, value)
-        return out
-
-    def close(self) -> None:
-        if self.owns:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-
-
-def _join_group(timeout_hours: float) -> _Group:
-    """The torchrun process group (gloo: only barriers and small objects travel)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Group()
-    import datetime
-
-    import torch.distributed as dist
-
-    owns = False
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=timeout_hours))
-        owns = True
-    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    return _Group(dist.get_rank(), dist.get_world_size(), local, owns)
-
-
-def _rank_device(device: str, group: _Group) -> str:
-    if group.world == 1:
-        return device
-    import torch
-
-    if device in ("auto", "cuda", "") and torch.cuda.is_available():
-        return f"cuda:{group.local_rank % torch.cuda.device_count()}"
-    return "cpu" if device in ("auto", "") else device
-
-
 def _reference_size(index: Any, records: Sequence[Any], labels: Sequence[str],
                     input_size: int) -> tuple[float, float]:
     from ..train.crops import build_samples, median_box_size
@@ -319,9 +263,9 @@ def evaluate_steps(
     missing = [r.image_id for r in records if str(r.path) in missing_paths]
     present = [r for r in records if str(r.path) not in missing_paths]
 
-    group = _join_group(config.timeout_hours)
+    group = join(config.settings.device, gpu_backend=False, timeout_hours=config.timeout_hours)
     try:
-        settings = config.settings.with_(device=_rank_device(config.settings.device, group))
+        settings = config.settings.with_(device=group.device)
         runtime = settings.runtime()
         model = load_classifier(config.model, device=runtime.device)
         key = settings_key(model, settings)
@@ -330,7 +274,7 @@ def evaluate_steps(
             "fingerprint": model_fingerprint(model)[1], "settings": settings.as_dict(),
             "labels": list(model.labels)})
 
-        mine = present[group.rank :: group.world]
+        mine = present[group.rank :: group.world_size]
         failures: dict[str, str] = {}
         if config.check in ("quick", "decode"):
             yield Progress("check", 0, len(mine))
@@ -349,7 +293,7 @@ def evaluate_steps(
             cache.describe()
         reference = _reference_size(index, todo, model.labels, int(model.input_size))
 
-        mine = todo[group.rank :: group.world]
+        mine = todo[group.rank :: group.world_size]
         yield Progress("image", 0, len(mine))
         for done, record in enumerate(mine, start=1):
             if not cache.is_done(record.image_id):

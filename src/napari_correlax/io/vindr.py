@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
+from ..boxes import Box
 from ..errors import CorrelaxError
 from ..labels import LABELS, NO_FINDING, group_category
 
@@ -61,19 +62,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 _SPLITS = {"training": "training", "train": "training", "test": "test",
            "val": "validation", "valid": "validation", "validation": "validation"}
 _IMAGE_SUFFIXES = (".dicom", ".dcm", "", ".png")
-
-
-@dataclass
-class Box:
-    """One annotated box: SPEC §3 ``label``, VinDr ``category``, corners in image pixels."""
-
-    label: str
-    category: str
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-    birads: str | None = None
 
 
 @dataclass

@@ -91,7 +91,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from ..labels import NO_FINDING
+from ..labels import lesion_label_indices
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
 from .settings import (
@@ -720,12 +720,6 @@ def _window_explanation(
 
 
 # --------------------------------------------------------------------------- images
-
-
-def lesion_label_indices(labels: Sequence[str]) -> list[int]:
-    """Indices of the lesion labels: all but "No Finding" (all labels if that leaves none)."""
-    lesions = [i for i, lab in enumerate(labels) if lab != NO_FINDING]
-    return lesions or list(range(len(labels)))
 
 
 def focus_windows(

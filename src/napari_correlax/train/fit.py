@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Generator, Sequence
@@ -93,6 +92,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..distributed import join
 from ..errors import CorrelaxError
 from ..files import atomic_write_bytes, atomic_write_text
 from ..labels import LABELS
@@ -271,55 +271,6 @@ def _mix(*parts: int) -> int:
     """A 63-bit seed from integers (stable across runs and platforms)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]
                >> np.uint64(1))
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
-def _init_distributed(device: str) -> tuple[_Dist, str]:
-    """Process group from the torchrun environment (if any) and this rank's device."""
-    import datetime
-
-    from ..maps.runtime import resolve_device
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist(), resolve_device(device)
-    import torch.distributed as dist
-
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda", "")
-    owns = False
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo",
-                                timeout=datetime.timedelta(hours=2))
-        owns = True
-    if use_cuda:
-        torch.cuda.set_device(local)
-        dev = f"cuda:{local}"
-    else:
-        dev = "cpu" if device in ("auto", "") else device
-    return _Dist(dist.get_rank(), dist.get_world_size(), local, owns), dev
 
 
 def _rng_state() -> dict[str, Any]:
@@ -609,7 +560,8 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
     if not data.exists():
         raise CorrelaxError("data folder not found", data)
     out = Path(config.out).expanduser()
-    dist_ctx, device = _init_distributed(config.device)
+    dist_ctx = join(config.device)
+    device = dist_ctx.device
     try:
         if config.threads:
             torch.set_num_threads(int(config.threads))
@@ -810,11 +762,7 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
             "last": str(result.last) if result.last else None, "best_epoch": best_epoch})
         return result
     finally:
-        if dist_ctx.owns_group:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        dist_ctx.close()
 
 
 def train(config: TrainConfig) -> TrainResult:
