@@ -84,7 +84,7 @@ def unit_windows(prep, flat: np.ndarray) -> torch.Tensor:
 def naive_correlax(model, window: torch.Tensor, n: int, seed: int, batch: int):
     """One window at a time: store all n full-size masks and outputs, then np.corrcoef.
 
-    ``window`` is [0, 1] (image space): masked, then normalised by the model, as SPEC §7.
+    ``window`` is [0, 1] (image space): masked, then normalised by the model, as docs/method.md §7.
     """
     size = window.shape[-1]
     masks = F.interpolate(make_mask_grids(n, seed)[:, None], size=(size, size),

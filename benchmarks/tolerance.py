@@ -1,4 +1,4 @@
-"""Calibrate CorRELAX's adaptive stopping tolerance (issue 3, SPEC §7; paper §4.3).
+"""Calibrate CorRELAX's adaptive stopping tolerance (issue 3, docs/method.md §7; paper §4.3).
 
 Runs every sampled window to N = 2560 masks once, recording ρ and the engine's standard
 error of ``ρ_n − ρ_2560`` at every point where adaptive mode checks its rule (after

@@ -1,4 +1,4 @@
-"""Check the demo model's sliding-window maps on phantoms (SPEC §6).
+"""Check the demo model's sliding-window maps on phantoms (docs/method.md §6).
 
 For each seed, a 1024×640 CC phantom with one Mass and one Suspicious Calcification
 cluster is scored by :func:`napari_correlax.predict` (stride 48 px, ``input_size``

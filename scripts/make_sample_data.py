@@ -1,4 +1,4 @@
-"""Regenerate ``sample_data/``: a tiny synthetic data set in the VinDr-Mammo layout (SPEC §11).
+"""Regenerate ``sample_data/``: a tiny synthetic data set in the VinDr-Mammo layout (method §11).
 
 Eight phantom mammograms (two studies of four views, one study in each split), 640×400
 pixels at 0.1 mm, written by :func:`napari_correlax.synth.write_vindr_dataset` with seed 0:

@@ -1,4 +1,4 @@
-"""Retrain the shipped demo classifier on generated phantoms (SPEC §5, issue 5).
+"""Retrain the shipped demo classifier on generated phantoms (docs/method.md §5, issue 5).
 
 Writes ``src/napari_correlax/models/demo/demo.safetensors`` (+ ``demo.json``) and
 ``MODEL_CARD.md`` beside it. Steps:
@@ -17,9 +17,9 @@ Writes ``src/napari_correlax/models/demo/demo.safetensors`` (+ ``demo.json``) an
    precision, recall, F1, support at threshold 0.5) and write the model card.
 
 Run from the repository root: ``python scripts/train_demo.py --threads 1``; the
-defaults reproduce the shipped model: 480 phantoms, 100 epochs, the SPEC §5 recipe plus
+defaults reproduce the shipped model: 480 phantoms, 100 epochs, the docs/method.md §5 recipe plus
 the window-scale samples of :mod:`napari_correlax.train.crops` (``--window-share 0.3
---window-negatives 96``), which teach the model what a 256-px sliding window of SPEC §6
+--window-negatives 96``), which teach the model what a 256-px sliding window of docs/method.md §6
 sees; ``--window-share 0 --window-negatives 0`` gives the paper's recipe alone. About
 20 min on one CPU core (12 s an epoch). Check the maps with ``scripts/check_demo_maps.py``.
 Phantoms are easy; the numbers show the pipeline learns, not that the model is useful
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--window-share", type=float, default=0.3,
-                   help="share of positive samples drawn as native-scale windows (0 = SPEC §5)")
+                   help="share of positive samples drawn as native-scale windows (0 = method §5)")
     p.add_argument("--window-negatives", type=int, default=96,
                    help="native-scale No Finding tissue windows added per epoch (0 = off)")
     return p.parse_args(argv)
@@ -91,7 +91,7 @@ def _window_line(config) -> str:
     """The window-scale option of the recipe, in words."""
     c = config.crop
     if c.window_share <= 0 and c.window_negatives <= 0:
-        return "no window-scale samples (SPEC §5 as is);"
+        return "no window-scale samples (docs/method.md §5 as is);"
     return (f"plus window-scale samples matching sliding-window inference: "
             f"{c.window_share:.0%} of positive draws are a {config.input_size}-px native window "
             f"(no resize) with the box centre uniform in its central {c.window_central:.0%}, "
@@ -115,11 +115,11 @@ its tests and its tutorials have a small model to run on a laptop CPU.
   paper's head (Dropout 0.5 → Linear(192, 512) → ReLU → Linear(512, 8) → Sigmoid);
   {config.input_size}×{config.input_size} RGB input = [original, CLAHE 1.0, CLAHE 2.0],
   ImageNet normalisation. {size / 1e6:.2f} MB of safetensors.
-- Labels (SPEC §3): {", ".join(config.labels)}.
+- Labels (docs/method.md §3): {", ".join(config.labels)}.
 
 ## How it was made
 `python scripts/train_demo.py{_threads_flag(args)}` (seed {args.seed}, the script's defaults)
-with the project's training pipeline (`correlax train`, SPEC §5):
+with the project's training pipeline (`correlax train`, docs/method.md §5):
 - Training data: {args.images} phantoms of {args.shape[0]}×{args.shape[1]} px at 0.1 mm
   (`write_vindr_dataset(seed={args.seed})`), VinDr-Mammo layout; its `training` split
   ({counts['train_images']} images, {counts['train_samples']} crop samples) trains, its

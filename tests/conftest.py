@@ -15,7 +15,7 @@ SMALL_SHAPE = (512, 320)
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ``.safetensors`` checkpoint of an untrained tiny classifier (8 SPEC labels, 256 px)."""
+    """A ``.safetensors`` checkpoint of an untrained tiny classifier (the 8 labels, 256 px)."""
     import torch
 
     from napari_correlax.models import save_checkpoint

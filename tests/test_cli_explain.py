@@ -1,4 +1,4 @@
-"""`correlax explain` and `correlax mask-sensitivity` end to end (SPEC §7, §12)."""
+"""`correlax explain` and `correlax mask-sensitivity` end to end (docs/method.md §7, §12)."""
 
 from __future__ import annotations
 

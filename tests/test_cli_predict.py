@@ -1,4 +1,4 @@
-"""`correlax predict` and `correlax synth` end to end (SPEC §12)."""
+"""`correlax predict` and `correlax synth` end to end (docs/method.md §12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CorRELAX engine (SPEC §7): exact statistics, streaming, adaptive stop, focus, maps.
+"""CorRELAX engine (docs/method.md §7): exact statistics, streaming, adaptive stop, focus, maps.
 
 Expected values come from independent computations: ``np.corrcoef`` on the stored
 series, masked forward passes recomputed here with ``F.interpolate`` masks and the plain
@@ -120,7 +120,7 @@ def test_correlations_equal_corrcoef_on_the_stored_series():
 def test_series_are_the_masked_forward_passes_of_each_window():
     """Packing several windows into one batch must pair every window with mask 0…n−1, and
     the mask multiplies the [0, 1] window (masked pixels black) before the model's ImageNet
-    normalisation (SPEC §7), computed here step by step."""
+    normalisation (docs/method.md §7), computed here step by step."""
     model = tiny()
     assert not torch.allclose(model.mean, torch.zeros(3))  # ImageNet normalisation is on
     x = windows(3)

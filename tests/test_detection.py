@@ -1,4 +1,4 @@
-"""Detection from maps and FROC (SPEC §10, second paper): hand-worked cases."""
+"""Detection from maps and FROC (docs/method.md §10, second paper): hand-worked cases."""
 
 from __future__ import annotations
 

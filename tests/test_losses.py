@@ -1,4 +1,4 @@
-"""The focal loss (SPEC §5) against torchvision's ``sigmoid_focal_loss`` and by hand."""
+"""The focal loss (docs/method.md §5) against torchvision's ``sigmoid_focal_loss`` and by hand."""
 
 from __future__ import annotations
 

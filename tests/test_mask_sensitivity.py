@@ -1,4 +1,4 @@
-"""Mask sensitivity (SPEC §7, paper Fig. 7): the distance correlation leads, labels apart.
+"""Mask sensitivity (docs/method.md §7, paper Fig. 7): the distance correlation leads, labels apart.
 
 Expected values come from ``np.corrcoef`` on prefixes of the per-mask series that
 :func:`explain_windows` stores for the same windows and seed, and from hand-made ρ arrays.

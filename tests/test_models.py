@@ -1,4 +1,4 @@
-"""Classifier structure and safetensors checkpoints (SPEC §4)."""
+"""Classifier structure and safetensors checkpoints (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pointing game (SPEC §10): tolerance, thresholds, one count per label, weighted mean."""
+"""Pointing game (docs/method.md §10): tolerance, thresholds, one count per label, weighted mean."""
 
 from __future__ import annotations
 

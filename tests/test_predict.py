@@ -1,4 +1,4 @@
-"""Sliding-window prediction against a brute-force loop (SPEC §6, §12)."""
+"""Sliding-window prediction against a brute-force loop (docs/method.md §6, §12)."""
 
 from __future__ import annotations
 

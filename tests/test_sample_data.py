@@ -1,4 +1,4 @@
-"""The shipped ``sample_data/`` folder: a tiny synthetic VinDr-layout data set (SPEC §11)."""
+"""The shipped ``sample_data/`` folder: a tiny synthetic VinDr-layout data set (method §11)."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_every_sample_image_reads_as_its_dicom_header_says():
         image = read_mammogram(path)
         assert image.pixels.dtype == np.float32 and image.pixels.shape == values.shape
         assert image.spacing_mm == tuple(float(v) for v in ds.ImagerPixelSpacing)
-        # Min-max scaled, MONOCHROME1 inverted so that tissue is bright (SPEC §1).
+        # Min-max scaled, MONOCHROME1 inverted so that tissue is bright (docs/method.md §1).
         v = values.astype(np.float64)
         expected = (v - v.min()) / (v.max() - v.min())
         if ds.PhotometricInterpretation == "MONOCHROME1":

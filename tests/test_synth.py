@@ -1,4 +1,4 @@
-"""Synthetic mammograms and the VinDr-layout writer (SPEC §3, §11)."""
+"""Synthetic mammograms and the VinDr-layout writer (docs/method.md §3, §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training (SPEC §5): focal loss, crops, sampler, metrics, fit loop, resume, DDP, CLI."""
+"""Training (docs/method.md §5): focal loss, crops, sampler, metrics, fit loop, resume, DDP, CLI."""
 
 from __future__ import annotations
 
@@ -308,7 +308,7 @@ def test_window_scale_samples_are_native_windows_around_boxes_and_free_negatives
     s = 64
     plain = CropDataset(records, samples, cache, s, train=True, reference_size=(30.0, 30.0),
                         labels=LABELS)
-    assert len(plain) == len(samples)  # option off: the SPEC §5 samples only
+    assert len(plain) == len(samples)  # option off: the docs/method.md §5 samples only
     cfg = CropConfig(window_share=1.0, window_negatives=12)
     data = CropDataset(records, samples, cache, s, train=True, reference_size=(30.0, 30.0),
                        seed=5, config=cfg, labels=LABELS)

@@ -1,4 +1,4 @@
-"""ImageNet starting weights for training (SPEC §4, §5): from the torch cache, never fetched."""
+"""ImageNet starting weights for training (method §4, §5): from the torch cache, never fetched."""
 
 from __future__ import annotations
 

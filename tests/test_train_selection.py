@@ -1,4 +1,4 @@
-"""Model selection without the test split (SPEC §5): validation share, last epoch, CLI."""
+"""Model selection without the test split (docs/method.md §5): validation share, last epoch, CLI."""
 
 from __future__ import annotations
 

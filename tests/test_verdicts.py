@@ -1,4 +1,4 @@
-"""The verdict store (SPEC §10 reader verdicts): atomic CSV, resume, never a lost verdict."""
+"""The verdict store (method §10 reader verdicts): atomic CSV, resume, never a lost verdict."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VinDr-Mammo data set index (SPEC §3, §11)."""
+"""VinDr-Mammo data set index (docs/method.md §3, §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The DICOM VOI LUT as the authors' code applies it (SPEC §1, §2), and models that ask for it."""
+"""The DICOM VOI LUT as the authors' code applies it (method §1, §2), and models that ask for it."""
 
 from __future__ import annotations
 

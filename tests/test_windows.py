@@ -1,4 +1,4 @@
-"""Window geometry and the IoU kernel against brute-force computations (SPEC §6)."""
+"""Window geometry and the IoU kernel against brute-force computations (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """napari-correlax: explain multi-label mammogram classifiers with CorRELAX.
 
-The public API (SPEC §12) is imported lazily so ``import napari_correlax`` (and the
+The public API (docs/method.md §12) is imported lazily so ``import napari_correlax`` (and the
 napari reader) stay fast and do not load torch.
 """
 

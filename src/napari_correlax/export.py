@@ -1,4 +1,4 @@
-"""Exporting maps in open formats: per-window CSV, NPZ and TIFF map files (SPEC §12).
+"""Exporting maps in open formats: per-window CSV, NPZ and TIFF map files (docs/method.md §12).
 
 No napari here: the napari writer, the analysis dock and scripts all call these.
 
@@ -90,7 +90,7 @@ def window_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
     result holds (``distance``, ``masks_used``, …), then ``<map>:<label>`` for each
     per-label grid map (``prediction``, ``correlation``, ``product``, …), in the
     result's map order (:meth:`~napari_correlax.maps.MapResult.maps`).
-    Values are the result's maps as stored (after the SPEC §6 kernel).
+    Values are the result's maps as stored (after the docs/method.md §6 kernel).
     """
     gy, gx = result.grid.shape
     centres = result.grid.centres()

@@ -1,4 +1,4 @@
-"""Finding labels (SPEC §3) and the VinDr-Mammo category grouping."""
+"""Finding labels (docs/method.md §3) and the VinDr-Mammo category grouping."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ VINDR_GROUPS: dict[str, str] = {
 
 
 def group_category(category: str) -> str | None:
-    """Return the SPEC §3 label for a VinDr-Mammo category, or None if unused."""
+    """Return the docs/method.md §3 label for a VinDr-Mammo category, or None if unused."""
     return VINDR_GROUPS.get(category.strip())
 
 

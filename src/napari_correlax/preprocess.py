@@ -1,4 +1,4 @@
-"""Preprocessing (SPEC §2, paper §3.1): CLAHE channel fusion and the breast ROI.
+"""Preprocessing (docs/method.md §2, paper §3.1): CLAHE channel fusion and the breast ROI.
 
 All functions take the ``[0, 1]`` float32 H×W image of :func:`read_mammogram` and work
 in original image pixel coordinates ``(row, col)``. The ROI is a bounding box in those
@@ -84,7 +84,7 @@ def clahe(
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a model's input image is made from the [0, 1] mammogram (SPEC §2).
+    """How a model's input image is made from the [0, 1] mammogram (docs/method.md §2).
 
     Stored in every checkpoint (:meth:`to_dict`) and applied at inference, so a map is
     computed on the image the model was trained on.
@@ -204,7 +204,7 @@ class BreastROI:
 
 
 def breast_roi(image: np.ndarray) -> BreastROI:
-    """Otsu threshold → external contours → bounding box of the largest (SPEC §2).
+    """Otsu threshold → external contours → bounding box of the largest (docs/method.md §2).
 
     An image with no foreground (constant, or all background) gives the whole image
     as ROI and an all-False mask.

@@ -1,4 +1,4 @@
-"""Sliding-window geometry (SPEC §6): the one place that knows where windows are.
+"""Sliding-window geometry (docs/method.md §6): the one place that knows where windows are.
 
 Coordinates are ``(row, col)`` in pixels of the *original* image unless a name says
 otherwise. A window is a ``window × window`` square; window ``(i, j)`` of a grid
@@ -7,14 +7,14 @@ covers the half-open pixel ranges
     rows  [origin_y + i·stride, origin_y + i·stride + window)
     cols  [origin_x + j·stride, origin_x + j·stride + window)
 
-Edge policy (SPEC §6 "pad or shift"): **pad**. The grid is the smallest one with a
+Edge policy (docs/method.md §6 "pad or shift"): **pad**. The grid is the smallest one with a
 uniform stride whose windows cover the region of interest; the overhang (span of
 the grid minus the ROI size) is split evenly before and after the ROI, so the grid
 is centred on the breast. Pixels that fall outside the image are read as 0 (the
 black background of a mammogram). Every cell of a map therefore sits on a regular
 lattice, which is what napari's ``scale``/``translate`` can express exactly.
 
-The aggregation kernel (SPEC §6) has offsets ``k·stride`` for integer ``k`` with
+The aggregation kernel (docs/method.md §6) has offsets ``k·stride`` for integer ``k`` with
 ``|k·stride| ≤ window/2`` — symmetric and including 0 — and weights
 ``IoU(window, window shifted by (dy, dx))`` normalised to sum 1.
 """
@@ -127,7 +127,7 @@ class WindowGrid:
         return self.corners() + (self.window - 1) / 2.0
 
     def kernel(self) -> np.ndarray:
-        """The SPEC §6 IoU kernel for this grid's window and stride."""
+        """The docs/method.md §6 IoU kernel for this grid's window and stride."""
         return iou_kernel(self.window, self.stride)
 
     def smooth(self, values: np.ndarray) -> np.ndarray:

@@ -113,7 +113,7 @@ def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Any]:
 
 
 def checkpoint_labels(path: str | None) -> list[str]:
-    """Label names stored in a checkpoint (the SPEC §3 labels when it cannot be read)."""
+    """Label names stored in a checkpoint (the docs/method.md §3 labels when it cannot be read)."""
     from ..models import read_metadata
 
     try:

@@ -12,7 +12,7 @@ Names (stable, so re-running replaces instead of piling up):
 
 Coordinates: a map computed on an image layer must overlay that layer exactly, whatever
 its ``scale`` and ``translate``. Grid maps have ``scale = stride`` and a translate that
-puts cell ``(i, j)`` on window ``(i, j)``'s centre in image pixels (SPEC §6,
+puts cell ``(i, j)`` on window ``(i, j)``'s centre in image pixels (docs/method.md §6,
 :meth:`~napari_correlax.windows.WindowGrid.layer_transform`); that is then composed with
 the image layer's own transform, ``world = image_translate + image_scale · pixel``. For an
 image read by the plugin, ``image_scale`` is the pixel spacing in mm and the result is
@@ -95,7 +95,7 @@ DIVERGING_CMAP: dict[str, Any] = {
     "controls": [0.0, 0.25, 0.499, 0.501, 0.75, 1.0],
 }
 
-#: Edge colours of ground-truth boxes for the SPEC §3 labels (others: by hash).
+#: Edge colours of ground-truth boxes for the docs/method.md §3 labels (others: by hash).
 _LABEL_COLOURS = {
     "No Finding": "#bbbbbb",
     "Mass": "#ff4040",
@@ -121,7 +121,7 @@ def boxes_layer_name(image: str) -> str:
 
 
 def label_colour(label: str) -> str:
-    """Hex edge colour of a label's boxes (fixed for SPEC §3 labels)."""
+    """Hex edge colour of a label's boxes (fixed for docs/method.md §3 labels)."""
     if label in _LABEL_COLOURS:
         return _LABEL_COLOURS[label]
     return _SPARE_COLOURS[sum(label.encode()) % len(_SPARE_COLOURS)]

@@ -1,4 +1,4 @@
-"""napari reader contribution for mammograms (SPEC §1).
+"""napari reader contribution for mammograms (docs/method.md §1).
 
 ``napari.yaml`` points at :func:`napari_get_reader`. It only decides, quickly
 and without ever raising, whether the path(s) look like something

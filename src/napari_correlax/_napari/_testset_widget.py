@@ -1,7 +1,7 @@
 """The "Test-set reader" dock: click through a VinDr-layout split and judge the maps.
 
 For each image the dock shows the mammogram, its ground-truth boxes, the maps of the
-labels it holds and, for every finding label × pointing-game rule (SPEC §10), the
+labels it holds and, for every finding label × pointing-game rule (docs/method.md §10), the
 maximum as a point with its value and the automatic verdict. The reader answers hit /
 miss / unsure per row, with a comment.
 
@@ -175,7 +175,7 @@ class TestSetReaderWidget(QWidget):
         self.model_edit.setPlaceholderText("demo model")
         self.model_edit.editingFinished.connect(self._settings_changed)
         form.addRow("Model", _with_button(self.model_edit, self._browse_model))
-        self.stride_spin = _spin(8, 512, 48, "Window step in pixels (SPEC §6: 48)")
+        self.stride_spin = _spin(8, 512, 48, "Window step in pixels (docs/method.md §6: 48)")
         self.masks_spin = _spin(16, 100000, 2560, "Masks per window (maximum; adaptive)")
         for spin in (self.stride_spin, self.masks_spin):
             spin.editingFinished.connect(self._settings_changed)

@@ -1,4 +1,4 @@
-"""napari writer contribution: save map layers as ``.npz`` or ``.tif`` (SPEC §12).
+"""napari writer contribution: save map layers as ``.npz`` or ``.tif`` (docs/method.md §12).
 
 ``napari.yaml`` points at :func:`write_maps` for image layers. Each layer becomes a
 :class:`~napari_correlax.export.MapArray` (its data, ``scale`` and ``translate`` in world

@@ -1,4 +1,4 @@
-"""``correlax explain IMAGE... --out DIR``: CorRELAX maps for mammograms (SPEC §7).
+"""``correlax explain IMAGE... --out DIR``: CorRELAX maps for mammograms (docs/method.md §7).
 
 Per image writes ``<name>.npz`` (every map + geometry, :meth:`MapResult.save`),
 ``<name>.png`` (maps over the image) and ``<name>.json`` (peaks, timings, masks used,

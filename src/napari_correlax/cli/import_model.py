@@ -2,7 +2,7 @@
 
 Reads the paper authors' checkpoints (``--format codigotesis``) or a torchvision state
 dict with the paper's head (``--format torchvision``) and writes the project's
-safetensors + JSON checkpoint (SPEC §4); see :mod:`napari_correlax.models.importers`.
+safetensors + JSON checkpoint (docs/method.md §4); see :mod:`napari_correlax.models.importers`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
         description="Convert a PyTorch state dict into a napari-correlax checkpoint "
         "(.safetensors + .json). --format codigotesis reads what the paper authors' "
         "training code saves (EfficientNetV2-S, inputs in [0, 1] without ImageNet "
-        "normalisation, DICOM VOI LUT and 8-bit CLAHE preprocessing, the eight SPEC "
+        "normalisation, DICOM VOI LUT and 8-bit CLAHE preprocessing, the eight docs/method.md §3 "
         "labels). --format torchvision reads a torchvision backbone's state dict whose "
         "head is Dropout, Linear(D, 512), ReLU, Linear(512, C). Files are read with "
         "weights_only=True: a file holding pickled code is refused.",
@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
                    help="torchvision format: the backbone (default efficientnet_v2_s; also "
                    "resnet50, densenet121, mobilenet_v3_large, ...)")
     p.add_argument("--labels", nargs="+", default=None, metavar="NAME",
-                   help="output label names in order (default: the eight SPEC labels)")
+                   help="output label names in order (default: the eight labels of method §3)")
     p.add_argument("--imagenet-normalisation", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="torchvision format: whether the model normalises its [0, 1] inputs "

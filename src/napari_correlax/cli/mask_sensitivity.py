@@ -1,4 +1,4 @@
-"""``correlax mask-sensitivity IMAGE...``: paper Fig. 7 (SPEC §7, paper §4.3).
+"""``correlax mask-sensitivity IMAGE...``: paper Fig. 7 (docs/method.md §7, paper §4.3).
 
 For sampled tissue windows of each image, ``|ρ_N − ρ_2560|`` for N in
 {128, 256, 512, 1024, 2048}, pooled over images and windows. The **distance**

@@ -1,4 +1,4 @@
-"""``correlax predict IMAGE... --out DIR``: sliding-window prediction maps (SPEC §6)."""
+"""``correlax predict IMAGE... --out DIR``: sliding-window prediction maps (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``correlax synth DIR --n N``: synthetic mammograms in the VinDr-Mammo layout (SPEC §11)."""
+"""``correlax synth DIR --n N``: synthetic mammograms in the VinDr-Mammo layout (method §11)."""
 
 from __future__ import annotations
 

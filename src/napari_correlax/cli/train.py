@@ -1,4 +1,4 @@
-"""``correlax train DATA --out RUN``: train the classifier of SPEC §4 with the recipe of §5.
+"""``correlax train DATA --out RUN``: train the classifier of method §4 with the recipe of §5.
 
 Progress goes to stderr (a bar when it is a terminal), warnings to stderr as one line
 each, and one line per epoch to stdout; ``--progress json`` writes every event

@@ -1,4 +1,4 @@
-"""Evaluation (SPEC §5, §10): what the papers' tables measure, and how a reader reviews it.
+"""Evaluation (method §5, §10): what the papers' tables measure, and how a reader reviews it.
 
 - :mod:`.classification`: per-label crop metrics (paper Table 3).
 - :mod:`.pointing`: the pointing game on prediction and correlation maps (paper Table 4).

@@ -1,4 +1,4 @@
-"""Per-label classification metrics in the layout of the paper's Table 3 (SPEC §5).
+"""Per-label classification metrics in the layout of the paper's Table 3 (docs/method.md §5).
 
 Every label is scored as its own binary problem over all samples (multi-label): a
 sample is predicted positive for label ``c`` when its probability is at least the

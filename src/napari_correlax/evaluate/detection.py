@@ -1,4 +1,4 @@
-"""Detection from maps and FROC (SPEC §10, second paper §III-D and Table II).
+"""Detection from maps and FROC (docs/method.md §10, second paper §III-D and Table II).
 
 A map is turned into boxes by thresholding it and taking connected components; a box is
 a **true positive** when its IoU with a ground-truth box of the same label is > 0.3.
@@ -6,7 +6,7 @@ Sweeping the threshold gives the FROC curve: the true-positive rate (TPR) agains
 mean number of false positives per image (FPPI). Operating points are written like the
 paper's Table II, ``"0.70@0.88"`` (TPR@FPPI).
 
-Choices the SPEC leaves open (written down here as it asks):
+Choices the method reference (docs/method.md) leaves open, written down here:
 
 * **Which cells.** A cell is *on* when its value is ≥ the threshold (and, for grid maps,
   its window was evaluated). Components are 8-connected (cells touching at a corner

@@ -1,4 +1,4 @@
-"""Pointing game (SPEC §10, paper §3.5 and Table 4).
+"""Pointing game (docs/method.md §10, paper §3.5 and Table 4).
 
 For one image and one label present in its ground truth, the *location* of a map's
 maximum is the model's answer to "where is the <label>?". It is a **hit** when it lies
@@ -7,7 +7,7 @@ the maximum passes the map's rule; otherwise a **miss**. Accuracy = hits / (hits
 misses) per label. Two summaries over labels are reported, each named for what it is
 (see "Two means" below).
 
-Choices the SPEC leaves open (written down here as it asks):
+Choices the method reference (docs/method.md) leaves open, written down here:
 
 * **Where the maximum is.** :meth:`~napari_correlax.maps.MapResult.peak`: the window
   whose smoothed value is largest among the windows that were evaluated
@@ -22,7 +22,7 @@ Choices the SPEC leaves open (written down here as it asks):
   ``ymin − g ≤ y ≤ ymax + g``; a point exactly on the grown edge is a hit.
 * **Rules** (:data:`RULES`): prediction maps hit only when the maximum is ≥ 0.25, and,
   scored separately, ≥ 0.50; correlation maps only when it is > 0. The value is the
-  one at the maximum's window, after the SPEC §6 kernel.
+  one at the maximum's window, after the docs/method.md §6 kernel.
 * **One answer per (image, label).** Several boxes of one label in one image count once:
   one maximum, one verdict (hit if it falls in any of them).
 * **Labels scored.** Every label of the model except "No Finding", as in the paper's

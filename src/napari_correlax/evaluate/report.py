@@ -1,4 +1,4 @@
-"""Result tables in the papers' layouts, as CSV and Markdown (SPEC §5, §10).
+"""Result tables in the papers' layouts, as CSV and Markdown (docs/method.md §5, §10).
 
 - :func:`pointing_report`: the paper's Table 4 — per lesion label the pointing-game
   accuracy of the prediction map at ≥ 25 % and ≥ 50 % and of the correlation map, the

@@ -1,4 +1,4 @@
-"""Batch evaluation over a VinDr-layout split (SPEC §5, §10, §11), resumable and data-parallel.
+"""Batch evaluation over a VinDr-layout split (method §5, §10, §11), resumable and data-parallel.
 
 :func:`evaluate_steps` runs prediction + CorRELAX over every usable image of a split,
 caches each image's maps and crop scores on disk, and builds the paper's tables:
@@ -132,7 +132,7 @@ def crop_scores(
     runtime: Any,
     reference_size: tuple[float, float],
 ) -> list[dict[str, Any]]:
-    """Model probabilities on the test crops of one image (SPEC §5; module docstring).
+    """Model probabilities on the test crops of one image (docs/method.md §5; module docstring).
 
     Returns one ``{"box": [xmin, ymin, xmax, ymax] or None, "target": [labels],
     "probabilities": [C floats]}`` per sample of

@@ -1,4 +1,4 @@
-"""The reader's verdicts: one CSV row per image × finding label × map rule (SPEC §10).
+"""The reader's verdicts: one CSV row per image × finding label × map rule (docs/method.md §10).
 
 The test-set reader (and anyone scripting a review) keeps its verdicts in a
 :class:`VerdictStore`, a CSV file with the columns :data:`COLUMNS`:

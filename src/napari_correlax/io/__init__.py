@@ -1,4 +1,4 @@
-"""Reading images and data sets (SPEC §1, §11)."""
+"""Reading images and data sets (docs/method.md §1, §11)."""
 
 from .image import SUPPORTED_SUFFIXES, Mammogram, read_mammogram
 

@@ -1,4 +1,4 @@
-"""Reading one mammogram from disk (SPEC §1).
+"""Reading one mammogram from disk (docs/method.md §1).
 
 :func:`read_mammogram` turns a DICOM, PNG, TIFF or PGM file into a
 :class:`Mammogram`: a float32 H×W array in [0, 1] (min–max over the image),
@@ -14,7 +14,7 @@ image, truncated, an undecodable transfer syntax, 3-D or colour, empty) raises
 :class:`~napari_correlax.errors.CorrelaxError` naming the file and the reason;
 no other exception type leaves :func:`read_mammogram`.
 
-Choices the SPEC leaves open (written down here as it asks):
+Choices the method reference (docs/method.md) leaves open, written down here:
 
 * DICOM window centre/width (first value if several) become
   ``meta["contrast_limits"]`` as the interval ``centre ± width / 2`` of
@@ -109,7 +109,7 @@ _PLUGIN_HINTS = (
 
 @dataclass
 class Mammogram:
-    """One grey-scale mammogram as the rest of the plugin uses it (SPEC §1, §12).
+    """One grey-scale mammogram as the rest of the plugin uses it (docs/method.md §1, §12).
 
     Attributes
     ----------
@@ -158,7 +158,7 @@ def has_dicom_preamble(path: str | os.PathLike[str]) -> bool:
 
 
 def read_mammogram(path: str | os.PathLike[str], *, voi_lut: bool = False) -> Mammogram:
-    """Read a DICOM, PNG, TIFF or PGM mammogram (SPEC §1).
+    """Read a DICOM, PNG, TIFF or PGM mammogram (docs/method.md §1).
 
     Parameters
     ----------
@@ -303,7 +303,7 @@ def _scale(
     window: tuple[float, float] | None,
     label: str,
 ) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """Min–max scale ``raw`` to float32 [0, 1], inverting MONOCHROME1 (SPEC §1).
+    """Min–max scale ``raw`` to float32 [0, 1], inverting MONOCHROME1 (docs/method.md §1).
 
     Sets ``meta["source_range"]``; returns the pixels and the DICOM ``window``
     ((centre, width) in the units of ``raw``) mapped into the [0, 1] pixel scale.

@@ -1,11 +1,11 @@
-"""Index of a data set in the VinDr-Mammo layout (SPEC §3, §11).
+"""Index of a data set in the VinDr-Mammo layout (docs/method.md §3, §11).
 
 :func:`load_vindr` reads ``finding_annotations.csv`` (and, when present,
 ``breast-level_annotations.csv``) into a :class:`VinDrIndex`: one
-:class:`ImageRecord` per image with its boxes, grouped into the SPEC §3 labels.
+:class:`ImageRecord` per image with its boxes, grouped into the docs/method.md §3 labels.
 No pixels are read; image files are only checked for existence.
 
-Choices the SPEC leaves open (written down here as it asks):
+Choices the method reference (docs/method.md) leaves open, written down here:
 
 * Box coordinates are kept as written in the CSV, in pixels of the image as stored
   (x = column, y = row). A row whose ``finding_categories`` holds several categories
@@ -81,7 +81,7 @@ class ImageRecord:
 
     @property
     def labels(self) -> list[str]:
-        """Grouped labels of the boxes, in SPEC §3 order; ``["No Finding"]`` if none."""
+        """Grouped labels of the boxes, in docs/method.md §3 order; ``["No Finding"]`` if none."""
         present = {b.label for b in self.boxes}
         return [lab for lab in LABELS if lab in present] or [NO_FINDING]
 
@@ -201,7 +201,7 @@ def _image_path(root: Path, study: str, image: str, listing: dict[str, set[str] 
 
 
 def load_vindr(root: str | PathLike[str], *, check_files: bool = True) -> VinDrIndex:
-    """Index a data set in the VinDr-Mammo layout (SPEC §11).
+    """Index a data set in the VinDr-Mammo layout (docs/method.md §11).
 
     Args:
         root: the folder holding ``finding_annotations.csv`` and ``images/`` (the CSV
@@ -286,7 +286,7 @@ def load_vindr(root: str | PathLike[str], *, check_files: bool = True) -> VinDrI
             record.boxes.append(Box(label, category, xmin, ymin, xmax, ymax, birads))
 
     for category, count in sorted(unknown.items()):
-        problems.append(f"{name}: category {category!r} is not a SPEC label; ignored "
+        problems.append(f"{name}: category {category!r} is not one of the model labels; ignored "
                         f"({count} row{'s' if count > 1 else ''})")
 
     breast_csv = root / BREAST_CSV
@@ -307,7 +307,7 @@ def load_vindr(root: str | PathLike[str], *, check_files: bool = True) -> VinDrI
 
 def check_readable(records: list[ImageRecord], *, decode: bool = False
                    ) -> list[tuple[ImageRecord, str]]:
-    """Find images that cannot be used, before any long run starts (SPEC §1, §11).
+    """Find images that cannot be used, before any long run starts (docs/method.md §1, §11).
 
     The quick pass (default, about a millisecond per file) opens every file: it must
     exist and not be empty, its first bytes must name a supported format, and a DICOM

@@ -1,7 +1,7 @@
-"""Sliding-window maps and their explanations (SPEC §6–8): predict, CorRELAX, results.
+"""Sliding-window maps and their explanations (docs/method.md §6–8): predict, CorRELAX, results.
 
 Named ``maps`` (not ``explain``) so that ``from napari_correlax import explain`` gives the
-function of SPEC §12 rather than a subpackage.
+function of docs/method.md §12 rather than a subpackage.
 """
 
 from __future__ import annotations

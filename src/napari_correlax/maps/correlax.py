@@ -1,4 +1,4 @@
-"""CorRELAX (SPEC §7, paper §3.4–3.5): exact, streaming, adaptive, focused.
+"""CorRELAX (docs/method.md §7, paper §3.4–3.5): exact, streaming, adaptive, focused.
 
 For one window ``X`` (``(3, S, S)``, the fused RGB image in [0, 1], *image space*) with
 ``h = features(normalize(X))`` and ``ŷ = head(h)``, and masks ``M_1 … M_N``:
@@ -150,7 +150,7 @@ def make_mask_grids(
     """``(n, cells, cells)`` float32 CPU tensor of 0/1 cells, each kept with probability ``1 − p``.
 
     Drawn with a CPU ``torch.Generator`` seeded with ``seed``, in blocks of 128 masks,
-    so the first ``k`` masks of any call with the same seed are the same (SPEC §7).
+    so the first ``k`` masks of any call with the same seed are the same (docs/method.md §7).
     """
     import torch
 
@@ -180,7 +180,7 @@ def _interpolation_matrix(cells: int, size: int, like: Any) -> Any:
 
 
 def upsample_masks(grids: Any, size: int) -> Any:
-    """Bilinear upsampling of ``(n, g, g)`` mask grids to ``(n, 1, size, size)`` (SPEC §7).
+    """Bilinear upsampling of ``(n, g, g)`` mask grids to ``(n, 1, size, size)`` (method §7).
 
     The same values as ``F.interpolate(mode="bilinear", align_corners=False)``: each
     cell covers ``size / g`` pixels and values blend linearly between cell centres.
@@ -210,7 +210,7 @@ class WindowSeries:
 
 @dataclass
 class WindowExplanation:
-    """CorRELAX outputs for a batch of B windows (SPEC §7, §12).
+    """CorRELAX outputs for a batch of B windows (docs/method.md §7, §12).
 
     Attributes
     ----------
@@ -662,7 +662,7 @@ def explain_windows(
     runtime: Runtime | None = None,
     return_series: bool = False,
 ) -> WindowExplanation:
-    """CorRELAX (SPEC §7) on a batch of [0, 1] windows, without the image machinery.
+    """CorRELAX (docs/method.md §7) on a batch of [0, 1] windows, without the image machinery.
 
     Parameters
     ----------
@@ -725,7 +725,7 @@ def _window_explanation(
 def focus_windows(
     prediction: np.ndarray, labels: Sequence[str], active: np.ndarray, threshold: float
 ) -> np.ndarray:
-    """``(gy, gx)`` bool: windows in focus (SPEC §7 speed-up, see module docstring).
+    """``(gy, gx)`` bool: windows in focus (docs/method.md §7 speed-up, see module docstring).
 
     ``prediction`` is the per-window (unsmoothed) ``(C, gy, gx)`` ŷ; a window is in focus
     when a lesion label reaches ``threshold`` there or in one of its 8 grid neighbours,
@@ -776,7 +776,7 @@ def explain_steps(
     runtime: Runtime | None = None,
     **runtime_options: Any,
 ) -> Generator[Progress, None, MapResult]:
-    """CorRELAX maps over a whole mammogram (SPEC §6–7), as a generator of progress events.
+    """CorRELAX maps over a whole mammogram (method §6–7), as a generator of progress events.
 
     Parameters
     ----------
@@ -939,5 +939,5 @@ def _stitch_relevance(
 
 
 def explain(image: Any, model: Any, **options: Any) -> MapResult:
-    """CorRELAX maps over a mammogram (SPEC §7, §12); see :func:`explain_steps`."""
+    """CorRELAX maps over a mammogram (docs/method.md §7, §12); see :func:`explain_steps`."""
     return drain(explain_steps(image, model, **options))

@@ -1,6 +1,6 @@
 """The result of ``predict`` / ``explain``: maps on the window grid plus their geometry.
 
-Array names and shapes are part of the public contract (SPEC §12):
+Array names and shapes are part of the public contract (docs/method.md §12):
 
 - ``prediction`` (C, gy, gx): smoothed label probabilities.
 - ``correlation`` (C, gy, gx), ``product`` (C, gy, gx), ``distance`` (gy, gx),
@@ -59,7 +59,7 @@ class MapResult:
             return getattr(self, name)
         return self.extra.get(name)
 
-    # -- geometry shortcuts (SPEC §12) -------------------------------------------------
+    # -- geometry shortcuts (docs/method.md §12) -------------------------------------------------
     @property
     def window(self) -> int:
         """Window side, pixels."""

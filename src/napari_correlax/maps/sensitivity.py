@@ -1,4 +1,4 @@
-"""Sensitivity of CorRELAX to the number of masks (SPEC §7, paper §4.3 and Fig. 7).
+"""Sensitivity of CorRELAX to the number of masks (docs/method.md §7, paper §4.3 and Fig. 7).
 
 For each window, the correlations computed from the first ``N`` masks are compared
 with those from the first ``reference`` masks (2560) of the same seeded mask sequence:

@@ -1,4 +1,4 @@
-"""Sliding-window prediction over the breast (SPEC §6, paper §3.5).
+"""Sliding-window prediction over the breast (docs/method.md §6, paper §3.5).
 
 Long work is a generator (STYLE): :func:`predict_steps` yields :class:`Progress`
 events between batches and *returns* a :class:`MapResult`; :func:`predict` drains it.
@@ -97,7 +97,7 @@ def prepare_image(
 ) -> PreparedImage:
     """Fuse channels, find the breast, lay the window grid and mark tissue windows.
 
-    The model's preprocessing profile (SPEC §2) decides the input image: when it asks
+    The model's preprocessing profile (docs/method.md §2) decides the input image: when it asks
     for the DICOM VOI LUT and ``image`` is a Mammogram read from a DICOM file without it
     (``meta["voi_lut_applied"]`` false), the file is read again with it, and the other
     way round; the breast ROI, tissue fractions and fusion all come from that image,
@@ -316,5 +316,5 @@ def drain(steps: Generator[Progress, None, Any]) -> Any:
 
 
 def predict(image: Any, model: Any, **options: Any) -> MapResult:
-    """Sliding-window prediction maps (SPEC §6, §12); see :func:`predict_steps`."""
+    """Sliding-window prediction maps (docs/method.md §6, §12); see :func:`predict_steps`."""
     return drain(predict_steps(image, model, **options))

@@ -1,4 +1,4 @@
-"""Classifier models and their checkpoints (SPEC §4)."""
+"""Classifier models and their checkpoints (docs/method.md §4)."""
 
 from .checkpoint import DEMO_CHECKPOINT, load_classifier, read_metadata, save_checkpoint
 from .importers import import_codigotesis, import_model, import_torchvision

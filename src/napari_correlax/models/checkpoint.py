@@ -1,4 +1,4 @@
-"""Classifier checkpoints: safetensors weights + JSON metadata (SPEC §4).
+"""Classifier checkpoints: safetensors weights + JSON metadata (docs/method.md §4).
 
 A checkpoint is one ``.safetensors`` file. Its header's metadata holds, under the key
 ``"napari_correlax"``, a JSON document with the model config (backbone, labels, input

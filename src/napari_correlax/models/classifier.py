@@ -1,4 +1,4 @@
-"""The multi-label lesion classifier (SPEC §4, paper §3.3).
+"""The multi-label lesion classifier (docs/method.md §4, paper §3.3).
 
 A torchvision backbone whose own classification layer is replaced by the identity, so
 it returns the pooled feature vector ``h ∈ R^D``, followed by the paper's head
@@ -152,7 +152,7 @@ class Classifier(nn.Module):
     backbone:
         Key of :data:`BACKBONES`.
     labels:
-        Output label names, in order (SPEC §3 by default).
+        Output label names, in order (docs/method.md §3 by default).
     input_size:
         Side of the square model input, pixels (256 in the paper).
     preprocessing:

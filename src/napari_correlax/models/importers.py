@@ -1,4 +1,4 @@
-"""Classifiers trained elsewhere, brought into the project's checkpoint format (SPEC §4).
+"""Classifiers trained elsewhere, brought into the project's checkpoint format (docs/method.md §4).
 
 Two formats of PyTorch state dict are read, both with the paper's head
 ``Dropout → Linear(D, hidden) → ReLU → Linear(hidden, C)`` under the torchvision model's
@@ -10,7 +10,7 @@ own head attribute (``classifier``, or ``fc`` for ResNets):
     outputs), from the plain module or from ``create_feature_extractor`` (same key
     names). It was trained on ``[0, 1]`` inputs without ImageNet normalisation, on images
     read with the DICOM VOI LUT, an 8-bit first channel and 8-bit CLAHE with the
-    background kept at 0 (:data:`CODIGOTESIS_PREPROCESSING`); its label order is SPEC §3.
+    background kept at 0 (:data:`CODIGOTESIS_PREPROCESSING`); its label order is docs/method.md §3.
 ``torchvision``
     A plain state dict of any torchvision backbone of :data:`~.classifier.BACKBONES`
     with the same head; normalisation, labels and preprocessing are given by the caller.
@@ -50,7 +50,7 @@ __all__ = [
 #: Names accepted by :func:`import_model` (and ``correlax import-model --format``).
 FORMATS: tuple[str, ...] = ("codigotesis", "torchvision")
 
-#: How the authors' code makes a model input from a mammogram (SPEC §2): DICOM VOI LUT
+#: How the authors' code makes a model input from a mammogram (docs/method.md §2): DICOM VOI LUT
 #: before min–max scaling, 8-bit first channel, 8-bit CLAHE, background re-zeroed.
 CODIGOTESIS_PREPROCESSING = Preprocessing(
     base_bits=8, clahe_bits=8, background_zero=True, voi_lut=True
@@ -79,7 +79,7 @@ def import_codigotesis(
 
     ``efficientnet_v2_s`` backbone, no input normalisation (mean 0, std 1: inputs are
     the ``[0, 1]`` fused image), :data:`CODIGOTESIS_PREPROCESSING`, and ``labels``
-    (default: SPEC §3, the authors' order). Returned in eval mode on the CPU, with
+    (default: docs/method.md §3, the authors' order). Returned in eval mode on the CPU, with
     ``checkpoint_info["imported"]`` saying where the weights came from.
     """
     state, source = _read(path)
@@ -102,7 +102,7 @@ def import_torchvision(
     """A :class:`~.classifier.Classifier` from a torchvision state dict with the paper's head.
 
     ``backbone`` is a torchvision model name of :data:`~.classifier.BACKBONES`. Without
-    ``labels`` the head must have as many outputs as SPEC §3 has labels. The model
+    ``labels`` the head must have as many outputs as docs/method.md §3 has labels. The model
     normalises inputs with the ImageNet mean/std when ``imagenet_normalisation``, else
     not at all; ``preprocessing`` defaults to the paper's profile (:class:`Preprocessing`).
     Returned in eval mode on the CPU, with ``checkpoint_info["imported"]`` as
@@ -247,7 +247,7 @@ def _build(
     if labels is None:
         if n_out is not None and n_out != len(LABELS):
             raise CorrelaxError(
-                f"the head has {n_out} outputs, not the {len(LABELS)} labels of SPEC §3; "
+                f"the head has {n_out} outputs, not the {len(LABELS)} labels of docs/method.md §3; "
                 f"give {n_out} label names",
                 path,
             )

@@ -1,11 +1,11 @@
-"""Synthetic mammograms in the VinDr-Mammo layout (SPEC §3, §11).
+"""Synthetic mammograms in the VinDr-Mammo layout (docs/method.md §3, §11).
 
-The credentialed VinDr-Mammo data set is never committed (SPEC §11), so tests, the demo
+The credentialed VinDr-Mammo data set is never committed (docs/method.md §11), so tests, the demo
 model and the ``correlax synth`` command use phantoms made here:
 
 - :func:`make_phantom` draws one mammogram-like image: breast outline, skin line,
   subcutaneous fall-off, fibroglandular texture (power-law noise), a pectoral muscle in
-  MLO views, and inserted findings of every SPEC §3 label, each with a tight box.
+  MLO views, and inserted findings of every docs/method.md §3 label, each with a tight box.
 - :func:`write_dicom` stores a phantom as an uncompressed DICOM file.
 - :func:`write_vindr_dataset` writes a whole data set: ``images/<study>/<image>.dicom``
   plus ``finding_annotations.csv`` and ``breast-level_annotations.csv``.

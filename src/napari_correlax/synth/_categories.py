@@ -1,5 +1,5 @@
 """What the phantoms can show: finding categories, their BI-RADS values and frequencies,
-and the breast densities (SPEC §3, §11)."""
+and the breast densities (docs/method.md §3, §11)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ _WEIGHTS: dict[str, float] = {
     "Nipple Retraction": 0.04,
     "Skin Retraction": 0.03,
 }
-# One VinDr spelling per SPEC §3 label first, then the other spellings, so a data set
+# One VinDr spelling per docs/method.md §3 label first, then the other spellings, so a data set
 # covers every label (and every grouping) as soon as it has room.
 _COVERAGE: tuple[str, ...] = (
     "Mass",

@@ -1,4 +1,4 @@
-"""A synthetic data set in the VinDr-Mammo layout (SPEC §11): what goes where
+"""A synthetic data set in the VinDr-Mammo layout (docs/method.md §11): what goes where
 (:func:`plan_vindr_dataset`) and the writer (:func:`write_vindr_dataset`)."""
 
 from __future__ import annotations
@@ -96,13 +96,13 @@ class PlannedImage:
 
 def plan_vindr_dataset(n_images: int, seed: int = 0, test_fraction: float = 0.25,
                        no_finding_fraction: float = 0.3) -> list[PlannedImage]:
-    """Decide ids, views, splits and findings of a synthetic data set (SPEC §11).
+    """Decide ids, views, splits and findings of a synthetic data set (docs/method.md §11).
 
     Studies hold up to four images (R CC, L CC, R MLO, L MLO) and are split whole into
     ``training`` and ``test`` (about ``test_fraction`` of the studies, at least one of
     each when there are two studies or more). In each split about
     ``no_finding_fraction`` of the images are No Finding; the others carry 1-3
-    findings, assigned so that every SPEC §3 label (then every VinDr spelling that
+    findings, assigned so that every docs/method.md §3 label (then every VinDr spelling that
     groups into one) appears as soon as the split has room for it; further findings are
     drawn with Mass and Suspicious Calcification the most frequent. Images alternate
     MONOCHROME2/MONOCHROME1 and BitsStored 12/14/16. Deterministic in ``seed``.
@@ -149,7 +149,7 @@ def plan_vindr_dataset(n_images: int, seed: int = 0, test_fraction: float = 0.25
 def write_vindr_dataset(root: str | PathLike[str], n_images: int, seed: int = 0,
                         shape: tuple[int, int] = (1024, 640), test_fraction: float = 0.25,
                         no_finding_fraction: float = 0.3) -> Path:
-    """Write a synthetic data set in the VinDr-Mammo layout (SPEC §11) under ``root``.
+    """Write a synthetic data set in the VinDr-Mammo layout (docs/method.md §11) under ``root``.
 
     Files: ``root/images/<study_id>/<image_id>.dicom``, ``root/finding_annotations.csv``
     (one row per box; a No Finding image has one row with ``['No Finding']`` and empty

@@ -1,4 +1,4 @@
-"""A phantom as an uncompressed DICOM mammogram: :func:`write_dicom` (SPEC §1, §11)."""
+"""A phantom as an uncompressed DICOM mammogram: :func:`write_dicom` (docs/method.md §1, §11)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def write_dicom(path: str | PathLike[str], phantom: Phantom, *,
     phantom back within one quantisation step. The file carries a DICM preamble,
     ImagerPixelSpacing (mm, row then column), ImageLaterality, ViewPosition,
     PatientOrientation, a window covering the full range, rescale 1/0 and UIDs derived
-    from the ids. Written atomically (SPEC §1, §11).
+    from the ids. Written atomically (docs/method.md §1, §11).
     """
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset

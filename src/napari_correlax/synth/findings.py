@@ -1,4 +1,4 @@
-"""Renderers of the compact findings and the choice of what a phantom shows (SPEC §3).
+"""Renderers of the compact findings and the choice of what a phantom shows (docs/method.md §3).
 
 Each renderer returns a patch of intensity change centred on the patch centre, at a
 size multiplied by ``s`` (<= 1 when the breast is too small for the full size). The

@@ -1,4 +1,4 @@
-"""One synthetic mammogram with ground-truth boxes: :func:`make_phantom` (SPEC §3, §11)."""
+"""One synthetic mammogram with ground-truth boxes: :func:`make_phantom` (method §3, §11)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ _SPACING_MM = 0.1
 
 @dataclass
 class Finding:
-    """One inserted finding and its ground-truth box (SPEC §3, §11).
+    """One inserted finding and its ground-truth box (docs/method.md §3, §11).
 
     ``box`` is ``(xmin, ymin, xmax, ymax)`` in image pixels, slice style (max exclusive).
     """
@@ -56,7 +56,7 @@ class Phantom:
 
     @property
     def labels(self) -> list[str]:
-        """Grouped SPEC §3 labels present, in label order (``["No Finding"]`` if none)."""
+        """Grouped docs/method.md §3 labels present, in label order (``["No Finding"]`` if none)."""
         present = {f.label for f in self.findings}
         return [lab for lab in LABELS if lab in present] or [NO_FINDING]
 
@@ -64,7 +64,7 @@ class Phantom:
 def make_phantom(seed: int, shape: tuple[int, int] = (1024, 640), view: str = "CC",
                  laterality: str = "L", findings: Sequence[str] | None = None, *,
                  density: str | None = None) -> Phantom:
-    """Draw one synthetic mammogram with ground-truth boxes (SPEC §3, §11).
+    """Draw one synthetic mammogram with ground-truth boxes (docs/method.md §3, §11).
 
     Args:
         seed: makes the image reproducible; the same seed gives the same breast,

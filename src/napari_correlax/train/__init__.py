@@ -1,4 +1,4 @@
-"""Training the classifier (SPEC §5, paper §3.3): crops, sampler, focal loss, fit loop.
+"""Training the classifier (docs/method.md §5, paper §3.3): crops, sampler, focal loss, fit loop.
 
 Imports torch; nothing outside training and the CLI's ``train`` command imports it.
 """

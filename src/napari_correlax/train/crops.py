@@ -1,4 +1,4 @@
-"""The crop data set of SPEC §5 (paper §3.3): one sample per box, re-drawn every epoch.
+"""The crop data set of docs/method.md §5 (paper §3.3): one sample per box, re-drawn every epoch.
 
 Coordinates: image pixels of the stored image, ``x`` = column, ``y`` = row, continuous
 with pixel ``i`` covering ``[i, i + 1)`` (so a VinDr box ``xmin..xmax`` covers columns
@@ -24,7 +24,7 @@ Crop windows (:func:`draw_window`), re-drawn every epoch around the box centre:
   scale is exact. The cache keeps the breast region plus a margin (see
   :class:`FusedImageCache`); beyond it the image is background and also reads as 0.
 
-Augmentations at training time (SPEC §5), each with probability 0.5, drawn from a
+Augmentations at training time (docs/method.md §5), each with probability 0.5, drawn from a
 generator seeded by ``(seed, epoch, sample index)`` so a sample's crop does not depend
 on worker order and a resumed run sees exactly the crops an uninterrupted one would:
 horizontal flip, vertical flip, rotation by an angle uniform in ±30° about the crop
@@ -36,7 +36,7 @@ bilinear affine resampling (OpenCV ``warpAffine``) of the CLAHE-fused image
 (:func:`~napari_correlax.preprocess.fuse_channels`).
 
 Window-scale samples (opt-in, off by default; not part of the paper's recipe). Sliding-window
-inference (SPEC §6) sees ``input_size`` × ``input_size`` windows of native pixels, where
+inference (docs/method.md §6) sees ``input_size`` × ``input_size`` windows of native pixels, where
 small lesions look much smaller than in the box crops above and most windows hold only
 normal tissue. Two options of :class:`CropConfig` add training samples at that scale:
 
@@ -99,7 +99,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CropConfig:
-    """Crop and augmentation parameters (SPEC §5); ranges are inclusive."""
+    """Crop and augmentation parameters (docs/method.md §5); ranges are inclusive."""
 
     scale: tuple[float, float] = (0.05, 5.0)
     aspect: tuple[float, float] = (0.33, 1.66)
@@ -158,7 +158,7 @@ def _is_negative(record: Any, labels: Sequence[str]) -> bool:
 
 
 def build_samples(records: Sequence[Any], labels: Sequence[str]) -> list[CropSample]:
-    """Samples of SPEC §5 from :class:`~napari_correlax.io.vindr.ImageRecord` s.
+    """Samples of docs/method.md §5 from :class:`~napari_correlax.io.vindr.ImageRecord` s.
 
     Boxes whose label is not in ``labels`` are ignored. A No Finding image gives a
     negative sample only when ``labels`` holds ``"No Finding"``; an image whose boxes
@@ -186,7 +186,7 @@ def build_samples(records: Sequence[Any], labels: Sequence[str]) -> list[CropSam
 
 
 def sample_weights(targets: np.ndarray) -> np.ndarray:
-    """Inverse-label-frequency sampling weights (SPEC §5).
+    """Inverse-label-frequency sampling weights (docs/method.md §5).
 
     ``targets`` is ``(N, C)`` multi-hot. Label ``c`` has frequency ``n_c`` (number of
     samples holding it); a sample's weight is ``1 / n_c`` for its label, and for a sample
@@ -356,7 +356,7 @@ class FusedImageCache:
     """Decoded, CLAHE-fused images on disk, read back memory-mapped.
 
     Decoding a DICOM (JPEG 2000 for VinDr-Mammo) and running CLAHE for every sample
-    would dominate training, so each image is fused once (SPEC §2:
+    would dominate training, so each image is fused once (docs/method.md §2:
     ``[original, CLAHE 1.0, CLAHE 2.0]``), quantised to uint8 and stored as
     ``<folder>/<study>_<image>.npy``: the breast ROI's bounding box grown by ``margin``
     pixels and by every annotated box, which is all a crop can need (outside it is

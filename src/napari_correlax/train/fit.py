@@ -1,4 +1,4 @@
-"""The training loop of SPEC §5 (paper §3.3): resumable, single process or DDP.
+"""The training loop of docs/method.md §5 (paper §3.3): resumable, single process or DDP.
 
 :func:`train_steps` is a generator: it yields :class:`TrainEvent` s (image caching,
 every batch, every epoch) and returns a :class:`TrainResult`; :func:`train` drains it.
@@ -13,7 +13,7 @@ inference (``crop.window_share``, ``crop.window_negatives``; see :mod:`.crops`),
 ``K`` negatives are added to each epoch's draws and shuffled in with the sampler's
 generator.
 
-Model selection (SPEC §5) never looks at the test split unless told to:
+Model selection (docs/method.md §5) never looks at the test split unless told to:
 
 - ``select="best"`` (default): the checkpoint of the epoch with the highest validation
   macro F1 (mean over labels with validation support; the earliest epoch on a tie).
@@ -35,7 +35,7 @@ loss and per-label accuracy, precision, recall, F1 and support at threshold 0.5
 0]" | "test" | None, ...}``) in every checkpoint's ``info``, in ``run.json`` and in the
 ``start`` event.
 
-Starting weights (SPEC §4, §5; fresh starts only, :func:`load_starting_weights`):
+Starting weights (docs/method.md §4, §5; fresh starts only, :func:`load_starting_weights`):
 torchvision backbones start from torchvision's ImageNet file when it is in the torch
 hub cache (``torch.hub.get_dir()/checkpoints``), or from the file given as
 ``pretrained``. When the cache lacks it, the run says so once (a ``warning`` event)
@@ -128,9 +128,9 @@ OWN_BACKBONES = ("lite", "tiny")
 
 @dataclass
 class TrainConfig:
-    """Everything ``correlax train`` takes (SPEC §5 defaults).
+    """Everything ``correlax train`` takes (docs/method.md §5 defaults).
 
-    Paths: ``data`` is the VinDr-layout folder (SPEC §11), ``out`` the run folder,
+    Paths: ``data`` is the VinDr-layout folder (docs/method.md §11), ``out`` the run folder,
     ``cache`` the fused-image cache (default ``out/cache``).
 
     ``pretrained`` (fresh starts only; see :func:`load_starting_weights`): ``None``
@@ -304,7 +304,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def split_records(index: Any, config: TrainConfig) -> TrainSplit:
-    """Training and validation images of a run (SPEC §5), without reading any image.
+    """Training and validation images of a run (docs/method.md §5), without reading any image.
 
     Images whose files are missing are skipped (counted in ``skipped``). With
     ``config.val_split`` the validation images are that split's; otherwise
@@ -367,7 +367,7 @@ def split_records(index: Any, config: TrainConfig) -> TrainSplit:
 
 
 def load_starting_weights(model: Any, pretrained: str | None) -> StartingWeights:
-    """Load a fresh run's backbone weights into ``model`` (SPEC §4, §5); never downloads.
+    """Load a fresh run's backbone weights into ``model`` (docs/method.md §4, §5); never downloads.
 
     ``pretrained``: ``None`` loads torchvision's ImageNet file for a torchvision backbone
     when it is in the torch hub cache (``torch.hub.get_dir()/checkpoints/<file of the
@@ -533,7 +533,7 @@ def _restore(doc: dict[str, Any], tensors: dict[str, Any], model: Any, optimizer
 
 
 def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]:
-    """Train (or resume) a classifier per SPEC §5, yielding progress events.
+    """Train (or resume) a classifier per docs/method.md §5, yielding progress events.
 
     Reads only the images of :func:`split_records`' training and validation lists.
     Raises CorrelaxError for unusable input: no data set, no training samples, best-epoch

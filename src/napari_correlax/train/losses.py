@@ -1,4 +1,4 @@
-"""Multi-label focal loss (SPEC §5, paper §3.3).
+"""Multi-label focal loss (docs/method.md §5, paper §3.3).
 
 For one label with ground truth ``y ∈ {0, 1}`` and probability ``p = σ(z)``::
 
