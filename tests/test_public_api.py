@@ -29,3 +29,28 @@ def test_public_functions_are_functions():
 def test_import_does_not_load_torch():
     code = "import sys, napari_correlax; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_every_core_module_imports_without_napari_or_qt():
+    """The compute core (everything outside ``_napari``) never loads napari, Qt or magicgui."""
+    from pathlib import Path
+
+    import napari_correlax
+
+    root = Path(napari_correlax.__file__).parent
+    modules = sorted(
+        ".".join(["napari_correlax", *(n for n in p.relative_to(root).with_suffix("").parts
+                                       if n != "__init__")])
+        for p in root.rglob("*.py")
+        if "_napari" not in p.parts and p.name != "__main__.py"  # __main__ runs the CLI
+    )
+    assert len(modules) > 30
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
