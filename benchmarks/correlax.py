@@ -1,4 +1,4 @@
-"""CorRELAX engine benchmark (issue 3): speed, adaptive accuracy, focus, memory.
+"""CorRELAX engine benchmark: speed, adaptive accuracy, focus, memory.
 
 Prints, measured in one run on one model and one phantom (breast about 2000 × 1000 px):
 

@@ -1,4 +1,4 @@
-"""Throughput of sliding-window ``predict`` against the raw forward pass (issue 2).
+"""Throughput of sliding-window ``predict`` against the raw forward pass.
 
 Prints, measured in one run on the same model, image and windows:
 

@@ -1,4 +1,4 @@
-"""Calibrate CorRELAX's adaptive stopping tolerance (issue 3, docs/method.md §7; paper §4.3).
+"""Calibrate CorRELAX's adaptive stopping tolerance (docs/method.md §7; paper §4.3).
 
 Runs every sampled window to N = 2560 masks once, recording ρ and the engine's standard
 error of ``ρ_n − ρ_2560`` at every point where adaptive mode checks its rule (after
@@ -8,7 +8,7 @@ standard error is ≤ ``t`` and reports the ρ recorded there; so one reference 
 the adaptive result of every tolerance exactly. Prints, per tolerance, the mean masks
 per window and the mean / 95th percentile of ``|ρ_adaptive − ρ_2560|`` over all
 correlations (distance and every label) of all windows, against the paper's criterion
-(mean ≤ 0.025) and the issue's budget (mean masks ≤ 512).
+(mean ≤ 0.025) and a budget of 512 masks per window on average.
 
 Usage: ``python benchmarks/tolerance.py [--model CKPT] [--images 2] [--windows 24]``
 """
@@ -89,7 +89,7 @@ def main() -> None:
         print(f"  {t:9.4f}   {used.mean():10.0f}   {REFERENCE / used.mean():7.1f}   "
               f"{delta.mean():11.4f}   {np.percentile(delta, 95):10.4f}   "
               f"{delta.max():10.4f}{mark}")
-    print("targets: mean |drho| <= 0.025 (paper §4.3); mean masks <= 512 (issue 3)")
+    print("targets: mean |drho| <= 0.025 (paper §4.3); mean masks <= 512")
 
 
 if __name__ == "__main__":

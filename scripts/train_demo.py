@@ -1,4 +1,4 @@
-"""Retrain the shipped demo classifier on generated phantoms (docs/method.md §5, issue 5).
+"""Retrain the shipped demo classifier on generated phantoms (docs/method.md §5).
 
 Writes ``src/napari_correlax/models/demo/demo.safetensors`` (+ ``demo.json``) and
 ``MODEL_CARD.md`` beside it. Steps:
@@ -75,11 +75,11 @@ def heldout_metrics(model, root: Path, reference: tuple[float, float], seed: int
 
 
 def _target_line(rows: list) -> str:
-    """Whether the project's target (Mass and Calcification F1 ≥ 0.8) is met."""
+    """Whether the demo's target (Mass and Calcification F1 ≥ 0.8) is met."""
     f1 = {r.label: r.f1 for r in rows}
     mass, calc = f1.get("Mass", 0.0), f1.get("Suspicious Calcification", 0.0)
     verdict = "met" if min(mass, calc) >= 0.8 else "NOT met"
-    return (f"Project target (Mass and Calcification F1 ≥ 0.8 on held-out phantoms): {verdict} "
+    return (f"Demo target (Mass and Calcification F1 ≥ 0.8 on held-out phantoms): {verdict} "
             f"(Mass {mass:.4f}, Calcification {calc:.4f}).")
 
 
@@ -113,7 +113,8 @@ its tests and its tutorials have a small model to run on a laptop CPU.
 ## What it is
 - Architecture: `Classifier("lite")` — compact depthwise-separable CNN (D = 192) with the
   paper's head (Dropout 0.5 → Linear(192, 512) → ReLU → Linear(512, 8) → Sigmoid);
-  {config.input_size}×{config.input_size} RGB input = [original, CLAHE 1.0, CLAHE 2.0],
+  {config.input_size}×{config.input_size} RGB input = [original, CLAHE 1.0, CLAHE 2.0]
+  (CLAHE on the 8-bit image, background kept at 0; docs/method.md §2),
   ImageNet normalisation. {size / 1e6:.2f} MB of safetensors.
 - Labels (docs/method.md §3): {", ".join(config.labels)}.
 
@@ -123,12 +124,12 @@ with the project's training pipeline (`correlax train`, docs/method.md §5):
 - Training data: {args.images} phantoms of {args.shape[0]}×{args.shape[1]} px at 0.1 mm
   (`write_vindr_dataset(seed={args.seed})`), VinDr-Mammo layout; its `training` split
   ({counts['train_images']} images, {counts['train_samples']} crop samples) trains, its
-  `test` split ({counts['val_images']} images, {counts['val_samples']} samples) picks the
-  best epoch.
+  `test` split ({counts['val_images']} images, {counts['val_samples']} samples), a
+  validation set of this generated data, picks the best epoch.
 - Recipe: box crops re-drawn every epoch (area 0.05–5× the box, aspect 0.33–1.66),
   {_window_line(config)}
   flips / rotation ±30° / colour jitter, inverse-frequency weighted sampling, focal loss
-  (α = 0.95, γ = 2.5), Adam lr {config.lr:g} with cosine annealing to {config.lr_min:g},
+  (α = 0.95 on positives, 1 − α on negatives, γ = 2.5), Adam lr {config.lr:g} with cosine annealing to {config.lr_min:g},
   {config.epochs} epochs, batch {config.batch_size}, from random initialisation.
 - Best epoch: {result.best_epoch} of {config.epochs} (highest validation macro F1).
 - Training took {seconds / 60:.1f} min (wall clock) on {platform.machine()} CPU

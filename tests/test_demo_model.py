@@ -1,4 +1,4 @@
-"""The shipped demo model's sliding-window maps point at phantom lesions (issue 2).
+"""The shipped demo model's sliding-window maps point at phantom lesions.
 
 Stated rate: on 12 generated 1024×640 CC phantoms (seeds 100–111), each with one Mass and
 one Suspicious Calcification cluster, the maximum of each label's prediction map (stride
