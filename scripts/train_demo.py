@@ -129,8 +129,9 @@ with the project's training pipeline (`correlax train`, docs/method.md §5):
 - Recipe: box crops re-drawn every epoch (area 0.05–5× the box, aspect 0.33–1.66),
   {_window_line(config)}
   flips / rotation ±30° / colour jitter, inverse-frequency weighted sampling, focal loss
-  (α = 0.95 on positives, 1 − α on negatives, γ = 2.5), Adam lr {config.lr:g} with cosine annealing to {config.lr_min:g},
-  {config.epochs} epochs, batch {config.batch_size}, from random initialisation.
+  (α = 0.95 on positives, 1 − α on negatives, γ = 2.5), Adam lr {config.lr:g} with
+  cosine annealing to {config.lr_min:g}, {config.epochs} epochs, batch {config.batch_size},
+  from random initialisation.
 - Best epoch: {result.best_epoch} of {config.epochs} (highest validation macro F1).
 - Training took {seconds / 60:.1f} min (wall clock) on {platform.machine()} CPU
   (Python {platform.python_version()}, {config.threads or "default"} torch threads).
