@@ -252,8 +252,7 @@ class Review:
             return -1
         if keep in ids:
             return ids.index(keep)
-        return next((k for k, r in enumerate(self.records)
-                     if self.status(r) in TO_REVIEW and lesion_labels(r.labels)), 0)
+        return next((k for k, r in enumerate(self.records) if self.status(r) in TO_REVIEW), 0)
 
     @property
     def current(self) -> Any:
