@@ -53,6 +53,7 @@ __all__ = [
     "ALL",
     "FILTERS",
     "SYMBOLS",
+    "TO_REVIEW",
     "WITH_FINDINGS",
     "LoadFailure",
     "Review",
