@@ -164,7 +164,7 @@ def test_missing_and_unreadable_files_are_marked_up_front(
     ids = [r.image_id for r in widget.records]
     missing = ids.index(records[1].image_id)
     assert widget.image_list.item(missing).text().startswith("✗")  # before any worker ran
-    qtbot.waitUntil(lambda: widget._checker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.jobs.checker is None, timeout=60_000)
     truncated = ids.index(records[2].image_id)
     assert widget.image_list.item(truncated).text().startswith("✗")
     assert "2 missing or unreadable" in widget.summary.text()

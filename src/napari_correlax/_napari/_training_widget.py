@@ -3,10 +3,11 @@
 Training happens in a separate Python process (``python -m napari_correlax.cli train
 ... --progress json``) started with ``QProcess``, so a crash or an out-of-memory kill
 there never takes napari down, and the event loop never waits on it. The child prints
-one JSON object per line (see :class:`~napari_correlax.train.TrainEvent`); the dock
-turns them into a progress bar, a status line, a notice line for warnings (no ImageNet
-weights found, so training starts from random weights) and a plot of the training /
-validation loss and the validation F1 per epoch. Stop sends SIGTERM (the run keeps every
+one JSON object per line (see :class:`~napari_correlax.train.TrainEvent`);
+:class:`~napari_correlax.train.watch.TrainWatch` reads them (no Qt there) and the dock
+shows a progress bar, a status line, a notice line for warnings (no ImageNet weights
+found, so training starts from random weights) and a plot of the training / validation
+loss and the validation F1 per epoch. Stop sends SIGTERM (the run keeps every
 finished epoch; Start on the same output folder resumes it) and kills the process if it
 has not exited 10 s later.
 
@@ -18,10 +19,8 @@ the CorRELAX analysis dock (opened if needed).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,68 +34,40 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from ..train.watch import (
+    PLOTTED_LABELS,
+    SELECTIONS,
+    EventLines,
+    TrainRequest,
+    TrainWatch,
+    progress_of,
+)
+from ._controls import path_row
+from ._forms import TOOLTIPS, devices, spin
 from ._progress import ThrottledProgress
 
 log = logging.getLogger(__name__)
 
 #: Seconds between Stop's SIGTERM and a hard kill.
 STOP_GRACE_S = 10
-#: "Keep" choices: (shown text, ``--select`` value).
-SELECTIONS = (("best on validation share", "best"), ("last epoch", "last"))
-#: Checkpoint file each ``--select`` value leaves in the run folder.
-CHECKPOINT_FILES = {"best": "best.safetensors", "last": "last.safetensors"}
-
-
-@dataclass
-class TrainRequest:
-    """What the dock passes to ``correlax train`` (copied out of the widgets)."""
-
-    data: str
-    out: str
-    backbone: str = "efficientnet_v2_s"
-    epochs: int = 50
-    batch_size: int = 48
-    pretrained: str = ""
-    select: str = "best"
-    device: str = "auto"
-    fresh: bool = False
-
-    def command(self) -> list[str]:
-        """The child process's argv (``sys.executable`` first)."""
-        argv = [
-            sys.executable,
-            "-m",
-            "napari_correlax.cli",
-            "train",
-            self.data,
-            "--out",
-            self.out,
-            "--backbone",
-            self.backbone,
-            "--epochs",
-            str(self.epochs),
-            "--batch-size",
-            str(self.batch_size),
-            "--select",
-            self.select,
-            "--device",
-            self.device,
-            "--progress",
-            "json",
-        ]
-        if self.pretrained:
-            argv += ["--pretrained", self.pretrained]
-        if self.fresh:
-            argv.append("--fresh")
-        return argv
+#: Help texts of the controls only this dock has.
+TIPS = {
+    "epochs": "Passes over the training samples (the recipe: 50)",
+    "batch": "Crops per optimisation step (the recipe: 48); lower it when memory runs out",
+    "pretrained": "starting backbone weights (.safetensors/.pth), 'imagenet' or 'none'; "
+                  "empty: torchvision backbones use the ImageNet file when the torch cache "
+                  "holds it (never downloaded), else random weights with a warning",
+    "select": "best on validation share: the epoch with the best validation macro F1 on 10% "
+              "of the training studies, held out from training; last epoch: train on all "
+              "training studies and keep the last epoch (as the paper's authors did). The "
+              "test split is never read.",
+}
 
 
 def _backbones() -> list[str]:
@@ -113,62 +84,40 @@ class TrainingWidget(QWidget):
         self.viewer = napari_viewer
         self._process: QProcess | None = None
         self._stopping = False
-        self._buffer = b""
-        self._stderr: list[str] = []
-        self.history: list[dict[str, Any]] = []
-        #: The run's chosen checkpoint (best or last epoch, as "Keep" said at Start).
-        self.chosen_checkpoint: str | None = None
-        self._select = "best"
-        self._chosen_epoch = 0
+        self._lines = EventLines()
+        #: What the current (or last) run's events said.
+        self.watch = TrainWatch()
         #: More ``correlax train`` options passed as given (``["--input-size", "128"]``).
         self.extra_args: list[str] = []
 
-        self.data_edit, data_row = self._path_row(
-            "folder with finding_annotations.csv", self._browse_data
-        )
+        self.data_edit, data_row = path_row("folder with finding_annotations.csv",
+                                            self._browse_data)
         self.backbone_combo = QComboBox()
         self.backbone_combo.addItems(_backbones())
         self.backbone_combo.setCurrentText("efficientnet_v2_s")
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 10_000)
-        self.epochs_spin.setValue(50)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 4096)
-        self.batch_spin.setValue(48)
-        self.pretrained_edit, pretrained_row = self._path_row(
-            "default: ImageNet from the torch cache", self._browse_pretrained
-        )
-        self.pretrained_edit.setToolTip(
-            "starting backbone weights (.safetensors/.pth), 'imagenet' or 'none'; empty: "
-            "torchvision backbones use the ImageNet file when the torch cache holds it "
-            "(never downloaded), else random weights with a warning"
-        )
+        self.epochs_spin = spin(1, 10_000, 50, TIPS["epochs"])
+        self.batch_spin = spin(1, 4096, 48, TIPS["batch"])
+        self.pretrained_edit, pretrained_row = path_row(
+            "default: ImageNet from the torch cache", self._browse_pretrained,
+            TIPS["pretrained"])
         self.select_combo = QComboBox()
         for text, value in SELECTIONS:
             self.select_combo.addItem(text, value)
-        self.select_combo.setToolTip(
-            "best on validation share: the epoch with the best validation macro F1 on 10% "
-            "of the training studies, held out from training; last epoch: train on all "
-            "training studies and keep the last epoch (as the paper's authors did). The "
-            "test split is never read."
-        )
-        self.out_edit, out_row = self._path_row(
-            "run folder (resumed if it holds a run)", self._browse_out
-        )
+        self.select_combo.setToolTip(TIPS["select"])
+        self.out_edit, out_row = path_row("run folder (resumed if it holds a run)",
+                                          self._browse_out)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.device_combo.addItems(devices())
+        self.device_combo.setToolTip(TOOLTIPS["device"])
         self.fresh_check = QCheckBox("start over (ignore a run in the output folder)")
 
         form = QFormLayout()
-        form.addRow("Data", data_row)
-        form.addRow("Backbone", self.backbone_combo)
-        form.addRow("Epochs", self.epochs_spin)
-        form.addRow("Batch", self.batch_spin)
-        form.addRow("Pretrained", pretrained_row)
-        form.addRow("Keep", self.select_combo)
-        form.addRow("Output", out_row)
-        form.addRow("Device", self.device_combo)
-        form.addRow("", self.fresh_check)
+        for label, control in (("Data", data_row), ("Backbone", self.backbone_combo),
+                               ("Epochs", self.epochs_spin), ("Batch", self.batch_spin),
+                               ("Pretrained", pretrained_row), ("Keep", self.select_combo),
+                               ("Output", out_row), ("Device", self.device_combo),
+                               ("", self.fresh_check)):
+            form.addRow(label, control)
 
         self.start_button = QPushButton("Start")
         self.start_button.clicked.connect(lambda: self.start())
@@ -196,7 +145,6 @@ class TrainingWidget(QWidget):
         self.notice_label = QLabel("")
         self.notice_label.setWordWrap(True)
         self.notice_label.setVisible(False)
-        self.warnings: list[str] = []
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -216,20 +164,27 @@ class TrainingWidget(QWidget):
         layout.addWidget(self.canvas)
         layout.addStretch(1)
 
-    # -- form helpers --------------------------------------------------------------------
-    def _path_row(self, placeholder: str, browse: Any) -> tuple[QLineEdit, QWidget]:
-        edit = QLineEdit()
-        edit.setPlaceholderText(placeholder)
-        button = QPushButton("…")
-        button.setMaximumWidth(32)
-        button.clicked.connect(lambda: browse())
-        row = QWidget()
-        box = QHBoxLayout(row)
-        box.setContentsMargins(0, 0, 0, 0)
-        box.addWidget(edit)
-        box.addWidget(button)
-        return edit, row
+    # -- run state (kept by :attr:`watch`) ---------------------------------------------
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Epoch events of the run (earlier epochs of a resumed run first)."""
+        return self.watch.history
 
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings of the current run (e.g. no ImageNet weights)."""
+        return self.watch.warnings
+
+    @property
+    def chosen_checkpoint(self) -> str | None:
+        """The run's chosen checkpoint (best or last epoch, as "Keep" said at Start)."""
+        return self.watch.chosen_checkpoint
+
+    @chosen_checkpoint.setter
+    def chosen_checkpoint(self, path: str | None) -> None:
+        self.watch.chosen_checkpoint = path
+
+    # -- form ------------------------------------------------------------------------------
     def _browse_data(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "VinDr-Mammo data folder")
         if path:
@@ -283,15 +238,11 @@ class TrainingWidget(QWidget):
         argv = req.command() + list(self.extra_args)
         # "start over" applies to this start only; Stop then Start must resume, not restart.
         self.fresh_check.setChecked(False)
-        self.history = self._previous_history(req)
-        self.chosen_checkpoint = None
-        self._select = req.select
-        self._chosen_epoch = self._chosen_in(self.history)
-        self.warnings = []
+        self.watch = TrainWatch(req)
         self.notice_label.setText("")
         self.notice_label.setVisible(False)
         self.use_button.setEnabled(False)
-        self._buffer, self._stderr, self._stopping = b"", [], False
+        self._lines, self._stopping = EventLines(), False
         proc = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
@@ -320,39 +271,15 @@ class TrainingWidget(QWidget):
         if self._process is proc and proc.state() != QProcess.ProcessState.NotRunning:
             proc.kill()
 
-    def _previous_history(self, req: TrainRequest) -> list[dict[str, Any]]:
-        """Epochs already in the run folder's ``metrics.jsonl`` (a resumed run)."""
-        log_file = Path(req.out) / "metrics.jsonl"
-        if req.fresh or not log_file.is_file():
-            return []
-        rows = []
-        for line in log_file.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-        return rows
-
     def _read_stdout(self) -> None:
-        if self._process is None:
-            return
-        self._buffer += bytes(self._process.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for raw in lines:
-            text = raw.decode("utf-8", "replace").strip()
-            if not text.startswith("{"):
-                continue
-            try:
-                event = json.loads(text)
-            except ValueError:
-                continue
-            self.handle_event(event)
+        if self._process is not None:
+            for event in self._lines.feed(bytes(self._process.readAllStandardOutput())):
+                self.handle_event(event)
 
     def _read_stderr(self) -> None:
-        if self._process is None:
-            return
-        text = bytes(self._process.readAllStandardError()).decode("utf-8", "replace")
-        self._stderr = (self._stderr + [x for x in text.splitlines() if x.strip()])[-40:]
+        if self._process is not None:
+            data = bytes(self._process.readAllStandardError())
+            self.watch.add_stderr(data.decode("utf-8", "replace"))
 
     def _process_error(self, error: Any) -> None:
         if error == QProcess.ProcessError.FailedToStart:
@@ -363,20 +290,12 @@ class TrainingWidget(QWidget):
     def _finished(self, code: int, status: Any) -> None:
         self._read_stdout()
         self._read_stderr()
-        crashed = status == QProcess.ExitStatus.CrashExit
-        if self._stopping:
-            self._status(f"stopped after epoch {self._last_epoch()}; Start resumes the run")
-        elif code == 0 and not crashed:
-            which = "last" if self._select == "last" else "best"
-            self._status(f"finished: {which} epoch {self._chosen_epoch} → "
-                         f"{self.chosen_checkpoint}")
+        end = self.watch.end(code, status == QProcess.ExitStatus.CrashExit, self._stopping)
+        self._status(end.status)
+        if end.error:
+            show_error(f"training failed: {end.error}")
+        elif end.finished:
             show_info("training finished")
-        else:
-            reason = self._stderr[-1] if self._stderr else ""
-            if crashed:
-                reason = "the training process was killed (out of memory?) " + reason
-            self._status(f"failed (exit {code}): {reason}")
-            show_error(f"training failed: {reason or f'exit status {code}'}")
         self._cleanup()
 
     def _cleanup(self) -> None:
@@ -393,94 +312,47 @@ class TrainingWidget(QWidget):
     # -- events --------------------------------------------------------------------------
     def handle_event(self, event: dict[str, Any]) -> None:
         """Update progress, status and plot from one JSON event of ``correlax train``."""
+        status = self.watch.handle(event)
+        if status is not None:
+            self._status(status)
+        bar = progress_of(event)
+        if bar is not None:
+            self.progress.update(bar)
         kind = event.get("event")
-        done, total = int(event.get("done", 0)), max(int(event.get("total", 1)), 1)
-        if kind == "start":
-            split = (event.get("selection") or {}).get("split")
-            self._status(
-                f"{event['train_samples']} training samples, {event['val_samples']} validation "
-                f"samples{f' ({split})' if split else ''} on {event['device']}; starting "
-                f"weights: {event.get('pretrained', 'none')}"
-            )
-        elif kind == "warning":
-            message = str(event.get("message", ""))
-            self.warnings.append(message)
+        if kind == "warning":
             self.notice_label.setText("\n".join(f"⚠ {w}" for w in self.warnings))
             self.notice_label.setVisible(True)
-            show_warning(message)
-        elif kind == "cache":
-            self.progress.update(("caching images %v/%m", done, total))
-        elif kind == "batch":
-            self.progress.update((
-                f"epoch {event['epoch']}/{event['epochs']}: batch %v/%m (loss {event['loss']:.4f})",
-                done, total))
+            show_warning(self.warnings[-1])
         elif kind == "epoch":
-            self.history = [h for h in self.history if h.get("epoch") != event.get("epoch")]
-            self.history.append(event)
-            f1 = event.get("macro_f1")
-            self._status(
-                f"epoch {event['epoch']}/{event['epochs']}: train loss "
-                f"{event['train_loss']:.4f}"
-                + ("" if f1 is None else f", val loss {event['val_loss']:.4f}, macro F1 {f1:.3f}")
-            )
-            if event.get("best") or self._select == "last":
-                self._chosen_epoch = int(event["epoch"])
             self._draw()
             self._refresh_checkpoint()
         elif kind == "done":
-            self.chosen_checkpoint = event.get("checkpoint", event.get("best"))
-            self._chosen_epoch = int(event.get("epoch", self._chosen_epoch))
-            self._progress(total, total, "done")
+            self.progress.flush()
             self.use_button.setEnabled(bool(self.chosen_checkpoint))
-
-    def _progress(self, done: int, total: int, fmt: str) -> None:
-        """Show ``fmt`` (Qt format: ``%v`` done, ``%m`` total) now."""
-        self.progress.update((fmt, done, total))
-        self.progress.flush()
 
     def _status(self, text: str) -> None:
         self.status_label.setText(text)
 
-    def _last_epoch(self) -> int:
-        return max((int(h["epoch"]) for h in self.history), default=0)
-
-    def _chosen_in(self, history: list[dict[str, Any]]) -> int:
-        """Epoch of the chosen checkpoint among ``history`` (0 when none)."""
-        marked = [h for h in history if self._select == "last" or h.get("best")]
-        return max((int(h["epoch"]) for h in marked), default=0)
-
     def _refresh_checkpoint(self) -> None:
         """Pick up the chosen checkpoint once the run folder holds it."""
-        out = self.out_edit.text().strip()
-        chosen = Path(out) / CHECKPOINT_FILES[self._select] if out else None
-        if chosen is not None and chosen.is_file():
-            self.chosen_checkpoint = str(chosen)
+        self.watch.find_checkpoint()
         self.use_button.setEnabled(bool(self.chosen_checkpoint) and not self.running)
 
     def _draw(self) -> None:
         """Loss (top) and validation F1 (bottom) per epoch."""
-        rows = sorted(self.history, key=lambda h: h["epoch"])
-        epochs = [h["epoch"] for h in rows]
+        series = self.watch.series()
         self.loss_ax.clear()
         self.f1_ax.clear()
-        self.loss_ax.plot(epochs, [h["train_loss"] for h in rows], "o-", label="train", ms=3)
-        val = [(h["epoch"], h["val_loss"]) for h in rows if h.get("val_loss") is not None]
-        if val:
-            self.loss_ax.plot(*zip(*val), "o-", label="validation", ms=3)
+        self.loss_ax.plot(*_xy(series["train_loss"]), "o-", label="train", ms=3)
+        if series["val_loss"]:
+            self.loss_ax.plot(*_xy(series["val_loss"]), "o-", label="validation", ms=3)
         self.loss_ax.set_ylabel("focal loss")
         self.loss_ax.legend(loc="upper right", fontsize="small")
-        f1 = [(h["epoch"], h["macro_f1"]) for h in rows if h.get("macro_f1") is not None]
-        if f1:
-            self.f1_ax.plot(*zip(*f1), "o-", color="k", label="macro", ms=3)
-            for label in ("Mass", "Suspicious Calcification"):
-                series = [
-                    (h["epoch"], m["f1"])
-                    for h in rows
-                    for m in h.get("metrics", [])
-                    if m["label"] == label
-                ]
-                if series:
-                    self.f1_ax.plot(*zip(*series), "-", lw=1, label=label.split()[-1])
+        if series["macro_f1"]:
+            self.f1_ax.plot(*_xy(series["macro_f1"]), "o-", color="k", label="macro", ms=3)
+            for label in PLOTTED_LABELS:
+                if series[label]:
+                    self.f1_ax.plot(*_xy(series[label]), "-", lw=1, label=label.split()[-1])
             self.f1_ax.legend(loc="lower right", fontsize="small")
         self.f1_ax.set_ylim(0, 1)
         self.f1_ax.set_ylabel("validation F1")
@@ -516,3 +388,7 @@ class TrainingWidget(QWidget):
             return
         target.set_checkpoint(self.chosen_checkpoint)
         show_info(f"analysis dock now uses {self.chosen_checkpoint}")
+
+
+def _xy(pairs: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    return [p[0] for p in pairs], [p[1] for p in pairs]

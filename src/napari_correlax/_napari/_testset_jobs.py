@@ -1,0 +1,101 @@
+"""The test-set reader's background work: maps of the images a review wants, file checks.
+
+Maps are computed in a napari worker, one image at a time, in the order
+:meth:`~napari_correlax.evaluate.review.Review.wanted` gives (the current image, then
+the next one); a job for an image the review no longer wants is quit between two
+progress events. A second worker checks every file of the data set once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import QObject, Signal
+
+from ..evaluate.review import Review, check_steps, load_steps
+
+
+class ReviewJobs(QObject):
+    """Runs a :class:`Review`'s loads and its file check in napari workers.
+
+    Signals: ``progress(event)`` while the current image is computed, ``loaded(outcome)``
+    (a :class:`~napari_correlax.evaluate.runner.LoadedImage` or
+    :class:`~napari_correlax.evaluate.review.LoadFailure`, not yet accepted), ``idle()``
+    when a job ended, ``bad_file(image_id, reason)`` per unusable file and ``checked()``
+    when the check is over.
+    """
+
+    progress = Signal(object)
+    loaded = Signal(object)
+    idle = Signal()
+    bad_file = Signal(str, str)
+    checked = Signal()
+
+    def __init__(self, review: Review, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.review = review
+        self.worker: Any = None
+        self.worker_id = ""
+        self.checker: Any = None
+
+    @property
+    def busy(self) -> bool:
+        """True while maps are being computed or files checked."""
+        return self.worker is not None or self.checker is not None
+
+    def schedule(self) -> None:
+        """Start the next job the review wants, or quit one it no longer wants."""
+        wanted = self.review.wanted()
+        if self.worker is not None:
+            if self.worker_id not in {r.image_id for r in wanted}:
+                self.worker.quit()
+            return
+        if not wanted:
+            return
+        from napari.qt.threading import create_worker
+
+        record = wanted[0]
+        review = self.review
+        worker = create_worker(load_steps, record, review.checkpoint, review.settings,
+                               review.cache_root, _start_thread=False)
+        worker.yielded.connect(self._progress)
+        worker.returned.connect(self.loaded.emit)
+        worker.finished.connect(self._finished)
+        self.worker, self.worker_id = worker, record.image_id
+        worker.start()
+
+    def _progress(self, event: Any) -> None:
+        current = self.review.current
+        if current is not None and self.worker_id == current.image_id:
+            self.progress.emit(event)
+
+    def _finished(self) -> None:
+        self.worker, self.worker_id = None, ""
+        self.idle.emit()
+        if self.review.index is not None:
+            self.schedule()
+
+    def check(self) -> None:
+        """Check the files not known to be bad (quick pass), in the background."""
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(check_steps, self.review.to_check(), _start_thread=False)
+        worker.yielded.connect(lambda found, w=worker: self._bad_file(found, w))
+        worker.finished.connect(lambda w=worker: self._check_done(w))
+        self.checker = worker
+        worker.start()
+
+    def _bad_file(self, found: tuple[str, str], worker: Any) -> None:
+        if worker is self.checker:
+            self.bad_file.emit(*found)
+
+    def _check_done(self, worker: Any) -> None:
+        if worker is self.checker:
+            self.checker = None
+            self.checked.emit()
+
+    def stop(self) -> None:
+        """Ask both workers to quit (between two of their yields)."""
+        for worker in (self.worker, self.checker):
+            if worker is not None:
+                worker.quit()

@@ -1,0 +1,426 @@
+"""A reader going through a test split, without Qt (SPEC §10): state and rules.
+
+A :class:`Review` holds what the napari "Test-set reader" dock shows and every rule it
+follows: the data set and the split, the filter, the list of images, the position and
+navigation, each image's status, which images to compute next, the automatic
+pointing-game verdicts of an image whose maps are loaded, the reader's own verdicts and
+comments, the saved reader state and the cache key. The dock only builds controls,
+forwards clicks and keys to a :class:`Review` and draws what it says; everything here
+runs (and is tested) without a viewer.
+
+Files, under the *work folder* (default :func:`default_work_folder`):
+
+``verdicts.csv``
+    A :class:`~.verdicts.VerdictStore`, rewritten atomically after every change, so
+    there is nothing to save and nothing is lost when the process is killed.
+``reader-state.json``
+    A :class:`~.verdicts.ReaderState`: data folder, split, filter, model, settings and
+    image, so opening the folder again resumes there.
+``cache/<key>/``
+    Each image's maps, as ``correlax evaluate --out <work folder>`` writes them
+    (:mod:`napari_correlax.maps.cache`), so a batch run beforehand makes reading instant.
+
+Status of an image (:meth:`Review.status`) and the symbol the list shows
+(:data:`SYMBOLS`): ``bad`` ✗ (file missing or unreadable), ``normal`` · (no finding:
+nothing to point at), ``none`` ○ (no verdict rows under this key yet), ``open`` ○ (rows,
+none judged), ``partial`` ◐ (some judged), ``done`` ● (all judged).
+
+Verdict rows belong to one cache key (:func:`~napari_correlax.maps.cache.settings_key`
+of the checkpoint and the :class:`~napari_correlax.maps.settings.MapSettings`): another
+model or map setting shows other maps and other rows; the rows of the old key stay in
+the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CorrelaxError
+from ..labels import LABELS
+from ..maps.cache import settings_key
+from ..maps.runtime import Progress
+from ..maps.settings import MapSettings
+from .pointing import Verdict, lesion_labels, pointing_verdicts
+from .runner import LoadedImage, load_image_steps
+from .verdicts import STATE_FILE, VERDICTS_FILE, ReaderState, VerdictRow, VerdictStore
+
+__all__ = [
+    "ALL",
+    "FILTERS",
+    "SYMBOLS",
+    "TO_REVIEW",
+    "WITH_FINDINGS",
+    "LoadFailure",
+    "Review",
+    "check_steps",
+    "default_work_folder",
+    "load_steps",
+    "saved_settings",
+]
+
+log = logging.getLogger(__name__)
+
+#: Filters of the list: every image, images with a finding, or one lesion label.
+ALL, WITH_FINDINGS = "All images", "Images with findings"
+FILTERS: tuple[str, ...] = (ALL, WITH_FINDINGS, *lesion_labels(LABELS))
+#: What the image list shows for each status (module docstring).
+SYMBOLS = {"bad": "✗", "normal": "·", "none": "○", "open": "○", "partial": "◐", "done": "●"}
+#: Statuses of an image that still waits for the reader.
+TO_REVIEW = ("none", "open", "partial")
+
+
+@dataclass
+class LoadFailure:
+    """A load that failed. ``bad_image``: the image file is at fault (the image is marked
+    bad); otherwise the model or the machine is, and the review halts until the settings
+    change."""
+
+    image_id: str
+    message: str
+    bad_image: bool = True
+
+
+def load_steps(
+    record: Any,
+    checkpoint: str | None,
+    settings: MapSettings,
+    cache_root: str | os.PathLike[str],
+) -> Generator[Progress, None, LoadedImage | LoadFailure]:
+    """An image and its maps (:func:`~.runner.load_image_steps`), or why not; never raises.
+
+    Yields the map computation's progress; returns the
+    :class:`~.runner.LoadedImage` or a :class:`LoadFailure` (what a worker thread hands
+    back to :meth:`Review.accept`).
+    """
+    try:
+        return (yield from load_image_steps(record, checkpoint, settings, cache_root))
+    except CorrelaxError as exc:
+        return LoadFailure(record.image_id, str(exc), exc.path == str(record.path))
+    except MemoryError:
+        return LoadFailure(record.image_id,
+                           "out of memory: lower the batch size or raise the stride", False)
+    except Exception as exc:
+        log.exception("test-set reader: loading %s failed", record.image_id)
+        return LoadFailure(record.image_id, f"{type(exc).__name__}: {exc}", False)
+
+
+def check_steps(records: list[Any], chunk: int = 64) -> Generator[tuple[str, str], None, None]:
+    """Quick readability check (:func:`~napari_correlax.io.vindr.check_readable`) in
+    chunks, yielding ``(image_id, reason)`` for each file that cannot be used."""
+    from ..io.vindr import check_readable
+
+    for start in range(0, len(records), chunk):
+        for record, reason in check_readable(records[start : start + chunk]):
+            yield (record.image_id, reason)
+
+
+def default_work_folder(data: Path) -> Path:
+    """``<data>/correlax`` when the data folder is writable, else a per-data-set user folder."""
+    if os.access(data, os.W_OK):
+        return data / "correlax"
+    slug = "_".join(p for p in data.resolve().parts[-2:] if p.strip("/"))
+    return Path.home() / ".cache" / "napari-correlax" / "review" / slug
+
+
+def saved_settings(state: ReaderState, current: MapSettings) -> MapSettings:
+    """``current`` with the map-changing fields a saved state holds.
+
+    Runtime fields (device, batch sizes, threads) stay as in ``current``: they never
+    change a map and the machine may have changed. Settings that are not valid give
+    ``current`` unchanged (the state is only a hint).
+    """
+    try:
+        return current.with_(**MapSettings.from_dict(state.settings or {}).map_fields())
+    except (CorrelaxError, KeyError, TypeError, ValueError):
+        return current
+
+
+class Review:
+    """One reader's pass over a split of a VinDr-layout data set (module docstring).
+
+    Typical use: :meth:`open` a data folder, :meth:`configure` the model and settings,
+    :meth:`list_images` of a split and filter, :meth:`go` to the returned position;
+    compute the images :meth:`wanted` returns with :func:`load_steps` and hand the
+    outcome to :meth:`accept`; :meth:`automatic_verdicts` of a loaded image adds its
+    rows, :meth:`set_verdict` / :meth:`set_comment` record the reader's answers.
+
+    Attributes: ``index`` (:class:`~napari_correlax.io.vindr.VinDrIndex`), ``work``
+    (work folder), ``store`` (verdicts), ``split`` and ``filter`` (of the list),
+    ``records`` (the list), ``position`` (index in ``records``; -1: none), ``checkpoint``
+    and ``settings`` (how maps are made), ``key`` (their cache key; "" when unknown),
+    ``bad`` (image id → why its file cannot be used), ``loaded`` (image id →
+    :class:`~.runner.LoadedImage`, the current image and its neighbours only) and
+    ``halted`` (why computing stopped; "" while it runs).
+    """
+
+    def __init__(self) -> None:
+        self.index: Any = None
+        self.work: Path | None = None
+        self.store: VerdictStore | None = None
+        self.split = ""
+        self.filter = ALL
+        self.records: list[Any] = []
+        self.position = -1
+        self.checkpoint: str | None = None
+        self.settings = MapSettings()
+        self.key = ""
+        self.bad: dict[str, str] = {}
+        self.loaded: dict[str, LoadedImage] = {}
+        self.halted = ""
+
+    # -- data set ----------------------------------------------------------------------
+    def open(self, data: str | os.PathLike[str], work: str | os.PathLike[str] | None = None
+             ) -> ReaderState | None:
+        """Open a VinDr-layout folder, verdicts in ``work`` (default :func:`default_work_folder`).
+
+        Files the index lists as missing are bad at once. The list is empty until
+        :meth:`list_images`. Returns the state saved in the work folder when it is this
+        data folder's (None otherwise). Raises CorrelaxError, changing nothing, when the
+        data set or the verdict file cannot be read.
+        """
+        from ..io.vindr import load_vindr
+
+        data = Path(data).expanduser()
+        index = load_vindr(data)
+        work_dir = Path(work).expanduser() if work else default_work_folder(data)
+        store = VerdictStore(work_dir / VERDICTS_FILE)
+        missing = set(index.missing)
+        self.index, self.work, self.store = index, work_dir, store
+        self.bad = {r.image_id: f"{r.path}: file not found" for r in index.images
+                    if r.path in missing}
+        self.records, self.position, self.key, self.halted = [], -1, "", ""
+        self.loaded.clear()
+        state = ReaderState.load(work_dir / STATE_FILE)
+        if state is None or not state.data or Path(state.data).resolve() != data.resolve():
+            return None
+        return state
+
+    def splits(self) -> list[str]:
+        """The splits of the data set, sorted."""
+        return sorted({r.split for r in self.index.images}) if self.index is not None else []
+
+    @property
+    def cache_root(self) -> Path | None:
+        """Where maps are cached (``<work folder>/cache``)."""
+        return None if self.work is None else self.work / "cache"
+
+    def configure(self, checkpoint: str | None, settings: MapSettings) -> bool:
+        """Make maps with this checkpoint (None: the demo model) and these settings.
+
+        Returns True when the maps change (another cache key, or a halted review that may
+        start again): loaded maps are dropped and the list should be drawn again. Raises
+        CorrelaxError when the checkpoint cannot be read; the key is then unchanged but
+        the next load uses the new checkpoint (and halts with the reason).
+        """
+        self.checkpoint, self.settings = checkpoint, settings
+        key = settings_key(checkpoint, settings)
+        if key == self.key and not self.halted:
+            return False
+        self.key, self.halted = key, ""
+        self.loaded.clear()
+        return True
+
+    # -- list and navigation -----------------------------------------------------------
+    def filtered(self, split: str, choice: str) -> list[Any]:
+        """Images of ``split`` the filter ``choice`` (one of :data:`FILTERS`) keeps."""
+        if self.index is None or not split:
+            return []
+        records = self.index.split(split)
+        if choice == WITH_FINDINGS:
+            return [r for r in records if lesion_labels(r.labels)]
+        if choice != ALL:
+            return [r for r in records if choice in r.labels]
+        return records
+
+    def list_images(self, split: str, choice: str, keep: str = "") -> int:
+        """List the images of ``split`` and filter ``choice``; the position to start at.
+
+        Start at image ``keep`` (default: the current image) when listed, else at the
+        first image with a finding that still waits for the reader, else at the first;
+        -1 when the list is empty. The position itself is unset until :meth:`go`.
+        """
+        keep = keep or (self.current.image_id if self.current is not None else "")
+        self.split, self.filter = split, choice
+        self.records = self.filtered(split, choice)
+        self.position = -1
+        ids = [r.image_id for r in self.records]
+        if not ids:
+            return -1
+        if keep in ids:
+            return ids.index(keep)
+        return next((k for k, r in enumerate(self.records) if self.status(r) in TO_REVIEW), 0)
+
+    @property
+    def current(self) -> Any:
+        """The image record at the position (None when there is none)."""
+        return self.records[self.position] if 0 <= self.position < len(self.records) else None
+
+    def neighbour(self, step: int) -> Any:
+        """The record ``step`` places from the current one (None past either end)."""
+        k = self.position + step
+        return self.records[k] if 0 <= k < len(self.records) else None
+
+    def clip(self, position: int) -> int:
+        """``position`` moved into the list (the list stops at both ends; -1 when empty)."""
+        return min(max(int(position), 0), len(self.records) - 1) if self.records else -1
+
+    def go(self, position: int) -> Any:
+        """Move to ``position`` (clipped), save the reader state; the record there."""
+        self.position = self.clip(position)
+        self.save_state()
+        return self.current
+
+    def find(self, text: str) -> int | None:
+        """Position of list number ``text`` (1-based) or of the first image whose image or
+        study id starts with ``text``; None when no image matches."""
+        text = text.strip()
+        if text.isdigit():
+            return int(text) - 1
+        for k, record in enumerate(self.records):
+            if record.image_id.startswith(text) or record.study_id.startswith(text):
+                return k
+        return None
+
+    def position_of(self, image_id: str) -> int:
+        """Index of an image in the list (-1 when not listed)."""
+        return next((k for k, r in enumerate(self.records) if r.image_id == image_id), -1)
+
+    # -- status ------------------------------------------------------------------------
+    def status(self, record: Any) -> str:
+        """``bad``, ``normal``, ``none``, ``open``, ``partial`` or ``done`` (module docstring)."""
+        if record.image_id in self.bad:
+            return "bad"
+        if not lesion_labels(record.labels):
+            return "normal"
+        return self.store.status(record.image_id, self.key) if self.store else "none"
+
+    def describe(self, k: int) -> tuple[str, str]:
+        """List line and tooltip of the image at index ``k``."""
+        record = self.records[k]
+        labels = ", ".join(lesion_labels(record.labels)) or "no finding"
+        text = (f"{SYMBOLS[self.status(record)]} {k + 1}. {record.image_id[:12]} "
+                f"{record.laterality} {record.view} · {labels}")
+        tip = self.bad.get(record.image_id, f"study {record.study_id}\nimage {record.image_id}")
+        return text, tip
+
+    def summary(self, checking: bool = False) -> str:
+        """One line: how many listed images are reviewed, to review, missing or unreadable."""
+        status = [self.status(r) for r in self.records]
+        done = status.count("done")
+        todo = sum(status.count(s) for s in TO_REVIEW)
+        bad = status.count("bad")
+        more = " (checking files…)" if checking else ""
+        return (f"{len(self.records)} images: {done} reviewed, {todo} to review, "
+                f"{bad} missing or unreadable{more}.")
+
+    def to_check(self) -> list[Any]:
+        """Images of the data set whose files are not known to be bad yet."""
+        images = self.index.images if self.index is not None else []
+        return [r for r in images if r.image_id not in self.bad]
+
+    def mark_bad(self, image_id: str, reason: str) -> int:
+        """Mark an image's file unusable; its list index (-1 when not listed)."""
+        self.bad[image_id] = reason
+        return self.position_of(image_id)
+
+    # -- computing ---------------------------------------------------------------------
+    def wanted(self) -> list[Any]:
+        """Images to compute, most urgent first: the current one, then the next one
+        (prefetched while the reader looks at the current one). Loaded and bad images
+        are left out; nothing while the review is halted."""
+        if self.halted:
+            return []
+        return [r for r in (self.current, self.neighbour(1)) if r is not None
+                and r.image_id not in self.loaded and r.image_id not in self.bad]
+
+    def accept(self, outcome: LoadedImage | LoadFailure) -> str:
+        """Take a finished load; the id of the image whose status changed ("" if none).
+
+        A failure of the image file marks it bad; any other failure halts the review
+        (:attr:`halted`) until :meth:`configure` changes something. Maps made under
+        another key than the current one are dropped. Loaded maps are kept for the
+        current image and its two neighbours only.
+        """
+        if isinstance(outcome, LoadFailure):
+            if not outcome.bad_image:
+                self.halted = outcome.message
+                return ""
+            image_id = outcome.image_id
+            self.bad[image_id] = outcome.message
+        else:
+            image_id = outcome.record.image_id
+            if self.key and outcome.key != self.key:
+                return ""
+            self.loaded[image_id] = outcome
+            self.key = outcome.key
+        keep = {r.image_id for r in (self.current, self.neighbour(1), self.neighbour(-1)) if r}
+        for old in [i for i in self.loaded if i not in keep]:
+            del self.loaded[old]
+        return image_id
+
+    # -- verdicts ----------------------------------------------------------------------
+    def automatic_verdicts(self, loaded: LoadedImage) -> list[Verdict]:
+        """The pointing-game verdicts of a loaded image, added to (or refreshed in) the
+        verdict file under the image's key; the reader's answers are kept."""
+        record = loaded.record
+        verdicts = pointing_verdicts(loaded.result, record.boxes, record.image_id)
+        if self.store is not None:
+            self.store.add_automatic(verdicts, study_id=record.study_id, split=record.split,
+                                     model=loaded.model_name, settings=loaded.key)
+        return verdicts
+
+    def rows(self) -> list[VerdictRow]:
+        """Verdict rows of the current image under the current key (table order)."""
+        record = self.current
+        if record is None or self.store is None:
+            return []
+        return self.store.for_image(record.image_id, self.key)
+
+    def first_open_row(self) -> int:
+        """The first row without a reader verdict (0 when all have one)."""
+        return next((k for k, r in enumerate(self.rows()) if not r.reader_verdict), 0)
+
+    def set_verdict(self, row: int, verdict: str) -> int:
+        """Set the reader's verdict of row ``row`` (``""`` clears), saved at once.
+
+        Returns the row to go on with: the next row without a verdict after this one,
+        else this one. Raises CorrelaxError when there is no such row.
+        """
+        rows = self.rows()
+        if self.store is None or not 0 <= row < len(rows):
+            raise CorrelaxError("select a finding row first (maps must be ready)")
+        self.store.set_reader(rows[row].key, verdict)
+        rows = self.rows()
+        return next((j for j in range(row + 1, len(rows)) if not rows[j].reader_verdict), row)
+
+    def set_comment(self, row: int, text: str) -> bool:
+        """Set the comment of row ``row`` (saved at once); True when it changed."""
+        rows = self.rows()
+        if self.store is None or not 0 <= row < len(rows) or rows[row].comment == text:
+            return False
+        self.store.set_reader(rows[row].key, None, text)
+        return True
+
+    # -- reader state ------------------------------------------------------------------
+    def state(self) -> ReaderState | None:
+        """Where the reader is (None before an image is shown)."""
+        if self.index is None or self.current is None:
+            return None
+        return ReaderState(data=str(self.index.root), split=self.split, filter=self.filter,
+                           model=self.checkpoint or "", settings=self.settings.as_dict(),
+                           image_id=self.current.image_id)
+
+    def save_state(self) -> None:
+        """Write :meth:`state` to the work folder (a failure is only logged: it is a hint)."""
+        state = self.state()
+        if state is None or self.work is None:
+            return
+        try:
+            state.save(self.work / STATE_FILE)
+        except OSError as exc:
+            log.warning("could not save the reader state: %s", exc)

@@ -1,0 +1,220 @@
+"""Watching a ``correlax train`` run from another process, without Qt.
+
+The napari training dock starts ``python -m napari_correlax.cli train ... --progress
+json`` as a child process (:meth:`TrainRequest.command`), reads its standard output one
+JSON object per line (:class:`EventLines`; the objects are
+:meth:`~napari_correlax.train.TrainEvent.as_json`) and shows what :class:`TrainWatch`
+makes of them: the per-epoch history (losses and validation F1 to plot), warnings, the
+epoch and file of the chosen checkpoint, the status line and how the run ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CHECKPOINT_FILES",
+    "PLOTTED_LABELS",
+    "SELECTIONS",
+    "EventLines",
+    "RunEnd",
+    "TrainRequest",
+    "TrainWatch",
+    "progress_of",
+    "read_history",
+]
+
+#: "Keep" choices: (shown text, ``--select`` value).
+SELECTIONS = (("best on validation share", "best"), ("last epoch", "last"))
+#: Checkpoint file each ``--select`` value leaves in the run folder.
+CHECKPOINT_FILES = {"best": "best.safetensors", "last": "last.safetensors"}
+#: Labels whose validation F1 is plotted beside the macro F1.
+PLOTTED_LABELS = ("Mass", "Suspicious Calcification")
+#: Lines of the child's standard error kept for the failure message.
+STDERR_LINES = 40
+
+
+@dataclass
+class TrainRequest:
+    """What the dock passes to ``correlax train`` (copied out of the widgets)."""
+
+    data: str
+    out: str
+    backbone: str = "efficientnet_v2_s"
+    epochs: int = 50
+    batch_size: int = 48
+    pretrained: str = ""
+    select: str = "best"
+    device: str = "auto"
+    fresh: bool = False
+
+    def command(self) -> list[str]:
+        """The child process's argv (``sys.executable`` first)."""
+        argv = [sys.executable, "-m", "napari_correlax.cli", "train", self.data,
+                "--out", self.out, "--backbone", self.backbone,
+                "--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
+                "--select", self.select, "--device", self.device, "--progress", "json"]
+        if self.pretrained:
+            argv += ["--pretrained", self.pretrained]
+        if self.fresh:
+            argv.append("--fresh")
+        return argv
+
+
+def read_history(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The epochs already in a run folder's ``metrics.jsonl`` (unreadable lines skipped)."""
+    log_file = Path(out) / "metrics.jsonl"
+    if not log_file.is_file():
+        return []
+    rows = []
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "epoch" in row:
+            rows.append(row)
+    return rows
+
+
+class EventLines:
+    """Splits a child's standard output, as it arrives in pieces, into JSON events.
+
+    Only complete lines holding a JSON object are events; other lines (a library's
+    print, a torchrun banner) are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """The events completed by ``data``."""
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        events = []
+        for raw in lines:
+            text = raw.decode("utf-8", "replace").strip()
+            if not text.startswith("{"):
+                continue
+            try:
+                event = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+
+def progress_of(event: dict[str, Any]) -> tuple[str, int, int] | None:
+    """``(Qt progress format, done, total)`` of a ``cache``, ``batch`` or ``done`` event
+    (``%v`` done, ``%m`` total); None for other events."""
+    kind = event.get("event")
+    done, total = int(event.get("done", 0)), max(int(event.get("total", 1)), 1)
+    if kind == "cache":
+        return ("caching images %v/%m", done, total)
+    if kind == "batch":
+        return (f"epoch {event['epoch']}/{event['epochs']}: batch %v/%m "
+                f"(loss {event['loss']:.4f})", done, total)
+    if kind == "done":
+        return ("done", total, total)
+    return None
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended: the status line, and ``error`` (why it failed) when it did."""
+
+    status: str
+    error: str = ""
+    finished: bool = False
+
+
+class TrainWatch:
+    """What one run's events say (see the module docstring).
+
+    Attributes: ``out`` (run folder), ``select`` (``best`` or ``last``), ``history``
+    (epoch events, earlier epochs of a resumed run first), ``warnings``,
+    ``chosen_epoch`` (0: none yet), ``chosen_checkpoint`` (path, once it exists).
+    """
+
+    def __init__(self, request: TrainRequest | None = None) -> None:
+        self.out = Path(request.out) if request is not None else None
+        self.select = request.select if request is not None else "best"
+        resumed = request is not None and not request.fresh
+        self.history: list[dict[str, Any]] = read_history(request.out) if resumed else []
+        self.warnings: list[str] = []
+        self.stderr: list[str] = []
+        self.chosen_checkpoint: str | None = None
+        marked = [h for h in self.history if self.select == "last" or h.get("best")]
+        self.chosen_epoch = max((int(h["epoch"]) for h in marked), default=0)
+
+    @property
+    def last_epoch(self) -> int:
+        """The last finished epoch (0: none)."""
+        return max((int(h["epoch"]) for h in self.history), default=0)
+
+    def handle(self, event: dict[str, Any]) -> str | None:
+        """Take one event; the new status line, if the event changes it."""
+        kind = event.get("event")
+        if kind == "start":
+            split = (event.get("selection") or {}).get("split")
+            return (f"{event['train_samples']} training samples, {event['val_samples']} "
+                    f"validation samples{f' ({split})' if split else ''} on "
+                    f"{event['device']}; starting weights: {event.get('pretrained', 'none')}")
+        if kind == "warning":
+            self.warnings.append(str(event.get("message", "")))
+        elif kind == "epoch":
+            self.history = [h for h in self.history if h.get("epoch") != event.get("epoch")]
+            self.history.append(event)
+            if event.get("best") or self.select == "last":
+                self.chosen_epoch = int(event["epoch"])
+            f1 = event.get("macro_f1")
+            return (f"epoch {event['epoch']}/{event['epochs']}: train loss "
+                    f"{event['train_loss']:.4f}" + ("" if f1 is None else
+                    f", val loss {event['val_loss']:.4f}, macro F1 {f1:.3f}"))
+        elif kind == "done":
+            self.chosen_checkpoint = event.get("checkpoint", event.get("best"))
+            self.chosen_epoch = int(event.get("epoch", self.chosen_epoch))
+        return None
+
+    def add_stderr(self, text: str) -> None:
+        """Keep the last :data:`STDERR_LINES` non-blank lines of the child's standard error."""
+        self.stderr = (self.stderr + [x for x in text.splitlines() if x.strip()])[-STDERR_LINES:]
+
+    def find_checkpoint(self) -> str | None:
+        """The chosen checkpoint, picked up once the run folder holds it."""
+        if self.out is not None:
+            chosen = self.out / CHECKPOINT_FILES[self.select]
+            if chosen.is_file():
+                self.chosen_checkpoint = str(chosen)
+        return self.chosen_checkpoint
+
+    def end(self, code: int, crashed: bool, stopping: bool) -> RunEnd:
+        """How the run ended, from the exit code, whether it crashed (killed) and whether
+        Stop asked it to end."""
+        if stopping:
+            return RunEnd(f"stopped after epoch {self.last_epoch}; Start resumes the run")
+        if code == 0 and not crashed:
+            which = "last" if self.select == "last" else "best"
+            return RunEnd(f"finished: {which} epoch {self.chosen_epoch} → "
+                          f"{self.chosen_checkpoint}", finished=True)
+        reason = self.stderr[-1] if self.stderr else ""
+        if crashed:
+            reason = "the training process was killed (out of memory?) " + reason
+        return RunEnd(f"failed (exit {code}): {reason}", error=reason or f"exit status {code}")
+
+    def series(self) -> dict[str, list[tuple[int, float]]]:
+        """``(epoch, value)`` pairs to plot, by epoch: ``train_loss``, ``val_loss``,
+        ``macro_f1`` and the validation F1 of each of :data:`PLOTTED_LABELS` (empty
+        lists for what the events do not hold)."""
+        rows = sorted(self.history, key=lambda h: h["epoch"])
+        out = {name: [(h["epoch"], h[name]) for h in rows if h.get(name) is not None]
+               for name in ("train_loss", "val_loss", "macro_f1")}
+        for label in PLOTTED_LABELS:
+            out[label] = [(h["epoch"], m["f1"]) for h in rows for m in h.get("metrics", [])
+                          if m.get("label") == label]
+        return out
