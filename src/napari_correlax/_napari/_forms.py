@@ -1,4 +1,5 @@
-"""Form pieces the docks share: spin boxes, the device list, tooltips, and the controls
+"""Form pieces the docks share: spin boxes, the device list, tooltips, a path box with a
+browse button, keyboard shortcuts, and the controls
 bound to :class:`~napari_correlax.maps.settings.MapSettings` (both ways).
 
 The binding is the only place where widget values become settings: a dock builds a
@@ -9,16 +10,32 @@ values) and :meth:`SettingsForm.show` writes settings back into the controls.
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QKeySequence
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QShortcut,
+    QSpinBox,
+    QWidget,
+)
 
 from ..maps.methods import METHODS
 from ..maps.settings import MapSettings
 
-__all__ = ["TOOLTIPS", "SettingsForm", "devices", "spin"]
+__all__ = ["TOOLTIPS", "SettingsForm", "bind_keys", "devices", "dock_key", "path_row", "spin"]
+
+log = logging.getLogger(__name__)
 
 #: Help texts of the controls, shared by the docks.
 TOOLTIPS: dict[str, str] = {
@@ -36,6 +53,15 @@ TOOLTIPS: dict[str, str] = {
     "focus_threshold": "Lesion probability that puts a window in focus",
     "seed": "Seed of the masks: the same seed gives the same maps",
     "min_masks": "Fewest masks per window (256: the paper's Fig. 7 precision)",
+    "epochs": "Passes over the training samples (the recipe: 50)",
+    "train_batch": "Crops per optimisation step (the recipe: 48); lower it when memory runs out",
+    "pretrained": "starting backbone weights (.safetensors/.pth), 'imagenet' or 'none'; "
+                  "empty: torchvision backbones use the ImageNet file when the torch cache "
+                  "holds it (never downloaded), else random weights with a warning",
+    "select": "best on validation share: the epoch with the best validation macro F1 on 10% "
+              "of the training studies, held out from training; last epoch: train on all "
+              "training studies and keep the last epoch (as the paper's authors did). The "
+              "test split is never read.",
 }
 
 
@@ -149,3 +175,47 @@ class SettingsForm:
                 widget.setChecked(bool(value))
             else:
                 widget.setValue(value)
+
+
+def path_row(placeholder: str, browse: Callable[[], Any], tip: str = ""
+             ) -> tuple[QLineEdit, QWidget]:
+    """A line edit for a path with a "…" button that calls ``browse``; (edit, row)."""
+    edit = QLineEdit()
+    edit.setPlaceholderText(placeholder)
+    edit.setToolTip(tip)
+    button = QPushButton("…")
+    button.setMaximumWidth(32)
+    button.clicked.connect(lambda: browse())
+    row = QWidget()
+    box = QHBoxLayout(row)
+    box.setContentsMargins(0, 0, 0, 0)
+    box.addWidget(edit)
+    box.addWidget(button)
+    return edit, row
+
+
+def dock_key(dock: QWidget, key: str, action: Callable[[], Any]) -> QShortcut:
+    """Run ``action`` on ``key`` while the dock or one of its children has the focus."""
+    shortcut = QShortcut(QKeySequence(key), dock)
+    shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+    shortcut.activated.connect(action)
+    return shortcut
+
+
+def bind_keys(dock: QWidget, viewer: Any, actions: dict[str, Callable[[], Any]]) -> None:
+    """The same keys in the dock (:func:`dock_key`) and on the viewer's canvas (its
+    keymap, replacing earlier bindings); the canvas keys go when the dock is destroyed."""
+    for key, action in actions.items():
+        dock_key(dock, key, action)
+        viewer.bind_key(key, lambda _viewer, a=action: a(), overwrite=True)
+    keys = list(actions)
+    dock.destroyed.connect(lambda *_: unbind_keys(viewer, keys))
+
+
+def unbind_keys(viewer: Any, keys: list[str]) -> None:
+    """Remove canvas keys (a viewer already closed is fine)."""
+    for key in keys:
+        try:
+            viewer.bind_key(key, None, overwrite=True)
+        except Exception:
+            log.debug("could not unbind %s", key)

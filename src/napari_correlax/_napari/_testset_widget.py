@@ -45,8 +45,7 @@ from ..evaluate.pointing import lesion_labels
 from ..evaluate.review import ALL, FILTERS, WITH_FINDINGS, LoadFailure, Review, saved_settings
 from ..evaluate.verdicts import ReaderState
 from ..maps.settings import MapSettings
-from ._controls import bind_keys, dock_key, path_row
-from ._forms import SettingsForm
+from ._forms import SettingsForm, bind_keys, dock_key, path_row
 from ._progress import ThrottledProgress
 from ._testset_jobs import ReviewJobs
 from ._testset_layers import PREFIX, ReviewLayers

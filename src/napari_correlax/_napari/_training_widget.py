@@ -48,26 +48,13 @@ from ..train.watch import (
     TrainWatch,
     progress_of,
 )
-from ._controls import path_row
-from ._forms import TOOLTIPS, devices, spin
+from ._forms import TOOLTIPS, devices, path_row, spin
 from ._progress import ThrottledProgress
 
 log = logging.getLogger(__name__)
 
 #: Seconds between Stop's SIGTERM and a hard kill.
 STOP_GRACE_S = 10
-#: Help texts of the controls only this dock has.
-TIPS = {
-    "epochs": "Passes over the training samples (the recipe: 50)",
-    "batch": "Crops per optimisation step (the recipe: 48); lower it when memory runs out",
-    "pretrained": "starting backbone weights (.safetensors/.pth), 'imagenet' or 'none'; "
-                  "empty: torchvision backbones use the ImageNet file when the torch cache "
-                  "holds it (never downloaded), else random weights with a warning",
-    "select": "best on validation share: the epoch with the best validation macro F1 on 10% "
-              "of the training studies, held out from training; last epoch: train on all "
-              "training studies and keep the last epoch (as the paper's authors did). The "
-              "test split is never read.",
-}
 
 
 def _backbones() -> list[str]:
@@ -95,15 +82,15 @@ class TrainingWidget(QWidget):
         self.backbone_combo = QComboBox()
         self.backbone_combo.addItems(_backbones())
         self.backbone_combo.setCurrentText("efficientnet_v2_s")
-        self.epochs_spin = spin(1, 10_000, 50, TIPS["epochs"])
-        self.batch_spin = spin(1, 4096, 48, TIPS["batch"])
+        self.epochs_spin = spin(1, 10_000, 50, TOOLTIPS["epochs"])
+        self.batch_spin = spin(1, 4096, 48, TOOLTIPS["train_batch"])
         self.pretrained_edit, pretrained_row = path_row(
             "default: ImageNet from the torch cache", self._browse_pretrained,
-            TIPS["pretrained"])
+            TOOLTIPS["pretrained"])
         self.select_combo = QComboBox()
         for text, value in SELECTIONS:
             self.select_combo.addItem(text, value)
-        self.select_combo.setToolTip(TIPS["select"])
+        self.select_combo.setToolTip(TOOLTIPS["select"])
         self.out_edit, out_row = path_row("run folder (resumed if it holds a run)",
                                           self._browse_out)
         self.device_combo = QComboBox()

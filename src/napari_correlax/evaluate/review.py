@@ -1,4 +1,4 @@
-"""A reader going through a test split, without Qt (SPEC §10): state and rules.
+"""A reader going through a test split, without Qt (docs/method.md §10): state and rules.
 
 A :class:`Review` holds what the napari "Test-set reader" dock shows and every rule it
 follows: the data set and the split, the filter, the list of images, the position and

@@ -1,22 +1,19 @@
 """Training the classifier (docs/method.md §5, paper §3.3): crops, sampler, focal loss, fit loop.
 
-Imports torch; nothing outside training and the CLI's ``train`` command imports it.
+The names below load their module (and torch) on first use, so the Qt-free run watcher
+(:mod:`.watch`) imports without torch.
 """
 
-from .crops import CropConfig, CropDataset, FusedImageCache, build_samples, sample_weights
-from .fit import (
-    StartingWeights,
-    TrainConfig,
-    TrainEvent,
-    TrainResult,
-    TrainSplit,
-    evaluate_crops,
-    load_starting_weights,
-    split_records,
-    train,
-    train_steps,
-)
-from .losses import focal_loss
+from typing import Any
+
+_MODULES = {
+    "CropConfig": "crops", "CropDataset": "crops", "FusedImageCache": "crops",
+    "build_samples": "crops", "sample_weights": "crops",
+    "StartingWeights": "fit", "TrainConfig": "fit", "TrainEvent": "fit", "TrainResult": "fit",
+    "TrainSplit": "fit", "evaluate_crops": "fit", "load_starting_weights": "fit",
+    "split_records": "fit", "train": "fit", "train_steps": "fit",
+    "focal_loss": "losses",
+}
 
 __all__ = [
     "CropConfig",
@@ -36,3 +33,11 @@ __all__ = [
     "train",
     "train_steps",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
