@@ -75,3 +75,35 @@ def test_help_works(command, capsys):
         main([command, "--help"])
     assert info.value.code == 0
     assert command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["predict", "explain"])
+@pytest.mark.parametrize("stride", ["100000", "512", "0"])
+def test_bad_stride_is_one_line_and_status_2(tmp_path, tiny_ckpt, phantom_dicom, capsys,
+                                             command, stride):
+    """Larger than the image (it once tried to allocate 80 GB), equal to the image side
+    (it gave "0 windows" and a nonsense peak), larger than the window, or 0."""
+    argv = [command, str(phantom_dicom), "--model", str(tiny_ckpt), "--out", str(tmp_path),
+            "--stride", stride, "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stride" in err[0] and "Traceback" not in err[0], err
+    assert not list(tmp_path.glob("*.npz"))
+
+
+def test_text_file_named_dcm_is_not_a_dicom_file(tmp_path, tiny_ckpt, capsys):
+    fake = tmp_path / "notes.dcm"
+    fake.write_text("patient notes, not an image\n")
+    assert main(["predict", str(fake), "--model", str(tiny_ckpt), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a DICOM file" in err[0] and str(fake) in err[0]
+
+
+def test_result_file_with_python_objects_is_refused_without_numpy_advice(tmp_path):
+    from napari_correlax.errors import CorrelaxError
+
+    path = tmp_path / "objects.npz"
+    np.savez(path, prediction=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(CorrelaxError) as info:
+        load_result(path)
+    assert "allow_pickle" not in str(info.value) and "Python objects" in str(info.value)

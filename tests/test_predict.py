@@ -29,14 +29,19 @@ def tiny():
     return Classifier("tiny", ["No Finding", "Mass", "Calc"], input_size=64).eval()
 
 
-def brute_force_maps(img, model, stride, min_tissue):
+def brute_force_maps(img, model, stride, min_tissue, reach="border"):
     fused = fuse_channels(img)
     roi = breast_roi(img)
     y0, x0, y1, x1 = roi.box
     s = model.input_size
 
     def axis(lo, hi):
+        """Top-left corners along one axis, written out for each layout."""
         size = hi - lo
+        if reach == "border":  # centres inside lo … hi − 1, centred; centre = corner + 31.5
+            n = (size - 1) // stride + 1
+            first_centre = lo + ((size - 1) - (n - 1) * stride) // 2
+            return [first_centre - (s - 1) // 2 + k * stride for k in range(n)]
         n = 1 if size <= s else int(np.ceil((size - s) / stride)) + 1
         over = (n - 1) * stride + s - size
         return [lo - over // 2 + k * stride for k in range(n)]
@@ -73,10 +78,12 @@ def brute_force_maps(img, model, stride, min_tissue):
     return rows[0], cols[0], smooth, evaluated
 
 
-def test_prediction_maps_equal_brute_force_loop(tiny):
+@pytest.mark.parametrize("reach", ["border", "inside"])
+def test_prediction_maps_equal_brute_force_loop(tiny, reach):
     img = ellipse_image()
-    result = predict(img, tiny, stride=16, batch_size=7, device="cpu", min_tissue=0.2)
-    r0, c0, expected, evaluated = brute_force_maps(img, tiny, 16, 0.2)
+    result = predict(img, tiny, stride=16, batch_size=7, device="cpu", min_tissue=0.2,
+                     reach=reach)
+    r0, c0, expected, evaluated = brute_force_maps(img, tiny, 16, 0.2, reach)
     assert result.origin == (r0, c0)
     assert result.window == 64 and result.stride == 16
     np.testing.assert_array_equal(result.window_mask, evaluated)
@@ -168,3 +175,30 @@ def test_window_feeder_batches_equal_normalised_crops(tiny, prefetch, pointwise)
     torch.testing.assert_close(torch.cat(got), expected, rtol=0, atol=1e-6)
     if not pointwise:
         assert model.calls == 3  # once per batch of 4, 4, 3
+
+
+def test_map_covers_a_lesion_near_the_breast_edge(tiny):
+    """A lesion box 20–70 px from the breast's edge (skin line side) lies under the map's
+    evaluated cells with the default layout; the paper's inside layout, whose cells stop
+    about half a window (128 px) short of the edge, misses it."""
+    from napari_correlax.synth import make_phantom
+
+    phantom = make_phantom(4, shape=(1024, 640), findings=[])
+    roi = breast_roi(phantom.pixels)
+    rows = np.flatnonzero(roi.mask.any(axis=1))
+    mid = int(rows[len(rows) // 2])
+    edge = int(np.flatnonzero(roi.mask[mid])[-1])  # the skin line on the middle row
+    box = (edge - 70, mid - 25, edge - 20, mid + 25)  # xmin, ymin, xmax, ymax
+    assert edge - box[2] >= 20 and edge - box[0] <= 100
+
+    def covered(reach: str) -> bool:
+        model = Classifier("tiny", ["No Finding", "Mass"], input_size=256).eval()
+        result = predict(phantom, model, stride=48, device="cpu", reach=reach)
+        centres = result.grid.centres()[result.window_mask]
+        half = result.stride / 2  # each map cell is drawn one stride wide around its centre
+        inside = ((centres[:, 1] + half >= box[0]) & (centres[:, 1] - half <= box[2])
+                  & (centres[:, 0] + half >= box[1]) & (centres[:, 0] - half <= box[3]))
+        return bool(inside.any())
+
+    assert covered("border")
+    assert not covered("inside")

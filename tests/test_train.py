@@ -57,6 +57,23 @@ def test_metrics_without_positives_are_zero_not_nan():
     assert macro_f1(rows) == 0.0
 
 
+def test_labels_without_cases_show_blank_f1_in_tables_not_zero():
+    from napari_correlax.evaluate.classification import format_table
+    from napari_correlax.evaluate.report import classification_report
+
+    truth = np.array([[1, 0], [0, 0], [1, 0]])
+    scores = np.array([[0.9, 0.7], [0.2, 0.1], [0.4, 0.3]])
+    rows = per_label_metrics(truth, scores, ["A", "B"])  # B has no case (support 0)
+    table = classification_report(rows)
+    cells = {row[0]: row for row in table.rows}
+    assert cells["A"][4] == pytest.approx(2 / 3) and cells["B"][4] is None
+    assert cells["B"][3] is None and cells["B"][5] == 0
+    csv_b = next(line for line in table.to_csv().splitlines() if line.startswith("B,"))
+    assert csv_b.split(",")[3:5] == ["", ""]
+    md_b = next(line for line in format_table(rows).splitlines() if line.startswith("| B "))
+    assert md_b.split("|")[4].strip() == "–" and md_b.split("|")[5].strip() == "–"
+
+
 # ----------------------------------------------------------------------------- samples
 
 

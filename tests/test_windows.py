@@ -77,8 +77,8 @@ def test_layer_transform_puts_each_cell_on_its_window_centre():
 
 
 @pytest.mark.parametrize("roi", [(0, 0, 700, 500), (40, 30, 650, 420), (10, 10, 100, 90)])
-def test_grid_covers_roi_with_balanced_overhang(roi):
-    grid = WindowGrid.covering((700, 500), roi, window=256, stride=48)
+def test_inside_grid_covers_roi_with_balanced_overhang(roi):
+    grid = WindowGrid.covering((700, 500), roi, window=256, stride=48, reach="inside")
     y0, x0, y1, x1 = roi
     for axis, (lo, hi) in enumerate(((y0, y1), (x0, x1))):
         start = grid.origin[axis]
@@ -89,6 +89,25 @@ def test_grid_covers_roi_with_balanced_overhang(roi):
         # one window fewer would not cover the ROI
         if grid.shape[axis] > 1:
             assert (grid.shape[axis] - 2) * grid.stride + grid.window < hi - lo
+
+
+@pytest.mark.parametrize("roi", [(0, 0, 700, 500), (40, 30, 650, 420), (10, 10, 100, 90)])
+def test_border_grid_centres_reach_within_half_a_stride_of_the_roi_edge(roi):
+    """reach="border": window centres lie inside the ROI, the first and last within half a
+    stride of its edges (balanced), and one more centre would leave the ROI."""
+    grid = WindowGrid.covering((700, 500), roi, window=256, stride=48, reach="border")
+    centres = grid.centres()
+    y0, x0, y1, x1 = roi
+    for axis, (lo, hi) in enumerate(((y0, y1), (x0, x1))):
+        along = centres[:, 0, 0] if axis == 0 else centres[0, :, 1]
+        # pixel r is centred at r: the ROI's pixels lo … hi − 1
+        first, last = along[0], along[-1]
+        assert lo - 0.5 <= first and last <= hi - 1 + 0.5
+        assert first - lo <= 48 / 2 + 0.5 and (hi - 1) - last <= 48 / 2 + 0.5
+        assert abs((first - lo) - ((hi - 1) - last)) <= 1.5
+        assert last + 48 > hi - 1 + 0.5 or first - 48 < lo - 0.5
+    with pytest.raises(ValueError, match="reach"):
+        WindowGrid.covering((700, 500), roi, window=256, stride=48, reach="edge")
 
 
 def test_windows_from_padded_image_match_brute_force_extraction():

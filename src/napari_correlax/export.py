@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CorrelaxError
-from .files import atomic_write, atomic_write_text
+from .files import atomic_write, atomic_write_text, npz_reason
 from .maps.kinds import kind as map_kind
 
 __all__ = [
@@ -238,7 +238,7 @@ def read_maps(path: str | os.PathLike[str]) -> list[MapArray]:
     except CorrelaxError:
         raise
     except Exception as exc:
-        raise CorrelaxError(f"not a napari-correlax map file ({exc})", path) from exc
+        raise CorrelaxError(f"not a napari-correlax map file ({npz_reason(exc)})", path) from exc
 
 
 def _read_tiff_map(path: Path) -> MapArray:
@@ -251,7 +251,7 @@ def _read_tiff_map(path: Path) -> MapArray:
             text = page.description
         doc = json.loads(text)
     except Exception as exc:
-        raise CorrelaxError(f"not a napari-correlax map file ({exc})", path) from exc
+        raise CorrelaxError(f"not a napari-correlax map file ({npz_reason(exc)})", path) from exc
     if not isinstance(doc, dict) or doc.get("format") != MAPS_FORMAT:
         raise CorrelaxError("TIFF has no napari-correlax map description", path)
     return MapArray(

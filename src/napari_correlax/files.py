@@ -48,3 +48,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Atomically replace ``path`` with UTF-8 ``text``."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def npz_reason(exc: BaseException) -> str:
+    """Why ``np.load(..., allow_pickle=False)`` refused a file, in words for users.
+
+    numpy's message about ``allow_pickle`` advises what the plugin never does (loading
+    pickled Python objects runs code), so it becomes a plain statement instead.
+    """
+    if "allow_pickle" in str(exc):
+        return "it holds Python objects, which are never loaded (only plain arrays are)"
+    return f"{type(exc).__name__}: {exc}"

@@ -7,12 +7,15 @@ covers the half-open pixel ranges
     rows  [origin_y + i·stride, origin_y + i·stride + window)
     cols  [origin_x + j·stride, origin_x + j·stride + window)
 
-Edge policy (docs/method.md §6 "pad or shift"): **pad**. The grid is the smallest one with a
-uniform stride whose windows cover the region of interest; the overhang (span of
-the grid minus the ROI size) is split evenly before and after the ROI, so the grid
-is centred on the breast. Pixels that fall outside the image are read as 0 (the
-black background of a mammogram). Every cell of a map therefore sits on a regular
-lattice, which is what napari's ``scale``/``translate`` can express exactly.
+Edge policy (docs/method.md §6 "pad or shift"): **pad**. The grid is the smallest one
+with a uniform stride that covers the region of interest, by default with its window
+*centres* (``reach="border"``: the map reaches the skin line and the chest wall, the
+windows at the edge hang over it), or with the windows themselves (``reach="inside"``,
+the paper's layout over the ROI crop, whose map stops about half a window short of the
+breast's edge). The overhang is split evenly before and after the ROI, so the grid is
+centred on the breast. Pixels that fall outside the image are read as 0 (the black
+background of a mammogram). Every cell of a map therefore sits on a regular lattice,
+which is what napari's ``scale``/``translate`` can express exactly.
 
 The aggregation kernel (docs/method.md §6) has offsets ``k·stride`` for integer ``k`` with
 ``|k·stride| ≤ window/2`` — symmetric and including 0 — and weights
@@ -89,18 +92,38 @@ class WindowGrid:
         *,
         window: int,
         stride: int,
+        reach: str = "border",
     ) -> WindowGrid:
-        """The smallest centred grid whose windows cover ``roi = (y0, x0, y1, x1)``.
+        """The smallest centred grid over ``roi = (y0, x0, y1, x1)`` (half-open, original
+        pixels; default the whole image).
 
-        ``roi`` is half-open in original pixels (default: the whole image).
+        ``reach`` says how far the windows go (module docstring):
+
+        - ``"border"``: window *centres* span the ROI, the first and last within half a
+          stride of its edge, so the map (one stride per cell) reaches the skin line and
+          the chest wall; windows there hang over the breast's edge and read background
+          (0) outside the image.
+        - ``"inside"``: the windows themselves cover the ROI (the paper's layout over the
+          ROI crop); the map's cells stop about half a window short of the ROI's edge.
         """
         if window <= 0 or stride <= 0:
             raise ValueError("window and stride must be positive")
+        if reach not in ("border", "inside"):
+            raise ValueError(f"reach must be 'border' or 'inside', not {reach!r}")
         h_img, w_img = int(image_shape[0]), int(image_shape[1])
         y0, x0, y1, x1 = roi if roi is not None else (0, 0, h_img, w_img)
         counts, starts = [], []
         for lo, hi in ((y0, y1), (x0, x1)):
             size = max(int(hi) - int(lo), 1)
+            if reach == "border":
+                # Window centres inside the ROI, as many as fit at this stride, centred:
+                # the first and last lie within half a stride of the ROI's edge, so the
+                # map's cells (each drawn one stride wide) reach the edge.
+                n = (size - 1) // stride + 1
+                slack = (size - 1) - (n - 1) * stride
+                counts.append(n)
+                starts.append(int(lo) + slack // 2 - (window - 1) // 2)
+                continue
             n = 1 if size <= window else math.ceil((size - window) / stride) + 1
             overhang = (n - 1) * stride + window - size
             counts.append(n)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -470,7 +471,7 @@ class AnalysisWidget(QWidget):
         names = [
             layer.name
             for layer in self.viewer.layers
-            if layer._type_string == "image"
+            if isinstance(layer, Image)
             and not _layers.is_correlax_output(layer)
             and not getattr(layer, "rgb", False)
             and layer.ndim == 2

@@ -350,10 +350,7 @@ class TrainingWidget(QWidget):
     # -- hand-over -----------------------------------------------------------------------
     def _analysis_widget(self) -> Any:
         window = self.viewer.window
-        docks = getattr(window, "dock_widgets", None)
-        if docks is None:
-            docks = {k: d.widget() for k, d in window._dock_widgets.items()}
-        for widget in docks.values():
+        for widget in window.dock_widgets.values():
             inner = getattr(widget, "native", widget)
             for candidate in (inner, *inner.findChildren(QWidget)):
                 if callable(getattr(candidate, "set_checkpoint", None)):

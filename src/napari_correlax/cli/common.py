@@ -28,6 +28,10 @@ def add_map_options(parser: argparse.ArgumentParser, *, correlax: bool = True,
     g = parser.add_argument_group("maps")
     g.add_argument("--stride", type=int, default=d.DEFAULT_STRIDE,
                    help=f"window step in pixels (default {d.DEFAULT_STRIDE})")
+    g.add_argument("--reach", choices=("border", "inside"), default=d.DEFAULT_REACH,
+                   help="border (default): window centres reach the breast's border, so maps "
+                   "cover the skin line and the chest wall; inside: windows stay inside the "
+                   "breast's bounding box (the paper's layout)")
     if seed:
         g.add_argument("--seed", type=int, default=0, help="seed of the masks (default 0)")
     if not correlax:
@@ -80,6 +84,7 @@ def settings_from(args: argparse.Namespace, method: str) -> Any:
     fields = {
         "method": method,
         "stride": given.get("stride"),
+        "reach": given.get("reach"),
         "seed": given.get("seed"),
         "masks": given.get("masks"),
         "adaptive": None if "fixed" not in given else not given["fixed"],

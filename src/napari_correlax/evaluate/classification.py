@@ -99,13 +99,18 @@ def weighted_mean(rows: Sequence[LabelMetrics], field: str) -> float:
 
 
 def format_table(rows: Sequence[LabelMetrics], digits: int = 4) -> str:
-    """Plain-text (Markdown) table with Table 3's columns and a weighted-mean row."""
+    """Plain-text (Markdown) table with Table 3's columns and a weighted-mean row.
+
+    A label without cases (support 0) shows "–" for recall and F1 (undefined, not 0).
+    """
     head = "| Label | Accuracy | Precision | Recall | F1 | Support |"
     lines = [head, "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
+        recall, f1 = (("–", "–") if r.support == 0
+                      else (f"{r.recall:.{digits}f}", f"{r.f1:.{digits}f}"))
         lines.append(
             f"| {r.label} | {r.accuracy:.{digits}f} | {r.precision:.{digits}f} | "
-            f"{r.recall:.{digits}f} | {r.f1:.{digits}f} | {r.support} |"
+            f"{recall} | {f1} | {r.support} |"
         )
     means = [weighted_mean(rows, k) for k in ("accuracy", "precision", "recall", "f1")]
     lines.append(

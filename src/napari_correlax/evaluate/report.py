@@ -133,10 +133,15 @@ def pointing_report(table: Any, title: str = "Pointing game accuracy (paper Tabl
 def classification_report(
     metrics: Sequence[Any], title: str = "Crop classification (paper Table 3)"
 ) -> Table:
-    """Table 3 layout from :class:`~napari_correlax.evaluate.classification.LabelMetrics` rows."""
+    """Table 3 layout from :class:`~napari_correlax.evaluate.classification.LabelMetrics` rows.
+
+    A label without cases (support 0) has no recall or F1: those cells are blank, not 0.
+    """
     out = Table(title, ["Label", "Accuracy", "Precision", "Recall", "F1 Score", "Support"])
     for m in metrics:
-        out.rows.append([m.label, m.accuracy, m.precision, m.recall, m.f1, int(m.support)])
+        undefined = m.support == 0
+        out.rows.append([m.label, m.accuracy, m.precision, None if undefined else m.recall,
+                         None if undefined else m.f1, int(m.support)])
     return out
 
 

@@ -237,11 +237,26 @@ def _sniff(head: bytes, suffix: str, label: str) -> str:
     if len(head) >= 3 and head[0:1] == b"P" and head[1] in b"123456" and head[2:3].isspace():
         return "pgm"
     if suffix in DICOM_SUFFIXES:
-        return "dicom"
+        # A DICOM data set without the Part 10 preamble starts with a tag of group 0002
+        # (file meta) or 0008 (identification), little- or big-endian.
+        if head[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08"):
+            return "dicom"
+        kind = "a text file" if _looks_like_text(head) else "its first bytes are no DICOM tag"
+        raise CorrelaxError(
+            f"not a DICOM file: no DICM marker at byte 128 and no DICOM header ({kind})", label)
     what = next((name for magic, name in _OTHER_MAGICS if head.startswith(magic)), None)
     if what is None:
         what = "its content matches none of them"
     raise CorrelaxError(f"not a supported image (DICOM, PNG, TIFF or PGM): {what}", label)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """True when the bytes decode as printable UTF-8 text (with line breaks and tabs)."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\r\n\t" for ch in text)
 
 
 def _describe(exc: BaseException) -> str:

@@ -100,6 +100,7 @@ from .settings import (
     DEFAULT_MASKS,
     DEFAULT_MIN_MASKS,
     DEFAULT_MIN_TISSUE,
+    DEFAULT_REACH,
     DEFAULT_STRIDE,
     DEFAULT_TOLERANCE,
 )
@@ -769,6 +770,7 @@ def explain_steps(
     seed: int = 0,
     stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
+    reach: str = DEFAULT_REACH,
     focus_threshold: float = DEFAULT_FOCUS_THRESHOLD,
     min_masks: int = DEFAULT_MIN_MASKS,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -789,9 +791,9 @@ def explain_steps(
     focus, focus_threshold:
         Focus mode (module docstring): full CorRELAX only around windows whose lesion
         probability reaches the threshold; the others get ``min_masks``.
-    stride, min_tissue:
-        Window grid step (pixels) and the tissue fraction below which a window is
-        skipped (as in :func:`~napari_correlax.maps.predict_steps`).
+    stride, min_tissue, reach:
+        Window grid step (pixels), the tissue fraction below which a window is skipped,
+        and how far windows reach (as in :func:`~napari_correlax.maps.predict_steps`).
     mask_batch:
         Masked forward passes per batch; ``runtime.batch_size`` is the batch of the
         unmasked prediction pass.
@@ -811,7 +813,7 @@ def explain_steps(
     min_masks = _check_options(masks, min_masks, tolerance, mask_batch)
     rt = runtime or Runtime(**runtime_options)
     t0 = time.perf_counter()
-    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue)
+    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue, reach=reach)
     yield Progress("prepare", 1, 1)
     base = rt.prepare_model(model)
     model = inference_model(base)

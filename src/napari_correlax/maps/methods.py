@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Settings fields every window-based method depends on.
-_WINDOWS = frozenset({"stride", "min_tissue", "precision"})
+_WINDOWS = frozenset({"stride", "reach", "min_tissue", "precision"})
 
 
 class MapMethod:
@@ -113,7 +113,7 @@ class PredictionMethod(MapMethod):
         from .sliding import predict_steps
 
         return (yield from predict_steps(image, model, stride=settings.stride,
-                                         min_tissue=settings.min_tissue,
+                                         reach=settings.reach, min_tissue=settings.min_tissue,
                                          runtime=settings.runtime()))
 
 
@@ -136,7 +136,8 @@ class CorrelaxMethod(MapMethod):
         return (yield from explain_steps(
             image, model, masks=settings.masks, adaptive=settings.adaptive,
             focus=settings.focus, seed=settings.seed, stride=settings.stride,
-            min_tissue=settings.min_tissue, focus_threshold=settings.focus_threshold,
+            reach=settings.reach, min_tissue=settings.min_tissue,
+            focus_threshold=settings.focus_threshold,
             min_masks=settings.min_masks, tolerance=settings.tolerance,
             mask_batch=settings.mask_batch, runtime=settings.runtime(),
         ))

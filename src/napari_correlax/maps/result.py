@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from ..files import atomic_write
+from ..files import atomic_write, npz_reason
 from ..windows import WindowGrid
 
 __all__ = ["MAP_NAMES", "MapResult", "load_result"]
@@ -168,7 +168,7 @@ def load_result(path: str | os.PathLike[str]) -> MapResult:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except Exception as exc:
-        raise CorrelaxError(f"not a napari-correlax result ({exc})", path) from exc
+        raise CorrelaxError(f"not a napari-correlax result ({npz_reason(exc)})", path) from exc
     required = ("prediction", "window", "stride", "origin", "grid_shape", "image_shape", "labels")
     missing = [k for k in required if k not in data]
     if missing:

@@ -37,7 +37,7 @@ from .correlax import (
     normalized_windows,
 )
 from .runtime import Progress, Runtime
-from .settings import DEFAULT_MIN_TISSUE, DEFAULT_STRIDE
+from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE
 from .sliding import WindowFeeder, drain, prepare_image
 
 __all__ = [
@@ -232,6 +232,7 @@ def mask_sensitivity_steps(
     seed: int = 0,
     stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
+    reach: str = DEFAULT_REACH,
     mask_batch: int = DEFAULT_MASK_BATCH,
     runtime: Runtime | None = None,
     **runtime_options: Any,
@@ -245,7 +246,7 @@ def mask_sensitivity_steps(
     """
     counts = _check_counts(counts, reference)
     rt = runtime or Runtime(**runtime_options)
-    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue)
+    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue, reach=reach)
     yield Progress("prepare", 1, 1)
     model = inference_model(rt.prepare_model(model))
     todo = np.flatnonzero(prep.active.ravel())

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_MASK_BATCH",
     "DEFAULT_MIN_MASKS",
     "DEFAULT_MIN_TISSUE",
+    "DEFAULT_REACH",
     "DEFAULT_STRIDE",
     "DEFAULT_TOLERANCE",
     "MapSettings",
@@ -29,6 +30,9 @@ __all__ = [
 
 #: Window step in pixels (paper §3.5).
 DEFAULT_STRIDE = 48
+#: How far windows reach (:meth:`~napari_correlax.windows.WindowGrid.covering`): window
+#: centres up to the breast's border, so maps reach the skin line and the chest wall.
+DEFAULT_REACH = "border"
 #: Windows per forward pass of the prediction pass.
 DEFAULT_BATCH_SIZE = 16
 #: Windows with less breast tissue than this fraction (Otsu mask) are skipped.
@@ -65,6 +69,10 @@ class MapSettings:
     stride:
         Window step, pixels of the original image (the window side is the model's
         input size).
+    reach:
+        ``"border"``: window centres reach the breast's border (maps cover the skin line
+        and the chest wall); ``"inside"``: windows stay inside the breast's bounding box
+        (the paper's layout).
     min_tissue:
         Windows whose breast-tissue fraction is below this are skipped.
     batch_size:
@@ -80,6 +88,7 @@ class MapSettings:
 
     method: str = "correlax"
     stride: int = DEFAULT_STRIDE
+    reach: str = DEFAULT_REACH
     min_tissue: float = DEFAULT_MIN_TISSUE
     batch_size: int = DEFAULT_BATCH_SIZE
     masks: int = DEFAULT_MASKS
@@ -102,6 +111,8 @@ class MapSettings:
             raise CorrelaxError(f"stride must be a positive number of pixels, not {self.stride}")
         if int(self.batch_size) < 1 or int(self.mask_batch) < 1:
             raise CorrelaxError("batch sizes must be at least 1")
+        if self.reach not in ("border", "inside"):
+            raise CorrelaxError(f"reach must be 'border' or 'inside', not {self.reach!r}")
         if not 0.0 <= float(self.min_tissue) <= 1.0:
             raise CorrelaxError(f"min_tissue must lie in [0, 1], not {self.min_tissue}")
         object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))

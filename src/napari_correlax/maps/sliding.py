@@ -20,7 +20,7 @@ from ..preprocess import BreastROI, Preprocessing, breast_roi, preprocessing_of
 from ..windows import WindowGrid
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
-from .settings import DEFAULT_MIN_TISSUE, DEFAULT_STRIDE
+from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE
 
 __all__ = [
     "PreparedImage",
@@ -94,6 +94,7 @@ def prepare_image(
     *,
     stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
+    reach: str = DEFAULT_REACH,
 ) -> PreparedImage:
     """Fuse channels, find the breast, lay the window grid and mark tissue windows.
 
@@ -106,18 +107,31 @@ def prepare_image(
     ``image``'s pixels.
     """
     pixels, spacing, meta = as_pixels(image)
+    window = int(model.input_size)
+    label = meta.get("source")
     if stride < 1:
-        raise CorrelaxError("stride must be a positive number of pixels")
+        raise CorrelaxError(f"stride must be a positive number of pixels, not {stride}", label)
+    if stride > window:
+        h, w = pixels.shape
+        raise CorrelaxError(
+            f"stride {stride} px is larger than the {window} px window"
+            + (f" and the {h}×{w} px image" if stride >= max(h, w) else "")
+            + f": windows would leave parts of the breast unseen; use at most {window} "
+            f"(the paper uses 48)", label)
     profile = preprocessing_of(model)
     source = _model_input(image, pixels, profile)
     roi = breast_roi(source)
-    grid = WindowGrid.covering(pixels.shape, roi.box, window=int(model.input_size), stride=stride)
+    grid = WindowGrid.covering(pixels.shape, roi.box, window=window, stride=stride, reach=reach)
     if roi.mask.any():
         tissue = grid.fraction_inside(roi.mask)
         active = tissue >= min_tissue
     else:
         tissue = np.ones(grid.shape)
         active = np.ones(grid.shape, dtype=bool)
+    if not active.any():
+        raise CorrelaxError(
+            f"no {window} px window holds at least {min_tissue:.0%} breast tissue at stride "
+            f"{stride}: nothing to analyse (is the image blank?)", label)
     fused, offset = grid.padded(profile.fuse(source))
     return PreparedImage(pixels, spacing, meta, roi, grid, tissue, active, fused, offset)
 
@@ -244,6 +258,7 @@ def predict_steps(
     *,
     stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
+    reach: str = DEFAULT_REACH,
     runtime: Runtime | None = None,
     **runtime_options: Any,
 ) -> Generator[Progress, None, MapResult]:
@@ -260,6 +275,10 @@ def predict_steps(
     min_tissue:
         Windows whose tissue fraction is below this are skipped (value 0, and False in
         ``window_mask``).
+    reach:
+        ``"border"`` (default): window centres reach the breast's border, so the map
+        covers the skin line and the chest wall; ``"inside"``: windows stay inside the
+        breast's bounding box (:meth:`~napari_correlax.windows.WindowGrid.covering`).
     runtime, runtime_options:
         A :class:`Runtime` or its fields (``device``, ``precision``, ``batch_size``,
         ``threads``).
@@ -269,7 +288,7 @@ def predict_steps(
     """
     rt = runtime or Runtime(**runtime_options)
     t0 = time.perf_counter()
-    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue)
+    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue, reach=reach)
     yield Progress("prepare", 1, 1)
     model = inference_model(rt.prepare_model(model))  # BatchNorm folded into convolutions
     raw = np.zeros((prep.grid.n_windows, len(model.labels)), dtype=np.float32)
