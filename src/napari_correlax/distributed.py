@@ -13,9 +13,11 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["ProcessGroup", "join"]
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -48,7 +50,7 @@ class ProcessGroup:
 
             dist.barrier()
 
-    def gather(self, value: Any) -> list[Any]:
+    def gather(self, value: _T) -> list[_T]:
         """Every rank's ``value`` (picklable, small), in rank order."""
         if not self.enabled:
             return [value]

@@ -32,13 +32,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import CorrelaxError
 from .files import atomic_write, atomic_write_text, npz_reason
 from .maps.kinds import kind as map_kind
+
+if TYPE_CHECKING:
+    from .maps.result import MapResult
 
 __all__ = [
     "MAPS_FORMAT",
@@ -80,7 +83,7 @@ class MapArray:
 
 
 # -- per-window numbers ------------------------------------------------------------------
-def window_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
+def window_rows(result: MapResult) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the per-window table of a result, one row per grid cell.
 
     Columns: ``row``, ``col`` (grid cell), ``centre_row_px``, ``centre_col_px`` (window
@@ -120,7 +123,7 @@ def window_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def write_window_csv(result: Any, path: str | os.PathLike[str]) -> Path:
+def write_window_csv(result: MapResult, path: str | os.PathLike[str]) -> Path:
     """Write :func:`window_rows` as a UTF-8 CSV file (atomic); returns the path."""
     header, rows = window_rows(result)
     buf = io.StringIO()
@@ -265,7 +268,7 @@ def _read_tiff_map(path: Path) -> MapArray:
 
 # -- a whole analysis --------------------------------------------------------------------
 def export_analysis(
-    result: Any,
+    result: MapResult,
     stem: str | os.PathLike[str],
     *,
     pixels: np.ndarray | None = None,

@@ -10,7 +10,7 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,10 +18,13 @@ from .boxes import as_boxes
 from .files import atomic_write_bytes
 from .maps.kinds import kind as map_kind
 
+if TYPE_CHECKING:
+    from .maps.result import MapResult
+
 __all__ = ["grid_extent", "save_overlay"]
 
 
-def grid_extent(result: Any) -> tuple[float, float, float, float]:
+def grid_extent(result: MapResult) -> tuple[float, float, float, float]:
     """``(left, right, bottom, top)`` of a grid map in image pixels (matplotlib ``extent``)."""
     (sy, sx), (ty, tx) = result.grid.layer_transform(None)
     gy, gx = result.grid.shape
@@ -31,7 +34,7 @@ def grid_extent(result: Any) -> tuple[float, float, float, float]:
 def save_overlay(
     path: str | os.PathLike[str],
     pixels: np.ndarray,
-    result: Any,
+    result: MapResult,
     *,
     maps: Sequence[str] = ("prediction",),
     labels: Sequence[str] | None = None,

@@ -159,8 +159,9 @@ def _quantised(unit: np.ndarray, bits: int) -> np.ndarray:
     return (np.round(unit * top) / top).astype(np.float32)
 
 
-def preprocessing_of(model: Any) -> Preprocessing:
-    """The :class:`Preprocessing` a model expects (its ``preprocessing`` attribute)."""
+def preprocessing_of(model: object) -> Preprocessing:
+    """The :class:`Preprocessing` a model expects: its ``preprocessing`` attribute (a
+    Preprocessing or its dict), or the paper's profile when it has none."""
     prep = getattr(model, "preprocessing", None)
     if isinstance(prep, Preprocessing):
         return prep

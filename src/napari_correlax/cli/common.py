@@ -6,9 +6,19 @@ import argparse
 import sys
 from collections.abc import Generator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from ..errors import CorrelaxError
+
+if TYPE_CHECKING:
+    from ..maps.runtime import Progress, Runtime
+    from ..maps.settings import MapSettings
+
+#: What each subcommand module's ``register`` receives: the action returned by
+#: ``ArgumentParser.add_subparsers()``, whose ``add_parser`` makes the subcommand's parser.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+_R = TypeVar("_R")
 
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +83,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
-def settings_from(args: argparse.Namespace, method: str) -> Any:
+def settings_from(args: argparse.Namespace, method: str) -> MapSettings:
     """The :class:`~napari_correlax.maps.settings.MapSettings` the options ask for.
 
     Options a command does not define keep their defaults.
@@ -101,7 +111,7 @@ def settings_from(args: argparse.Namespace, method: str) -> Any:
     return MapSettings(**{k: v for k, v in fields.items() if v is not None})
 
 
-def runtime_from(args: argparse.Namespace) -> Any:
+def runtime_from(args: argparse.Namespace) -> Runtime:
     """A :class:`Runtime` from the runtime options."""
     from ..maps.runtime import Runtime
 
@@ -121,7 +131,7 @@ def existing_files(paths: Iterable[str]) -> list[Path]:
     return out
 
 
-def run_with_progress(steps: Generator[Any, None, Any], label: str) -> Any:
+def run_with_progress(steps: Generator[Progress, None, _R], label: str) -> _R:
     """Drain a progress generator, drawing a one-line bar on stderr when it is a TTY."""
     tty = sys.stderr.isatty()
     while True:

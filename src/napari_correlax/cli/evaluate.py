@@ -16,12 +16,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .common import add_map_options, add_runtime_options, settings_from
 
+if TYPE_CHECKING:
+    from .common import Subparsers
 
-def register(sub: Any) -> None:
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "evaluate",
         help="pointing game (Table 4), crop metrics (Table 3) and FROC over a data set split",

@@ -11,13 +11,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from .common import (
+    Subparsers,
     add_image_options,
     add_map_options,
     add_runtime_options,
@@ -27,12 +28,16 @@ from .common import (
     tune_cpu_allocator,
 )
 
+if TYPE_CHECKING:
+    from ..io.image import Mammogram
+    from ..maps.result import MapResult
+
 #: Label maps drawn in the PNG when ``--labels`` is not given: the lesion labels with the
 #: highest peak prediction, this many.
 DEFAULT_PNG_LABELS = 2
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "explain",
         help="CorRELAX maps (correlation, product, distance, relevance) for mammograms",
@@ -49,7 +54,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def png_labels(result: Any, requested: list[str] | None) -> list[str]:
+def png_labels(result: MapResult, requested: list[str] | None) -> list[str]:
     """Labels drawn in the PNG: ``requested``, else the top lesion labels by peak."""
     if requested:
         for lab in requested:
@@ -62,7 +67,7 @@ def png_labels(result: Any, requested: list[str] | None) -> list[str]:
     return sorted(lesions, key=lambda lab: -peaks[lab])[:DEFAULT_PNG_LABELS]
 
 
-def explain_summary(path: Path, mammo: Any, result: Any) -> dict[str, Any]:
+def explain_summary(path: Path, mammo: Mammogram, result: MapResult) -> dict[str, Any]:
     """JSON document for one image: geometry, peaks, timings, masks and windows."""
     from .predict import summary
 

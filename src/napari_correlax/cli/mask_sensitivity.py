@@ -20,18 +20,27 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import CorrelaxError
 from ..files import atomic_write, atomic_write_text
-from .common import add_runtime_options, existing_files, run_with_progress, runtime_from
+from .common import (
+    Subparsers,
+    add_runtime_options,
+    existing_files,
+    run_with_progress,
+    runtime_from,
+)
+
+if TYPE_CHECKING:
+    from ..maps.sensitivity import MaskSensitivity
 
 STEM = "mask_sensitivity"
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     from ..maps.sensitivity import DEFAULT_COUNTS, DEFAULT_REFERENCE, DEFAULT_WINDOWS
     from ..maps.settings import DEFAULT_MASK_BATCH, DEFAULT_STRIDE
 
@@ -87,7 +96,7 @@ def table_csv(sections: list[tuple[str, list[dict[str, float]]]]) -> str:
     return buf.getvalue()
 
 
-def report_doc(result: Any, tolerance: float | None = None) -> dict[str, Any]:
+def report_doc(result: MaskSensitivity, tolerance: float | None = None) -> dict[str, Any]:
     """The JSON document's tables for a (pooled) result, distance first.
 
     ``table_distance`` (paper Fig. 7), ``table_labels`` (label correlations pooled),

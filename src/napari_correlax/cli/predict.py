@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from .common import (
+    Subparsers,
     add_image_options,
     add_map_options,
     add_runtime_options,
@@ -20,8 +21,12 @@ from .common import (
     tune_cpu_allocator,
 )
 
+if TYPE_CHECKING:
+    from ..io.image import Mammogram
+    from ..maps.result import MapResult
 
-def register(sub: Any) -> None:
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "predict",
         help="per-label prediction maps for mammograms",
@@ -36,7 +41,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def summary(image_path: Path, mammo: Any, result: Any, extra: dict[str, Any] | None = None) -> dict:
+def summary(image_path: Path, mammo: Mammogram, result: MapResult,
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """JSON-able per-image summary: geometry, per-label peaks, timings."""
     peaks = {}
     for lab in result.labels:

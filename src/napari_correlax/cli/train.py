@@ -21,12 +21,15 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CorrelaxError
 
+if TYPE_CHECKING:
+    from .common import Subparsers
 
-def register(sub: Any) -> None:
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "train",
         help="train the classifier on a data set in the VinDr-Mammo layout",

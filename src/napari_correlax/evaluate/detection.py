@@ -34,9 +34,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..maps.result import MapResult
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -94,7 +97,7 @@ class GridMap:
     image_shape: tuple[int, int] | None = None
 
     @classmethod
-    def from_result(cls, result: Any, name: str, label: str | None = None) -> GridMap:
+    def from_result(cls, result: MapResult, name: str, label: str | None = None) -> GridMap:
         """One map of a :class:`~napari_correlax.maps.MapResult` (``label``: per-label maps)."""
         values = np.asarray(result.get(name))
         if values.ndim == 3:

@@ -53,10 +53,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..boxes import as_boxes
 from ..labels import lesion_labels
+
+if TYPE_CHECKING:
+    from ..maps.result import MapResult
 
 __all__ = [
     "GROW_PX",
@@ -174,7 +177,7 @@ def point_in_boxes(x: float, y: float, boxes: Iterable[Any], grow: float = GROW_
 
 
 def pointing_verdicts(
-    result: Any,
+    result: MapResult,
     boxes: Iterable[Any],
     image_id: str = "",
     *,

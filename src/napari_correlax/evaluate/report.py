@@ -24,9 +24,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..files import atomic_write_text
+
+if TYPE_CHECKING:
+    from .classification import LabelMetrics
+    from .detection import FrocPoint
+    from .pointing import PointingTable
 
 __all__ = [
     "HITS_PER_IMAGE",
@@ -98,7 +103,8 @@ class Table:
         return [dict(zip(self.columns, row)) for row in self.rows]
 
 
-def pointing_report(table: Any, title: str = "Pointing game accuracy (paper Table 4)") -> Table:
+def pointing_report(table: PointingTable, title: str = "Pointing game accuracy (paper Table 4)"
+                    ) -> Table:
     """Table 4 layout from a :class:`~napari_correlax.evaluate.pointing.PointingTable`.
 
     Rows: every label of the table (lesion labels, model order), then
@@ -131,7 +137,7 @@ def pointing_report(table: Any, title: str = "Pointing game accuracy (paper Tabl
 
 
 def classification_report(
-    metrics: Sequence[Any], title: str = "Crop classification (paper Table 3)"
+    metrics: Sequence[LabelMetrics], title: str = "Crop classification (paper Table 3)"
 ) -> Table:
     """Table 3 layout from :class:`~napari_correlax.evaluate.classification.LabelMetrics` rows.
 
@@ -146,7 +152,7 @@ def classification_report(
 
 
 def froc_report(
-    curves: Mapping[tuple[str, str], Sequence[Any]],
+    curves: Mapping[tuple[str, str], Sequence[FrocPoint]],
     budgets: Sequence[float] = (0.5, 1.0, 2.0),
     title: str = "Detection from maps: FROC summary (TPR@FPPI, IoU > 0.3)",
 ) -> Table:

@@ -44,7 +44,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +57,12 @@ from ..maps.methods import get_method
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
 from .pointing import lesion_labels, pointing_table, pointing_verdicts, rules_for
+
+if TYPE_CHECKING:
+    from ..io.vindr import ImageRecord
+    from ..maps.result import MapResult
+    from ..maps.runtime import Runtime
+    from ..models.protocols import ImageModelLike
 
 __all__ = [
     "EvaluationConfig",
@@ -74,16 +80,16 @@ __all__ = [
 class LoadedImage:
     """An image ready to show: pixels, its maps (no ``relevance``) and where they came from."""
 
-    record: Any
+    record: ImageRecord
     pixels: np.ndarray
     spacing_mm: tuple[float, float] | None
-    result: Any
+    result: MapResult
     key: str
     model_name: str
 
 
 def load_image_steps(
-    record: Any,
+    record: ImageRecord,
     checkpoint: str | os.PathLike[str] | None,
     settings: MapSettings,
     cache_root: str | os.PathLike[str],
@@ -127,9 +133,9 @@ class _OneImage:
 
 def crop_scores(
     pixels: np.ndarray,
-    record: Any,
-    model: Any,
-    runtime: Any,
+    record: ImageRecord,
+    model: ImageModelLike,
+    runtime: Runtime,
     reference_size: tuple[float, float],
 ) -> list[dict[str, Any]]:
     """Model probabilities on the test crops of one image (docs/method.md §5; module docstring).

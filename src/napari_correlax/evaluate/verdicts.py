@@ -33,10 +33,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
+
+if TYPE_CHECKING:
+    from .pointing import Verdict
 
 __all__ = [
     "COLUMNS",
@@ -202,7 +205,7 @@ class VerdictStore:
     # -- changing ----------------------------------------------------------------------
     def add_automatic(
         self,
-        verdicts: Iterable[Any],
+        verdicts: Iterable[Verdict],
         *,
         study_id: str = "",
         split: str = "",

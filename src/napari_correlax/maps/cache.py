@@ -27,6 +27,11 @@ from .methods import run_method
 from .settings import MapSettings
 
 if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from ..io.image import Mammogram
+    from ..models.protocols import ImageModelLike
     from .result import MapResult
     from .runtime import Progress
 
@@ -63,7 +68,7 @@ def checkpoint_fingerprint(path: str | os.PathLike[str] | None) -> tuple[str, st
     return resolved.stem, _fingerprints[key]
 
 
-def model_fingerprint(model: Any) -> tuple[str, str]:
+def model_fingerprint(model: nn.Module) -> tuple[str, str]:
     """:func:`checkpoint_fingerprint` of a loaded model's checkpoint file.
 
     A model without a checkpoint file is named after its class and hashed from its
@@ -83,7 +88,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
-def settings_key(model: Any, settings: MapSettings) -> str:
+def settings_key(model: nn.Module | str | os.PathLike[str] | None, settings: MapSettings) -> str:
     """Cache folder name: ``<checkpoint name>-<12 hex digits>`` of weights + settings.
 
     ``model`` is a loaded model or a checkpoint path (None: the default model). The
@@ -132,7 +137,7 @@ class ResultCache:
                                                indent=2, default=str) + "\n")
 
     def load_maps(self, image_id: str, source: str | os.PathLike[str] | None = None
-                  ) -> Any | None:
+                  ) -> MapResult | None:
         """The cached maps of an image, or None (absent, damaged, or made from another file).
 
         ``source`` is the image file; when given, maps made from a file of another size
@@ -151,7 +156,8 @@ class ResultCache:
             return None
         return result
 
-    def save_maps(self, image_id: str, result: Any, source: str | os.PathLike[str] | None = None
+    def save_maps(self, image_id: str, result: MapResult,
+                  source: str | os.PathLike[str] | None = None
                   ) -> Path:
         """Store an image's maps (``relevance`` dropped; the source file's stat noted)."""
         meta = dict(result.meta)
@@ -184,9 +190,9 @@ def _stat(path: str | os.PathLike[str]) -> list[int]:
 
 
 def image_maps_steps(
-    mammogram: Any,
+    mammogram: Mammogram | np.ndarray,
     image_id: str,
-    model: Any,
+    model: ImageModelLike,
     settings: MapSettings,
     cache: ResultCache | None = None,
 ) -> Generator[Progress, None, MapResult]:

@@ -86,7 +86,7 @@ import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -105,6 +105,12 @@ from .settings import (
     DEFAULT_TOLERANCE,
 )
 from .sliding import WindowFeeder, drain, prepare_image
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..io.image import Mammogram
+    from ..models.protocols import ImageModelLike, ModelLike
 
 __all__ = [
     "CHECK_EVERY",
@@ -147,7 +153,7 @@ _CROSS = ((1, 1), (2, 1), (1, 2), (2, 2), (3, 1), (1, 3))
 
 def make_mask_grids(
     n: int, seed: int = 0, *, cells: int = GRID_CELLS, p: float = MASKED_PROBABILITY
-) -> Any:
+) -> torch.Tensor:
     """``(n, cells, cells)`` float32 CPU tensor of 0/1 cells, each kept with probability ``1 − p``.
 
     Drawn with a CPU ``torch.Generator`` seeded with ``seed``, in blocks of 128 masks,
@@ -180,7 +186,7 @@ def _interpolation_matrix(cells: int, size: int, like: Any) -> Any:
     return u.to(device=like.device, dtype=like.dtype)
 
 
-def upsample_masks(grids: Any, size: int) -> Any:
+def upsample_masks(grids: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear upsampling of ``(n, g, g)`` mask grids to ``(n, 1, size, size)`` (method §7).
 
     The same values as ``F.interpolate(mode="bilinear", align_corners=False)``: each
@@ -610,7 +616,7 @@ def _model_device(model: Any) -> str:
         return "cpu"
 
 
-def black_level(model: Any, device: str) -> Any:
+def black_level(model: ModelLike, device: str) -> torch.Tensor:
     """``(3,)`` float32 tensor: the model's normalised value of a black pixel, ``n(0)``.
 
     Zero for a model without ``normalize``; ``−μ / σ`` for ImageNet normalisation.
@@ -623,7 +629,8 @@ def black_level(model: Any, device: str) -> Any:
         return (normalize(zero) if normalize is not None else zero).reshape(3).float().clone()
 
 
-def normalized_windows(model: Any, windows: Any, device: str) -> Any:
+def normalized_windows(model: ModelLike, windows: torch.Tensor | np.ndarray, device: str
+                       ) -> torch.Tensor:
     """``(B, 3, S, S)`` [0, 1] windows → the model's normalised input, channels_last."""
     import torch
 
@@ -651,8 +658,8 @@ def _unmasked(model: Any, rt: Runtime, x: Any, batch_size: int) -> tuple[np.ndar
 
 
 def explain_windows(
-    model: Any,
-    windows: Any,
+    model: ModelLike,
+    windows: torch.Tensor | np.ndarray,
     masks: int = DEFAULT_MASKS,
     seed: int = 0,
     adaptive: bool = False,
@@ -668,7 +675,8 @@ def explain_windows(
     Parameters
     ----------
     model:
-        Object with ``features(x) -> (B, D)`` and ``head(h) -> (B, C)``; put in eval mode.
+        A :class:`~napari_correlax.models.ModelLike`: ``labels``, ``features(x) -> (B, D)``
+        and ``head(h) -> (B, C)``; put in eval mode.
     windows:
         ``(B, 3, S, S)`` tensor or array of fused RGB windows in [0, 1] (image space, as
         the preprocessing makes them, *not* normalised): the masks multiply these values
@@ -761,8 +769,8 @@ def _unmasked_pass(
 
 
 def explain_steps(
-    image: Any,
-    model: Any,
+    image: Mammogram | np.ndarray,
+    model: ImageModelLike,
     *,
     masks: int = DEFAULT_MASKS,
     adaptive: bool = True,
@@ -785,7 +793,8 @@ def explain_steps(
     image:
         A :class:`~napari_correlax.io.Mammogram` or an H×W array (min–max scaled).
     model:
-        A classifier with ``labels``, ``input_size``, ``normalize``, ``features``, ``head``.
+        A classifier with ``labels``, ``input_size``, ``normalize``, ``features``, ``head``
+        (:class:`~napari_correlax.models.ImageModelLike`).
     masks, adaptive, min_masks, tolerance, seed:
         See :func:`explain_windows`; ``adaptive`` is on by default here.
     focus, focus_threshold:
@@ -940,6 +949,6 @@ def _stitch_relevance(
     return out
 
 
-def explain(image: Any, model: Any, **options: Any) -> MapResult:
+def explain(image: Mammogram | np.ndarray, model: ImageModelLike, **options: Any) -> MapResult:
     """CorRELAX maps over a mammogram (docs/method.md §7, §12); see :func:`explain_steps`."""
     return drain(explain_steps(image, model, **options))

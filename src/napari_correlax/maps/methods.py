@@ -20,11 +20,15 @@ class and one :func:`register_method` call::
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import CorrelaxError
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from ..io.image import Mammogram
+    from ..models.protocols import ImageModelLike
     from .result import MapResult
     from .runtime import Progress
     from .settings import MapSettings
@@ -58,7 +62,7 @@ class MapMethod:
     description: ClassVar[str] = ""
 
     def steps(
-        self, image: Any, model: Any, settings: MapSettings
+        self, image: Mammogram | np.ndarray, model: ImageModelLike, settings: MapSettings
     ) -> Generator[Progress, None, MapResult]:
         """Yield progress, return the maps of ``image`` (a Mammogram or H×W array)."""
         raise NotImplementedError
@@ -89,7 +93,8 @@ def get_method(name: str) -> MapMethod:
         ) from None
 
 
-def run_method(image: Any, model: Any, settings: MapSettings) -> Generator[Progress, None, Any]:
+def run_method(image: Mammogram | np.ndarray, model: ImageModelLike, settings: MapSettings
+               ) -> Generator[Progress, None, MapResult]:
     """``settings.method``'s generator; the result records the method and its settings."""
     method = get_method(settings.method)
     result = yield from method.steps(image, model, settings)
@@ -108,8 +113,8 @@ class PredictionMethod(MapMethod):
     uses = _WINDOWS
     description = "Per-label probabilities of the classifier in 256 px sliding windows."
 
-    def steps(self, image: Any, model: Any, settings: MapSettings
-              ) -> Generator[Progress, None, MapResult]:
+    def steps(self, image: Mammogram | np.ndarray, model: ImageModelLike,
+              settings: MapSettings) -> Generator[Progress, None, MapResult]:
         from .sliding import predict_steps
 
         return (yield from predict_steps(image, model, stride=settings.stride,
@@ -129,8 +134,8 @@ class CorrelaxMethod(MapMethod):
     description = ("Occlusion masks per window: how the features and each label's "
                    "prediction change together (correlation, distance, relevance).")
 
-    def steps(self, image: Any, model: Any, settings: MapSettings
-              ) -> Generator[Progress, None, MapResult]:
+    def steps(self, image: Mammogram | np.ndarray, model: ImageModelLike,
+              settings: MapSettings) -> Generator[Progress, None, MapResult]:
         from .correlax import explain_steps
 
         return (yield from explain_steps(

@@ -9,13 +9,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.protocols import ImageModelLike, ModelLike
 
 __all__ = ["Progress", "Runtime", "inference_model", "resolve_device"]
 
 PRECISIONS = ("float32", "bfloat16", "float16")
+
+_M = TypeVar("_M", bound="ModelLike")
 
 
 class Progress(NamedTuple):
@@ -76,7 +83,7 @@ class Runtime:
             raise CorrelaxError("batch size must be at least 1")
         self.device = resolve_device(self.device)
 
-    def prepare_model(self, model: Any) -> Any:
+    def prepare_model(self, model: _M) -> _M:
         """Move ``model`` to the device in eval mode and channels_last layout."""
         import torch
 
@@ -104,7 +111,7 @@ class Runtime:
             if self.threads:
                 torch.set_num_threads(old_threads)
 
-    def to_input(self, model: Any, windows: np.ndarray) -> Any:
+    def to_input(self, model: ImageModelLike, windows: np.ndarray) -> torch.Tensor:
         """``(B, S, S, 3)`` float32 [0, 1] windows → normalised ``(B, 3, S, S)`` tensor.
 
         The NHWC numpy array viewed as NCHW is already channels_last in memory, so no
@@ -135,7 +142,11 @@ class _FoldedClassifier:
         return getattr(self.model, name)
 
 
-def inference_model(model: Any) -> Any:
+@overload
+def inference_model(model: ImageModelLike) -> ImageModelLike: ...
+@overload
+def inference_model(model: ModelLike) -> ModelLike: ...
+def inference_model(model: ModelLike) -> ModelLike:
     """The model as CorRELAX runs it: for an eval-mode :class:`Classifier`, a view whose
     backbone has every Conv→BatchNorm pair folded into one convolution (``torch.fx``).
 

@@ -22,7 +22,7 @@ import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,13 @@ from .correlax import (
 from .runtime import Progress, Runtime
 from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE
 from .sliding import WindowFeeder, drain, prepare_image
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
+
+    from ..io.image import Mammogram
+    from ..models.protocols import ImageModelLike, ModelLike
 
 __all__ = [
     "ALL_LABELS",
@@ -193,8 +200,8 @@ def _sensitivity(engine: _Engine, local: np.ndarray) -> np.ndarray:
 
 
 def mask_sensitivity_windows(
-    model: Any,
-    windows: Any,
+    model: ModelLike,
+    windows: torch.Tensor | np.ndarray,
     counts: Sequence[int] = DEFAULT_COUNTS,
     reference: int = DEFAULT_REFERENCE,
     seed: int = 0,
@@ -223,8 +230,8 @@ def mask_sensitivity_windows(
 
 
 def mask_sensitivity_steps(
-    image: Any,
-    model: Any,
+    image: Mammogram | np.ndarray,
+    model: ImageModelLike,
     *,
     counts: Sequence[int] = DEFAULT_COUNTS,
     reference: int = DEFAULT_REFERENCE,
@@ -277,12 +284,13 @@ def mask_sensitivity_steps(
     return MaskSensitivity(counts, int(reference), names, rho, todo, meta)
 
 
-def mask_sensitivity(image: Any, model: Any, **options: Any) -> MaskSensitivity:
+def mask_sensitivity(image: Mammogram | np.ndarray, model: ImageModelLike, **options: Any
+                     ) -> MaskSensitivity:
     """Drain :func:`mask_sensitivity_steps`."""
     return drain(mask_sensitivity_steps(image, model, **options))
 
 
-def boxplot_figure(result: MaskSensitivity, *, tolerance: float = PAPER_TOLERANCE) -> Any:
+def boxplot_figure(result: MaskSensitivity, *, tolerance: float = PAPER_TOLERANCE) -> Figure:
     """Matplotlib figure of ``|ρ_N − ρ_reference|`` per N on a log scale (paper Fig. 7).
 
     First panel: the distance correlation, as in the paper. Second panel (when the

@@ -11,7 +11,7 @@ import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,12 @@ from ..windows import WindowGrid
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
 from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..io.image import Mammogram
+    from ..models.protocols import ImageModelLike
 
 __all__ = [
     "PreparedImage",
@@ -34,8 +40,11 @@ __all__ = [
 #: Rows of the fused image normalised at a time by :class:`WindowFeeder`.
 _NORMALIZE_ROWS = 256
 
+_R = TypeVar("_R")
 
-def as_pixels(image: Any) -> tuple[np.ndarray, tuple[float, float] | None, dict[str, Any]]:
+
+def as_pixels(image: Mammogram | np.ndarray
+              ) -> tuple[np.ndarray, tuple[float, float] | None, dict[str, Any]]:
     """``(pixels in [0, 1] float32 H×W, spacing_mm, meta)`` from a Mammogram or array."""
     if hasattr(image, "pixels"):
         pixels = np.asarray(image.pixels, dtype=np.float32)
@@ -89,8 +98,8 @@ class PreparedImage:
 
 
 def prepare_image(
-    image: Any,
-    model: Any,
+    image: Mammogram | np.ndarray,
+    model: ImageModelLike,
     *,
     stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
@@ -180,7 +189,7 @@ class WindowFeeder:
     thread only competes with them (measured: slightly slower), so cutting stays inline.
     """
 
-    def __init__(self, prep: PreparedImage, model: Any, runtime: Runtime) -> None:
+    def __init__(self, prep: PreparedImage, model: ImageModelLike, runtime: Runtime) -> None:
         import torch
 
         self.prep = prep
@@ -222,12 +231,12 @@ class WindowFeeder:
         x = windows.permute(0, 3, 1, 2).to(self.rt.device, non_blocking=True)
         return x if self.pointwise else self.model.normalize(x)
 
-    def batch(self, flat: np.ndarray) -> Any:
+    def batch(self, flat: np.ndarray) -> torch.Tensor:
         """``(B, 3, S, S)`` model-ready tensor (a new one) of windows ``flat``."""
         return self._to_model(self._cut(flat))
 
     def batches(self, todo: np.ndarray, batch_size: int | None = None, *,
-                prefetch: bool | None = None) -> Iterator[tuple[np.ndarray, Any]]:
+                prefetch: bool | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """``(flat, x)`` for consecutive batches of ``todo`` (flat grid indices).
 
         ``prefetch`` cuts the next batch in a background thread (default: when the
@@ -253,8 +262,8 @@ class WindowFeeder:
 
 
 def predict_steps(
-    image: Any,
-    model: Any,
+    image: Mammogram | np.ndarray,
+    model: ImageModelLike,
     *,
     stride: int = DEFAULT_STRIDE,
     min_tissue: float = DEFAULT_MIN_TISSUE,
@@ -269,7 +278,8 @@ def predict_steps(
     image:
         A :class:`~napari_correlax.io.Mammogram` or an H×W array (min–max scaled).
     model:
-        A classifier with ``labels``, ``input_size``, ``normalize``, ``features``, ``head``.
+        A classifier with ``labels``, ``input_size``, ``normalize``, ``features``, ``head``
+        (:class:`~napari_correlax.models.ImageModelLike`).
     stride:
         Window step in pixels (window side = ``model.input_size``).
     min_tissue:
@@ -325,7 +335,7 @@ def predict_steps(
     )
 
 
-def drain(steps: Generator[Progress, None, Any]) -> Any:
+def drain(steps: Generator[object, None, _R]) -> _R:
     """Run a progress generator to the end and return its result."""
     while True:
         try:
@@ -334,6 +344,6 @@ def drain(steps: Generator[Progress, None, Any]) -> Any:
             return stop.value
 
 
-def predict(image: Any, model: Any, **options: Any) -> MapResult:
+def predict(image: Mammogram | np.ndarray, model: ImageModelLike, **options: Any) -> MapResult:
     """Sliding-window prediction maps (docs/method.md §6, §12); see :func:`predict_steps`."""
     return drain(predict_steps(image, model, **options))

@@ -2,9 +2,12 @@
 
 from .checkpoint import DEMO_CHECKPOINT, load_classifier, read_metadata, save_checkpoint
 from .importers import import_codigotesis, import_model, import_torchvision
+from .protocols import ImageModelLike, ModelLike
 
 __all__ = [
     "DEMO_CHECKPOINT",
+    "ImageModelLike",
+    "ModelLike",
     "import_codigotesis",
     "import_model",
     "import_torchvision",

@@ -17,10 +17,13 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CorrelaxError
 from ..files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .classifier import Classifier
 
 __all__ = ["DEMO_CHECKPOINT", "load_classifier", "read_metadata", "save_checkpoint"]
 
@@ -35,7 +38,7 @@ _cache_lock = threading.Lock()
 
 
 def save_checkpoint(
-    model: Any, path: str | os.PathLike[str], info: dict[str, Any] | None = None
+    model: Classifier, path: str | os.PathLike[str], info: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model`` (a :class:`Classifier`) to ``path`` (``.safetensors`` added if missing).
 
@@ -92,7 +95,8 @@ def read_metadata(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return doc
 
 
-def load_classifier(path: str | os.PathLike[str] | None = None, device: str = "cpu") -> Any:
+def load_classifier(path: str | os.PathLike[str] | None = None, device: str = "cpu"
+                    ) -> Classifier:
     """Load a :class:`Classifier` in eval mode; no path gives the shipped demo model.
 
     ``path`` may be a ``.safetensors`` file or a folder holding one (``best`` preferred).

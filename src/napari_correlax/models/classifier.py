@@ -161,6 +161,11 @@ class Classifier(nn.Module):
         checkpoints and applied at inference. None: the paper's profile.
     """
 
+    #: Set only on loaded or imported models (:func:`~napari_correlax.models.load_classifier`,
+    #: :mod:`~napari_correlax.models.importers`): the checkpoint file and its ``info``.
+    checkpoint_path: str
+    checkpoint_info: dict[str, Any]
+
     def __init__(
         self,
         backbone: str = "efficientnet_v2_s",

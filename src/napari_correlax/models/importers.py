@@ -31,11 +31,16 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CorrelaxError
 from ..labels import LABELS
 from ..preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    import torch
+
+    from .classifier import Classifier
 
 __all__ = [
     "CODIGOTESIS_PREPROCESSING",
@@ -62,7 +67,7 @@ _NOT_TORCHVISION = ("lite", "tiny")
 _LISTED = 5
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Tensors of a saved state dict, by key, without ever unpickling code.
 
     ``path`` is a ``.safetensors`` file or a ``torch.save`` file read with
@@ -74,7 +79,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def import_codigotesis(
     path: str | os.PathLike[str], *, labels: Sequence[str] | None = None
-) -> Any:
+) -> Classifier:
     """A :class:`~.classifier.Classifier` from the paper authors' checkpoint.
 
     ``efficientnet_v2_s`` backbone, no input normalisation (mean 0, std 1: inputs are
@@ -98,7 +103,7 @@ def import_torchvision(
     labels: Sequence[str] | None = None,
     imagenet_normalisation: bool = True,
     preprocessing: Preprocessing | None = None,
-) -> Any:
+) -> Classifier:
     """A :class:`~.classifier.Classifier` from a torchvision state dict with the paper's head.
 
     ``backbone`` is a torchvision model name of :data:`~.classifier.BACKBONES`. Without
@@ -122,7 +127,7 @@ def import_torchvision(
 
 
 def import_model(path: str | os.PathLike[str], format: str = "codigotesis",
-                 **options: Any) -> Any:
+                 **options: Any) -> Classifier:
     """:func:`import_codigotesis` or :func:`import_torchvision` by ``format`` name."""
     if format == "codigotesis":
         return import_codigotesis(path, **options)

@@ -69,7 +69,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -79,6 +79,9 @@ from ..errors import CorrelaxError
 from ..files import atomic_write, atomic_write_text
 from ..labels import NO_FINDING
 from ..preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    from ..io.vindr import ImageRecord
 
 __all__ = [
     "CachedImage",
@@ -157,7 +160,7 @@ def _is_negative(record: Any, labels: Sequence[str]) -> bool:
     return not any(b.label in labels and b.label != NO_FINDING for b in record.boxes)
 
 
-def build_samples(records: Sequence[Any], labels: Sequence[str]) -> list[CropSample]:
+def build_samples(records: Sequence[ImageRecord], labels: Sequence[str]) -> list[CropSample]:
     """Samples of docs/method.md §5 from :class:`~napari_correlax.io.vindr.ImageRecord` s.
 
     Boxes whose label is not in ``labels`` are ignored. A No Finding image gives a
@@ -208,8 +211,8 @@ def median_box_size(samples: Sequence[CropSample]) -> tuple[float, float] | None
             float(np.median(boxes[:, 3] - boxes[:, 1])))
 
 
-def epoch_indices(weights: np.ndarray, num_samples: int, generator: Any, rank: int = 0,
-                  world_size: int = 1, extra: int = 0) -> list[int]:
+def epoch_indices(weights: np.ndarray, num_samples: int, generator: torch.Generator,
+                  rank: int = 0, world_size: int = 1, extra: int = 0) -> list[int]:
     """This rank's share of one epoch of weighted draws (with replacement).
 
     Every rank draws the same ``num_samples`` indices from its own copy of the shared
@@ -377,7 +380,7 @@ class FusedImageCache:
         self._open: dict[str, CachedImage] = {}
 
     @staticmethod
-    def key(record: Any) -> str:
+    def key(record: ImageRecord) -> str:
         """File-name-safe key of an image record."""
         return re.sub(r"[^A-Za-z0-9._-]", "_", f"{record.study_id}_{record.image_id}")
 
@@ -390,7 +393,7 @@ class FusedImageCache:
     def _sidecar(self, record: Any) -> Path:
         return self.folder / f"{self.key(record)}.json"
 
-    def is_ready(self, record: Any) -> bool:
+    def is_ready(self, record: ImageRecord) -> bool:
         """Whether ``record``'s image is cached and up to date."""
         side = self._sidecar(record)
         try:
@@ -400,7 +403,7 @@ class FusedImageCache:
             return False
         return all(doc.get(k) == v for k, v in current.items())
 
-    def build(self, record: Any) -> None:
+    def build(self, record: ImageRecord) -> None:
         """Read, fuse and store one image (CorrelaxError if it cannot be read)."""
         from ..io import read_mammogram
         from ..preprocess import breast_roi
@@ -428,7 +431,7 @@ class FusedImageCache:
         atomic_write_text(self._sidecar(record), json.dumps(doc, indent=1))
         self._open.pop(key, None)
 
-    def prepare(self, records: Sequence[Any], rank: int = 0, world_size: int = 1
+    def prepare(self, records: Sequence[ImageRecord], rank: int = 0, world_size: int = 1
                 ) -> Iterator[tuple[int, int]]:
         """Cache this rank's share of ``records``; yields ``(done, total)`` per image."""
         mine = list(records)[rank::world_size]
@@ -437,7 +440,7 @@ class FusedImageCache:
                 self.build(record)
             yield i + 1, len(mine)
 
-    def load(self, record: Any) -> CachedImage:
+    def load(self, record: ImageRecord) -> CachedImage:
         """The cached image of ``record`` (built first if needed)."""
         key = self.key(record)
         cached = self._open.get(key)
@@ -493,7 +496,7 @@ class CropDataset(Dataset):
     The image is not normalised; the model's ``normalize`` does that.
     """
 
-    def __init__(self, records: Sequence[Any], samples: Sequence[CropSample],
+    def __init__(self, records: Sequence[ImageRecord], samples: Sequence[CropSample],
                  cache: FusedImageCache, input_size: int, *, train: bool,
                  reference_size: tuple[float, float], seed: int = 0,
                  config: CropConfig = CropConfig(),
@@ -614,7 +617,7 @@ class CropDataset(Dataset):
             return self.negative_target
         return self.samples[index].target
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         img = self.crop(int(index))
         return (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
                 torch.from_numpy(self.target(int(index))))

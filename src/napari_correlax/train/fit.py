@@ -86,7 +86,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -97,6 +97,11 @@ from ..errors import CorrelaxError
 from ..files import atomic_write_bytes, atomic_write_text
 from ..labels import LABELS
 from .crops import CropConfig
+
+if TYPE_CHECKING:
+    from ..io.vindr import ImageRecord, VinDrIndex
+    from ..models.classifier import Classifier
+    from .crops import CropDataset
 
 __all__ = [
     "DEFAULT_VAL_FRACTION",
@@ -240,8 +245,8 @@ class TrainSplit:
     ``validation_studies`` the sorted study ids of the validation images.
     """
 
-    training: list[Any]
-    validation: list[Any]
+    training: list[ImageRecord]
+    validation: list[ImageRecord]
     skipped: int
     selection: dict[str, Any]
 
@@ -303,7 +308,7 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def split_records(index: Any, config: TrainConfig) -> TrainSplit:
+def split_records(index: VinDrIndex, config: TrainConfig) -> TrainSplit:
     """Training and validation images of a run (docs/method.md §5), without reading any image.
 
     Images whose files are missing are skipped (counted in ``skipped``). With
@@ -366,7 +371,7 @@ def split_records(index: Any, config: TrainConfig) -> TrainSplit:
     return TrainSplit(training, validation, len(index.images) - len(usable), selection)
 
 
-def load_starting_weights(model: Any, pretrained: str | None) -> StartingWeights:
+def load_starting_weights(model: Classifier, pretrained: str | None) -> StartingWeights:
     """Load a fresh run's backbone weights into ``model`` (docs/method.md §4, §5); never downloads.
 
     ``pretrained``: ``None`` loads torchvision's ImageNet file for a torchvision backbone
@@ -426,9 +431,9 @@ def _autocast(device: str, precision: str) -> Any:
     return torch.autocast(kind, dtype=torch.bfloat16)
 
 
-def evaluate_crops(model: Any, dataset: Any, batch_size: int = 64, device: str = "cpu",
-                   precision: str = "float32", alpha: float = 0.95, gamma: float = 2.5
-                   ) -> tuple[np.ndarray, np.ndarray, float]:
+def evaluate_crops(model: Classifier, dataset: CropDataset, batch_size: int = 64,
+                   device: str = "cpu", precision: str = "float32", alpha: float = 0.95,
+                   gamma: float = 2.5) -> tuple[np.ndarray, np.ndarray, float]:
     """Run ``model`` over a crop data set in eval mode.
 
     Returns ``(probabilities (N, C), targets (N, C), mean focal loss)``; the loss is 0
