@@ -11,7 +11,7 @@ Prints, measured in one run on one model and one phantom (breast about 2000 × 1
 3. adaptive: mean masks per window (target ≤ 512) and mean / 95th percentile
    ``|ρ_adaptive − ρ_2560|`` (target mean ≤ 0.025) over sampled tissue windows, and the
    paper's Fig. 7 table from the same N = 2560 reference run;
-4. focus: share of tissue windows fully explained at the default threshold, and the
+4. focus: share of tissue windows fully explained at the default focus share, and the
    projected masked passes / time for the whole image with and without focus;
 5. peak memory of ``explain_windows`` at N = 2560 against N = 256 (fresh processes;
    target ratio ≤ 1.2).
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from napari_correlax.cli.common import tune_cpu_allocator
 from napari_correlax.maps import drain, explain, explain_windows
 from napari_correlax.maps.correlax import (
-    DEFAULT_FOCUS_THRESHOLD,
+    DEFAULT_FOCUS_SHARE,
     DEFAULT_MIN_MASKS,
     DEFAULT_TOLERANCE,
     _unmasked_pass,
@@ -290,13 +290,13 @@ def adaptive_and_focus(args, model, fast, rt, prep, flat, engine_rate, naive_s) 
     per_window = np.zeros((len(model.labels), prep.grid.n_windows))
     per_window[:, flat] = y0.T
     per_window = per_window.reshape(len(model.labels), *prep.grid.shape)
-    focus = focus_windows(per_window, model.labels, prep.active, DEFAULT_FOCUS_THRESHOLD)
+    focus = focus_windows(per_window, model.labels, prep.active, DEFAULT_FOCUS_SHARE)
     n_focus = int(focus.sum())
     mean_ada = float(ada.masks_used.mean())
     passes_focus = n_focus * mean_ada + (len(flat) - n_focus) * DEFAULT_MIN_MASKS
     passes_all = len(flat) * mean_ada
     lesion = per_window[1:].max(axis=0)[prep.active]
-    print(f"\n4. focus (threshold {DEFAULT_FOCUS_THRESHOLD}): {n_focus} of {len(flat)} tissue "
+    print(f"\n4. focus (share {DEFAULT_FOCUS_SHARE}): {n_focus} of {len(flat)} tissue "
           f"windows fully explained ({n_focus / len(flat):.1%}); lesion probability "
           f"quantiles 50/90/100%: {np.percentile(lesion, [50, 90, 100]).round(3).tolist()}")
     line = f"   projected masked passes: focus {passes_focus:,.0f}, no focus {passes_all:,.0f}"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import binary_dilation
 from torch import nn
 
 from napari_correlax.errors import CorrelaxError
@@ -274,12 +275,18 @@ def test_focus_windows_are_lesion_hits_and_their_neighbours():
     pred[1, 4, 0] = 0.4
     active = np.ones((5, 6), dtype=bool)
     active[1, 2] = False
-    got = focus_windows(pred, LABELS, active, 0.5)
+    # 29 tissue windows: a share of 1/29 keeps the single highest, (2, 3) at 0.8
+    got = focus_windows(pred, LABELS, active, 1 / 29)
     expected = np.zeros((5, 6), dtype=bool)
     expected[1:4, 2:5] = True
     expected[1, 2] = False
     np.testing.assert_array_equal(got, expected)
-    assert focus_windows(pred, LABELS, active, 0.3)[3:5, 0:2].all()
+    # 2/29: the second highest, (4, 0) at 0.4, and its neighbours join
+    two = focus_windows(pred, LABELS, active, 2 / 29)
+    assert two[3:5, 0:2].all() and (two & ~expected).sum() == 4
+    # 3/29: the third is tied at 0 with every other window: all tissue windows
+    assert focus_windows(pred, LABELS, active, 3 / 29).sum() == active.sum()
+    assert not focus_windows(pred, LABELS, active, 0.0).any()
 
 
 def test_explain_maps_equal_window_results_stitched_by_hand(phantom):
@@ -341,11 +348,12 @@ def test_focus_mode_gives_minimum_masks_outside_focus(phantom):
     per_window[:, flat] = y.T
     per_window = per_window.reshape(len(model.labels), *prep.grid.shape)
     lesion = per_window[1:].max(axis=0)
-    threshold = float(np.sort(lesion[prep.active])[-2])  # two windows reach it
-    expected = focus_windows(per_window, model.labels, prep.active, threshold)
+    share = 2 / prep.active.sum()  # the two most suspicious windows and their neighbours
+    top = lesion >= np.sort(lesion[prep.active])[-2]
+    expected = binary_dilation(top & prep.active, np.ones((3, 3), bool)) & prep.active
     assert 0 < expected.sum() < prep.active.sum()
     res = explain(phantom, model, masks=96, min_masks=32, adaptive=False, focus=True,
-                  focus_threshold=threshold, stride=16, runtime=rt)
+                  focus_share=share, stride=16, runtime=rt)
     np.testing.assert_array_equal(res.masks_used[expected], 96)
     np.testing.assert_array_equal(res.masks_used[prep.active & ~expected], 32)
     np.testing.assert_array_equal(res.masks_used[~prep.active], 0)

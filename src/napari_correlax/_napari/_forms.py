@@ -50,7 +50,8 @@ TOOLTIPS: dict[str, str] = {
                 "minimum of 256 masks)",
     "focus": "Full CorRELAX only around windows where a lesion label reaches the focus "
              "threshold; the other tissue windows get the minimum number of masks",
-    "focus_threshold": "Lesion probability that puts a window in focus",
+    "focus_share": "Share of tissue windows, those with the highest lesion probability, that "
+                   "get full CorRELAX in focus mode (with their neighbours)",
     "seed": "Seed of the masks: the same seed gives the same maps",
     "min_masks": "Fewest masks per window (256: the paper's Fig. 7 precision)",
     "epochs": "Passes over the training samples (the recipe: 50)",
@@ -97,7 +98,7 @@ class SettingsForm:
     """Controls for some :class:`MapSettings` fields, added to a ``QFormLayout``.
 
     ``fields`` picks and orders them among ``method``, ``device``, ``batch_size``,
-    ``stride``, ``masks``, ``adaptive``, ``focus``, ``focus_threshold``, ``seed``,
+    ``stride``, ``masks``, ``adaptive``, ``focus``, ``focus_share``, ``seed``,
     ``min_masks``. Controls are attributes named ``<field>`` (``form.stride``).
     """
 
@@ -129,12 +130,12 @@ class SettingsForm:
             box = QComboBox()
             box.addItems(devices())
             return box, "Device"
-        if name == "focus_threshold":
+        if name == "focus_share":
             dbl = QDoubleSpinBox()
             dbl.setRange(0.0, 1.0)
             dbl.setSingleStep(0.05)
             dbl.setDecimals(2)
-            return dbl, "Focus threshold"
+            return dbl, "Focus share"
         if name in ("adaptive", "focus"):
             text = {"adaptive": "adaptive (stop when stable)", "focus": "focus"}[name]
             return _check(text), name.capitalize()

@@ -57,11 +57,12 @@ def add_map_options(parser: argparse.ArgumentParser, *, correlax: bool = True,
                    help="adaptive stop once the standard error of every correlation against "
                    f"--masks masks is at most this (default {d.DEFAULT_TOLERANCE})")
     g.add_argument("--no-focus", action="store_true",
-                   help="full CorRELAX on every window (default: only around windows where a "
-                   "lesion label reaches --focus-threshold; the rest get --min-masks)")
-    g.add_argument("--focus-threshold", type=float, default=d.DEFAULT_FOCUS_THRESHOLD,
-                   help=f"lesion probability that puts a window in focus "
-                   f"(default {d.DEFAULT_FOCUS_THRESHOLD})")
+                   help="full CorRELAX on every window (default: only around the --focus-share "
+                   "most suspicious windows; the rest get --min-masks)")
+    g.add_argument("--focus-share", type=float, default=d.DEFAULT_FOCUS_SHARE,
+                   help="share of tissue windows, those with the highest lesion probability, "
+                   "that get full CorRELAX with their neighbours (default "
+                   f"{d.DEFAULT_FOCUS_SHARE})")
     g.add_argument("--mask-batch", type=int, default=d.DEFAULT_MASK_BATCH,
                    help=f"masked forward passes per batch (default {d.DEFAULT_MASK_BATCH})")
 
@@ -101,7 +102,7 @@ def settings_from(args: argparse.Namespace, method: str) -> MapSettings:
         "min_masks": given.get("min_masks"),
         "tolerance": given.get("tolerance"),
         "focus": None if "no_focus" not in given else not given["no_focus"],
-        "focus_threshold": given.get("focus_threshold"),
+        "focus_share": given.get("focus_share"),
         "mask_batch": given.get("mask_batch"),
         "device": given.get("device"),
         "precision": given.get("precision"),

@@ -101,7 +101,7 @@ def explain_summary(path: Path, mammo: Mammogram, result: MapResult) -> dict[str
         },
         "settings": {
             k: meta.get(k)
-            for k in ("adaptive", "tolerance", "focus", "focus_threshold", "masks_max",
+            for k in ("adaptive", "tolerance", "focus", "focus_share", "masks_max",
                       "masks_min", "seed", "mask_grid", "masked_probability", "device",
                       "precision")
         },

@@ -130,7 +130,7 @@ class CorrelaxMethod(MapMethod):
     title = "CorRELAX"
     kinds = ("prediction", "correlation", "product", "distance", "masks_used", "relevance")
     uses = _WINDOWS | {"masks", "adaptive", "tolerance", "min_masks", "focus",
-                       "focus_threshold", "seed"}
+                       "focus_share", "seed"}
     description = ("Occlusion masks per window: how the features and each label's "
                    "prediction change together (correlation, distance, relevance).")
 
@@ -142,7 +142,7 @@ class CorrelaxMethod(MapMethod):
             image, model, masks=settings.masks, adaptive=settings.adaptive,
             focus=settings.focus, seed=settings.seed, stride=settings.stride,
             reach=settings.reach, min_tissue=settings.min_tissue,
-            focus_threshold=settings.focus_threshold,
+            focus_share=settings.focus_share,
             min_masks=settings.min_masks, tolerance=settings.tolerance,
             mask_batch=settings.mask_batch, runtime=settings.runtime(),
         ))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
-    "DEFAULT_FOCUS_THRESHOLD",
+    "DEFAULT_FOCUS_SHARE",
     "DEFAULT_MASKS",
     "DEFAULT_MASK_BATCH",
     "DEFAULT_MIN_MASKS",
@@ -47,10 +47,9 @@ DEFAULT_MIN_MASKS = 256
 DEFAULT_MASK_BATCH = 128
 #: Adaptive stopping tolerance on SE(ρ_n − ρ_Nmax); see :mod:`napari_correlax.maps.correlax`.
 DEFAULT_TOLERANCE = 0.035
-#: Lesion probability (unmasked window) that puts a window in focus. Above the 0.5
-#: decision threshold because focal-loss (α = 0.95) models keep background windows near
-#: 0.5 for rare labels.
-DEFAULT_FOCUS_THRESHOLD = 0.6
+#: Share of tissue windows, ranked by their highest lesion probability, that get full
+#: CorRELAX in focus mode (with their grid neighbours); see maps/correlax.py.
+DEFAULT_FOCUS_SHARE = 0.05
 
 #: Fields that only say where and how fast the model runs: they never change a map
 #: (float32 is exact; other precisions do change maps and stay in the key).
@@ -77,7 +76,7 @@ class MapSettings:
         Windows whose breast-tissue fraction is below this are skipped.
     batch_size:
         Windows per forward pass (prediction pass).
-    masks, adaptive, tolerance, min_masks, focus, focus_threshold, seed, mask_batch:
+    masks, adaptive, tolerance, min_masks, focus, focus_share, seed, mask_batch:
         CorRELAX (:func:`~napari_correlax.maps.correlax.explain_steps`).
     device, precision, threads:
         Where and how the model runs (:class:`~napari_correlax.maps.runtime.Runtime`).
@@ -96,7 +95,7 @@ class MapSettings:
     tolerance: float = DEFAULT_TOLERANCE
     min_masks: int = DEFAULT_MIN_MASKS
     focus: bool = True
-    focus_threshold: float = DEFAULT_FOCUS_THRESHOLD
+    focus_share: float = DEFAULT_FOCUS_SHARE
     seed: int = 0
     mask_batch: int = DEFAULT_MASK_BATCH
     device: str = "auto"
