@@ -46,7 +46,7 @@ DEFAULT_MIN_MASKS = 256
 #: Masked forward passes per batch (paper: sets of 128).
 DEFAULT_MASK_BATCH = 128
 #: Adaptive stopping tolerance on SE(ρ_n − ρ_Nmax); see :mod:`napari_correlax.maps.correlax`.
-DEFAULT_TOLERANCE = 0.035
+DEFAULT_TOLERANCE = 0.045
 #: Share of tissue windows, ranked by their highest lesion probability, that get full
 #: CorRELAX in focus mode (with their grid neighbours); see maps/correlax.py.
 DEFAULT_FOCUS_SHARE = 0.05
