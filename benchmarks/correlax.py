@@ -178,11 +178,10 @@ def main() -> None:
         t = time.perf_counter()
         res = explain(img, model, runtime=rt)
         total = time.perf_counter() - t
-        meta = res.meta
+        st = res.stats
         print(f"\n6. explain() on the phantom, defaults: {total:.1f} s; "
-              f"{meta['windows_focus']} focus windows, {meta['masks_total']:,} masked passes "
-              f"({meta['masked_passes_per_second']}/s), timings "
-              f"{ {k: v for k, v in meta.items() if k.startswith('seconds_')} }")
+              f"{st.windows_focus} focus windows, {st.masks_total:,} masked passes "
+              f"({st.masked_passes_per_second}/s), timings {st.seconds}")
 
 
 def throughput_section(args: argparse.Namespace, model, fast, crops) -> float:

@@ -50,15 +50,15 @@ def timed_run(widget, *, explain: bool) -> dict[str, float]:
         last[0] = now
 
     add_ms: list[float] = []
-    add_next = widget._add_next_layer
+    add_next = widget.layer_queue.add_next
 
     def timed_add() -> None:
         t = time.perf_counter()
         add_next()
         add_ms.append((time.perf_counter() - t) * 1e3)
 
-    widget._draw_timer.timeout.disconnect()
-    widget._draw_timer.timeout.connect(timed_add)
+    widget.layer_queue.timer.timeout.disconnect()
+    widget.layer_queue.timer.timeout.connect(timed_add)
     slots: dict[str, float] = {}
 
     def timed(name: str, method=None):
@@ -91,8 +91,8 @@ def timed_run(widget, *, explain: bool) -> dict[str, float]:
     done.start()
     loop.exec()
     timer.stop()
-    widget._draw_timer.timeout.disconnect()
-    widget._draw_timer.timeout.connect(add_next)
+    widget.layer_queue.timer.timeout.disconnect()
+    widget.layer_queue.timer.timeout.connect(add_next)
     refresh.timeout.disconnect()
     refresh.timeout.connect(widget.progress.flush)
     for name in ("_on_progress", "_on_returned", "_on_finished"):
@@ -175,7 +175,7 @@ def main() -> None:
     main_threads = torch.get_num_threads()
 
     def rate(result) -> float:
-        return result.meta["windows_evaluated"] / result.meta["seconds_predict"]
+        return result.stats.windows_evaluated / result.stats.seconds["predict"]
 
     def in_main() -> float:
         rt = Runtime(device="cpu", batch_size=32)
@@ -225,8 +225,9 @@ def main() -> None:
     stats = timed_run(widget, explain=True)
     result = widget._analyses["phantom"].result
     print(
-        f"CorRELAX in the dock, {result.meta['windows_evaluated']} windows x {args.masks} "
-        f"masks ({result.meta['masked_passes_per_second']:.0f} masked passes/s): {describe(stats)}"
+        f"CorRELAX in the dock, {result.stats.windows_evaluated} windows x {args.masks} "
+        f"masks ({result.stats.masked_passes_per_second:.0f} masked passes/s): "
+        f"{describe(stats)}"
     )
     viewer.close()
 

@@ -85,11 +85,11 @@ def main() -> None:
     raw = max(raws)
     total, result = min(runs, key=lambda r: r[0])
     end_to_end = len(flat) / total
-    loop = len(flat) / min(r[1].meta["seconds_predict"] for r in runs)
+    loop = len(flat) / min(r[1].stats.seconds["predict"] for r in runs)
     print(f"raw forward          {raw:8.1f} windows/s")
     print(f"predict (loop only)  {loop:8.1f} windows/s   ratio {loop / raw:.3f}  (target >= 0.9)")
     print(f"predict (end to end) {end_to_end:8.1f} windows/s   ratio {end_to_end / raw:.3f}"
-          f"   (prepare {result.meta['seconds_prepare']:.2f} s)")
+          f"   (prepare {result.stats.seconds['prepare']:.2f} s)")
 
     try:
         from monai.inferers import sliding_window_inference

@@ -357,7 +357,7 @@ def test_focus_mode_gives_minimum_masks_outside_focus(phantom):
     np.testing.assert_array_equal(res.masks_used[expected], 96)
     np.testing.assert_array_equal(res.masks_used[prep.active & ~expected], 32)
     np.testing.assert_array_equal(res.masks_used[~prep.active], 0)
-    assert res.meta["windows_focus"] == int(expected.sum())
+    assert res.stats.windows_focus == int(expected.sum())
 
 
 def test_progress_is_monotone_and_cancel_leaves_no_state(phantom):

@@ -74,7 +74,7 @@ def test_toy_method_maps_reach_export_and_the_saved_file(constant_method, small_
         [CONSTANT] * int(result.window_mask.sum()))
     back = load_result(result.save(tmp_path / "r.npz"))
     np.testing.assert_array_equal(back.extra["constant"], result.extra["constant"])
-    assert back.meta["method"] == "constant"
+    assert back.stats.method == "constant"
 
 
 def test_toy_method_gets_its_own_pointing_column_in_evaluate(constant_method, small_model,

@@ -16,7 +16,6 @@ become an error notification without a traceback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,11 @@ from typing import Any
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -42,10 +36,20 @@ from qtpy.QtWidgets import (
 
 from ..errors import CorrelaxError
 from ..labels import LABELS
+from ..maps.kinds import kind as map_kind
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
 from . import _layers
-from ._forms import SettingsForm
+from ._analysis_jobs import (
+    AnalysisRequest,
+    Failed,
+    analysis_steps,
+    checkpoint_labels,
+    image_layer_for,
+    image_pixels,
+)
+from ._forms import LabelList, SettingsForm, ask_path, path_row
+from ._layer_queue import LayerQueue
 from ._progress import ThrottledProgress
 
 log = logging.getLogger(__name__)
@@ -59,83 +63,10 @@ _STAGES = {
 
 
 @dataclass
-class AnalysisRequest:
-    """Everything one run needs, copied out of the GUI (the worker never reads widgets)."""
-
-    image_name: str
-    pixels: np.ndarray
-    spacing_mm: tuple[float, float] | None
-    meta: dict[str, Any]
-    path: str | None
-    checkpoint: str | None
-    settings: MapSettings = field(default_factory=MapSettings)
-
-
-@dataclass
-class Failed:
-    """What the worker returns instead of raising: shown as one error notification."""
-
-    message: str
-
-
-@dataclass
 class _Analysis:
     result: Any
     pixels: np.ndarray
     boxes: list[Any] = field(default_factory=list)
-
-
-def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Any]:
-    """Load the model and run the settings' map method; yields progress, returns a result.
-
-    Returns the :class:`~napari_correlax.maps.MapResult`, or :class:`Failed` for any
-    error (napari would show a raised exception with its traceback).
-    """
-    try:
-        from ..io.image import Mammogram
-        from ..maps.methods import run_method
-        from ..models import load_classifier
-
-        yield Progress("model", 0, 1)
-        settings = request.settings
-        model = load_classifier(request.checkpoint or None, device=settings.runtime().device)
-        yield Progress("model", 1, 1)
-        image = Mammogram(request.pixels, request.spacing_mm, dict(request.meta), request.path)
-        result = yield from run_method(image, model, settings)
-    except CorrelaxError as exc:
-        return Failed(str(exc))
-    except MemoryError:
-        return Failed("out of memory: lower the batch size or use a larger stride")
-    except Exception as exc:
-        log.exception("CorRELAX analysis failed")
-        return Failed(f"CorRELAX analysis failed: {type(exc).__name__}: {exc}")
-    result.meta["image_layer"] = request.image_name
-    return result
-
-
-def checkpoint_labels(path: str | None) -> list[str]:
-    """Label names stored in a checkpoint (the docs/method.md §3 labels when it cannot be read)."""
-    from ..models import read_metadata
-
-    try:
-        return [str(v) for v in read_metadata(path)["config"]["labels"]]
-    except Exception:
-        return list(LABELS)
-
-
-def image_pixels(layer: Any) -> np.ndarray:
-    """H×W float32 pixels in [0, 1] of a 2-D grey image layer (min–max scaled if needed)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    arr = np.asarray(data)
-    if getattr(layer, "rgb", False) or arr.ndim != 2 or arr.size == 0:
-        raise CorrelaxError(f"layer {layer.name!r} is not a 2-D grey image (shape {arr.shape})")
-    arr = arr.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise CorrelaxError(f"layer {layer.name!r} holds NaN or infinite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    return arr
 
 
 class AnalysisWidget(QWidget):
@@ -147,11 +78,7 @@ class AnalysisWidget(QWidget):
         self._worker: Any = None
         self._request_sent: AnalysisRequest | None = None
         self._analyses: dict[str, _Analysis] = {}
-        self._queue: list[_layers.LayerData] = []
-        self._adding = False
-        self._draw_timer = QTimer(self)
-        self._draw_timer.setInterval(0)
-        self._draw_timer.timeout.connect(self._add_next_layer)
+        self.layer_queue = LayerQueue(self.viewer, self, self._layers_added)
         self._build()
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
@@ -163,15 +90,9 @@ class AnalysisWidget(QWidget):
         form = QFormLayout()
         self.image_combo = QComboBox()
         form.addRow("Image", self.image_combo)
-        self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("demo model")
+        self.model_edit, row = path_row("demo model", self._browse_checkpoint,
+                                        "Classifier checkpoint (.safetensors); empty: demo model")
         self.model_edit.editingFinished.connect(self._model_changed)
-        browse = QPushButton("…")
-        browse.setToolTip("Pick a classifier checkpoint (.safetensors)")
-        browse.clicked.connect(self._browse_checkpoint)
-        row = QHBoxLayout()
-        row.addWidget(self.model_edit)
-        row.addWidget(browse)
         form.addRow("Model", row)
         self.form = SettingsForm(
             form, ("method", "device", "batch_size", "stride", "masks", "adaptive", "focus"))
@@ -183,8 +104,7 @@ class AnalysisWidget(QWidget):
         self.adaptive_check = self.form.adaptive
         self.focus_check = self.form.focus
         self.method_combo.currentIndexChanged.connect(self._method_changed)
-        self.labels_list = QListWidget()
-        self.labels_list.setMaximumHeight(150)
+        self.labels_list = LabelList()
         self.labels_list.itemChanged.connect(self._labels_changed)
         form.addRow("Show labels", self.labels_list)
 
@@ -218,20 +138,8 @@ class AnalysisWidget(QWidget):
         layout.addLayout(files)
         layout.addStretch(1)
 
-    def _set_labels(self, labels: list[str], checked: list[str] | None = None) -> None:
-        previous = checked if checked is not None else self.chosen_labels()
-        if not previous:
-            previous = [lab for lab in ("Mass", "Suspicious Calcification") if lab in labels]
-            previous = previous or [lab for lab in labels if lab != "No Finding"][:1]
-        self.labels_list.blockSignals(True)
-        self.labels_list.clear()
-        for label in labels:
-            item = QListWidgetItem(label)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            state = Qt.CheckState.Checked if label in previous else Qt.CheckState.Unchecked
-            item.setCheckState(state)
-            self.labels_list.addItem(item)
-        self.labels_list.blockSignals(False)
+    def _set_labels(self, labels: list[str]) -> None:
+        self.labels_list.set_labels(labels, self.chosen_labels() or None)
 
     # -- public ------------------------------------------------------------------------
     def set_checkpoint(self, path: str) -> None:
@@ -241,13 +149,12 @@ class AnalysisWidget(QWidget):
 
     def chosen_labels(self) -> list[str]:
         """Labels whose maps are shown, in model order."""
-        items = (self.labels_list.item(k) for k in range(self.labels_list.count()))
-        return [it.text() for it in items if it.checkState() == Qt.CheckState.Checked]
+        return self.labels_list.checked()
 
     @property
     def busy(self) -> bool:
         """True while a worker computes or result layers are still being added."""
-        return self._worker is not None or bool(self._queue)
+        return self._worker is not None or self.layer_queue.pending
 
     def run(self) -> None:
         """Start an analysis of the chosen image layer with the dock's settings."""
@@ -304,7 +211,7 @@ class AnalysisWidget(QWidget):
         except CorrelaxError:
             self._show(_layers.layers_from_maps(read_maps(path)))
             return
-        name = result.meta.get("image_layer") or Path(result.meta.get("source") or path).stem
+        name = image_layer_for(self.viewer.layers, result, path)
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         pixels = (
             image_pixels(layer) if layer is not None else np.zeros(result.image_shape, np.float32)
@@ -324,7 +231,7 @@ class AnalysisWidget(QWidget):
             return
         if layer.name in self._analyses:
             self._analyses[layer.name].boxes = boxes
-        self._show([self._boxes_data(layer, boxes)])
+        self._show([_layers.boxes_layer_over(layer, boxes)])
 
     # -- worker callbacks ----------------------------------------------------------------
     def _on_progress(self, event: Progress) -> None:
@@ -337,7 +244,7 @@ class AnalysisWidget(QWidget):
             self.status.setText("Failed.")
             show_error(outcome.message)
             return
-        name = outcome.meta.get("image_layer", "")
+        name, outcome = outcome.image_name, outcome.result
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         if layer is None:
             self.status.setText(f"Image layer {name!r} was closed; results dropped.")
@@ -347,12 +254,9 @@ class AnalysisWidget(QWidget):
         )
         self._analyses[name] = _Analysis(outcome, pixels, self._known_boxes(layer))
         self._draw(name)
-        meta = outcome.meta
-        seconds = meta.get("seconds_total") or sum(
-            float(meta.get(k, 0.0)) for k in ("seconds_prepare", "seconds_predict")
-        )
-        windows = meta.get("windows_evaluated", "?")
-        self.status.setText(f"Done: {windows} windows in {seconds:.1f} s on {meta.get('device')}.")
+        st = outcome.stats
+        self.status.setText(f"Done: {st.windows_evaluated} windows in {st.seconds_total:.1f} s "
+                            f"on {st.device}.")
 
     def _on_finished(self) -> None:
         aborted = self._worker is not None and self._worker.abort_requested
@@ -361,7 +265,7 @@ class AnalysisWidget(QWidget):
         self.progress.reset("cancelled" if aborted else "")
         if aborted:
             self.status.setText("Cancelled; no layers were changed.")
-        if self._queue:
+        if self.layer_queue.pending:
             self.run_button.setText("Drawing…")
             self.run_button.setEnabled(False)
         else:
@@ -373,25 +277,11 @@ class AnalysisWidget(QWidget):
 
     # -- drawing -----------------------------------------------------------------------
     def _show(self, data: list[_layers.LayerData]) -> None:
-        """Queue layers to add or update, one per event-loop turn (napari needs ~0.1–0.3 s
-        per new layer; one at a time keeps the viewer answering in between)."""
-        self._queue.extend(data)
-        if self._queue and not self._draw_timer.isActive():
-            self._draw_timer.start()
+        self.layer_queue.add(data)
 
-    def _add_next_layer(self) -> None:
-        if self._adding:  # re-entered through a processEvents() inside napari
-            return
-        if self._queue:
-            self._adding = True
-            try:
-                _layers.add_or_update(self.viewer, [self._queue.pop(0)])
-            finally:
-                self._adding = False
-        if not self._queue:
-            self._draw_timer.stop()
-            if self._worker is None:
-                self._ready()
+    def _layers_added(self) -> None:
+        if self._worker is None:
+            self._ready()
 
     def _draw(self, image_name: str) -> None:
         analysis = self._analyses[image_name]
@@ -408,34 +298,18 @@ class AnalysisWidget(QWidget):
             _layers.layer_name(image_name, kind, lab)
             for lab in analysis.result.labels
             if lab not in chosen
-            for kind in ("prediction", "correlation", "product")
+            for kind in analysis.result.maps()
+            if map_kind(kind).per_label
         ]
         _layers.remove_layers(self.viewer, stale)
-        self._queue = [d for d in self._queue if d[1]["name"] not in stale]
+        self.layer_queue.discard(stale)
         if analysis.boxes and layer is not None:
-            data.append(self._boxes_data(layer, analysis.boxes))
+            data.append(_layers.boxes_layer_over(layer, analysis.boxes))
         self._show(data)
 
-    def _boxes_data(self, layer: Any, boxes: list[Any]) -> _layers.LayerData:
-        scale, translate = _layers.image_transform(layer)
-        return _layers.boxes_layer(
-            boxes,
-            layer.name,
-            image_scale=scale,
-            image_translate=translate,
-            image_shape=layer.data.shape,
-        )
-
     def _known_boxes(self, layer: Any) -> list[Any]:
-        """Boxes of an image: its ground-truth layer if shown, else a VinDr CSV beside it."""
-        name = _layers.boxes_layer_name(layer.name)
-        if name in self.viewer.layers:
-            return _layers.boxes_of_layer(self.viewer.layers[name])
-        path = (layer.metadata or {}).get("path")
-        if not path:
-            return []
         try:
-            return _layers.boxes_for_image(path)
+            return _layers.known_boxes(self.viewer, layer)
         except CorrelaxError as exc:
             show_error(str(exc))
             return []
@@ -517,28 +391,23 @@ class AnalysisWidget(QWidget):
         worker.start()
 
     def _browse_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Classifier checkpoint", "", "Checkpoints (*.safetensors)"
-        )
+        path = ask_path(self, "Classifier checkpoint", "Checkpoints (*.safetensors)")
         if path:
             self.set_checkpoint(path)
 
     def _pick_boxes(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "VinDr annotations", "", "CSV (*.csv)")
+        path = ask_path(self, "VinDr annotations", "CSV (*.csv)")
         if path:
             self._guarded(self.load_boxes, path)
 
     def _pick_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save analysis", "", "Analysis (*.npz)")
-        if path:
-            written = self._guarded(self.save_results, path)
-            if written:
-                show_info("saved " + ", ".join(p.name for p in written))
+        path = ask_path(self, "Save analysis", "Analysis (*.npz)", save=True)
+        written = self._guarded(self.save_results, path) if path else None
+        if written:
+            show_info("saved " + ", ".join(p.name for p in written))
 
     def _pick_open(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open results", "", "Results (*.npz *.tif *.tiff)"
-        )
+        path = ask_path(self, "Open results", "Results (*.npz *.tif *.tiff)")
         if path:
             self._guarded(self.open_results, path)
 

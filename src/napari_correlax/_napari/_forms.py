@@ -21,9 +21,12 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QShortcut,
     QSpinBox,
@@ -33,7 +36,17 @@ from qtpy.QtWidgets import (
 from ..maps.methods import METHODS
 from ..maps.settings import MapSettings
 
-__all__ = ["TOOLTIPS", "SettingsForm", "bind_keys", "devices", "dock_key", "path_row", "spin"]
+__all__ = [
+    "TOOLTIPS",
+    "LabelList",
+    "SettingsForm",
+    "ask_path",
+    "bind_keys",
+    "devices",
+    "dock_key",
+    "path_row",
+    "spin",
+]
 
 log = logging.getLogger(__name__)
 
@@ -220,3 +233,41 @@ def unbind_keys(viewer: Any, keys: list[str]) -> None:
             viewer.bind_key(key, None, overwrite=True)
         except Exception:
             log.debug("could not unbind %s", key)
+
+
+def ask_path(parent: QWidget, title: str, pattern: str, *, save: bool = False) -> str:
+    """A file dialog; the chosen path, or "" when cancelled."""
+    ask = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+    path, _ = ask(parent, title, "", pattern)
+    return path
+
+
+class LabelList(QListWidget):
+    """A checkable list of label names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMaximumHeight(150)
+        self.setToolTip("Labels whose maps are shown")
+
+    def set_labels(self, labels: Sequence[str], checked: Sequence[str] | None = None) -> None:
+        """Show ``labels``; check ``checked`` (default: Mass and calcification, else the
+        first lesion label). Emits no ``itemChanged``."""
+        chosen = list(checked or [])
+        if not chosen:
+            chosen = [lab for lab in ("Mass", "Suspicious Calcification") if lab in labels]
+            chosen = chosen or [lab for lab in labels if lab != "No Finding"][:1]
+        self.blockSignals(True)
+        self.clear()
+        for label in labels:
+            item = QListWidgetItem(label)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if label in chosen
+                               else Qt.CheckState.Unchecked)
+            self.addItem(item)
+        self.blockSignals(False)
+
+    def checked(self) -> list[str]:
+        """The checked labels, in list order."""
+        items = (self.item(k) for k in range(self.count()))
+        return [it.text() for it in items if it.checkState() == Qt.CheckState.Checked]

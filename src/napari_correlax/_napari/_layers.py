@@ -49,12 +49,14 @@ __all__ = [
     "boxes_for_image",
     "boxes_layer",
     "boxes_layer_name",
+    "boxes_layer_over",
     "boxes_of_layer",
     "compose_transform",
     "display_for",
     "find_annotations",
     "image_transform",
     "is_correlax_output",
+    "known_boxes",
     "label_colour",
     "layer_name",
     "layers_from_maps",
@@ -481,3 +483,20 @@ def boxes_of_layer(layer: Any) -> list[Box]:
         rows.append(Box(label, category, float(v[:, 1].min()), float(v[:, 0].min()),
                         float(v[:, 1].max()), float(v[:, 0].max()), birads or None))
     return rows
+
+
+def boxes_layer_over(layer: Any, boxes: Iterable[Any]) -> LayerData:
+    """:func:`boxes_layer` placed over an image layer (its scale, translate and size)."""
+    scale, translate = image_transform(layer)
+    return boxes_layer(boxes, layer.name, image_scale=scale, image_translate=translate,
+                       image_shape=layer.data.shape)
+
+
+def known_boxes(viewer: Any, layer: Any) -> list[Box]:
+    """Boxes of an image layer: its ground-truth layer if shown, else a VinDr CSV found
+    beside its file (CorrelaxError when that CSV cannot be read)."""
+    name = boxes_layer_name(layer.name)
+    if name in viewer.layers:
+        return boxes_of_layer(viewer.layers[name])
+    path = (layer.metadata or {}).get("path")
+    return boxes_for_image(path) if path else []

@@ -71,7 +71,8 @@ def explain_summary(path: Path, mammo: Mammogram, result: MapResult) -> dict[str
     """JSON document for one image: geometry, peaks, timings, masks and windows."""
     from .predict import summary
 
-    meta = result.meta
+    stats = result.stats
+    assert result.masks_used is not None  # CorRELAX results always count their masks
     evaluated = result.window_mask
     used = result.masks_used[evaluated]
     corr_peaks = {}
@@ -80,31 +81,28 @@ def explain_summary(path: Path, mammo: Mammogram, result: MapResult) -> dict[str
         corr_peaks[lab] = {"max": round(value, 6), "row": row, "col": col}
     extra = {
         "correlation_peaks": corr_peaks,
-        "timings_s": {k[len("seconds_"):]: v for k, v in meta.items() if k.startswith("seconds_")},
+        "timings_s": {**stats.seconds, "total": stats.seconds_total},
         "masks": {
             "total": int(result.masks_used.sum()),
             "mean": float(used.mean()) if used.size else 0.0,
-            "mean_focus": meta.get("masks_mean_focus"),
+            "mean_focus": stats.masks_mean_focus,
             "min": int(used.min()) if used.size else 0,
             "max": int(used.max()) if used.size else 0,
-            "per_second": meta.get("masked_passes_per_second"),
+            "per_second": stats.masked_passes_per_second,
             "histogram": {
                 str(int(k)): int(v) for k, v in zip(*np.unique(used, return_counts=True))
             },
         },
         "windows": {
-            "total": meta.get("windows_total"),
-            "evaluated": meta.get("windows_evaluated"),
-            "skipped_tissue": meta.get("windows_skipped_tissue"),
-            "focus": meta.get("windows_focus"),
-            "minimum_only": meta.get("windows_minimum"),
+            "total": stats.windows_total,
+            "evaluated": stats.windows_evaluated,
+            "skipped_tissue": stats.windows_skipped,
+            "focus": stats.windows_focus,
+            "minimum_only": stats.windows_minimum,
         },
-        "settings": {
-            k: meta.get(k)
-            for k in ("adaptive", "tolerance", "focus", "focus_share", "masks_max",
-                      "masks_min", "seed", "mask_grid", "masked_probability", "device",
-                      "precision")
-        },
+        "settings": {**stats.settings, "masks_max": stats.masks_max,
+                     "masks_min": stats.masks_min, "device": stats.device,
+                     "precision": stats.precision},
     }
     return summary(path, mammo, result, extra)
 
@@ -141,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         )
         doc = explain_summary(path, mammo, result)
         atomic_write_text(stem.with_suffix(".json"), json.dumps(doc, indent=2, default=str))
-        meta = result.meta
-        print(f"{path}: {meta['windows_evaluated']} windows ({meta['windows_focus']} in focus), "
-              f"{meta['masks_total']} masked passes in {meta['seconds_total']} s -> {stem}.npz")
+        st = result.stats
+        print(f"{path}: {st.windows_evaluated} windows ({st.windows_focus} in focus), "
+              f"{st.masks_total} masked passes in {st.seconds_total} s -> {stem}.npz")
     return 2 if failures else 0

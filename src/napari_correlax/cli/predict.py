@@ -59,6 +59,7 @@ def summary(image_path: Path, mammo: Mammogram, result: MapResult,
         "labels": result.labels,
         "prediction_peaks": peaks,
         "meta": result.meta,
+        "stats": result.stats.as_dict(),
     }
     doc.update(extra or {})
     return doc
@@ -91,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
         save_overlay(stem.with_suffix(".png"), mammo.pixels, result, labels=args.labels)
         doc = summary(path, mammo, result)
         atomic_write_text(stem.with_suffix(".json"), json.dumps(doc, indent=2, default=str))
-        print(f"{path}: {result.meta['windows_evaluated']} windows in "
-              f"{result.meta['seconds_predict']} s -> {stem}.npz")
+        print(f"{path}: {result.stats.windows_evaluated} windows in "
+              f"{result.stats.seconds_total} s -> {stem}.npz")
     return 2 if failures else 0

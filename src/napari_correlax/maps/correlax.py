@@ -109,6 +109,7 @@ from .settings import (
     DEFAULT_TOLERANCE,
 )
 from .sliding import WindowFeeder, drain, prepare_image
+from .stats import RunStats
 
 if TYPE_CHECKING:
     import torch
@@ -886,38 +887,24 @@ def explain_steps(
     t4 = time.perf_counter()
 
     n_focus = int(in_focus.sum())
-    meta = dict(prep.meta)
-    meta.update(
-        model=getattr(base, "checkpoint_path", base.__class__.__name__),
-        backbone=getattr(base, "backbone_name", None),
-        roi_box=list(prep.roi.box),
-        windows_total=int(grid.n_windows),
-        windows_evaluated=len(todo),
-        windows_skipped_tissue=int(grid.n_windows - len(todo)),
-        windows_focus=n_focus,
-        windows_minimum=int(len(todo) - n_focus),
-        masks_max=int(masks),
-        masks_min=int(min_masks),
+    stats = RunStats(
+        model=str(getattr(base, "checkpoint_path", base.__class__.__name__)),
+        backbone=getattr(base, "backbone_name", None), device=rt.device,
+        precision=rt.precision, roi_box=list(prep.roi.box),
+        windows_total=int(grid.n_windows), windows_evaluated=len(todo), windows_focus=n_focus,
         masks_total=int(used.sum()),
         masks_mean=round(float(used[todo].mean()), 2) if len(todo) else 0.0,
-        masks_mean_focus=round(float(used.reshape(gy, gx)[in_focus].mean()), 2) if n_focus else 0.0,
+        masks_mean_focus=round(float(used.reshape(gy, gx)[in_focus].mean()), 2) if n_focus
+        else 0.0,
+        masks_min=int(min_masks), masks_max=int(masks),
         constant_correlations=int(constant.sum()),
         uncertainty_max=round(float(se.max()), 5) if se.size else 0.0,
-        adaptive=bool(adaptive),
-        tolerance=float(tolerance),
-        focus=bool(focus),
-        focus_share=float(focus_share),
-        seed=int(seed),
-        mask_grid=GRID_CELLS,
-        masked_probability=MASKED_PROBABILITY,
-        seconds_prepare=round(t1 - t0, 3),
-        seconds_predict=round(t2 - t1, 3),
-        seconds_correlax=round(t3 - t2, 3),
-        seconds_stitch=round(t4 - t3, 3),
-        seconds_total=round(t4 - t0, 3),
+        seconds={"prepare": round(t1 - t0, 3), "predict": round(t2 - t1, 3),
+                 "correlax": round(t3 - t2, 3), "stitch": round(t4 - t3, 3)},
         masked_passes_per_second=round(float(used.sum()) / max(t3 - t2, 1e-9), 1),
-        device=rt.device,
-        precision=rt.precision,
+        settings={"adaptive": bool(adaptive), "tolerance": float(tolerance),
+                  "focus": bool(focus), "focus_share": float(focus_share), "seed": int(seed),
+                  "mask_grid": GRID_CELLS, "masked_probability": MASKED_PROBABILITY},
     )
     return MapResult(
         labels=labels,
@@ -930,7 +917,8 @@ def explain_steps(
         distance=grid.smooth(dist_raw.reshape(gy, gx)),
         masks_used=used.reshape(gy, gx),
         relevance=relevance,
-        meta=meta,
+        meta=dict(prep.meta),
+        stats=stats,
     )
 
 

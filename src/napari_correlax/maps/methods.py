@@ -98,8 +98,8 @@ def run_method(image: Mammogram | np.ndarray, model: ImageModelLike, settings: M
     """``settings.method``'s generator; the result records the method and its settings."""
     method = get_method(settings.method)
     result = yield from method.steps(image, model, settings)
-    result.meta["method"] = method.name
-    result.meta["settings"] = settings.map_fields()
+    result.stats.method = method.name
+    result.stats.settings = {**result.stats.settings, **settings.map_fields()}
     return result
 
 

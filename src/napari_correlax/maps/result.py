@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import CorrelaxError
 from ..files import atomic_write, npz_reason
 from ..windows import WindowGrid
+from .stats import RunStats
 
 __all__ = ["MAP_NAMES", "MapResult", "load_result"]
 
@@ -52,6 +53,7 @@ class MapResult:
     relevance: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: RunStats = field(default_factory=RunStats)
 
     def get(self, name: str) -> np.ndarray | None:
         """The map of kind ``name`` (a named field or an ``extra`` map), None if absent."""
@@ -149,6 +151,7 @@ class MapResult:
             labels=np.asarray(self.labels, dtype=str),
             kinds=np.asarray(list(self.maps()), dtype=str),
             meta=np.asarray(json.dumps(self.meta, default=str)),
+            stats=np.asarray(json.dumps(self.stats.as_dict(), default=str)),
         )
 
         def write(fh: Any) -> None:
@@ -185,6 +188,7 @@ def load_result(path: str | os.PathLike[str]) -> MapResult:
     if spacing is not None and np.all(np.isfinite(spacing)):
         spacing_mm = (float(spacing[0]), float(spacing[1]))
     meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    stats = RunStats.from_dict(json.loads(str(data["stats"]))) if "stats" in data else RunStats()
     window_mask = data.get("window_mask", np.ones(grid.shape, dtype=bool))
     kinds = [str(k) for k in data.get("kinds", ())]
     reserved = {"prediction", *MAP_NAMES}
@@ -196,6 +200,7 @@ def load_result(path: str | os.PathLike[str]) -> MapResult:
         window_mask=window_mask.astype(bool),
         spacing_mm=spacing_mm,
         meta=meta,
+        stats=stats,
         extra=extra,
         **{name: data.get(name) for name in MAP_NAMES},
     )

@@ -21,6 +21,7 @@ from ..windows import WindowGrid
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
 from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE
+from .stats import RunStats
 
 if TYPE_CHECKING:
     import torch
@@ -313,17 +314,12 @@ def predict_steps(
         yield Progress("window", done, len(todo))
     gy, gx = prep.grid.shape
     per_window = raw.T.reshape(len(model.labels), gy, gx)
-    meta = dict(prep.meta)
-    meta.update(
-        model=getattr(model, "checkpoint_path", model.__class__.__name__),
-        backbone=getattr(model, "backbone_name", None),
-        roi_box=list(prep.roi.box),
-        windows_total=int(prep.grid.n_windows),
-        windows_evaluated=len(todo),
-        seconds_prepare=round(t1 - t0, 3),
-        seconds_predict=round(time.perf_counter() - t1, 3),
-        device=rt.device,
-        precision=rt.precision,
+    stats = RunStats(
+        model=str(getattr(model, "checkpoint_path", model.__class__.__name__)),
+        backbone=getattr(model, "backbone_name", None), device=rt.device,
+        precision=rt.precision, roi_box=list(prep.roi.box),
+        windows_total=int(prep.grid.n_windows), windows_evaluated=len(todo),
+        seconds={"prepare": round(t1 - t0, 3), "predict": round(time.perf_counter() - t1, 3)},
     )
     return MapResult(
         labels=list(model.labels),
@@ -331,7 +327,8 @@ def predict_steps(
         prediction=prep.grid.smooth(per_window),
         window_mask=prep.active,
         spacing_mm=prep.spacing_mm,
-        meta=meta,
+        meta=dict(prep.meta),
+        stats=stats,
     )
 
 

@@ -1,0 +1,84 @@
+"""What one map run did and how long it took: a typed record beside the maps.
+
+:class:`~napari_correlax.maps.MapResult` keeps the image's own metadata (file, view,
+laterality …) in ``meta`` and the run's numbers here, in ``stats``; result files store
+both as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = ["RunStats"]
+
+
+@dataclass
+class RunStats:
+    """Counts and timings of one run of a map method.
+
+    Attributes
+    ----------
+    method, settings:
+        The map method and the settings that made the maps (``MapSettings.map_fields``).
+    model, backbone, device, precision:
+        Checkpoint path (or class name), backbone, where and how the model ran.
+    roi_box:
+        Breast bounding box ``(y0, x0, y1, x1)``, original image pixels, half-open.
+    windows_total, windows_evaluated, windows_focus:
+        Windows of the grid, those with enough tissue to be run, those in focus.
+    masks_total, masks_mean, masks_mean_focus, masks_min, masks_max:
+        Masked forward passes: all, mean per evaluated window, mean per focus window,
+        and the run's floor and ceiling per window.
+    constant_correlations, uncertainty_max:
+        Correlations flagged constant (reported as 0), largest standard error.
+    seconds:
+        Wall-clock seconds per stage (``prepare``, ``predict``, ``correlax``, ``stitch``).
+    masked_passes_per_second:
+        CorRELAX throughput.
+    """
+
+    method: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    backbone: str | None = None
+    device: str = ""
+    precision: str = "float32"
+    roi_box: list[int] = field(default_factory=list)
+    windows_total: int = 0
+    windows_evaluated: int = 0
+    windows_focus: int = 0
+    masks_total: int = 0
+    masks_mean: float = 0.0
+    masks_mean_focus: float = 0.0
+    masks_min: int = 0
+    masks_max: int = 0
+    constant_correlations: int = 0
+    uncertainty_max: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
+    masked_passes_per_second: float = 0.0
+
+    @property
+    def windows_skipped(self) -> int:
+        """Windows skipped for too little tissue."""
+        return self.windows_total - self.windows_evaluated
+
+    @property
+    def windows_minimum(self) -> int:
+        """Evaluated windows outside focus (explained with the minimum of masks)."""
+        return self.windows_evaluated - self.windows_focus
+
+    @property
+    def seconds_total(self) -> float:
+        """Sum of the stages' seconds."""
+        return round(sum(self.seconds.values()), 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able copy."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any] | None) -> RunStats:
+        """Inverse of :meth:`as_dict`; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (doc or {}).items() if k in names})
