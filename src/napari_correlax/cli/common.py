@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, TypeAlias, TypeVar
 from ..errors import CorrelaxError
 
 if TYPE_CHECKING:
+    from ..io.image import Mammogram
+    from ..maps.result import MapResult
     from ..maps.runtime import Progress, Runtime
     from ..maps.settings import MapSettings
 
@@ -172,3 +174,36 @@ def tune_cpu_allocator() -> bool:
         return bool(ok)
     except (OSError, AttributeError):
         return False
+
+
+def map_images(args: argparse.Namespace, method: str, command: str
+               ) -> Generator[tuple[Path, Mammogram, MapResult, Path], None, int]:
+    """Run ``method`` on each of ``args.images`` with the options' settings.
+
+    Yields ``(image path, Mammogram, MapResult, output stem)`` per image that worked;
+    an image that fails is reported on stderr as one line (``correlax <command>:
+    error: <file>: <reason>``) and skipped. Returns (``StopIteration.value``) the number
+    of failures. Loads the model once; on a CPU lets glibc keep freed memory.
+    """
+    from ..io import read_mammogram
+    from ..maps.methods import run_method
+    from ..models import load_classifier
+
+    paths = existing_files(args.images)
+    settings = settings_from(args, method)
+    runtime = settings.runtime()
+    if runtime.device == "cpu":
+        tune_cpu_allocator()
+    model = load_classifier(args.model, device=runtime.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in paths:
+        try:
+            mammo = read_mammogram(path)
+            result = run_with_progress(run_method(mammo, model, settings), path.name)
+        except CorrelaxError as exc:
+            print(f"correlax {command}: error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        yield path, mammo, result, args.out / path.stem
+    return failures

@@ -22,10 +22,7 @@ from .common import (
     add_image_options,
     add_map_options,
     add_runtime_options,
-    existing_files,
-    run_with_progress,
-    settings_from,
-    tune_cpu_allocator,
+    map_images,
 )
 
 if TYPE_CHECKING:
@@ -108,29 +105,19 @@ def explain_summary(path: Path, mammo: Mammogram, result: MapResult) -> dict[str
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import read_mammogram
     from ..figures import save_overlay
-    from ..maps.methods import run_method
-    from ..models import load_classifier
 
-    paths = existing_files(args.images)
-    settings = settings_from(args, "correlax")
-    runtime = settings.runtime()
-    if runtime.device == "cpu":
-        tune_cpu_allocator()
-    model = load_classifier(args.model, device=runtime.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for path in paths:
+    images = map_images(args, "correlax", "explain")
+    while True:
         try:
-            mammo = read_mammogram(path)
-            result = run_with_progress(run_method(mammo, model, settings), path.name)
+            path, mammo, result, stem = next(images)
+        except StopIteration as stop:
+            return 2 if stop.value else 0
+        try:
             labels = png_labels(result, args.labels)
         except CorrelaxError as exc:
             print(f"correlax explain: error: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        stem = args.out / path.stem
+            return 2
         result.save(stem.with_suffix(".npz"))
         save_overlay(
             stem.with_suffix(".png"), mammo.pixels, result,
@@ -142,4 +129,3 @@ def run(args: argparse.Namespace) -> int:
         st = result.stats
         print(f"{path}: {st.windows_evaluated} windows ({st.windows_focus} in focus), "
               f"{st.masks_total} masked passes in {st.seconds_total} s -> {stem}.npz")
-    return 2 if failures else 0

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from .common import (
     Subparsers,
     add_image_options,
     add_map_options,
     add_runtime_options,
-    existing_files,
-    run_with_progress,
-    settings_from,
-    tune_cpu_allocator,
+    map_images,
 )
 
 if TYPE_CHECKING:
@@ -66,32 +61,17 @@ def summary(image_path: Path, mammo: Mammogram, result: MapResult,
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import read_mammogram
     from ..figures import save_overlay
-    from ..maps.methods import run_method
-    from ..models import load_classifier
 
-    paths = existing_files(args.images)
-    settings = settings_from(args, "prediction")
-    runtime = settings.runtime()
-    if runtime.device == "cpu":
-        tune_cpu_allocator()
-    model = load_classifier(args.model, device=runtime.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for path in paths:
+    images = map_images(args, "prediction", "predict")
+    while True:
         try:
-            mammo = read_mammogram(path)
-            result = run_with_progress(run_method(mammo, model, settings), path.name)
-        except CorrelaxError as exc:
-            print(f"correlax predict: error: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        stem = args.out / path.stem
+            path, mammo, result, stem = next(images)
+        except StopIteration as stop:
+            return 2 if stop.value else 0
         result.save(stem.with_suffix(".npz"))
         save_overlay(stem.with_suffix(".png"), mammo.pixels, result, labels=args.labels)
         doc = summary(path, mammo, result)
         atomic_write_text(stem.with_suffix(".json"), json.dumps(doc, indent=2, default=str))
         print(f"{path}: {result.stats.windows_evaluated} windows in "
               f"{result.stats.seconds_total} s -> {stem}.npz")
-    return 2 if failures else 0
