@@ -8,7 +8,7 @@ worker (or in the training subprocess, on the same cores). Measured in
 a third of CorRELAX's throughput, and napari's own progress bar (whose animated "in
 progress" indicator repaints continuously while any bar exists) halved it. So the docks
 show progress on their own determinate ``QProgressBar`` and label, refreshed at most
-twice a second with the latest event.
+twice a second with the latest event, and the time left at the measured rate.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 from qtpy.QtCore import QObject, QTimer
 from qtpy.QtWidgets import QLabel, QProgressBar
+
+from ..maps.runtime import Progress, TimeLeft
 
 __all__ = ["REFRESH_MS", "ThrottledProgress"]
 
@@ -49,6 +51,7 @@ class ThrottledProgress(QObject):
         self.describe = describe
         self.bar_format = bar_format
         self.latest: Any = None
+        self.time_left = TimeLeft()
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(int(interval_ms))
@@ -57,6 +60,7 @@ class ThrottledProgress(QObject):
     def update(self, event: Any) -> None:
         """Remember ``event``; it is shown at the next refresh (within ``interval_ms``)."""
         self.latest = event
+        self.time_left.update(Progress(*event))
         if not self._timer.isActive():
             self._timer.start()
 
@@ -69,7 +73,9 @@ class ThrottledProgress(QObject):
         self.bar.setValue(min(int(done), max(int(total), 1)))
         self.bar.setFormat(self.bar_format(stage))
         if self.label is not None and self.describe is not None:
-            self.label.setText(self.describe(stage, int(done), int(total)))
+            eta = self.time_left.text()
+            text = self.describe(stage, int(done), int(total))
+            self.label.setText(f"{text} — {eta}" if eta else text)
 
     def stop(self) -> None:
         """Forget the latest event and stop refreshing (the widgets keep what they show)."""
@@ -79,6 +85,7 @@ class ThrottledProgress(QObject):
     def reset(self, text: str = "") -> None:
         """Stop, and show an empty bar with ``text`` as its format."""
         self.stop()
+        self.time_left = TimeLeft()
         self.bar.setMaximum(1)
         self.bar.setValue(0)
         self.bar.setFormat(text)

@@ -134,9 +134,23 @@ def existing_files(paths: Iterable[str]) -> list[Path]:
     return out
 
 
+#: Seconds between two progress lines when stderr is not a terminal (a log file, a job).
+LOG_EVERY_S = 5.0
+
+
 def run_with_progress(steps: Generator[Progress, None, _R], label: str) -> _R:
-    """Drain a progress generator, drawing a one-line bar on stderr when it is a TTY."""
+    """Drain a progress generator, reporting on stderr with the time left.
+
+    On a terminal: a one-line bar redrawn in place. Otherwise (a log file, a batch job):
+    one line every :data:`LOG_EVERY_S` seconds and one when a stage ends.
+    """
+    import time
+
+    from ..maps.runtime import TimeLeft
+
     tty = sys.stderr.isatty()
+    left = TimeLeft()
+    last_line = 0.0
     while True:
         try:
             event = next(steps)
@@ -144,11 +158,20 @@ def run_with_progress(steps: Generator[Progress, None, _R], label: str) -> _R:
             if tty:
                 sys.stderr.write("\n")
             return stop.value
-        if tty and event.total:
-            frac = event.done / event.total
-            bar = "#" * int(30 * frac)
-            sys.stderr.write(f"\r{label} {event.stage:<8} [{bar:<30}] {event.done}/{event.total}")
+        left.update(event)
+        if not event.total:
+            continue
+        eta = left.text()
+        if tty:
+            bar = "#" * int(30 * event.done / event.total)
+            sys.stderr.write(f"\r{label} {event.stage:<8} [{bar:<30}] {event.done}/{event.total}"
+                             f"  {eta:<20}")
             sys.stderr.flush()
+        elif time.monotonic() - last_line >= LOG_EVERY_S or event.done == event.total:
+            last_line = time.monotonic()
+            print(f"{label}: {event.stage} {event.done}/{event.total} "
+                  f"({event.done / event.total:.0%}){', ' + eta if eta else ''}",
+                  file=sys.stderr, flush=True)
 
 
 def tune_cpu_allocator() -> bool:

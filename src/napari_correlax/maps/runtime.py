@@ -18,7 +18,14 @@ if TYPE_CHECKING:
 
     from ..models.protocols import ImageModelLike, ModelLike
 
-__all__ = ["Progress", "Runtime", "inference_model", "resolve_device"]
+__all__ = [
+    "Progress",
+    "Runtime",
+    "TimeLeft",
+    "format_time_left",
+    "inference_model",
+    "resolve_device",
+]
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 
@@ -31,6 +38,58 @@ class Progress(NamedTuple):
     stage: str
     done: int
     total: int
+
+
+class TimeLeft:
+    """Estimates the time left in the current stage of a run from its measured rate.
+
+    Feed it every :class:`Progress` event; :meth:`seconds` is the remaining work of the
+    latest event's stage divided by the rate since that stage's first event (None until
+    the stage has run for ``min_seconds`` and done some work). Stages of a run differ
+    in cost per item (windows, masked passes), so each is timed on its own.
+    """
+
+    def __init__(self, min_seconds: float = 2.0, clock: Any = None) -> None:
+        import time
+
+        self.min_seconds = float(min_seconds)
+        self.clock = clock or time.monotonic
+        self._stage: str | None = None
+        self._start = 0.0
+        self._start_done = 0
+        self._latest: Progress | None = None
+
+    def update(self, event: Progress) -> None:
+        """Record an event (cheap; call it for every event)."""
+        if event.stage != self._stage:
+            self._stage, self._start, self._start_done = event.stage, self.clock(), event.done
+        self._latest = event
+
+    def seconds(self) -> float | None:
+        """Seconds left in the latest event's stage, or None when not yet measurable."""
+        event = self._latest
+        if event is None or not event.total:
+            return None
+        elapsed = self.clock() - self._start
+        done = event.done - self._start_done
+        if elapsed < self.min_seconds or done <= 0:
+            return None
+        return max(event.total - event.done, 0) * elapsed / done
+
+    def text(self) -> str:
+        """"about 3 min left", "about 40 s left", or "" when not yet measurable."""
+        return format_time_left(self.seconds())
+
+
+def format_time_left(seconds: float | None) -> str:
+    """Plain words for a time left: "about 40 s left", "about 3 min left", "about 1.5 h left"."""
+    if seconds is None:
+        return ""
+    if seconds < 90:
+        return f"about {max(5, round(seconds / 5) * 5):.0f} s left"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60):.0f} min left"
+    return f"about {seconds / 3600:.1f} h left"
 
 
 def resolve_device(device: str | None) -> str:
