@@ -355,3 +355,62 @@ def test_dock_controls_and_map_settings_round_trip(make_napari_viewer):
     widget.form.show(MapSettings(method="correlax", stride=32))
     assert widget.settings() == MapSettings(method="correlax", stride=32)
     assert widget.masks_spin.isEnabled()
+
+
+def test_dropping_a_dicom_uses_the_plugin_reader_without_asking(make_napari_viewer, phantom_dicom):
+    """No plugin named (as when a file is dropped or opened with File › Open): napari's own
+    reader also claims .dcm, so napari would ask which reader to use, or raise here.
+    The plugin is the preferred DICOM reader once loaded; a user's own choice stays."""
+    from napari.settings import get_settings
+
+    from napari_correlax._napari import prefer_plugin_reader
+
+    viewer = make_napari_viewer()
+    settings = get_settings().plugins
+    settings.extension2reader = {"*.DICOM": "napari"}  # the user's choice for one pattern
+    assert "*.dcm" in prefer_plugin_reader()
+    assert settings.extension2reader["*.DICOM"] == "napari"
+    layers = viewer.open(str(phantom_dicom), plugin=None)
+    assert len(layers) == 1
+    np.testing.assert_allclose(layers[0].scale, (0.1, 0.1))
+    assert layers[0].metadata["path"] == str(phantom_dicom)
+
+
+def test_plugin_no_longer_claims_every_file_type(tmp_path):
+    from npe2 import PluginManager
+
+    from napari_correlax._napari._reader import napari_get_reader
+
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "notes.txt").write_text("hello")
+    np.savez(tmp_path / "other.npz", x=np.arange(3))
+    pm = PluginManager.instance()
+    pm.discover()
+    for name in ("table.csv", "notes.txt", "other.npz"):
+        assert napari_get_reader(str(tmp_path / name)) is None, name
+    for name in ("table.csv", "notes.txt"):  # the manifest does not even offer the plugin
+        readers = {r.plugin_name for r in pm.iter_compatible_readers([str(tmp_path / name)])}
+        assert "napari-correlax" not in readers, name
+
+
+def test_file_open_of_a_saved_npz_restores_the_maps_on_their_image(
+    make_napari_viewer, phantom_dicom, tiny_checkpoint, tmp_path
+):
+    from napari_correlax import load_classifier, predict, read_mammogram
+
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    result = predict(read_mammogram(phantom_dicom), load_classifier(tiny_checkpoint),
+                     stride=64, device="cpu")
+    saved = result.save(tmp_path / "phantom-maps.npz")
+    # napari's own reader claims .npz too, so File › Open asks; the user picks the plugin
+    opened = viewer.open(str(saved), plugin="napari-correlax")
+    names = [layer.name for layer in opened]
+    assert "phantom · Mass · prediction" in names and len(names) == len(result.labels)
+    layer = viewer.layers["phantom · Mass · prediction"]
+    # cell (i, j) sits on window (i, j)'s centre, in the image layer's millimetres
+    centre = result.grid.centres()[1, 2]
+    world = layer.data_to_world((1, 2))
+    np.testing.assert_allclose(world, image.data_to_world(centre), atol=1e-6)
+    values = result.prediction[result.label_index("Mass")]
+    np.testing.assert_allclose(layer.data[result.window_mask], values[result.window_mask])

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAPS_FORMAT",
+    "MAPS_INDEX_KEY",
     "MapArray",
     "export_analysis",
     "read_maps",
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 MAPS_FORMAT = "napari-correlax-maps"
-_INDEX_KEY = "__maps__"
+MAPS_INDEX_KEY = "__maps__"
 
 
 @dataclass
@@ -151,7 +152,7 @@ def _check_maps(maps: Sequence[MapArray]) -> None:
     if len(set(names)) != len(names):
         raise CorrelaxError(f"map names must be unique, got {names}")
     for m in maps:
-        if m.name == _INDEX_KEY or not m.name:
+        if m.name == MAPS_INDEX_KEY or not m.name:
             raise CorrelaxError(f"invalid map name {m.name!r}")
         if np.ndim(m.data) != 2:
             raise CorrelaxError(f"map {m.name!r} is not 2-D (shape {np.shape(m.data)})")
@@ -162,7 +163,7 @@ def write_maps_npz(path: str | os.PathLike[str], maps: Sequence[MapArray]) -> Pa
     _check_maps(maps)
     index = {"format": MAPS_FORMAT, "version": 1, "maps": [m.describe() for m in maps]}
     arrays: dict[str, Any] = {m.name: np.asarray(m.data) for m in maps}
-    arrays[_INDEX_KEY] = np.asarray(json.dumps(index))
+    arrays[MAPS_INDEX_KEY] = np.asarray(json.dumps(index))
 
     def write(fh: Any) -> None:
         buf = io.BytesIO()
@@ -224,9 +225,9 @@ def read_maps(path: str | os.PathLike[str]) -> list[MapArray]:
         return [_read_tiff_map(path)]
     try:
         with np.load(path, allow_pickle=False) as z:
-            if _INDEX_KEY not in z.files:
+            if MAPS_INDEX_KEY not in z.files:
                 raise CorrelaxError("not a napari-correlax map file (no map index)", path)
-            index = json.loads(str(z[_INDEX_KEY]))
+            index = json.loads(str(z[MAPS_INDEX_KEY]))
             entries = index.get("maps", [])
             return [
                 MapArray(

@@ -2,7 +2,9 @@
 
 Importing this package keeps the ``triton`` compiler out of the napari process
 (:func:`keep_triton_out`): every contribution (reader, docks, sample data, writer) is a
-module of this package, so the guard is in place before any of them imports torch.
+module of this package, so the guard is in place before any of them imports torch. It
+also makes the plugin napari's reader for DICOM files unless the user chose another
+(:func:`prefer_plugin_reader`).
 """
 
 from __future__ import annotations
@@ -37,4 +39,31 @@ def keep_triton_out() -> bool:
     return True
 
 
+#: File patterns the plugin's reader is preferred for (napari's own reader opens DICOM
+#: files without spacing, window or MONOCHROME1 handling, and a whole folder at a time).
+PREFERRED_PATTERNS = ("*.dcm", "*.dicom", "*.DCM", "*.DICOM")
+
+
+def prefer_plugin_reader() -> list[str]:
+    """Make this plugin napari's reader for DICOM files, where the user has no preference.
+
+    Without a preference napari asks which reader to use every time a ``.dcm`` is
+    dropped (its built-in reader also claims the extension). A choice the user made in
+    napari's preferences (``plugins.extension2reader``) is kept. Returns the patterns
+    set; never raises.
+    """
+    try:
+        from napari.settings import get_settings
+
+        plugins = get_settings().plugins
+        current = dict(plugins.extension2reader)
+        new = [p for p in PREFERRED_PATTERNS if p not in current]
+        if new:
+            plugins.extension2reader = {**current, **dict.fromkeys(new, "napari-correlax")}
+        return new
+    except Exception:
+        return []
+
+
 keep_triton_out()
+prefer_plugin_reader()

@@ -28,19 +28,50 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
-    """Return :func:`read_layers` if every path is a readable-looking image, else None.
+    """The reader for ``path`` (one file or a list), or None; never raises.
 
-    A path qualifies by its suffix (:data:`~napari_correlax.io.SUPPORTED_SUFFIXES`,
-    any case) or, whatever its name, by a DICOM ``DICM`` preamble. Folders never
-    qualify. Never raises.
+    Saved maps (a result or map-layer ``.npz`` of the plugin, or a map ``.tif`` the
+    plugin wrote) get :func:`read_map_layers`; other files qualify for
+    :func:`read_layers` by their suffix (:data:`~napari_correlax.io.SUPPORTED_SUFFIXES`,
+    any case) or, whatever their name, by a DICOM ``DICM`` preamble. Folders never
+    qualify.
     """
     try:
         paths = _as_list(path)
+        if paths and all(_is_map_file(p) for p in paths):
+            return read_map_layers
         if paths and all(_looks_supported(p) for p in paths):
             return read_layers
     except Exception:
         return None
     return None
+
+
+def read_map_layers(path: PathOrPaths) -> list[LayerData]:
+    """Saved maps back as layers, placed as over the image they were computed on.
+
+    A result ``.npz`` (:meth:`~napari_correlax.maps.MapResult.save`) gives every map of
+    every label, in millimetres when the result knows the pixel spacing, as the image
+    opened by :func:`read_layers` is; a saved map-layer file (``.npz`` or ``.tif``) gives
+    its layers with their saved scale, translate and display.
+    """
+    from napari_correlax.errors import CorrelaxError
+    from napari_correlax.export import read_maps
+    from napari_correlax.maps import load_result
+
+    from . import _layers
+
+    out: list[LayerData] = []
+    for p in _as_list(path):
+        try:
+            result = load_result(p)
+        except CorrelaxError:
+            out += _layers.layers_from_maps(read_maps(p))
+            continue
+        source = result.meta.get("source")
+        image = Path(source).stem if source else Path(p).stem
+        out += _layers.result_layers(result, image)
+    return out
 
 
 def read_layers(path: PathOrPaths) -> list[LayerData]:
@@ -85,6 +116,34 @@ def _as_list(path: Any) -> list[str]:
     if isinstance(path, (list, tuple)):
         return [os.fspath(p) for p in path]
     raise TypeError(f"not a path or list of paths: {type(path).__name__}")
+
+
+def _is_map_file(path: str) -> bool:
+    """A map file of the plugin: a result or map-layer ``.npz`` (by its members), or a
+    ``.tif`` whose description says so; other ``.npz`` files are left to other readers."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npz":
+        import numpy as np
+
+        from napari_correlax.export import MAPS_INDEX_KEY
+
+        try:
+            with np.load(path, allow_pickle=False) as z:  # reads the member list only
+                names = set(z.files)
+        except Exception:
+            return False
+        return MAPS_INDEX_KEY in names or {"prediction", "window", "stride"} <= names
+    if suffix not in (".tif", ".tiff"):
+        return False
+    from napari_correlax.export import MAPS_FORMAT
+
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return MAPS_FORMAT in (tif.pages[0].description or "")
+    except Exception:
+        return False
 
 
 def _looks_supported(path: str) -> bool:
