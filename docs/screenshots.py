@@ -151,10 +151,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     zoom_to_breast(viewer, image, analysis.result.meta.get("roi_box"))
     shots = [
-        ("analysis-dock.png", (f"{name} · Mass · correlation",), False),
-        ("mass-prediction.png", (f"{name} · Mass · prediction",), True),
-        ("mass-correlation.png", (f"{name} · Mass · correlation",), True),
-        ("relevance.png", (f"{name} · relevance",), True),
+        ("analysis-dock.png", (f"Mass · correlation · {name}",), False),
+        ("mass-prediction.png", (f"Mass · prediction · {name}",), True),
+        ("mass-correlation.png", (f"Mass · correlation · {name}",), True),
+        ("relevance.png", (f"relevance · {name}",), True),
     ]
     for filename, layers, canvas_only in shots:
         show_only(viewer, *layers)

@@ -77,9 +77,9 @@ def test_predict_run_makes_named_layers_on_the_right_pixels(
     run_to_end(qtbot, widget)
     assert errors == []
     names = [layer.name for layer in viewer.layers]
-    assert names == ["phantom", "phantom · Mass · prediction", "phantom · Asymmetries · prediction"]
+    assert names == ["phantom", "Mass · prediction · phantom", "Asymmetries · prediction · phantom"]
     result = widget._analyses["phantom"].result
-    layer = viewer.layers["phantom · Mass · prediction"]
+    layer = viewer.layers["Mass · prediction · phantom"]
     assert layer.data.shape == result.grid.shape
     # window (i, j) covers pixels origin + stride·(i, j) … + 255: its centre is at +127.5
     oy, ox = result.grid.origin
@@ -111,17 +111,17 @@ def test_explain_run_makes_every_map_layer(
     names = [layer.name for layer in viewer.layers]
     assert names == [
         "phantom",
-        "phantom · relevance",
-        "phantom · masks used",
-        "phantom · distance",
-        "phantom · Mass · product",
-        "phantom · Mass · correlation",
-        "phantom · Mass · prediction",
+        "relevance · phantom",
+        "masks used · phantom",
+        "distance · phantom",
+        "Mass · product · phantom",
+        "Mass · correlation · phantom",
+        "Mass · prediction · phantom",
     ]
     result = widget._analyses["phantom"].result
     grid_scale, grid_translate = result.layer_transform(in_mm=True)
     for layer in viewer.layers[1:]:
-        if layer.name.endswith("relevance"):
+        if layer.name.startswith("relevance"):
             assert layer.data.shape == image.data.shape
             np.testing.assert_allclose(layer.scale, image.scale)
             np.testing.assert_allclose(layer.translate, image.translate)
@@ -130,11 +130,11 @@ def test_explain_run_makes_every_map_layer(
             np.testing.assert_allclose(layer.scale, grid_scale)
             np.testing.assert_allclose(layer.translate, grid_translate)
     ok = result.window_mask
-    assert (viewer.layers["phantom · masks used"].data[ok] == 64).all()
-    corr = viewer.layers["phantom · Mass · correlation"]
+    assert (viewer.layers["masks used · phantom"].data[ok] == 64).all()
+    corr = viewer.layers["Mass · correlation · phantom"]
     assert tuple(corr.contrast_limits) == (-1.0, 1.0)  # fixed scale for correlations
     visible = [layer.name for layer in viewer.layers if layer.visible]
-    assert visible == ["phantom", "phantom · Mass · correlation"]
+    assert visible == ["phantom", "Mass · correlation · phantom"]
 
 
 def test_running_again_updates_layers_in_place(
@@ -191,7 +191,7 @@ def test_cancel_leaves_no_layers_and_the_widget_ready(
     assert "Cancelled" in widget.status.text()
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("prediction"))
     run_to_end(qtbot, widget)  # ready for the next run
-    assert "phantom · Mass · prediction" in viewer.layers
+    assert "Mass · prediction · phantom" in viewer.layers
 
 
 def test_broken_checkpoint_is_one_error_and_no_layers(
@@ -249,7 +249,7 @@ def test_boxes_from_the_vindr_csv_beside_the_image_come_with_the_maps(
     (image,) = viewer.open(str(path), plugin="napari-correlax")
     widget = open_dock(viewer, tiny_checkpoint, explain=False)
     run_to_end(qtbot, widget)
-    boxes = viewer.layers["img1 · ground truth"]
+    boxes = viewer.layers["ground truth · img1"]
     assert viewer.layers[-1] is boxes  # boxes on top
     assert list(boxes.features["label"]) == ["Mass", "Asymmetries"]
     assert list(boxes.features["birads"]) == ["BI-RADS 4", "BI-RADS 3"]
@@ -258,8 +258,8 @@ def test_boxes_from_the_vindr_csv_beside_the_image_come_with_the_maps(
     top_left = np.asarray(boxes.data[0]).min(0) + 0.5
     np.testing.assert_allclose(boxes.data_to_world(top_left), image.data_to_world((97, 107)))
     run_to_end(qtbot, widget)  # again: still one boxes layer, same two boxes
-    assert sum(layer.name.endswith("ground truth") for layer in viewer.layers) == 1
-    assert len(viewer.layers["img1 · ground truth"].data) == 2
+    assert sum(layer.name.startswith("ground truth") for layer in viewer.layers) == 1
+    assert len(viewer.layers["ground truth · img1"].data) == 2
 
 
 def test_labels_toggle_redraws_without_recomputing(
@@ -274,10 +274,10 @@ def test_labels_toggle_redraws_without_recomputing(
     item = widget.labels_list.findItems("Retractions", Qt.MatchFlag.MatchExactly)[0]
     item.setCheckState(Qt.CheckState.Checked)
     qtbot.waitUntil(lambda: not widget.busy)
-    assert "phantom · Retractions · prediction" in viewer.layers
+    assert "Retractions · prediction · phantom" in viewer.layers
     item.setCheckState(Qt.CheckState.Unchecked)
-    assert "phantom · Retractions · prediction" not in viewer.layers
-    assert "phantom · Mass · prediction" in viewer.layers
+    assert "Retractions · prediction · phantom" not in viewer.layers
+    assert "Mass · prediction · phantom" in viewer.layers
 
 
 def test_save_then_open_brings_the_analysis_back(
@@ -287,13 +287,13 @@ def test_save_then_open_brings_the_analysis_back(
     viewer.open(str(phantom_dicom), plugin="napari-correlax")
     widget = open_dock(viewer, tiny_checkpoint, explain=False)
     run_to_end(qtbot, widget)
-    original = viewer.layers["phantom · Mass · prediction"].data.copy()
+    original = viewer.layers["Mass · prediction · phantom"].data.copy()
     written = widget.save_results(tmp_path / "analysis")
     assert [p.name for p in written] == ["analysis.npz", "analysis-windows.csv", "analysis.png"]
-    viewer.layers.remove("phantom · Mass · prediction")
+    viewer.layers.remove("Mass · prediction · phantom")
     widget.open_results(written[0])
     qtbot.waitUntil(lambda: not widget.busy)
-    reopened = viewer.layers["phantom · Mass · prediction"]
+    reopened = viewer.layers["Mass · prediction · phantom"]
     np.testing.assert_array_equal(reopened.data, original)
     # the napari writer's files reopen too
     saved = viewer.layers.save(
@@ -304,14 +304,14 @@ def test_save_then_open_brings_the_analysis_back(
     viewer.layers.remove_selected()
     widget.open_results(tmp_path / "layers.npz")
     qtbot.waitUntil(lambda: not widget.busy)
-    assert [layer.name for layer in viewer.layers] == ["phantom", "phantom · Mass · prediction"]
+    assert [layer.name for layer in viewer.layers] == ["phantom", "Mass · prediction · phantom"]
 
 
 def test_phantom_sample_has_its_boxes(make_napari_viewer):
     viewer = make_napari_viewer()
     layers = viewer.open_sample("napari-correlax", "phantom")
     image, boxes = layers
-    assert image.name == "phantom" and boxes.name == "phantom · ground truth"
+    assert image.name == "phantom" and boxes.name == "ground truth · phantom"
     np.testing.assert_allclose(image.scale, (0.1, 0.1))
     assert set(boxes.features["label"]) == {"Mass", "Suspicious Calcification"}
 
@@ -406,11 +406,39 @@ def test_file_open_of_a_saved_npz_restores_the_maps_on_their_image(
     # napari's own reader claims .npz too, so File › Open asks; the user picks the plugin
     opened = viewer.open(str(saved), plugin="napari-correlax")
     names = [layer.name for layer in opened]
-    assert "phantom · Mass · prediction" in names and len(names) == len(result.labels)
-    layer = viewer.layers["phantom · Mass · prediction"]
+    assert "Mass · prediction · phantom" in names and len(names) == len(result.labels)
+    layer = viewer.layers["Mass · prediction · phantom"]
     # cell (i, j) sits on window (i, j)'s centre, in the image layer's millimetres
     centre = result.grid.centres()[1, 2]
     world = layer.data_to_world((1, 2))
     np.testing.assert_allclose(world, image.data_to_world(centre), atol=1e-6)
     values = result.prediction[result.label_index("Mass")]
     np.testing.assert_allclose(layer.data[result.window_mask], values[result.window_mask])
+
+
+def test_fresh_maps_are_selected_with_colour_bar_boxes_on_top_older_maps_hidden(
+    make_napari_viewer, qtbot, tmp_path, errors, tiny_checkpoint, phantom_dicom
+):
+    from pathlib import Path
+
+    # a sample image with a Mass box in the VinDr CSV beside it
+    first = (Path(__file__).parents[1] / "sample_data" / "images"
+             / "086dbe02c27e8f8e06446a91f0d57509" / "0f312afd26d19c80a97850eb9c907272.dicom")
+    viewer = make_napari_viewer()
+    viewer.open(str(first), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, stride=128, labels=("Mass",))
+    run_to_end(qtbot, widget)
+    old = f"Mass · prediction · {first.stem}"
+    names = [layer.name for layer in viewer.layers]
+    assert names[-1] == f"ground truth · {first.stem}"  # boxes above every map
+    assert viewer.layers[old].visible
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget.image_combo.setCurrentText("phantom")
+    run_to_end(qtbot, widget)
+    fresh = viewer.layers["Mass · prediction · phantom"]
+    assert fresh.visible and fresh.colorbar.visible
+    assert viewer.layers.selection.active is fresh
+    assert not viewer.layers[old].visible and not viewer.layers[old].colorbar.visible
+    assert "0 to 1" in widget.help.text() and "prediction" in widget.help.text().lower()
+    assert [layer.name for layer in viewer.layers][-1].startswith("ground truth")
+    assert errors == []

@@ -93,14 +93,14 @@ def test_window_csv_of_a_prediction_only_result_without_spacing():
 def test_npz_map_file_round_trip_keeps_order_and_geometry(tmp_path):
     maps = [
         MapArray(
-            "a · Mass · prediction",
+            "Mass · prediction · a",
             np.arange(6, dtype=np.float32).reshape(2, 3),
             (4.8, 4.8),
             (1.0, -2.0),
             {"map": "prediction", "label": "Mass"},
         ),
         MapArray(
-            "a · relevance",
+            "relevance · a",
             np.ones((5, 4), np.float32),
             (0.1, 0.1),
             (0.0, 0.0),
@@ -114,7 +114,7 @@ def test_npz_map_file_round_trip_keeps_order_and_geometry(tmp_path):
         np.testing.assert_array_equal(a.data, b.data)
         assert a.scale == b.scale and a.translate == b.translate and a.attrs == b.attrs
     with np.load(path, allow_pickle=False) as z:  # other tools read it by name
-        np.testing.assert_array_equal(z["a · relevance"], maps[1].data)
+        np.testing.assert_array_equal(z["relevance · a"], maps[1].data)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]  # no temp file left
 
 

@@ -48,14 +48,14 @@ def by_name(data):
 def test_names_follow_the_image_label_map_pattern():
     data = _layers.result_layers(hand_result(), "scan", ["Mass"])
     assert [kw["name"] for _, kw, _ in data] == [
-        "scan · relevance",
-        "scan · masks used",
-        "scan · distance",
-        "scan · Mass · product",
-        "scan · Mass · correlation",
-        "scan · Mass · prediction",
+        "relevance · scan",
+        "masks used · scan",
+        "distance · scan",
+        "Mass · product · scan",
+        "Mass · correlation · scan",
+        "Mass · prediction · scan",
     ]
-    assert _layers.boxes_layer_name("scan") == "scan · ground truth"
+    assert _layers.boxes_layer_name("scan") == "ground truth · scan"
 
 
 def test_hot_cell_lands_on_its_window_centre_through_the_image_transform():
@@ -65,7 +65,7 @@ def test_hot_cell_lands_on_its_window_centre_through_the_image_transform():
             hand_result(), "scan", ["Mass"], image_scale=(0.1, 0.1), image_translate=(5.0, -3.0)
         )
     )
-    values, kwargs, kind = data["scan · Mass · prediction"]
+    values, kwargs, kind = data["Mass · prediction · scan"]
     assert kind == "image"
     layer = Image(values, **kwargs)
     image = Image(np.zeros((400, 450), np.float32), scale=(0.1, 0.1), translate=(5.0, -3.0))
@@ -82,19 +82,19 @@ def test_hot_cell_lands_on_its_window_centre_through_the_image_transform():
 def test_default_transform_is_the_results_mm_transform():
     result = hand_result(spacing=(0.07, 0.05))
     data = by_name(_layers.result_layers(result, "scan", ["Mass"]))
-    _, kwargs, _ = data["scan · Mass · correlation"]
+    _, kwargs, _ = data["Mass · correlation · scan"]
     scale, translate = result.layer_transform(in_mm=True)
     np.testing.assert_allclose(kwargs["scale"], scale)
     np.testing.assert_allclose(kwargs["translate"], translate)
     np.testing.assert_allclose(kwargs["scale"], (48 * 0.07, 48 * 0.05))
-    _, rel, _ = data["scan · relevance"]
+    _, rel, _ = data["relevance · scan"]
     np.testing.assert_allclose(rel["scale"], (0.07, 0.05))
     np.testing.assert_allclose(rel["translate"], (0.0, 0.0))
 
 
 def test_pixel_units_without_spacing():
     data = by_name(_layers.result_layers(hand_result(spacing=None), "scan", ["Mass"]))
-    _, kwargs, _ = data["scan · Mass · prediction"]
+    _, kwargs, _ = data["Mass · prediction · scan"]
     np.testing.assert_allclose(kwargs["scale"], (48, 48))
     np.testing.assert_allclose(kwargs["translate"], (-10 + 127.5, 20 + 127.5))
     assert kwargs["metadata"]["correlax"]["units"] == "px"
@@ -102,9 +102,9 @@ def test_pixel_units_without_spacing():
 
 def test_unevaluated_windows_are_transparent_nan():
     data = by_name(_layers.result_layers(hand_result(), "scan", ["Mass"]))
-    values, _, _ = data["scan · Mass · prediction"]
+    values, _, _ = data["Mass · prediction · scan"]
     assert np.isnan(values[0, 0]) and np.isfinite(values[1:, :]).all()
-    relevance, _, _ = data["scan · relevance"]
+    relevance, _, _ = data["relevance · scan"]
     # only window (0, 0) (rows -10…245, cols 20…275) covers pixel (0, 25); it was skipped
     assert np.isnan(relevance[0, 25])
     assert np.isnan(relevance[:, :20]).all()  # left of every window
@@ -113,16 +113,16 @@ def test_unevaluated_windows_are_transparent_nan():
 
 def test_colormaps_sequential_for_predictions_diverging_centred_for_correlations():
     data = by_name(_layers.result_layers(hand_result(), "scan", ["Mass"]))
-    _, pred, _ = data["scan · Mass · prediction"]
+    _, pred, _ = data["Mass · prediction · scan"]
     assert pred["contrast_limits"] == (0.0, 1.0)
-    _, corr, _ = data["scan · Mass · correlation"]
+    _, corr, _ = data["Mass · correlation · scan"]
     # fixed per kind (maps compare across labels and images), not the map's own range
     np.testing.assert_allclose(corr["contrast_limits"], (-1.0, 1.0))
-    layer = Image(data["scan · Mass · correlation"][0], **corr)
+    layer = Image(data["Mass · correlation · scan"][0], **corr)
     rgba = layer.colormap.map(np.array([0.0, 0.5, 1.0]))
     assert rgba[1, 3] == 0  # value 0 is see-through
     assert rgba[0, 2] > rgba[0, 0] and rgba[2, 0] > rgba[2, 2]  # negative blue, positive red
-    seq = Image(data["scan · Mass · prediction"][0], **pred).colormap.map(np.linspace(0, 1, 5))
+    seq = Image(data["Mass · prediction · scan"][0], **pred).colormap.map(np.linspace(0, 1, 5))
     assert seq[0, 3] == 0 and np.all(np.diff(seq[:, 3]) > 0)
     assert np.all(np.diff(seq[:, :3].sum(axis=1)) > 0)  # brighter as probability rises
 
@@ -130,9 +130,9 @@ def test_colormaps_sequential_for_predictions_diverging_centred_for_correlations
 def test_only_one_map_starts_visible():
     data = _layers.result_layers(hand_result(), "scan", ["Mass", "Suspicious Calcification"])
     shown = [kw["name"] for _, kw, _ in data if kw["visible"]]
-    assert shown == ["scan · Mass · correlation"]
+    assert shown == ["Mass · correlation · scan"]
     data = _layers.result_layers(hand_result(explained=False), "scan", ["Mass"])
-    assert [kw["name"] for _, kw, _ in data if kw["visible"]] == ["scan · Mass · prediction"]
+    assert [kw["name"] for _, kw, _ in data if kw["visible"]] == ["Mass · prediction · scan"]
 
 
 def test_boxes_layer_edges_text_and_features():
@@ -146,7 +146,7 @@ def test_boxes_layer_edges_text_and_features():
         Box("Asymmetries", "Focal Asymmetry", 100, 0, 130, 40, "BI-RADS 3"),
     ]
     data, kwargs, kind = _layers.boxes_layer(boxes, "scan", image_scale=(0.1, 0.2))
-    assert kind == "shapes" and kwargs["name"] == "scan · ground truth"
+    assert kind == "shapes" and kwargs["name"] == "ground truth · scan"
     layer = Shapes(data, **kwargs)
     assert list(layer.features["label"]) == ["Mass", "Asymmetries"]
     assert list(layer.features["birads"]) == ["BI-RADS 4", "BI-RADS 3"]
@@ -228,11 +228,11 @@ def test_writer_tiff_one_file_per_layer(tmp_path):
     layers = [Image(d, **kw) for d, kw, _ in data]
     written = write_maps(str(tmp_path / "maps.tif"), [lay.as_layer_data_tuple() for lay in layers])
     assert [Path(p).name for p in written] == [
-        "maps-scan-Mass-correlation.tif",
-        "maps-scan-Mass-prediction.tif",
+        "maps-Mass-correlation-scan.tif",
+        "maps-Mass-prediction-scan.tif",
     ]
     (back,) = read_maps(written[1])
-    assert back.name == "scan · Mass · prediction"
+    assert back.name == "Mass · prediction · scan"
     np.testing.assert_array_equal(back.data, layers[1].data)
     np.testing.assert_allclose(back.scale, layers[1].scale)
 

@@ -89,9 +89,9 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
         assert widget.table.rowCount() == len(rows)
         names = [layer.name for layer in viewer.layers]
         assert names[0] == "test set"
-        assert {"test set · ground truth", "test set · maxima"} <= set(names)
-        assert {f"test set · {lab} · correlation" for lab in labels} <= set(names)
-        maxima = viewer.layers["test set · maxima"]
+        assert {"ground truth · test set", "maxima · test set"} <= set(names)
+        assert {f"{lab} · correlation · test set" for lab in labels} <= set(names)
+        maxima = viewer.layers["maxima · test set"]
         assert len(maxima.data) == 2 * len(labels)  # one point per label and map
         for k, row in enumerate(rows):
             widget.select_row(k)

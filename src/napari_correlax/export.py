@@ -174,7 +174,7 @@ def write_maps_npz(path: str | os.PathLike[str], maps: Sequence[MapArray]) -> Pa
 
 
 def _slug(text: str) -> str:
-    """File-name-safe map name: ``"a · Mass · correlation"`` → ``a-Mass-correlation``."""
+    """File-name-safe map name: ``"Mass · correlation · a"`` → ``a-Mass-correlation``."""
     parts = re.split(r"[^0-9A-Za-z._+-]+", text)
     return "-".join(p for p in parts if p) or "map"
 

@@ -79,7 +79,9 @@ class AnalysisWidget(QWidget):
         self._request_sent: AnalysisRequest | None = None
         self._analyses: dict[str, _Analysis] = {}
         self.layer_queue = LayerQueue(self.viewer, self, self._layers_added)
+        self._shown: list[str] = []
         self._build()
+        self.viewer.layers.selection.events.active.connect(self._active_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
@@ -135,6 +137,10 @@ class AnalysisWidget(QWidget):
         layout.addWidget(self.run_button)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
+        self.help = QLabel("Select a map layer to read what it shows.")
+        self.help.setWordWrap(True)
+        self.help.setToolTip("What the selected map layer means and its fixed colour scale")
+        layout.addWidget(self.help)
         layout.addLayout(files)
         layout.addStretch(1)
 
@@ -280,8 +286,13 @@ class AnalysisWidget(QWidget):
         self.layer_queue.add(data)
 
     def _layers_added(self) -> None:
+        _layers.present(self.viewer, self._shown)
         if self._worker is None:
             self._ready()
+
+    def _active_changed(self, event: Any = None) -> None:
+        text = _layers.meaning(self.viewer.layers.selection.active)
+        self.help.setText(text or "Select a map layer to read what it shows.")
 
     def _draw(self, image_name: str) -> None:
         analysis = self._analyses[image_name]
@@ -305,6 +316,7 @@ class AnalysisWidget(QWidget):
         self.layer_queue.discard(stale)
         if analysis.boxes and layer is not None:
             data.append(_layers.boxes_layer_over(layer, analysis.boxes))
+        self._shown = [kw["name"] for _, kw, kind in data if kind == "image" and kw["visible"]]
         self._show(data)
 
     def _known_boxes(self, layer: Any) -> list[Any]:

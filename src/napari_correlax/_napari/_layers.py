@@ -6,9 +6,10 @@ so it is tested without Qt.
 
 Names (stable, so re-running replaces instead of piling up):
 
-- ``"<image> · <label> · prediction"``, ``… · correlation``, ``… · product`` per label,
-- ``"<image> · distance"``, ``"<image> · relevance"``, ``"<image> · masks used"``,
-- ``"<image> · ground truth"`` for the boxes.
+- ``"<label> · prediction · <image>"``, ``… · correlation · …``, ``… · product · …`` per
+  label (the label first, so a narrow layer list still tells maps apart),
+- ``"distance · <image>"``, ``"relevance · <image>"``, ``"masks used · <image>"``,
+- ``"ground truth · <image>"`` for the boxes.
 
 Coordinates: a map computed on an image layer must overlay that layer exactly, whatever
 its ``scale`` and ``translate``. Grid maps have ``scale = stride`` and a translate that
@@ -61,6 +62,8 @@ __all__ = [
     "layer_name",
     "layers_from_maps",
     "map_arrays",
+    "meaning",
+    "present",
     "remove_layers",
     "result_layers",
     "spacing_of",
@@ -112,14 +115,15 @@ _SPARE_COLOURS = ("#8dd3c7", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde
 
 
 def layer_name(image: str, kind: str, label: str | None = None) -> str:
-    """Predictable layer name: ``"<image> · <label> · <kind>"`` or ``"<image> · <kind>"``."""
+    """Predictable layer name, label first so a narrow layer list still tells maps apart:
+    ``"<label> · <kind> · <image>"`` or ``"<kind> · <image>"``."""
     shown = map_kind(kind).title
-    return SEP.join([image, label, shown] if label else [image, shown])
+    return SEP.join([label, shown, image] if label else [shown, image])
 
 
 def boxes_layer_name(image: str) -> str:
     """Name of the ground-truth Shapes layer of an image."""
-    return f"{image}{SEP}ground truth"
+    return f"ground truth{SEP}{image}"
 
 
 def label_colour(label: str) -> str:
@@ -416,12 +420,15 @@ def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
     An existing image layer keeps its identity, position, visibility, opacity and
     colormap: only data, scale, translate, contrast limits and metadata change. A
     Shapes layer is replaced at the same position (its shape count may change).
+    Ground-truth boxes stay on top of every map, whatever was added after them.
     """
+    from napari.layers import Image
+
     out = []
     for data, kwargs, layer_type in layer_data:
         name = kwargs["name"]
         existing = viewer.layers[name] if name in viewer.layers else None
-        if existing is not None and existing._type_string == layer_type == "image":
+        if existing is not None and layer_type == "image" and isinstance(existing, Image):
             existing.metadata = kwargs.get("metadata", {})
             existing.scale = kwargs["scale"]
             existing.translate = kwargs["translate"]
@@ -437,7 +444,17 @@ def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
             viewer.layers.move(viewer.layers.index(new), index)
             new.name = name
         out.append(new)
+    raise_boxes(viewer)
     return out
+
+
+def raise_boxes(viewer: Any) -> None:
+    """Move the ground-truth box layers above every other layer (keeping their order)."""
+    n = len(viewer.layers)
+    boxes = [k for k, layer in enumerate(viewer.layers)
+             if layer.name.startswith(f"ground truth{SEP}")]
+    if boxes and boxes != list(range(n - len(boxes), n)):
+        viewer.layers.move_multiple(boxes, n)
 
 
 def remove_layers(viewer: Any, names: Iterable[str]) -> None:
@@ -500,3 +517,28 @@ def known_boxes(viewer: Any, layer: Any) -> list[Box]:
         return boxes_of_layer(viewer.layers[name])
     path = (layer.metadata or {}).get("path")
     return boxes_for_image(path) if path else []
+
+
+def present(viewer: Any, names: Sequence[str]) -> None:
+    """Show the maps ``names`` just computed and hide every other map of the plugin;
+    select the first and show its colour bar (the fixed scale of its kind)."""
+    shown = [viewer.layers[n] for n in names if n in viewer.layers]
+    for layer in viewer.layers:
+        if is_correlax_output(layer) and hasattr(layer, "colorbar") and layer not in shown:
+            layer.visible = False
+            layer.colorbar.visible = False
+    for layer in shown:
+        layer.visible = True
+    if shown:
+        shown[0].colorbar.visible = True
+        viewer.layers.selection.active = shown[0]
+
+
+def meaning(layer: Any) -> str:
+    """One plain-language line on what a map layer of the plugin shows ("" otherwise)."""
+    kind = ((layer.metadata or {}).get("correlax") or {}).get("map") if layer else None
+    if not kind:
+        return ""
+    spec = map_kind(str(kind))
+    scale = (f"{spec.limits[0]:g} to {spec.limits[1]:g}" if spec.limits else "its own range")
+    return f"{spec.title.capitalize()} ({scale}): {spec.meaning}"

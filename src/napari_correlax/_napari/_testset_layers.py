@@ -116,7 +116,7 @@ def maxima_layer(verdicts: list[Any], scale: tuple[float, ...]) -> Any:
                 "value": [round(v.value, 3) for v in chosen],
                 "verdict": ["hit" if v.hit else "miss" for v in chosen]}
     kwargs = {
-        "name": f"{PREFIX}{_layers.SEP}maxima",
+        "name": f"maxima{_layers.SEP}{PREFIX}",
         "scale": tuple(scale),
         "features": features,
         "symbol": ["disc" if v.map == "prediction" else "diamond" for v in chosen] or "disc",
