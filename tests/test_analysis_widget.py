@@ -442,3 +442,17 @@ def test_fresh_maps_are_selected_with_colour_bar_boxes_on_top_older_maps_hidden(
     assert "0 to 1" in widget.help.text() and "prediction" in widget.help.text().lower()
     assert [layer.name for layer in viewer.layers][-1].startswith("ground truth")
     assert errors == []
+
+
+def test_model_field_names_the_model_and_warns_about_the_phantom_demo(
+    make_napari_viewer, qtbot, tiny_checkpoint
+):
+    from napari_correlax._napari._analysis_widget import AnalysisWidget
+
+    widget = AnalysisWidget(make_napari_viewer())
+    qtbot.waitUntil(lambda: "demo model" in widget.model_badge.text(), timeout=20_000)
+    text = widget.model_badge.text()
+    assert "phantoms only" in text and "MODEL_CARD.md" in text  # a link to the card
+    widget.set_checkpoint(str(tiny_checkpoint))
+    qtbot.waitUntil(lambda: "tiny" in widget.model_badge.text(), timeout=20_000)
+    assert "phantoms only" not in widget.model_badge.text()

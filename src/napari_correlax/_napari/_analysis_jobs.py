@@ -4,6 +4,7 @@ the worker body, and reading pixels and labels. No Qt here (napari's worker runs
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -13,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from ..labels import LABELS
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
 
 if TYPE_CHECKING:
     from ..maps.result import MapResult
+    from ..models.checkpoint import ModelSummary
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,29 @@ def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Finish
     return Finished(request.image_name, result)
 
 
-def checkpoint_labels(path: str | None) -> list[str]:
-    """Label names stored in a checkpoint (the docs/method.md §3 labels when it cannot be read)."""
-    from ..models import read_metadata
+def checkpoint_summary(path: str | None) -> ModelSummary | str:
+    """The checkpoint's :class:`~napari_correlax.models.checkpoint.ModelSummary`, or why it
+    cannot be read (the dock then offers the method's eight labels)."""
+    from ..models.checkpoint import model_summary
 
     try:
-        return [str(v) for v in read_metadata(path)["config"]["labels"]]
-    except Exception:
-        return list(LABELS)
+        return model_summary(path)
+    except Exception as exc:
+        return str(exc)
+
+
+def model_badge(summary: ModelSummary | str) -> str:
+    """Rich text under the model field: its name, and a warning with a link to the model
+    card when it was trained on phantoms only."""
+    if isinstance(summary, str):
+        return f"<span style='color:#ff6060'>⚠ {html.escape(summary)}</span>"
+    text = f"<b>{html.escape(summary.name)}</b>, {len(summary.labels)} labels"
+    if summary.phantoms_only:
+        text += ("<br><span style='color:#ffb020'>⚠ trained on synthetic phantoms only: "
+                 "not for real mammograms.</span>")
+    if summary.model_card is not None:
+        text += f" <a href='{summary.model_card.as_uri()}'>Model card</a>"
+    return text
 
 
 def image_pixels(layer: Any) -> np.ndarray:

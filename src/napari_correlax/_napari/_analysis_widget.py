@@ -44,9 +44,10 @@ from ._analysis_jobs import (
     AnalysisRequest,
     Failed,
     analysis_steps,
-    checkpoint_labels,
+    checkpoint_summary,
     image_layer_for,
     image_pixels,
+    model_badge,
 )
 from ._forms import LabelList, SettingsForm, ask_path, path_row
 from ._layer_queue import LayerQueue
@@ -86,16 +87,23 @@ class AnalysisWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
         self._set_labels(list(LABELS))
+        self._model_changed()
 
     # -- construction ------------------------------------------------------------------
     def _build(self) -> None:
         form = QFormLayout()
         self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The mammogram (a 2-D image layer) to analyse")
         form.addRow("Image", self.image_combo)
         self.model_edit, row = path_row("demo model", self._browse_checkpoint,
                                         "Classifier checkpoint (.safetensors); empty: demo model")
         self.model_edit.editingFinished.connect(self._model_changed)
         form.addRow("Model", row)
+        self.model_badge = QLabel()
+        self.model_badge.setWordWrap(True)
+        self.model_badge.setOpenExternalLinks(True)
+        self.model_badge.setToolTip("What the model is; read its model card before trusting maps")
+        form.addRow("", self.model_badge)
         self.form = SettingsForm(
             form, ("method", "device", "batch_size", "stride", "masks", "adaptive", "focus"))
         self.method_combo = self.form.method
@@ -111,6 +119,7 @@ class AnalysisWidget(QWidget):
         form.addRow("Show labels", self.labels_list)
 
         self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Compute the maps; while running: cancel at the next batch")
         self.run_button.clicked.connect(self._run_or_cancel)
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
@@ -395,12 +404,16 @@ class AnalysisWidget(QWidget):
             self._draw(name)
 
     def _model_changed(self) -> None:
-        """Offer the checkpoint's labels; read in a worker (reading may import torch)."""
+        """Show what the model is and offer its labels (the header is read in a worker)."""
         from napari.qt.threading import create_worker
 
-        worker = create_worker(checkpoint_labels, self.model_edit.text().strip() or None)
-        worker.returned.connect(self._set_labels)
+        worker = create_worker(checkpoint_summary, self.model_edit.text().strip() or None)
+        worker.returned.connect(self._model_read)
         worker.start()
+
+    def _model_read(self, summary: Any) -> None:
+        self.model_badge.setText(model_badge(summary))
+        self._set_labels(list(LABELS) if isinstance(summary, str) else summary.labels)
 
     def _browse_checkpoint(self) -> None:
         path = ask_path(self, "Classifier checkpoint", "Checkpoints (*.safetensors)")

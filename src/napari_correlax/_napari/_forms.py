@@ -198,6 +198,7 @@ def path_row(placeholder: str, browse: Callable[[], Any], tip: str = ""
     edit.setPlaceholderText(placeholder)
     edit.setToolTip(tip)
     button = QPushButton("…")
+    button.setToolTip("Browse…")
     button.setMaximumWidth(32)
     button.clicked.connect(lambda: browse())
     row = QWidget()

@@ -84,9 +84,11 @@ class VerdictPanel(QWidget):
         for text, verdict in (("Hit (H)", "hit"), ("Miss (M)", "miss"),
                               ("Unsure (U)", "unsure"), ("Clear", "")):
             button = QPushButton(text)
+            button.setToolTip(f"Your verdict for the selected finding: {verdict or 'none'}")
             button.clicked.connect(lambda _=False, v=verdict: self._guard(self.set_verdict, v))
             buttons.addWidget(button)
         self.comment_edit = QLineEdit()
+        self.comment_edit.setToolTip("Saved with the verdict of the selected row")
         self.comment_edit.setPlaceholderText("comment on the selected row")
         self.comment_edit.textEdited.connect(lambda _: self._timer.start())
         self.comment_edit.editingFinished.connect(lambda: self.commit_comment())

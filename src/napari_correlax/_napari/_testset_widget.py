@@ -81,7 +81,8 @@ class TestSetReaderWidget(QWidget):
     # -- construction ------------------------------------------------------------------
     def _build(self) -> None:
         form = QFormLayout()
-        self.data_edit, row = path_row("folder with finding_annotations.csv", self._browse_data)
+        self.data_edit, row = path_row("folder with finding_annotations.csv", self._browse_data,
+                                       "A data set in the VinDr-Mammo layout (CSV + images/)")
         self.data_edit.returnPressed.connect(lambda: self._guard(self.open_dataset,
                                                                  self.data_edit.text()))
         form.addRow("Data", row)
@@ -90,13 +91,16 @@ class TestSetReaderWidget(QWidget):
         self.work_edit.setToolTip("Where maps are cached and verdicts.csv is written")
         form.addRow("Work folder", self.work_edit)
         self.split_combo = QComboBox()
+        self.split_combo.setToolTip("Which split of the data set to review (test by default)")
         self.split_combo.currentTextChanged.connect(self._list_changed)
         form.addRow("Split", self.split_combo)
         self.filter_combo = QComboBox()
+        self.filter_combo.setToolTip("All images, images with findings, or one label's images")
         self.filter_combo.addItems(list(FILTERS))
         self.filter_combo.currentTextChanged.connect(self._list_changed)
         form.addRow("Show", self.filter_combo)
-        self.model_edit, row = path_row("demo model", self._browse_model)
+        self.model_edit, row = path_row("demo model", self._browse_model,
+                                        "Classifier checkpoint (.safetensors); empty: demo model")
         self.model_edit.editingFinished.connect(self._settings_changed)
         form.addRow("Model", row)
         self.form = SettingsForm(form, ("device", "stride", "masks"))
@@ -115,6 +119,7 @@ class TestSetReaderWidget(QWidget):
         self.summary = QLabel("Pick a data folder.")
         self.summary.setWordWrap(True)
         self.image_list = QListWidget()
+        self.image_list.setToolTip("○ not reviewed, ◐ partly, ● done, ✗ unreadable; click to open")
         self.image_list.currentRowChanged.connect(self._row_picked)
         nav = QHBoxLayout()
         for text, slot, tip in (("◀ Previous", self.previous_image, "PageUp"),
@@ -124,6 +129,7 @@ class TestSetReaderWidget(QWidget):
             button.clicked.connect(slot)
             nav.addWidget(button)
         self.jump_edit = QLineEdit()
+        self.jump_edit.setToolTip("Type a list number or an image id and press Enter")
         self.jump_edit.setPlaceholderText("go to: number or image id (Ctrl+J)")
         self.jump_edit.returnPressed.connect(lambda: self.jump(self.jump_edit.text()))
         nav.addWidget(self.jump_edit)

@@ -78,8 +78,11 @@ class TrainingWidget(QWidget):
         self.extra_args: list[str] = []
 
         self.data_edit, data_row = path_row("folder with finding_annotations.csv",
-                                            self._browse_data)
+                                            self._browse_data,
+                                            "A data set in the VinDr-Mammo layout to train on")
         self.backbone_combo = QComboBox()
+        self.backbone_combo.setToolTip("The network under the paper's head (the paper: "
+                                       "efficientnet_v2_s); lite is fast on CPUs")
         self.backbone_combo.addItems(_backbones())
         self.backbone_combo.setCurrentText("efficientnet_v2_s")
         self.epochs_spin = spin(1, 10_000, 50, TOOLTIPS["epochs"])
@@ -92,11 +95,13 @@ class TrainingWidget(QWidget):
             self.select_combo.addItem(text, value)
         self.select_combo.setToolTip(TOOLTIPS["select"])
         self.out_edit, out_row = path_row("run folder (resumed if it holds a run)",
-                                          self._browse_out)
+                                          self._browse_out,
+                                          "Where checkpoints and the training log go")
         self.device_combo = QComboBox()
         self.device_combo.addItems(devices())
         self.device_combo.setToolTip(TOOLTIPS["device"])
         self.fresh_check = QCheckBox("start over (ignore a run in the output folder)")
+        self.fresh_check.setToolTip("Off: an interrupted run in the output folder resumes")
 
         form = QFormLayout()
         for label, control in (("Data", data_row), ("Backbone", self.backbone_combo),
@@ -107,8 +112,10 @@ class TrainingWidget(QWidget):
             form.addRow(label, control)
 
         self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Train in a separate process (napari stays responsive)")
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after saving the current epoch (resumable)")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(lambda: self.stop())
         self.use_button = QPushButton("Use in analysis")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,14 @@ from ..files import atomic_write_bytes
 if TYPE_CHECKING:
     from .classifier import Classifier
 
-__all__ = ["DEMO_CHECKPOINT", "load_classifier", "read_metadata", "save_checkpoint"]
+__all__ = [
+    "DEMO_CHECKPOINT",
+    "ModelSummary",
+    "load_classifier",
+    "model_summary",
+    "read_metadata",
+    "save_checkpoint",
+]
 
 FORMAT = "napari-correlax-classifier"
 META_KEY = "napari_correlax"
@@ -126,3 +134,36 @@ def load_classifier(path: str | os.PathLike[str] | None = None, device: str = "c
     with _cache_lock:
         _cache[key] = model
     return model
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What a reader should know about a checkpoint before trusting its maps.
+
+    ``name``: the file's name (``"demo model"`` for the shipped one); ``labels``: its
+    outputs; ``phantoms_only``: trained on synthetic phantoms only (the demo model, or a
+    checkpoint whose model card or training data says so); ``model_card``: a
+    ``MODEL_CARD.md`` beside the file, if any.
+    """
+
+    name: str
+    labels: list[str]
+    phantoms_only: bool
+    model_card: Path | None
+
+
+def model_summary(path: str | os.PathLike[str] | None = None) -> ModelSummary:
+    """:class:`ModelSummary` of a checkpoint (None: the default model); reads the header
+    only (no torch). CorrelaxError for a file that is not a checkpoint."""
+    p = _resolve(path)
+    doc = read_metadata(p)
+    info = doc.get("info") or {}
+    text = json.dumps(info).lower()
+    demo = p.resolve() == DEMO_CHECKPOINT.resolve()
+    card = p.parent / "MODEL_CARD.md"
+    return ModelSummary(
+        name="demo model" if demo else p.stem,
+        labels=[str(v) for v in doc["config"].get("labels", [])],
+        phantoms_only=demo or "phantom" in text,
+        model_card=card if card.is_file() else None,
+    )
