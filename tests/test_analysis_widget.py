@@ -456,3 +456,31 @@ def test_model_field_names_the_model_and_warns_about_the_phantom_demo(
     widget.set_checkpoint(str(tiny_checkpoint))
     qtbot.waitUntil(lambda: "tiny" in widget.model_badge.text(), timeout=20_000)
     assert "phantoms only" not in widget.model_badge.text()
+
+
+def test_changing_the_stride_mid_run_cancels_within_one_batch(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=True, masks=512, stride=32)
+    masks: list = []
+    changed_at: list[int] = []
+
+    def change_stride_on_first_masks(event):
+        if event.stage != "masks":
+            return
+        masks.append(event)
+        if not changed_at and event.done > 0:
+            changed_at.append(len(masks))
+            widget.stride_spin.setValue(64)  # the user changes a setting mid-run
+
+    widget.run()
+    widget._worker.yielded.connect(change_stride_on_first_masks)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert changed_at, "the run never reached its masks"
+    assert len(masks) - changed_at[0] <= 1  # at most the batch already running
+    assert masks[-1].done < masks[-1].total
+    assert [layer.name for layer in viewer.layers] == ["phantom"]
+    assert "Settings changed" in widget.status.text() and errors == []
+    assert widget.settings().stride == 64 and widget.run_button.text() == "Run"

@@ -173,3 +173,39 @@ def test_missing_and_unreadable_files_are_marked_up_front(
     assert "✗" in widget.image_label.text()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert errors == []
+
+
+def test_changing_the_stride_mid_load_cancels_the_old_maps_within_one_batch(
+    make_napari_viewer, qtbot, small_model, dataset, tmp_path, errors
+):
+    """A load with the old settings is quit at its next batch, and the image is loaded
+    again with the new ones (instead of first finishing maps nobody will look at)."""
+    viewer = make_napari_viewer()
+    widget = open_reader(viewer, small_model, dataset, tmp_path / "work", configure=False)
+    widget.model_edit.setText(str(small_model))
+    widget.masks_spin.setValue(4096)  # a long CorRELAX run per image
+    widget.stride_spin.setValue(32)
+    widget._settings_changed()
+    jobs = widget.jobs
+    qtbot.waitUntil(lambda: jobs.worker is not None and jobs.worker_key == widget.review.key,
+                    timeout=60_000)
+    old_worker, old_key = jobs.worker, jobs.worker_key
+    after: list = []
+    changed: list[bool] = []
+
+    def on_progress(event):
+        if changed:
+            after.append(event)
+        elif event.stage == "masks" and event.done > 0:
+            changed.append(True)
+            widget.stride_spin.setValue(96)
+            widget._settings_changed()  # what editingFinished does
+
+    old_worker.yielded.connect(on_progress)
+    qtbot.waitUntil(lambda: jobs.worker is not old_worker, timeout=120_000)
+    assert changed and len(after) <= 1  # at most the batch already running
+    assert old_worker.abort_requested
+    qtbot.waitUntil(lambda: jobs.worker is not None, timeout=30_000)
+    assert jobs.worker_key != old_key  # the image is loading again with the new stride
+    widget.jobs.stop()
+    assert errors == []

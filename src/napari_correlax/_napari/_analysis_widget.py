@@ -81,6 +81,7 @@ class AnalysisWidget(QWidget):
         self._analyses: dict[str, _Analysis] = {}
         self.layer_queue = LayerQueue(self.viewer, self, self._layers_added)
         self._shown: list[str] = []
+        self._cancel_reason = ""
         self._build()
         self.viewer.layers.selection.events.active.connect(self._active_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_images)
@@ -114,6 +115,7 @@ class AnalysisWidget(QWidget):
         self.adaptive_check = self.form.adaptive
         self.focus_check = self.form.focus
         self.method_combo.currentIndexChanged.connect(self._method_changed)
+        self.form.on_change(self._settings_changed)
         self.labels_list = LabelList()
         self.labels_list.itemChanged.connect(self._labels_changed)
         form.addRow("Show labels", self.labels_list)
@@ -279,7 +281,8 @@ class AnalysisWidget(QWidget):
         self._request_sent = None
         self.progress.reset("cancelled" if aborted else "")
         if aborted:
-            self.status.setText("Cancelled; no layers were changed.")
+            self.status.setText(self._cancel_reason or "Cancelled; no layers were changed.")
+        self._cancel_reason = ""
         if self.layer_queue.pending:
             self.run_button.setText("Drawing…")
             self.run_button.setEnabled(False)
@@ -388,6 +391,12 @@ class AnalysisWidget(QWidget):
             self.cancel()
         else:
             self.run()
+
+    def _settings_changed(self) -> None:
+        """A run with other settings than the controls show is not worth finishing."""
+        if self._worker is not None and not self._worker.abort_requested:
+            self._cancel_reason = "Settings changed: the run was cancelled; press Run."
+            self.cancel()
 
     def _method_changed(self, _index: int = 0) -> None:
         """Enable the controls the chosen method's maps depend on."""

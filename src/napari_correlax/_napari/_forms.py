@@ -126,6 +126,16 @@ class SettingsForm:
             layout.addRow(label, widget)
         self.show(initial or MapSettings())
 
+    def on_change(self, slot: Callable[[], Any]) -> None:
+        """Call ``slot`` whenever any control's value changes."""
+        for widget in self.widgets.values():
+            if isinstance(widget, QComboBox):
+                widget.currentIndexChanged.connect(lambda *_: slot())
+            elif isinstance(widget, QCheckBox):
+                widget.toggled.connect(lambda *_: slot())
+            else:
+                widget.valueChanged.connect(lambda *_: slot())
+
     def __getattr__(self, name: str) -> Any:
         widgets = self.__dict__.get("widgets", {})
         if name in widgets:

@@ -36,6 +36,7 @@ class ReviewJobs(QObject):
         self.review = review
         self.worker: Any = None
         self.worker_id = ""
+        self.worker_key = ""
         self.checker: Any = None
 
     @property
@@ -44,10 +45,13 @@ class ReviewJobs(QObject):
         return self.worker is not None or self.checker is not None
 
     def schedule(self) -> None:
-        """Start the next job the review wants, or quit one it no longer wants."""
+        """Start the next job the review wants, or quit one it no longer wants: an image
+        it moved away from, or maps made with settings it no longer uses (a changed
+        stride or model cancels the running job at its next batch instead of finishing)."""
         wanted = self.review.wanted()
         if self.worker is not None:
-            if self.worker_id not in {r.image_id for r in wanted}:
+            stale = self.worker_key != self.review.key
+            if stale or self.worker_id not in {r.image_id for r in wanted}:
                 self.worker.quit()
             return
         if not wanted:
@@ -61,7 +65,7 @@ class ReviewJobs(QObject):
         worker.yielded.connect(self._progress)
         worker.returned.connect(self.loaded.emit)
         worker.finished.connect(self._finished)
-        self.worker, self.worker_id = worker, record.image_id
+        self.worker, self.worker_id, self.worker_key = worker, record.image_id, review.key
         worker.start()
 
     def _progress(self, event: Any) -> None:
@@ -70,7 +74,7 @@ class ReviewJobs(QObject):
             self.progress.emit(event)
 
     def _finished(self) -> None:
-        self.worker, self.worker_id = None, ""
+        self.worker, self.worker_id, self.worker_key = None, "", ""
         self.idle.emit()
         if self.review.index is not None:
             self.schedule()
