@@ -194,18 +194,47 @@ def test_changing_the_stride_mid_load_cancels_the_old_maps_within_one_batch(
     changed: list[bool] = []
 
     def on_progress(event):
+        if getattr(event, "stage", "") != "masks":
+            return  # previews and the prediction pass
         if changed:
             after.append(event)
-        elif event.stage == "masks" and event.done > 0:
-            changed.append(True)
+        elif event.done > 0:
+            changed.append(event.done)
             widget.stride_spin.setValue(96)
             widget._settings_changed()  # what editingFinished does
 
     old_worker.yielded.connect(on_progress)
     qtbot.waitUntil(lambda: jobs.worker is not old_worker, timeout=120_000)
-    assert changed and len(after) <= 1  # at most the batch already running
-    assert old_worker.abort_requested
+    assert changed and old_worker.abort_requested
+    # The worker stops at its next yield (one batch of 128 masked passes); events it had
+    # already queued for the GUI may still arrive, but it never ran on to the end.
+    last = after[-1].done if after else changed[0]
+    assert last - changed[0] <= 8 * 128 and last < after[-1].total / 10 if after else True
     qtbot.waitUntil(lambda: jobs.worker is not None, timeout=30_000)
     assert jobs.worker_key != old_key  # the image is loading again with the new stride
     widget.jobs.stop()
+    assert errors == []
+
+
+def test_reader_shows_the_image_and_predictions_before_correlax_is_done(
+    make_napari_viewer, qtbot, small_model, dataset, tmp_path, errors
+):
+    from napari_correlax._napari._testset_widget import PREFIX
+
+    viewer = make_napari_viewer()
+    widget = open_reader(viewer, small_model, dataset, tmp_path / "work", configure=False)
+    widget.model_edit.setText(str(small_model))
+    widget.masks_spin.setValue(4096)  # long enough to look before it ends
+    widget.stride_spin.setValue(32)
+    widget._settings_changed()
+    jobs = widget.jobs
+    qtbot.waitUntil(lambda: jobs.worker is not None and jobs.worker_key == widget.review.key,
+                    timeout=60_000)
+    current = widget.current.image_id
+    qtbot.waitUntil(lambda: PREFIX in viewer.layers and any(
+        f"· prediction · {PREFIX}" in layer.name for layer in viewer.layers), timeout=60_000)
+    assert jobs.worker is not None and current not in widget.review.loaded  # still running
+    assert viewer.layers[PREFIX].data.shape == (widget.current.height, widget.current.width)
+    assert "CorRELAX refining" in widget.image_label.text()
+    jobs.stop()
     assert errors == []

@@ -13,6 +13,7 @@ from typing import Any
 from qtpy.QtCore import QObject, Signal
 
 from ..evaluate.review import Review, check_steps, load_steps
+from ..evaluate.runner import Preview
 
 
 class ReviewJobs(QObject):
@@ -26,6 +27,7 @@ class ReviewJobs(QObject):
     """
 
     progress = Signal(object)
+    preview = Signal(object)
     loaded = Signal(object)
     idle = Signal()
     bad_file = Signal(str, str)
@@ -70,7 +72,12 @@ class ReviewJobs(QObject):
 
     def _progress(self, event: Any) -> None:
         current = self.review.current
-        if current is not None and self.worker_id == current.image_id:
+        if current is None or self.worker_id != current.image_id:
+            return
+        if isinstance(event, Preview):
+            if self.worker_key == self.review.key or event.image.result is None:
+                self.preview.emit(event.image)
+        else:
             self.progress.emit(event)
 
     def _finished(self) -> None:

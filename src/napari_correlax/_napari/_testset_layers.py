@@ -30,6 +30,9 @@ class ReviewLayers:
     def draw(self, loaded: Any, verdicts: list[Any], follow: bool) -> None:
         """Show the image, its maps, boxes and maxima, updating same-named layers in place.
 
+        ``loaded.result`` may be None (the image alone, before its maps) or hold only
+        prediction maps (a preview): what it has is drawn.
+
         The prediction and correlation maps of every lesion label are shown (the result
         has them all; product and masks-used maps are left to the analysis dock) plus the
         distance map. A hidden map layer gets its new data only when it is made visible.
@@ -50,9 +53,10 @@ class ReviewLayers:
                                               "image_id": record.image_id,
                                               "spacing_mm": loaded.spacing_mm}}, "image")
         _layers.add_or_update(viewer, [image])
-        maps = [m for m in _layers.result_layers(result, PREFIX, lesion_labels(result.labels),
-                                                 image_scale=scale)
-                if m[1]["metadata"]["correlax"]["map"] in _SHOWN]
+        maps = [] if result is None else [
+            m for m in _layers.result_layers(result, PREFIX, lesion_labels(result.labels),
+                                             image_scale=scale)
+            if m[1]["metadata"]["correlax"]["map"] in _SHOWN]
         for data, kwargs, kind in maps:
             name = kwargs["name"]
             info = kwargs["metadata"]["correlax"]

@@ -69,6 +69,7 @@ class TestSetReaderWidget(QWidget):
         self.jobs = ReviewJobs(self.review, parent=self)
         self.jobs.progress.connect(self._on_progress)
         self.jobs.loaded.connect(self._on_loaded)
+        self.jobs.preview.connect(self._on_preview)
         self.jobs.idle.connect(self._on_idle)
         self.jobs.bad_file.connect(self._on_bad_file)
         self.jobs.checked.connect(self._update_summary)
@@ -296,6 +297,18 @@ class TestSetReaderWidget(QWidget):
     def _on_progress(self, event: Any) -> None:
         self.progress.show()
         self._progress_view.update(event)  # shown at most twice a second (see _progress)
+
+    def _on_preview(self, loaded: Any) -> None:
+        """The image (then its prediction maps) before the full maps are done."""
+        record = self.current
+        if record is None or record.image_id != loaded.record.image_id \
+                or record.image_id in self.review.loaded:
+            return
+        self.layers.draw(loaded, [], follow=self.follow_check.isChecked())
+        self._shown = ""  # the final maps replace these when they come
+        step = ("prediction maps shown; CorRELAX refining…" if loaded.result is not None
+                else "computing maps…")
+        self.image_label.setText(self.image_label.text().split("<br>")[0] + f"<br>{step}")
 
     def _on_loaded(self, outcome: Any) -> None:
         image_id = self.review.accept(outcome)

@@ -46,7 +46,7 @@ from ..maps.cache import settings_key
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
 from .pointing import Verdict, lesion_labels, pointing_verdicts
-from .runner import LoadedImage, load_image_steps
+from .runner import LoadedImage, Preview, load_image_steps
 from .verdicts import STATE_FILE, VERDICTS_FILE, ReaderState, VerdictRow, VerdictStore
 
 __all__ = [
@@ -90,10 +90,11 @@ def load_steps(
     checkpoint: str | None,
     settings: MapSettings,
     cache_root: str | os.PathLike[str],
-) -> Generator[Progress, None, LoadedImage | LoadFailure]:
+) -> Generator[Progress | Preview, None, LoadedImage | LoadFailure]:
     """An image and its maps (:func:`~.runner.load_image_steps`), or why not; never raises.
 
-    Yields the map computation's progress; returns the
+    Yields the map computation's progress and its :class:`~.runner.Preview` events (the
+    image at once, then its prediction maps); returns the
     :class:`~.runner.LoadedImage` or a :class:`LoadFailure` (what a worker thread hands
     back to :meth:`Review.accept`).
     """

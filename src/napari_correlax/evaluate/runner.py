@@ -43,6 +43,7 @@ import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from ..maps.cache import ResultCache, image_maps_steps, model_fingerprint, settings_key
 from ..maps.kinds import kind as map_kind
-from ..maps.methods import get_method
+from ..maps.methods import get_method, run_method
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
 from .pointing import lesion_labels, pointing_table, pointing_verdicts, rules_for
@@ -69,6 +70,7 @@ __all__ = [
     "EvaluationReport",
     "Excluded",
     "LoadedImage",
+    "Preview",
     "crop_scores",
     "evaluate",
     "evaluate_steps",
@@ -78,14 +80,28 @@ __all__ = [
 
 @dataclass
 class LoadedImage:
-    """An image ready to show: pixels, its maps (no ``relevance``) and where they came from."""
+    """An image ready to show: pixels, its maps (no ``relevance``) and where they came from.
+
+    ``final`` is False for what a :class:`Preview` carries: the image alone (``result``
+    None) or its prediction maps while the full maps are still being made.
+    """
 
     record: ImageRecord
     pixels: np.ndarray
     spacing_mm: tuple[float, float] | None
-    result: MapResult
+    result: MapResult | None
     key: str
     model_name: str
+    final: bool = True
+
+
+@dataclass
+class Preview:
+    """Yielded by :func:`load_image_steps` before its maps are done, so a reader never
+    waits in the dark: the image as soon as it is read, then (for methods slower than
+    prediction) its prediction maps while the full maps are computed."""
+
+    image: LoadedImage
 
 
 def load_image_steps(
@@ -93,11 +109,13 @@ def load_image_steps(
     checkpoint: str | os.PathLike[str] | None,
     settings: MapSettings,
     cache_root: str | os.PathLike[str],
-) -> Generator[Progress, None, LoadedImage]:
+) -> Generator[Progress | Preview, None, LoadedImage]:
     """Read an image of a data set and get its maps (cached under ``cache_root/<key>``).
 
-    What the test-set reader runs in its worker: yields the progress of the map
-    computation (nothing when the maps are cached) and returns a :class:`LoadedImage`.
+    What the test-set reader runs in its worker: yields a :class:`Preview` of the image
+    once it is read, then the progress of the map computation (nothing when the maps are
+    cached) with a :class:`Preview` of the prediction maps first when the method is a
+    slower one, and returns a :class:`LoadedImage`.
     Raises CorrelaxError for an unreadable image, a size that disagrees with the CSV, or
     a broken checkpoint.
     """
@@ -110,15 +128,21 @@ def load_image_steps(
         raise CorrelaxError(f"image is {mammogram.pixels.shape[0]}×{mammogram.pixels.shape[1]}"
                             f" pixels but the CSV says {record.height}×{record.width}",
                             record.path)
+    shown = partial(LoadedImage, record, mammogram.pixels, mammogram.spacing_mm)
+    yield Preview(shown(None, "", "", final=False))
     yield Progress("model", 0, 1)
     model = load_classifier(checkpoint, device=settings.runtime().device)
     key = settings_key(model, settings)
+    name = model_fingerprint(model)[0]
     cache = ResultCache(cache_root, key, {"model": getattr(model, "checkpoint_path", None),
                                           "settings": settings.as_dict()})
+    if settings.method != "prediction" and cache.load_maps(record.image_id,
+                                                           mammogram.path) is None:
+        quick = yield from run_method(mammogram, model, settings.with_(method="prediction"))
+        yield Preview(shown(quick, key, name, final=False))
     result = yield from image_maps_steps(mammogram, record.image_id, model, settings, cache)
     cache.describe()
-    return LoadedImage(record, mammogram.pixels, mammogram.spacing_mm,
-                       replace(result, relevance=None), key, model_fingerprint(model)[0])
+    return shown(replace(result, relevance=None), key, name)
 
 
 class _OneImage:
