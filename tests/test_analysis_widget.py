@@ -486,3 +486,27 @@ def test_changing_the_stride_mid_run_cancels_within_one_batch(
     assert [layer.name for layer in viewer.layers] == ["phantom"]
     assert "Settings changed" in widget.status.text() and errors == []
     assert widget.settings().stride == 64 and widget.run_button.text() == "Run"
+
+
+def test_peak_summary_lists_each_label_and_centres_the_view_on_click(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=True, masks=32, stride=64,
+                       labels=("Mass", "Asymmetries"))
+    run_to_end(qtbot, widget)
+    result = widget._analyses["phantom"].result
+    table = widget.peaks
+    rows = [[table.item(r, c).text() for c in range(5)] for r in range(table.rowCount())]
+    assert [(r[0], r[1]) for r in rows] == [("Mass", "prediction"), ("Mass", "correlation"),
+                                            ("Asymmetries", "prediction"),
+                                            ("Asymmetries", "correlation")]
+    # the correlation peak of Mass, found here independently among evaluated windows
+    corr = np.where(result.window_mask, result.correlation[result.label_index("Mass")], -np.inf)
+    i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    centre = result.grid.centres()[i, j]
+    assert float(rows[1][2]) == pytest.approx(corr[i, j], abs=1e-3)
+    assert (float(rows[1][3]), float(rows[1][4])) == pytest.approx(tuple(centre), abs=0.5)
+    table.centre_on(1)
+    np.testing.assert_allclose(viewer.camera.center[-2:], image.data_to_world(centre)[-2:])

@@ -51,6 +51,7 @@ from ._analysis_jobs import (
 )
 from ._forms import LabelList, SettingsForm, ask_path, path_row
 from ._layer_queue import LayerQueue
+from ._peaks import PeakTable
 from ._progress import ThrottledProgress
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ class AnalysisWidget(QWidget):
         self.help.setWordWrap(True)
         self.help.setToolTip("What the selected map layer means and its fixed colour scale")
         layout.addWidget(self.help)
+        self.peaks = PeakTable(self.viewer)
+        layout.addWidget(self.peaks)
         layout.addLayout(files)
         layout.addStretch(1)
 
@@ -328,6 +331,8 @@ class AnalysisWidget(QWidget):
         self.layer_queue.discard(stale)
         if analysis.boxes and layer is not None:
             data.append(_layers.boxes_layer_over(layer, analysis.boxes))
+        if layer is not None:
+            self.peaks.show_result(analysis.result, layer, chosen)
         self._shown = [kw["name"] for _, kw, kind in data if kind == "image" and kw["visible"]]
         self._show(data)
 

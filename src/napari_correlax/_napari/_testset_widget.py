@@ -46,6 +46,7 @@ from ..evaluate.review import ALL, FILTERS, WITH_FINDINGS, LoadFailure, Review, 
 from ..evaluate.verdicts import ReaderState
 from ..maps.settings import MapSettings
 from ._forms import SettingsForm, bind_keys, dock_key, path_row
+from ._peaks import PeakTable
 from ._progress import ThrottledProgress
 from ._testset_jobs import ReviewJobs
 from ._testset_layers import PREFIX, ReviewLayers
@@ -152,6 +153,8 @@ class TestSetReaderWidget(QWidget):
         layout.addLayout(nav)
         layout.addWidget(self.progress)
         layout.addWidget(self.image_label)
+        self.peaks = PeakTable(self.viewer)
+        layout.addWidget(self.peaks)
         layout.addWidget(self.verdicts, 2)
 
     def _bind_keys(self) -> None:
@@ -356,6 +359,8 @@ class TestSetReaderWidget(QWidget):
         if self._shown != record.image_id:
             self.layers.draw(loaded, verdicts, follow=self.follow_check.isChecked())
             self._shown = record.image_id
+            self.peaks.show_result(loaded.result, self.viewer.layers[PREFIX],
+                                   lesion_labels(loaded.result.labels))
         self.verdicts.show_rows()
         self._refresh_item(self.position)
         self._update_summary()

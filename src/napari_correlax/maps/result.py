@@ -117,6 +117,15 @@ class MapResult:
         centre = self.grid.centres()[i, j]
         return float(values[i, j]), (float(centre[0]), float(centre[1]))
 
+    def peaks(self, kinds: tuple[str, ...] = ("prediction", "correlation")
+              ) -> list[tuple[str, str, float, tuple[float, float]]]:
+        """Per label, the maximum of each per-label grid map of ``kinds`` the result has:
+        ``(label, kind, value, (row, col))``, location in original image pixels (the
+        window centre, as :meth:`peak`)."""
+        present = [k for k in kinds if self.get(k) is not None and self.get(k).ndim == 3]
+        return [(label, kind, *self.peak(kind, label)) for label in self.labels
+                for kind in present]
+
     def maps(self) -> dict[str, np.ndarray]:
         """All present maps by kind name: the named ones in save order, then ``extra``."""
         out = {"prediction": self.prediction}
