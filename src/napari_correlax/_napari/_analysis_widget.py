@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -49,7 +47,7 @@ from ._analysis_jobs import (
     image_pixels,
     model_badge,
 )
-from ._forms import LabelList, SettingsForm, ask_path, path_row
+from ._forms import ImageLayerCombo, LabelList, SettingsForm, ask_path, path_row
 from ._layer_queue import LayerQueue
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
@@ -85,17 +83,13 @@ class AnalysisWidget(QWidget):
         self._cancel_reason = ""
         self._build()
         self.viewer.layers.selection.events.active.connect(self._active_changed)
-        self.viewer.layers.events.inserted.connect(self._refresh_images)
-        self.viewer.layers.events.removed.connect(self._refresh_images)
-        self._refresh_images()
         self._set_labels(list(LABELS))
         self._model_changed()
 
     # -- construction ------------------------------------------------------------------
     def _build(self) -> None:
         form = QFormLayout()
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The mammogram (a 2-D image layer) to analyse")
+        self.image_combo = ImageLayerCombo(self.viewer)
         form.addRow("Image", self.image_combo)
         self.model_edit, row = path_row("demo model", self._browse_checkpoint,
                                         "Classifier checkpoint (.safetensors); empty: demo model")
@@ -366,30 +360,6 @@ class AnalysisWidget(QWidget):
     def settings(self) -> MapSettings:
         """The map settings the dock's controls show."""
         return self.form.settings()
-
-    def _refresh_images(self, event: Any = None) -> None:
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._refresh_images)  # connecting twice is a no-op
-        current = self.image_combo.currentText()
-        names = [
-            layer.name
-            for layer in self.viewer.layers
-            if isinstance(layer, Image)
-            and not _layers.is_correlax_output(layer)
-            and not getattr(layer, "rgb", False)
-            and layer.ndim == 2
-        ]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        inserted = (
-            getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
-        )
-        if inserted is not None and getattr(inserted, "name", None) in names:
-            self.image_combo.setCurrentText(inserted.name)  # a newly opened image is chosen
-        elif current in names:
-            self.image_combo.setCurrentText(current)
-        self.image_combo.blockSignals(False)
 
     def _run_or_cancel(self) -> None:
         if self._worker is not None:

@@ -38,6 +38,7 @@ from ..maps.settings import MapSettings
 
 __all__ = [
     "TOOLTIPS",
+    "ImageLayerCombo",
     "LabelList",
     "SettingsForm",
     "ask_path",
@@ -282,3 +283,39 @@ class LabelList(QListWidget):
         """The checked labels, in list order."""
         items = (self.item(k) for k in range(self.count()))
         return [it.text() for it in items if it.checkState() == Qt.CheckState.Checked]
+
+
+class ImageLayerCombo(QComboBox):
+    """The viewer's 2-D grey image layers that are not the plugin's own maps, kept up to
+    date as layers come, go and are renamed; a newly opened image is chosen."""
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.setToolTip("The mammogram (a 2-D image layer) to analyse")
+        viewer.layers.events.inserted.connect(self.refresh)
+        viewer.layers.events.removed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, event: Any = None) -> None:
+        """Re-list the image layers (keeps the choice; picks a newly inserted image)."""
+        from napari.layers import Image
+
+        from . import _layers
+
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self.refresh)  # connecting twice is a no-op
+        current = self.currentText()
+        names = [layer.name for layer in self.viewer.layers
+                 if isinstance(layer, Image) and not _layers.is_correlax_output(layer)
+                 and not getattr(layer, "rgb", False) and layer.ndim == 2]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" \
+            else None
+        if inserted is not None and getattr(inserted, "name", None) in names:
+            self.setCurrentText(inserted.name)
+        elif current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
