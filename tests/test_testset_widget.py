@@ -203,13 +203,14 @@ def test_changing_the_stride_mid_load_cancels_the_old_maps_within_one_batch(
             widget.stride_spin.setValue(96)
             widget._settings_changed()  # what editingFinished does
 
+    returned: list = []
     old_worker.yielded.connect(on_progress)
+    old_worker.returned.connect(returned.append)
     qtbot.waitUntil(lambda: jobs.worker is not old_worker, timeout=120_000)
     assert changed and old_worker.abort_requested
-    # The worker stops at its next yield (one batch of 128 masked passes); events it had
-    # already queued for the GUI may still arrive, but it never ran on to the end.
-    last = after[-1].done if after else changed[0]
-    assert last - changed[0] <= 8 * 128 and last < after[-1].total / 10 if after else True
+    # The worker stops at its next yield (one batch of 128 masked passes): events it had
+    # already queued for the GUI may still arrive, but it never ran on to its maps.
+    assert not returned
     qtbot.waitUntil(lambda: jobs.worker is not None, timeout=30_000)
     assert jobs.worker_key != old_key  # the image is loading again with the new stride
     widget.jobs.stop()

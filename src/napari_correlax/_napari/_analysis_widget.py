@@ -67,6 +67,17 @@ class _Analysis:
     result: Any
     pixels: np.ndarray
     boxes: list[Any] = field(default_factory=list)
+    _breast: np.ndarray | None = None
+
+    @property
+    def breast(self) -> np.ndarray | None:
+        """The breast outline of the image (maps are transparent outside it)."""
+        if self._breast is None and self.pixels.any():
+            from ..preprocess import breast_roi
+
+            mask = breast_roi(self.pixels).mask
+            self._breast = mask if mask.any() else None
+        return self._breast
 
 
 class AnalysisWidget(QWidget):
@@ -312,7 +323,8 @@ class AnalysisWidget(QWidget):
             scale, translate = None, (0.0, 0.0)
         chosen = self.chosen_labels()
         data = _layers.result_layers(
-            analysis.result, image_name, chosen, image_scale=scale, image_translate=translate
+            analysis.result, image_name, chosen, image_scale=scale, image_translate=translate,
+            breast=analysis.breast,
         )
         stale = [
             _layers.layer_name(image_name, kind, lab)

@@ -188,6 +188,21 @@ def display_for(kind: str, values: np.ndarray) -> dict[str, Any]:
     return {"colormap": SEQUENTIAL_CMAP, "contrast_limits": _range_limits(values), "opacity": 0.6}
 
 
+def centres_inside(grid: Any, mask: np.ndarray) -> np.ndarray:
+    """``(gy, gx)`` bool: whether each window's centre pixel is True in ``mask`` (H×W).
+
+    A centre at coordinate ``c`` lies in pixel ``floor(c + 0.5)`` (pixel ``r`` spans
+    ``[r − 0.5, r + 0.5)``); centres off the image are outside.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    centres = np.floor(grid.centres() + 0.5).astype(np.int64)
+    rows = np.clip(centres[..., 0], 0, mask.shape[0] - 1)
+    cols = np.clip(centres[..., 1], 0, mask.shape[1] - 1)
+    inside = (centres[..., 0] >= 0) & (centres[..., 0] < mask.shape[0]) & \
+        (centres[..., 1] >= 0) & (centres[..., 1] < mask.shape[1])
+    return inside & mask[rows, cols]
+
+
 def window_coverage(grid: Any, evaluated: np.ndarray) -> np.ndarray:
     """``(H, W)`` bool: original-image pixels inside at least one evaluated window."""
     covered = np.zeros(grid.image_shape, dtype=bool)
@@ -204,6 +219,7 @@ def map_arrays(
     *,
     image_scale: Sequence[float] | None = None,
     image_translate: Sequence[float] = (0.0, 0.0),
+    breast: np.ndarray | None = None,
 ) -> list[MapArray]:
     """The maps of ``result`` to show, bottom to top, placed over the image layer.
 
@@ -211,7 +227,10 @@ def map_arrays(
     ``image_scale``/``image_translate`` are the image layer's (default: the result's
     spacing in mm, or 1 when unknown, and 0 — what the plugin's reader gives). Grid cells
     of windows that were not evaluated, and relevance pixels outside every evaluated
-    window, are NaN.
+    window, are NaN (napari draws them transparent). With ``breast`` (H×W bool, the
+    breast outline of :func:`~napari_correlax.preprocess.breast_roi`), grid cells whose
+    window centre and relevance pixels that lie outside the breast are NaN too, so maps
+    stop at the skin line.
     """
     if image_scale is None:
         image_scale = result.spacing_mm if result.spacing_mm is not None else (1.0, 1.0)
@@ -226,6 +245,8 @@ def map_arrays(
     units = "mm" if result.spacing_mm is not None else "px"
     base = {"image": image_name, "window": result.window, "stride": result.stride, "units": units}
     evaluated = np.asarray(result.window_mask, dtype=bool)
+    if breast is not None:
+        evaluated = evaluated & centres_inside(result.grid, breast)
 
     def grid_map(values: np.ndarray) -> np.ndarray:
         return np.where(evaluated, np.asarray(values, dtype=np.float32), np.float32(np.nan))
@@ -238,6 +259,8 @@ def map_arrays(
             return grid_map(values), g_scale, g_translate
         if covered is None:
             covered = window_coverage(result.grid, evaluated)
+            if breast is not None:
+                covered &= np.asarray(breast, dtype=bool)
         data = np.where(covered, np.asarray(values, dtype=np.float32), np.float32(np.nan))
         return data, px_scale, px_translate
 
@@ -318,13 +341,15 @@ def result_layers(
     *,
     image_scale: Sequence[float] | None = None,
     image_translate: Sequence[float] = (0.0, 0.0),
+    breast: np.ndarray | None = None,
 ) -> list[LayerData]:
     """``LayerData`` for all maps of a result over an image layer, bottom to top.
 
     See :func:`map_arrays` for the arguments and :func:`layers_from_maps` for display.
     """
     maps = map_arrays(
-        result, image_name, labels, image_scale=image_scale, image_translate=image_translate
+        result, image_name, labels, image_scale=image_scale, image_translate=image_translate,
+        breast=breast,
     )
     return layers_from_maps(maps)
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluate.pointing import RULES, lesion_labels
+from ..preprocess import breast_roi
 from . import _layers
 
 PREFIX = "test set"
@@ -55,7 +56,8 @@ class ReviewLayers:
         _layers.add_or_update(viewer, [image])
         maps = [] if result is None else [
             m for m in _layers.result_layers(result, PREFIX, lesion_labels(result.labels),
-                                             image_scale=scale)
+                                             image_scale=scale,
+                                             breast=breast_roi(loaded.pixels).mask)
             if m[1]["metadata"]["correlax"]["map"] in _SHOWN]
         for data, kwargs, kind in maps:
             name = kwargs["name"]
