@@ -283,3 +283,18 @@ def test_bad_input_exits_with_one_line(tmp_path, dataset, small_model, capsys):
     assert main(["evaluate", str(dataset), "--out", str(tmp_path / "o"), "--model",
                  str(tmp_path / "none.safetensors")]) == 2
     assert "checkpoint file not found" in capsys.readouterr().err
+
+
+def test_reader_report_counts_the_automatic_verdicts(one_process):
+    """Without a reader's review, the report gives the automatic hit rate per label and
+    rule, recounted here from pointing-verdicts.csv; nothing judged by a reader."""
+    verdicts = read_table(one_process / "pointing-verdicts.csv")
+    report = read_table(one_process / "reader-report.csv")
+    assert report and (one_process / "reader-report.md").is_file()
+    for line in report:
+        members = [v for v in verdicts if v["map"] == line["Map"]
+                   and (line["Finding"] == "All findings" or v["label"] == line["Finding"])]
+        assert int(line["Findings"]) == len(members)
+        hits = sum(v["auto_verdict"] == "hit" for v in members)
+        assert float(line["Automatic hit rate"]) == pytest.approx(hits / len(members), abs=1e-4)
+        assert line["Judged"] == "0" and line["Reader hit rate"] == ""

@@ -381,3 +381,24 @@ def test_review_imports_without_qt_napari_or_torch():
     out = subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
                          capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_report_puts_the_readers_hit_rate_beside_the_automatic_one(data, tmp_path,
+                                                                    checkpoint):
+    review, start = opened(data, tmp_path / "work", checkpoint)
+    review.go(start)
+    with pytest.raises(CorrelaxError, match="no verdicts"):
+        review.export_report(tmp_path / "empty")
+    review.accept(loaded(review, "a1", mass_result((3, 3), 0.4, (0, 0), 0.3)))
+    rows = review.automatic_verdicts(review.loaded["a1"])
+    review.set_verdict(0, "hit")
+    review.set_verdict(1, "miss")
+    csv_path, _ = review.export_report(tmp_path / "report")
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        lines = {(r["Finding"], r["Map"]): r for r in csv.DictReader(fh)}
+    for k, verdict in enumerate(rows[:2]):  # the two rows judged, each its own map rule
+        line = lines[(verdict.label, verdict.rule)]
+        assert line["Findings"] == "1" and line["Judged"] == "1"
+        auto = 1.0 if verdict.hit else 0.0
+        assert float(line["Automatic hit rate"]) == auto
+        assert float(line["Reader hit rate"]) == (1.0 if k == 0 else 0.0)

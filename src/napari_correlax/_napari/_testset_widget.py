@@ -45,7 +45,7 @@ from ..evaluate.pointing import lesion_labels
 from ..evaluate.review import ALL, FILTERS, WITH_FINDINGS, LoadFailure, Review, saved_settings
 from ..evaluate.verdicts import ReaderState
 from ..maps.settings import MapSettings
-from ._forms import SettingsForm, bind_keys, dock_key, path_row
+from ._forms import SettingsForm, ask_path, bind_keys, dock_key, path_row
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
 from ._testset_jobs import ReviewJobs
@@ -125,7 +125,10 @@ class TestSetReaderWidget(QWidget):
         self.image_list.currentRowChanged.connect(self._row_picked)
         nav = QHBoxLayout()
         for text, slot, tip in (("◀ Previous", self.previous_image, "PageUp"),
-                                ("Next ▶", self.next_image, "PageDown")):
+                                ("Next ▶", self.next_image, "PageDown"),
+                                ("Report…", self._pick_report,
+                                 "Save your hit rates beside the automatic ones (CSV + "
+                                 "Markdown), per label and map")):
             button = QPushButton(text)
             button.setToolTip(tip)
             button.clicked.connect(slot)
@@ -400,6 +403,12 @@ class TestSetReaderWidget(QWidget):
     def _row_picked(self, row: int) -> None:
         if row >= 0 and row != self.position:
             self.show_image(row)
+
+    def _pick_report(self) -> None:
+        path = ask_path(self, "Save the reader's report", "Report (*.csv *.md)", save=True)
+        written = self._guard(self.review.export_report, path) if path else None
+        if written:
+            show_info("saved " + ", ".join(p.name for p in written))
 
     def _browse_data(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "VinDr-Mammo folder")

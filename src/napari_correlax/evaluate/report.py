@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ __all__ = [
     "classification_report",
     "froc_report",
     "pointing_report",
+    "reader_report",
     "write_table",
 ]
 
@@ -185,3 +186,41 @@ def write_table(table: Table, stem: str | os.PathLike[str]) -> list[Path]:
     atomic_write_text(csv_path, table.to_csv())
     atomic_write_text(md_path, table.to_markdown())
     return [csv_path, md_path]
+
+
+def reader_report(rows: Iterable[Any], title: str = "Reader's verdicts beside the automatic ones"
+                  ) -> Table:
+    """Per finding label and map rule: how often the pointing game called a hit, and how
+    often the reader did.
+
+    ``rows`` are :class:`~napari_correlax.evaluate.verdicts.VerdictRow` (one per image ×
+    label × rule). Columns: the findings scored; the automatic hit rate; how many the
+    reader judged hit or miss, and the reader's hit rate among them (blank when none);
+    how many the reader marked unsure; and the agreement (reader = automatic) among the
+    judged ones. A last row pools every label per rule.
+    """
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for row in rows:
+        groups.setdefault((row.label, row.map), []).append(row)
+    out = Table(title, ["Finding", "Map", "Findings", "Automatic hit rate", "Judged",
+                        "Reader hit rate", "Unsure", "Agreement"])
+
+    def line(name: str, rule: str, members: list[Any]) -> list[Any]:
+        auto = sum(r.auto_verdict == "hit" for r in members) / len(members)
+        judged = [r for r in members if r.reader_verdict in ("hit", "miss")]
+        reader = (sum(r.reader_verdict == "hit" for r in judged) / len(judged)
+                  if judged else None)
+        agree = (sum(r.reader_verdict == r.auto_verdict for r in judged) / len(judged)
+                 if judged else None)
+        unsure = sum(r.reader_verdict == "unsure" for r in members)
+        return [name, rule, len(members), auto, len(judged), reader, unsure, agree]
+
+    for (label, rule), members in sorted(groups.items()):
+        out.rows.append(line(label, rule, members))
+    for rule in sorted({rule for _, rule in groups}):
+        pooled = [r for (_, m), members in groups.items() if m == rule for r in members]
+        out.rows.append(line("All findings", rule, pooled))
+    out.notes.append("Hit rates are over findings (image × label): the automatic one over "
+                     "all, the reader's over those judged hit or miss; unsure ones are "
+                     "counted apart.")
+    return out

@@ -292,6 +292,19 @@ class Review:
         return next((k for k, r in enumerate(self.records) if r.image_id == image_id), -1)
 
     # -- status ------------------------------------------------------------------------
+    def export_report(self, stem: str | os.PathLike[str]) -> list[Path]:
+        """Write ``<stem>.csv`` and ``<stem>.md``: per label and map rule, the reader's hit
+        rate beside the automatic one, over this review's verdicts with the current
+        model and settings (:func:`~napari_correlax.evaluate.report.reader_report`)."""
+        from .report import reader_report, write_table
+
+        if self.store is None:
+            raise CorrelaxError("open a data set first: there are no verdicts to report")
+        rows = [r for r in self.store.rows() if r.settings == self.key]
+        if not rows:
+            raise CorrelaxError("no verdicts with the current model and settings yet")
+        return write_table(reader_report(rows), Path(stem).with_suffix(""))
+
     def status(self, record: Any) -> str:
         """``bad``, ``normal``, ``none``, ``open``, ``partial`` or ``done`` (module docstring)."""
         if record.image_id in self.bad:

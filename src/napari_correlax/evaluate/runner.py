@@ -376,8 +376,14 @@ def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records:
     """Rank 0: read every image's cache files and write the tables (module docstring)."""
     from .classification import per_label_metrics
     from .detection import GridMap, froc_curve
-    from .report import classification_report, froc_report, pointing_report, write_table
-    from .verdicts import VerdictStore
+    from .report import (
+        classification_report,
+        froc_report,
+        pointing_report,
+        reader_report,
+        write_table,
+    )
+    from .verdicts import VERDICTS_FILE, VerdictStore
 
     labels = list(model.labels)
     # Table 4's columns: the pointing rules of the kinds the method makes
@@ -449,6 +455,12 @@ def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records:
         store.add_automatic(found, study_id=record.study_id, split=record.split,
                             model=model_name, settings=cache.key, save=False)
     files.append(store.save())
+    # The reader's own verdicts when it reviewed in this folder (the test-set reader's
+    # work folder), else the automatic ones: per label, reader beside automatic.
+    reviewed = out / VERDICTS_FILE
+    source = VerdictStore(reviewed) if reviewed.is_file() else store
+    mine = [r for r in source.rows() if r.settings == cache.key] or store.rows()
+    files += write_table(reader_report(mine), out / "reader-report")
 
     doc = {
         "data": str(data), "split": config.split, "model": getattr(model, "checkpoint_path", None),
