@@ -239,3 +239,35 @@ def test_reader_shows_the_image_and_predictions_before_correlax_is_done(
     assert "CorRELAX refining" in widget.image_label.text()
     jobs.stop()
     assert errors == []
+
+
+def test_keys_flip_map_kinds_and_a_settings_change_asks_before_hiding_verdicts(
+    make_napari_viewer, qtbot, small_model, dataset, tmp_path, errors
+):
+    viewer = make_napari_viewer()
+    widget = open_reader(viewer, small_model, dataset, tmp_path / "work")
+    wait_for_rows(qtbot, widget)
+    findings = [lab for lab in widget.current.labels if lab != "No Finding"]
+    widget.layers.show_kind("prediction")
+    shown = {layer.name for layer in viewer.layers if layer.visible}
+    for label in findings:
+        assert f"{label} · prediction · test set" in shown
+        assert f"{label} · correlation · test set" not in shown
+    widget.layers.show_kind("correlation")
+    assert f"{findings[0]} · correlation · test set" in {
+        layer.name for layer in viewer.layers if layer.visible}
+
+    widget.set_verdict("hit")
+    key = widget.review.key
+    asked: list[str] = []
+    widget.confirm = lambda question: asked.append(question) or False  # the reader says no
+    widget.stride_spin.setValue(96)
+    widget._settings_changed()
+    assert asked and "Your 1 verdict was given" in asked[0]
+    assert widget.review.key == key and widget.stride_spin.value() == 64  # put back
+    widget.confirm = lambda question: True
+    widget.stride_spin.setValue(96)
+    widget._settings_changed()
+    assert widget.review.key != key
+    widget.jobs.stop()
+    assert errors == []

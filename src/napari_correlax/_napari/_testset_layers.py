@@ -92,6 +92,16 @@ class ReviewLayers:
         if pending is not None and layer.visible:
             _layers.add_or_update(self.viewer, [pending])
 
+    def show_kind(self, kind: str) -> None:
+        """Show one map kind (``prediction``, ``correlation`` or ``distance``) for the
+        current image's findings, hiding the other kinds: one key flips between them."""
+        self._kinds = {kind}
+        for layer in self.viewer.layers:
+            info = (layer.metadata or {}).get("correlax") or {}
+            if layer.name.endswith(f"{_layers.SEP}{PREFIX}") and info.get("map") in _SHOWN:
+                layer.visible = info["map"] == kind and (
+                    kind == "distance" or info.get("label") in self._findings)
+
     def _visible_kinds(self) -> set[str]:
         """Map kinds visible for the previous image's findings (first image: correlation)."""
         names = {kind: [_layers.layer_name(PREFIX, kind, lab) for lab in self._findings]

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -164,8 +165,10 @@ class TestSetReaderWidget(QWidget):
         """The same keys on the napari canvas (viewer keymap) and in this dock."""
         verdict = {key: (lambda v=v: self._guard(self.set_verdict, v))
                    for key, v in (("H", "hit"), ("M", "miss"), ("U", "unsure"))}
+        kinds = {key: (lambda k=k: self.layers.show_kind(k))
+                 for key, k in (("P", "prediction"), ("C", "correlation"), ("D", "distance"))}
         bind_keys(self, self.viewer, {"PageDown": self.next_image,
-                                      "PageUp": self.previous_image, **verdict})
+                                      "PageUp": self.previous_image, **verdict, **kinds})
         dock_key(self, "Ctrl+J", self.jump_edit.setFocus)
 
     # -- public ------------------------------------------------------------------------
@@ -396,9 +399,19 @@ class TestSetReaderWidget(QWidget):
     def _settings_changed(self) -> None:
         if self._opening or self.review.index is None:
             return
+        question = self.review.hides_verdicts(self.checkpoint, self.settings())
+        if question and not self.confirm(question):
+            self.form.show(self.review.settings)  # back to the maps the verdicts belong to
+            self.model_edit.setText(self.review.checkpoint or "")
+            return
         if self._configure():
             self._shown = ""
             self._rebuild_list()
+
+    def confirm(self, question: str) -> bool:
+        """Ask the reader (Yes/No); a method so scripts and tests can answer."""
+        answer = QMessageBox.question(self, "Change the map settings?", question)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _row_picked(self, row: int) -> None:
         if row >= 0 and row != self.position:

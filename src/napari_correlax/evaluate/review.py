@@ -292,6 +292,20 @@ class Review:
         return next((k for k, r in enumerate(self.records) if r.image_id == image_id), -1)
 
     # -- status ------------------------------------------------------------------------
+    def hides_verdicts(self, checkpoint: str | None, settings: MapSettings) -> str:
+        """The question to ask before changing to this model and these settings, or "":
+        the reader's verdicts belong to the current maps' key and a new key shows the
+        verdicts of the new maps (none yet). The old ones stay saved."""
+        if self.store is None or settings_key(checkpoint, settings) == self.key:
+            return ""
+        judged = sum(bool(r.reader_verdict) for r in self.store.rows() if r.settings == self.key)
+        if not judged:
+            return ""
+        return (f"Your {judged} verdict{'s' * (judged != 1)} "
+                f"{'were' if judged != 1 else 'was'} given on maps made with the current "
+                "model and settings. They stay saved, but the reader will show the verdicts "
+                "of the new maps (none yet). Change the settings?")
+
     def export_report(self, stem: str | os.PathLike[str]) -> list[Path]:
         """Write ``<stem>.csv`` and ``<stem>.md``: per label and map rule, the reader's hit
         rate beside the automatic one, over this review's verdicts with the current
