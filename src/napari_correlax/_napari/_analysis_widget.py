@@ -23,12 +23,6 @@ from typing import Any
 import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -38,6 +32,7 @@ from ..maps.kinds import kind as map_kind
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
 from . import _layers
+from ._analysis_form import build_dock
 from ._analysis_jobs import (
     AnalysisRequest,
     Failed,
@@ -47,19 +42,11 @@ from ._analysis_jobs import (
     image_pixels,
     model_badge,
 )
-from ._forms import ImageLayerCombo, LabelList, SettingsForm, ask_path, path_row
+from ._forms import ask_path
 from ._layer_queue import LayerQueue
-from ._peaks import PeakTable
-from ._progress import ThrottledProgress
 
 log = logging.getLogger(__name__)
 
-_STAGES = {
-    "model": "loading model",
-    "prepare": "preparing image",
-    "window": "windows",
-    "masks": "masks",
-}
 
 
 @dataclass
@@ -99,69 +86,7 @@ class AnalysisWidget(QWidget):
 
     # -- construction ------------------------------------------------------------------
     def _build(self) -> None:
-        form = QFormLayout()
-        self.image_combo = ImageLayerCombo(self.viewer)
-        form.addRow("Image", self.image_combo)
-        self.model_edit, row = path_row("demo model", self._browse_checkpoint,
-                                        "Classifier checkpoint (.safetensors); empty: demo model")
-        self.model_edit.editingFinished.connect(self._model_changed)
-        form.addRow("Model", row)
-        self.model_badge = QLabel()
-        self.model_badge.setWordWrap(True)
-        self.model_badge.setOpenExternalLinks(True)
-        self.model_badge.setToolTip("What the model is; read its model card before trusting maps")
-        form.addRow("", self.model_badge)
-        self.form = SettingsForm(
-            form, ("method", "device", "batch_size", "stride", "masks", "adaptive", "focus"))
-        self.method_combo = self.form.method
-        self.device_combo = self.form.device
-        self.batch_spin = self.form.batch_size
-        self.stride_spin = self.form.stride
-        self.masks_spin = self.form.masks
-        self.adaptive_check = self.form.adaptive
-        self.focus_check = self.form.focus
-        self.method_combo.currentIndexChanged.connect(self._method_changed)
-        self.form.on_change(self._settings_changed)
-        self.labels_list = LabelList()
-        self.labels_list.itemChanged.connect(self._labels_changed)
-        form.addRow("Show labels", self.labels_list)
-
-        self.run_button = QPushButton("Run")
-        self.run_button.setToolTip("Compute the maps; while running: cancel at the next batch")
-        self.run_button.clicked.connect(self._run_or_cancel)
-        self.status = QLabel("Ready.")
-        self.status.setWordWrap(True)
-        self.progress_bar = QProgressBar()
-        self.progress = ThrottledProgress(
-            self.progress_bar, self.status, parent=self,
-            describe=lambda stage, done, total: (
-                f"{_STAGES.get(stage, stage).capitalize()}: {done} / {total}"),
-            bar_format=lambda stage: f"{_STAGES.get(stage, stage)} %v / %m",
-        )
-        self.progress.reset()
-        files = QHBoxLayout()
-        for text, slot, tip in (
-            ("Boxes…", self._pick_boxes, "Ground-truth boxes from a VinDr finding_annotations.csv"),
-            ("Save…", self._pick_save, "Save the maps (.npz), per-window CSV and a PNG figure"),
-            ("Open…", self._pick_open, "Open saved results as layers without recomputing"),
-        ):
-            button = QPushButton(text)
-            button.setToolTip(tip)
-            button.clicked.connect(slot)
-            files.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
-        self.help = QLabel("Select a map layer to read what it shows.")
-        self.help.setWordWrap(True)
-        self.help.setToolTip("What the selected map layer means and its fixed colour scale")
-        layout.addWidget(self.help)
-        self.peaks = PeakTable(self.viewer)
-        layout.addWidget(self.peaks)
-        layout.addLayout(files)
-        layout.addStretch(1)
+        build_dock(self)
 
     def _set_labels(self, labels: list[str]) -> None:
         self.labels_list.set_labels(labels, self.chosen_labels() or None)

@@ -43,6 +43,7 @@ __all__ = [
     "SettingsForm",
     "ask_path",
     "bind_keys",
+    "button_row",
     "devices",
     "dock_key",
     "path_row",
@@ -319,3 +320,14 @@ class ImageLayerCombo(QComboBox):
         elif current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
+
+
+def button_row(buttons: Sequence[tuple[str, Callable[[], Any], str]]) -> QHBoxLayout:
+    """A row of push buttons from ``(text, slot, tooltip)`` triples."""
+    row = QHBoxLayout()
+    for text, slot, tip in buttons:
+        button = QPushButton(text)
+        button.setToolTip(tip)
+        button.clicked.connect(lambda _=False, f=slot: f())
+        row.addWidget(button)
+    return row

@@ -25,30 +25,26 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
     QProgressBar,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..errors import CorrelaxError
 from ..evaluate.pointing import lesion_labels
-from ..evaluate.review import ALL, FILTERS, WITH_FINDINGS, LoadFailure, Review, saved_settings
+from ..evaluate.review import ALL, WITH_FINDINGS, LoadFailure, Review, saved_settings
 from ..evaluate.verdicts import ReaderState
 from ..maps.settings import MapSettings
-from ._forms import SettingsForm, ask_path, bind_keys, dock_key, path_row
+from ._forms import ask_path, bind_keys, button_row, dock_key
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
+from ._testset_form import build_form
 from ._testset_jobs import ReviewJobs
 from ._testset_layers import PREFIX, ReviewLayers
 from ._testset_table import VerdictPanel
@@ -83,57 +79,16 @@ class TestSetReaderWidget(QWidget):
 
     # -- construction ------------------------------------------------------------------
     def _build(self) -> None:
-        form = QFormLayout()
-        self.data_edit, row = path_row("folder with finding_annotations.csv", self._browse_data,
-                                       "A data set in the VinDr-Mammo layout (CSV + images/)")
-        self.data_edit.returnPressed.connect(lambda: self._guard(self.open_dataset,
-                                                                 self.data_edit.text()))
-        form.addRow("Data", row)
-        self.work_edit = QLineEdit()
-        self.work_edit.setPlaceholderText("<data>/correlax")
-        self.work_edit.setToolTip("Where maps are cached and verdicts.csv is written")
-        form.addRow("Work folder", self.work_edit)
-        self.split_combo = QComboBox()
-        self.split_combo.setToolTip("Which split of the data set to review (test by default)")
-        self.split_combo.currentTextChanged.connect(self._list_changed)
-        form.addRow("Split", self.split_combo)
-        self.filter_combo = QComboBox()
-        self.filter_combo.setToolTip("All images, images with findings, or one label's images")
-        self.filter_combo.addItems(list(FILTERS))
-        self.filter_combo.currentTextChanged.connect(self._list_changed)
-        form.addRow("Show", self.filter_combo)
-        self.model_edit, row = path_row("demo model", self._browse_model,
-                                        "Classifier checkpoint (.safetensors); empty: demo model")
-        self.model_edit.editingFinished.connect(self._settings_changed)
-        form.addRow("Model", row)
-        self.form = SettingsForm(form, ("device", "stride", "masks"))
-        self.device_combo = self.form.device
-        self.stride_spin = self.form.stride
-        self.masks_spin = self.form.masks
-        for spin in (self.stride_spin, self.masks_spin):
-            spin.editingFinished.connect(self._settings_changed)
-        self.device_combo.currentTextChanged.connect(lambda _: self._settings_changed())
-        self.follow_check = QCheckBox("show the maps of this image's findings only")
-        self.follow_check.setChecked(True)
-        self.follow_check.setToolTip("Keep the map kinds you made visible, for each new "
-                                     "image's findings; hide the other labels' maps")
-        form.addRow("Follow", self.follow_check)
-
+        form = build_form(self)
         self.summary = QLabel("Pick a data folder.")
         self.summary.setWordWrap(True)
         self.image_list = QListWidget()
         self.image_list.setToolTip("○ not reviewed, ◐ partly, ● done, ✗ unreadable; click to open")
         self.image_list.currentRowChanged.connect(self._row_picked)
-        nav = QHBoxLayout()
-        for text, slot, tip in (("◀ Previous", self.previous_image, "PageUp"),
-                                ("Next ▶", self.next_image, "PageDown"),
-                                ("Report…", self._pick_report,
-                                 "Save your hit rates beside the automatic ones (CSV + "
-                                 "Markdown), per label and map")):
-            button = QPushButton(text)
-            button.setToolTip(tip)
-            button.clicked.connect(slot)
-            nav.addWidget(button)
+        nav = button_row((("◀ Previous", self.previous_image, "PageUp"),
+                          ("Next ▶", self.next_image, "PageDown"),
+                          ("Report…", self._pick_report, "Save your hit rates beside the "
+                           "automatic ones (CSV + Markdown), per label and map")))
         self.jump_edit = QLineEdit()
         self.jump_edit.setToolTip("Type a list number or an image id and press Enter")
         self.jump_edit.setPlaceholderText("go to: number or image id (Ctrl+J)")
@@ -429,8 +384,7 @@ class TestSetReaderWidget(QWidget):
             self._guard(self.open_dataset, path)
 
     def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Classifier checkpoint", "",
-                                              "Checkpoints (*.safetensors)")
+        path = ask_path(self, "Classifier checkpoint", "Checkpoints (*.safetensors)")
         if path:
             self.model_edit.setText(path)
             self._settings_changed()

@@ -1,0 +1,84 @@
+"""The analysis dock's controls: image and model, map settings, labels, run, progress,
+the help line, the peak table and the file buttons, bound to the dock's handlers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtWidgets import QFormLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
+
+from ._forms import ImageLayerCombo, LabelList, SettingsForm, button_row, path_row
+from ._peaks import PeakTable
+from ._progress import ThrottledProgress
+
+__all__ = ["build_dock"]
+
+#: Progress stages as the dock names them.
+STAGES = {
+    "model": "loading model",
+    "prepare": "preparing image",
+    "window": "windows",
+    "masks": "masks",
+}
+
+
+def build_dock(dock: Any) -> None:
+    """Create the dock's controls as attributes of ``dock`` and lay them out."""
+    form = QFormLayout()
+    dock.image_combo = ImageLayerCombo(dock.viewer)
+    form.addRow("Image", dock.image_combo)
+    dock.model_edit, row = path_row("demo model", dock._browse_checkpoint,
+                                    "Classifier checkpoint (.safetensors); empty: demo model")
+    dock.model_edit.editingFinished.connect(dock._model_changed)
+    form.addRow("Model", row)
+    dock.model_badge = QLabel()
+    dock.model_badge.setWordWrap(True)
+    dock.model_badge.setOpenExternalLinks(True)
+    dock.model_badge.setToolTip("What the model is; read its model card before trusting maps")
+    form.addRow("", dock.model_badge)
+    dock.form = SettingsForm(
+        form, ("method", "device", "batch_size", "stride", "masks", "adaptive", "focus"))
+    dock.method_combo = dock.form.method
+    dock.device_combo = dock.form.device
+    dock.batch_spin = dock.form.batch_size
+    dock.stride_spin = dock.form.stride
+    dock.masks_spin = dock.form.masks
+    dock.adaptive_check = dock.form.adaptive
+    dock.focus_check = dock.form.focus
+    dock.method_combo.currentIndexChanged.connect(dock._method_changed)
+    dock.form.on_change(dock._settings_changed)
+    dock.labels_list = LabelList()
+    dock.labels_list.itemChanged.connect(dock._labels_changed)
+    form.addRow("Show labels", dock.labels_list)
+
+    dock.run_button = QPushButton("Run")
+    dock.run_button.setToolTip("Compute the maps; while running: cancel at the next batch")
+    dock.run_button.clicked.connect(dock._run_or_cancel)
+    dock.status = QLabel("Ready.")
+    dock.status.setWordWrap(True)
+    dock.progress_bar = QProgressBar()
+    dock.progress = ThrottledProgress(
+        dock.progress_bar, dock.status, parent=dock,
+        describe=lambda stage, done, total: (
+            f"{STAGES.get(stage, stage).capitalize()}: {done} / {total}"),
+        bar_format=lambda stage: f"{STAGES.get(stage, stage)} %v / %m",
+    )
+    dock.progress.reset()
+    files = button_row((
+        ("Boxes…", dock._pick_boxes, "Ground-truth boxes from a VinDr finding_annotations.csv"),
+        ("Save…", dock._pick_save, "Save the maps (.npz), per-window CSV and a PNG figure"),
+        ("Open…", dock._pick_open, "Open saved results as layers without recomputing"),
+    ))
+    layout = QVBoxLayout(dock)
+    layout.addLayout(form)
+    layout.addWidget(dock.run_button)
+    layout.addWidget(dock.progress_bar)
+    layout.addWidget(dock.status)
+    dock.help = QLabel("Select a map layer to read what it shows.")
+    dock.help.setWordWrap(True)
+    dock.help.setToolTip("What the selected map layer means and its fixed colour scale")
+    layout.addWidget(dock.help)
+    dock.peaks = PeakTable(dock.viewer)
+    layout.addWidget(dock.peaks)
+    layout.addLayout(files)
+    layout.addStretch(1)
