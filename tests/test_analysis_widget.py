@@ -522,3 +522,27 @@ def test_peak_summary_lists_each_label_and_centres_the_view_on_click(
     assert (float(rows[1][3]), float(rows[1][4])) == pytest.approx(tuple(centre), abs=0.5)
     table.centre_on(1)
     np.testing.assert_allclose(viewer.camera.center[-2:], image.data_to_world(centre)[-2:])
+
+
+def test_second_run_shows_an_estimate_before_it_starts(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    from napari_correlax.maps.sliding import window_layout
+
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=False, stride=64)
+    widget.run()
+    assert "left" not in widget.status.text()  # nothing measured yet
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    first = widget._analyses["phantom"].result.stats
+    per_window = first.seconds_total / first.windows_evaluated
+    widget.run()
+    text = widget.status.text()
+    assert "left (at the last run's rate)" in text
+    *_, active = window_layout(np.asarray(image.data), 256, 64)
+    from napari_correlax.maps.runtime import format_time_left
+
+    assert format_time_left(per_window * int(active.sum())) in text
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert errors == []

@@ -79,6 +79,8 @@ class AnalysisWidget(QWidget):
         self.layer_queue = LayerQueue(self.viewer, self, self._layers_added)
         self._shown: list[str] = []
         self._cancel_reason = ""
+        #: seconds per evaluated window and window side of the last run, per model+settings
+        self._rates: dict[str, tuple[float, int]] = {}
         self._build()
         self.viewer.layers.selection.events.active.connect(self._active_changed)
         self._set_labels(list(LABELS))
@@ -125,8 +127,26 @@ class AnalysisWidget(QWidget):
         self._request_sent = request
         self.progress.reset("starting…")
         self.run_button.setText("Cancel")
-        self.status.setText(f"Running on {request.image_name!r}…")
+        self.status.setText(f"Running on {request.image_name!r}…" + self._estimate(request))
         worker.start()
+
+    def _rate_key(self, request: AnalysisRequest) -> str:
+        return repr((request.checkpoint, request.settings.device,
+                     sorted(request.settings.map_fields().items())))
+
+    def _estimate(self, request: AnalysisRequest) -> str:
+        """" about 3 min left" from the last run's seconds per window with this model and
+        these settings, times this image's tissue windows ("" before any such run)."""
+        from ..maps.runtime import format_time_left
+        from ..maps.sliding import window_layout
+
+        known = self._rates.get(self._rate_key(request))
+        if known is None:
+            return ""
+        per_window, window = known
+        s = request.settings
+        *_, active = window_layout(request.pixels, window, s.stride, s.reach, s.min_tissue)
+        return f" {format_time_left(per_window * int(active.sum()))} (at the last run's rate)"
 
     def cancel(self) -> None:
         """Ask the running worker to stop at its next yield (between batches)."""
@@ -207,6 +227,9 @@ class AnalysisWidget(QWidget):
         st = outcome.stats
         self.status.setText(f"Done: {st.windows_evaluated} windows in {st.seconds_total:.1f} s "
                             f"on {st.device}.")
+        if self._request_sent is not None and st.windows_evaluated:
+            self._rates[self._rate_key(self._request_sent)] = (
+                st.seconds_total / st.windows_evaluated, outcome.window)
 
     def _on_finished(self) -> None:
         aborted = self._worker is not None and self._worker.abort_requested

@@ -36,6 +36,7 @@ __all__ = [
     "predict",
     "predict_steps",
     "prepare_image",
+    "window_layout",
 ]
 
 #: Rows of the fused image normalised at a time by :class:`WindowFeeder`.
@@ -98,6 +99,23 @@ class PreparedImage:
         return out
 
 
+def window_layout(
+    pixels: np.ndarray, window: int, stride: int, reach: str = DEFAULT_REACH,
+    min_tissue: float = DEFAULT_MIN_TISSUE,
+) -> tuple[BreastROI, WindowGrid, np.ndarray, np.ndarray]:
+    """The breast ROI, window grid, tissue fraction and evaluated windows of an image
+    (original pixels; no fusion, so it is cheap enough to count windows before a run).
+
+    An image without tissue (blank) evaluates every window.
+    """
+    roi = breast_roi(pixels)
+    grid = WindowGrid.covering(pixels.shape, roi.box, window=window, stride=stride, reach=reach)
+    if roi.mask.any():
+        tissue = grid.fraction_inside(roi.mask)
+        return roi, grid, tissue, tissue >= min_tissue
+    return roi, grid, np.ones(grid.shape), np.ones(grid.shape, dtype=bool)
+
+
 def prepare_image(
     image: Mammogram | np.ndarray,
     model: ImageModelLike,
@@ -130,14 +148,7 @@ def prepare_image(
             f"(the paper uses 48)", label)
     profile = preprocessing_of(model)
     source = _model_input(image, pixels, profile)
-    roi = breast_roi(source)
-    grid = WindowGrid.covering(pixels.shape, roi.box, window=window, stride=stride, reach=reach)
-    if roi.mask.any():
-        tissue = grid.fraction_inside(roi.mask)
-        active = tissue >= min_tissue
-    else:
-        tissue = np.ones(grid.shape)
-        active = np.ones(grid.shape, dtype=bool)
+    roi, grid, tissue, active = window_layout(source, window, stride, reach, min_tissue)
     if not active.any():
         raise CorrelaxError(
             f"no {window} px window holds at least {min_tissue:.0%} breast tissue at stride "
