@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
@@ -199,14 +199,15 @@ def tune_cpu_allocator() -> bool:
         return False
 
 
-def map_images(args: argparse.Namespace, method: str, command: str
-               ) -> Generator[tuple[Path, Mammogram, MapResult, Path], None, int]:
-    """Run ``method`` on each of ``args.images`` with the options' settings.
+def map_images(args: argparse.Namespace, method: str, command: str,
+               write: Callable[[Path, Mammogram, MapResult, Path], None]) -> int:
+    """Run ``method`` on each of ``args.images`` with the options' settings and hand each
+    result to ``write(image path, Mammogram, MapResult, output stem)``.
 
-    Yields ``(image path, Mammogram, MapResult, output stem)`` per image that worked;
-    an image that fails is reported on stderr as one line (``correlax <command>:
-    error: <file>: <reason>``) and skipped. Returns (``StopIteration.value``) the number
-    of failures. Loads the model once; on a CPU lets glibc keep freed memory.
+    An image that fails (reading, the maps, or ``write`` raising CorrelaxError) is
+    reported on stderr as one line (``correlax <command>: error: <file>: <reason>``) and
+    skipped. Loads the model once; on a CPU lets glibc keep freed memory. Returns the
+    exit status: 2 when any image failed, else 0.
     """
     from ..io import read_mammogram
     from ..maps.methods import run_method
@@ -224,9 +225,8 @@ def map_images(args: argparse.Namespace, method: str, command: str
         try:
             mammo = read_mammogram(path)
             result = run_with_progress(run_method(mammo, model, settings), path.name)
+            write(path, mammo, result, args.out / path.stem)
         except CorrelaxError as exc:
             print(f"correlax {command}: error: {exc}", file=sys.stderr)
             failures += 1
-            continue
-        yield path, mammo, result, args.out / path.stem
-    return failures
+    return 2 if failures else 0

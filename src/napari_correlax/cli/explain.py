@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from .common import (
     Subparsers,
@@ -107,17 +105,8 @@ def explain_summary(path: Path, mammo: Mammogram, result: MapResult) -> dict[str
 def run(args: argparse.Namespace) -> int:
     from ..figures import save_overlay
 
-    images = map_images(args, "correlax", "explain")
-    while True:
-        try:
-            path, mammo, result, stem = next(images)
-        except StopIteration as stop:
-            return 2 if stop.value else 0
-        try:
-            labels = png_labels(result, args.labels)
-        except CorrelaxError as exc:
-            print(f"correlax explain: error: {exc}", file=sys.stderr)
-            return 2
+    def write(path: Path, mammo: Mammogram, result: MapResult, stem: Path) -> None:
+        labels = png_labels(result, args.labels)
         result.save(stem.with_suffix(".npz"))
         save_overlay(
             stem.with_suffix(".png"), mammo.pixels, result,
@@ -129,3 +118,5 @@ def run(args: argparse.Namespace) -> int:
         st = result.stats
         print(f"{path}: {st.windows_evaluated} windows ({st.windows_focus} in focus), "
               f"{st.masks_total} masked passes in {st.seconds_total} s -> {stem}.npz")
+
+    return map_images(args, "correlax", "explain", write)

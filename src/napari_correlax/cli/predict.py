@@ -63,15 +63,12 @@ def summary(image_path: Path, mammo: Mammogram, result: MapResult,
 def run(args: argparse.Namespace) -> int:
     from ..figures import save_overlay
 
-    images = map_images(args, "prediction", "predict")
-    while True:
-        try:
-            path, mammo, result, stem = next(images)
-        except StopIteration as stop:
-            return 2 if stop.value else 0
+    def write(path: Path, mammo: Mammogram, result: MapResult, stem: Path) -> None:
         result.save(stem.with_suffix(".npz"))
         save_overlay(stem.with_suffix(".png"), mammo.pixels, result, labels=args.labels)
         doc = summary(path, mammo, result)
         atomic_write_text(stem.with_suffix(".json"), json.dumps(doc, indent=2, default=str))
         print(f"{path}: {result.stats.windows_evaluated} windows in "
               f"{result.stats.seconds_total} s -> {stem}.npz")
+
+    return map_images(args, "prediction", "predict", write)
