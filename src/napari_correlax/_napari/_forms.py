@@ -105,10 +105,6 @@ def devices() -> list[str]:
     return out
 
 
-def _check(text: str) -> QCheckBox:
-    return QCheckBox(text)
-
-
 class SettingsForm:
     """Controls for some :class:`MapSettings` fields, added to a ``QFormLayout``.
 
@@ -163,7 +159,7 @@ class SettingsForm:
             return dbl, "Focus share"
         if name in ("adaptive", "focus"):
             text = {"adaptive": "adaptive (stop when stable)", "focus": "focus"}[name]
-            return _check(text), name.capitalize()
+            return QCheckBox(text), name.capitalize()
         ranges = {"batch_size": (1, 4096, 1, "Batch size"), "stride": (8, 4096, 8, "Stride (px)"),
                   "masks": (2, 100000, 128, "Masks"), "seed": (0, 2**31 - 1, 1, "Seed"),
                   "min_masks": (2, 100000, 64, "Minimum masks")}

@@ -136,11 +136,12 @@ def load_image_steps(
     name = model_fingerprint(model)[0]
     cache = ResultCache(cache_root, key, {"model": getattr(model, "checkpoint_path", None),
                                           "settings": settings.as_dict()})
-    if settings.method != "prediction" and cache.load_maps(record.image_id,
-                                                           mammogram.path) is None:
-        quick = yield from run_method(mammogram, model, settings.with_(method="prediction"))
-        yield Preview(shown(quick, key, name, final=False))
-    result = yield from image_maps_steps(mammogram, record.image_id, model, settings, cache)
+    result = cache.load_maps(record.image_id, mammogram.path)
+    if result is None:
+        if settings.method != "prediction":
+            quick = yield from run_method(mammogram, model, settings.with_(method="prediction"))
+            yield Preview(shown(quick, key, name, final=False))
+        result = yield from image_maps_steps(mammogram, record.image_id, model, settings, cache)
     cache.describe()
     return shown(replace(result, relevance=None), key, name)
 
