@@ -141,7 +141,11 @@ def test_pointing_table_matches_an_independent_recount(one_process, dataset):
         assert by_support[column] == f"{hits / total:.4f}"
         assert per_image[column] == f"{hits / images:.4f}"
     verdicts = read_table(one_process / "pointing-verdicts.csv")
-    assert len(verdicts) == 3 * total
+    normal = sum(1 for labels in ground_truth(dataset).values() if not labels)
+    # three rules per (image, lesion label), and one "did the map stay quiet?" row per
+    # rule for each normal image
+    assert len(verdicts) == 3 * total + 3 * normal
+    assert sum(v["label"] == "No Finding" for v in verdicts) == 3 * normal
 
 
 def test_crop_metrics_follow_the_table_3_layout_and_the_cached_scores(one_process, dataset):
@@ -292,8 +296,9 @@ def test_reader_report_counts_the_automatic_verdicts(one_process):
     report = read_table(one_process / "reader-report.csv")
     assert report and (one_process / "reader-report.md").is_file()
     for line in report:
-        members = [v for v in verdicts if v["map"] == line["Map"]
-                   and (line["Finding"] == "All findings" or v["label"] == line["Finding"])]
+        members = [v for v in verdicts if v["map"] == line["Map"] and (
+            v["label"] == line["Finding"] or
+            (line["Finding"] == "All findings" and v["label"] != "No Finding"))]
         assert int(line["Findings"]) == len(members)
         hits = sum(v["auto_verdict"] == "hit" for v in members)
         assert float(line["Automatic hit rate"]) == pytest.approx(hits / len(members), abs=1e-4)

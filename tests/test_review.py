@@ -152,14 +152,19 @@ def test_status_symbols_and_summary(data, tmp_path, checkpoint):
     review.accept(loaded(review, "a1", mass_result((3, 3), 0.4, (0, 0), 0.3)))
     review.automatic_verdicts(review.loaded["a1"])
     assert review.status(review.current) == "open"
+    # one line per finding, judged on the map kind viewed (correlation first)
+    assert [(f.label, f.kind, f.boxes, f.automatic()) for f in review.findings()] == [
+        ("Mass", "correlation", 1, "miss")]
     review.set_verdict(0, "hit")
-    assert review.status(review.current) == "partial"
+    assert review.status(review.current) == "partial"  # the prediction map is not judged
     assert review.describe(0)[0].startswith("◐ ")
-    review.set_verdict(1, "miss")
-    review.set_verdict(2, "unsure")
+    review.set_view("prediction")
+    assert [(f.kind, f.automatic(), f.reader_verdict) for f in review.findings()] == [
+        ("prediction", "hit >=0.25 · miss >=0.50", "")]
+    review.set_verdict(0, "unsure")
     assert review.status(review.current) == "done" and review.describe(0)[0].startswith("● ")
     assert review.summary() == "6 images: 1 reviewed, 2 to review, 1 missing or unreadable."
-    review.set_verdict(2, "")  # cleared: partial again
+    review.set_verdict(0, "")  # cleared: partial again
     assert review.status(review.current) == "partial"
     # an image found unreadable later is marked at once
     assert review.mark_bad(LONG, "truncated") == 5
@@ -174,8 +179,9 @@ def test_the_list_starts_at_the_first_image_still_to_review(data, tmp_path, chec
     review.go(start)
     review.accept(loaded(review, "a1", mass_result((3, 3), 0.4, (0, 0), 0.3)))
     review.automatic_verdicts(review.loaded["a1"])
-    for k in range(3):
-        review.set_verdict(k, "hit")
+    for kind in ("prediction", "correlation"):
+        review.set_view(kind)
+        review.set_verdict(0, "hit")
     # a1 done, a2 normal: b1 is next; the current image is kept when still listed
     assert review.list_images("test", ALL, keep="not listed") == 2
     assert review.list_images("test", WITH_FINDINGS) == 1  # b1 in [a1, b1, b2, c2]
@@ -274,22 +280,23 @@ def test_reader_overrides_are_saved_at_once_and_read_back_after_a_restart(
     review.accept(loaded(review, "a1", mass_result((3, 3), 0.4, (0, 0), 0.3)))
     review.automatic_verdicts(review.loaded["a1"])
     assert review.first_open_row() == 0
-    assert review.set_verdict(1, "hit") == 2  # overrides the automatic miss; row 2 is open
-    assert review.set_verdict(0, "unsure") == 2  # row 1 has a verdict: on to row 2
-    assert review.set_verdict(0, "") == 2  # cleared again
-    assert review.set_verdict(2, "miss") == 2  # nothing open after it: stay
-    assert review.first_open_row() == 0
+    review.set_view("prediction")
+    assert review.set_verdict(0, "hit") == 0  # one finding: nothing after it, stay
+    review.set_view("correlation")
+    assert review.set_verdict(0, "unsure") == 0
+    assert review.set_verdict(0, "miss") == 0  # agrees with the automatic miss
     assert review.set_comment(0, "max on the pectoral muscle") is True
     assert review.set_comment(0, "max on the pectoral muscle") is False  # unchanged
     with pytest.raises(CorrelaxError, match="select a finding row"):
-        review.set_verdict(3, "hit")
+        review.set_verdict(1, "hit")
     with open(work / "verdicts.csv", newline="", encoding="utf-8") as fh:
         on_disk = [(r["image_id"], r["map"], r["auto_verdict"], r["reader_verdict"],
                     r["comment"], r["settings"]) for r in csv.DictReader(fh)]
+    # the reader's prediction verdict is stored on both prediction rules
     assert on_disk == [
-        ("a1", "prediction>=0.25", "hit", "", "max on the pectoral muscle", review.key),
+        ("a1", "prediction>=0.25", "hit", "hit", "", review.key),
         ("a1", "prediction>=0.50", "miss", "hit", "", review.key),
-        ("a1", "correlation>0", "miss", "miss", "", review.key)]
+        ("a1", "correlation>0", "miss", "miss", "max on the pectoral muscle", review.key)]
     review.go(2)  # on to b2: the state now points there
     key = review.key
 
@@ -301,14 +308,16 @@ def test_reader_overrides_are_saved_at_once_and_read_back_after_a_restart(
     assert again.key == key
     assert again.list_images(state.split, state.filter, keep=state.image_id) == 2
     again.go(0)
-    assert [(r.map, r.auto_verdict, r.reader_verdict, r.comment) for r in again.rows()] == [
-        ("prediction>=0.25", "hit", "", "max on the pectoral muscle"),
-        ("prediction>=0.50", "miss", "hit", ""), ("correlation>0", "miss", "miss", "")]
-    assert again.status(again.current) == "partial"
+    assert [(f.kind, f.automatic(), f.reader_verdict, f.comment) for f in again.rows()] == [
+        ("correlation", "miss", "miss", "max on the pectoral muscle")]
+    again.set_view("prediction")
+    assert [(f.kind, f.automatic(), f.reader_verdict) for f in again.rows()] == [
+        ("prediction", "hit >=0.25 · miss >=0.50", "hit")]
+    assert again.status(again.current) == "done"
     # the maps computed again refresh the automatic columns, never the reader's
     again.automatic_verdicts(loaded(again, "a1", mass_result((3, 3), 0.7, (3, 3), 0.2)))
-    assert [(r.auto_verdict, r.reader_verdict) for r in again.rows()] == [
-        ("hit", ""), ("hit", "hit"), ("hit", "miss")]
+    assert [(r.auto_verdict, r.reader_verdict) for r in again.store.for_image("a1")] == [
+        ("hit", "hit"), ("hit", "hit"), ("hit", "miss")]
 
 
 def test_saved_state_belongs_to_its_data_folder(data, tmp_path, checkpoint):
@@ -391,14 +400,67 @@ def test_report_puts_the_readers_hit_rate_beside_the_automatic_one(data, tmp_pat
         review.export_report(tmp_path / "empty")
     review.accept(loaded(review, "a1", mass_result((3, 3), 0.4, (0, 0), 0.3)))
     rows = review.automatic_verdicts(review.loaded["a1"])
-    review.set_verdict(0, "hit")
-    review.set_verdict(1, "miss")
+    review.set_verdict(0, "hit")  # on the correlation map
+    review.set_view("prediction")
+    review.set_verdict(0, "miss")  # on the prediction map: both of its rules
     csv_path, _ = review.export_report(tmp_path / "report")
     with open(csv_path, newline="", encoding="utf-8") as fh:
         lines = {(r["Finding"], r["Map"]): r for r in csv.DictReader(fh)}
-    for k, verdict in enumerate(rows[:2]):  # the two rows judged, each its own map rule
+    for verdict in rows:  # each rule its own line
         line = lines[(verdict.label, verdict.rule)]
         assert line["Findings"] == "1" and line["Judged"] == "1"
         auto = 1.0 if verdict.hit else 0.0
         assert float(line["Automatic hit rate"]) == auto
-        assert float(line["Reader hit rate"]) == (1.0 if k == 0 else 0.0)
+        assert float(line["Reader hit rate"]) == (1.0 if verdict.map == "correlation" else 0.0)
+
+
+def test_normal_images_get_a_no_finding_line_and_false_positives_are_marked(
+        data, tmp_path, checkpoint):
+    work = tmp_path / "work"
+    review, _ = opened(data, work, checkpoint)
+    review.go(1)  # a2: no finding
+    assert review.status(review.current) == "normal"
+    review.accept(loaded(review, "a2", mass_result((3, 3), 0.4, (0, 0), 0.3)))
+    review.automatic_verdicts(review.loaded["a2"])
+    review.set_view("prediction")
+    # The highest lesion prediction is Mass 0.4 at window (3, 3), centre (127.5, 127.5):
+    # it passes >= 0.25 (a false alarm: miss) but not >= 0.50 (quiet: hit).
+    (line,) = review.findings()
+    assert (line.label, line.boxes, line.automatic(), line.location) == (
+        "No Finding", 0, "miss >=0.25 · hit >=0.50", (127.5, 127.5))
+    assert review.status(review.current) == "open"
+    with pytest.raises(CorrelaxError, match="no prediction map"):
+        review.mark_false_positive("Breast Cancer", 100.0, 110.0)
+    # A click at (100, 110) is 32.6 px from that centre: the mark snaps to it (the other
+    # windows within 48 px hold 0).
+    mark = review.mark_false_positive("Mass", 100.0, 110.0)
+    again = review.mark_false_positive("Mass", 120.0, 130.0)  # the same window: one mark
+    assert (mark.label, mark.kind, mark.location, mark.max_value, mark.reader_verdict) == (
+        "Mass", "prediction", (127.5, 127.5), 0.4, "false positive") == (
+        again.label, again.kind, again.location, again.max_value, again.reader_verdict)
+    lines = review.findings()
+    assert [(f.label, f.is_mark) for f in lines] == [("No Finding", False), ("Mass", True)]
+    assert review.status(review.current) == "open"  # marks are not verdicts to give
+    with pytest.raises(CorrelaxError, match="clear it"):
+        review.set_verdict(1, "hit")
+    review.set_verdict(0, "miss")  # the reader agrees: a false alarm
+    review.set_view("correlation")
+    assert [f.is_mark for f in review.findings()] == [False]  # the mark is on prediction
+    with open(work / "verdicts.csv", newline="", encoding="utf-8") as fh:
+        on_disk = [(r["label"], r["map"], r["auto_verdict"], r["reader_verdict"],
+                    r["max_row"]) for r in csv.DictReader(fh)]
+    assert on_disk == [
+        ("No Finding", "prediction>=0.25", "miss", "miss", "127.5"),
+        ("No Finding", "prediction>=0.50", "hit", "miss", "127.5"),
+        ("No Finding", "correlation>0", "miss", "", "31.5"),
+        ("Mass", "prediction@128,128", "", "false positive", "127.5")]
+    csv_path, _ = review.export_report(tmp_path / "report")
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        report = {(r["Finding"], r["Map"]): r for r in csv.DictReader(fh)}
+    assert report[("No Finding", "prediction>=0.50")]["Reader hit rate"] == "0.0000"
+    assert report[("All findings", "prediction>=0.25")]["Findings"] == "0"
+    assert report[("All findings", "prediction>=0.25")]["Marked false positives"] == "1"
+    assert report[("All findings", "correlation>0")]["Marked false positives"] == "0"
+    review.set_view("prediction")
+    review.set_verdict(1, "")  # takes the mark back
+    assert review.marks() == [] and len(review.findings()) == 1

@@ -85,7 +85,7 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
         record = widget.current
         rows = wait_for_rows(qtbot, widget)
         labels = [lab for lab in record.labels if lab != "No Finding"]
-        assert [r.label for r in rows] == [lab for lab in labels for _ in range(3)]
+        assert [r.label for r in rows] == labels  # one line per finding
         assert widget.table.rowCount() == len(rows)
         names = [layer.name for layer in viewer.layers]
         assert names[0] == "test set"
@@ -93,24 +93,32 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
         assert {f"{lab} · correlation · test set" for lab in labels} <= set(names)
         maxima = viewer.layers["maxima · test set"]
         assert len(maxima.data) == 2 * len(labels)  # one point per label and map
-        for k, row in enumerate(rows):
-            widget.select_row(k)
-            verdict = ("hit", "miss", "unsure")[(n + k) % 3]
-            if k == 0:  # by keyboard, in the dock
-                widget.table.setFocus()
-                qtbot.keyClick(widget.table, {"hit": Qt.Key.Key_H, "miss": Qt.Key.Key_M,
-                                              "unsure": Qt.Key.Key_U}[verdict])
-            else:
-                widget.set_verdict(verdict)
-            comment = f"image {n} row {k}" if k % 2 == 0 else ""
-            if comment:
+        for kind, key in (("correlation", Qt.Key.Key_C), ("prediction", Qt.Key.Key_P)):
+            widget.table.setFocus()
+            qtbot.keyClick(widget.table, key)  # the map kind shown and judged
+            rows = widget.visible_rows()
+            assert [(r.label, r.kind) for r in rows] == [(lab, kind) for lab in labels]
+            assert all(viewer.layers[f"{lab} · {kind} · test set"].visible for lab in labels)
+            for k, row in enumerate(rows):
                 widget.select_row(k)
-                widget.set_comment(comment)
-            entered[(record.image_id, row.label, row.map)] = (verdict, comment)
-        # saved at once, without any save action
-        on_disk = {(r["image_id"], r["label"], r["map"]): (r["reader_verdict"], r["comment"])
-                   for r in read_csv(work / "verdicts.csv") if r["image_id"] == record.image_id}
-        assert on_disk == {k: v for k, v in entered.items() if k[0] == record.image_id}
+                verdict = ("hit", "miss", "unsure")[(n + k + len(kind)) % 3]
+                if k == 0:  # by keyboard, in the dock
+                    widget.table.setFocus()
+                    qtbot.keyClick(widget.table, {"hit": Qt.Key.Key_H, "miss": Qt.Key.Key_M,
+                                                  "unsure": Qt.Key.Key_U}[verdict])
+                else:
+                    widget.set_verdict(verdict)
+                comment = f"image {n} row {k} {kind}" if k % 2 == 0 else ""
+                if comment:
+                    widget.select_row(k)
+                    widget.set_comment(comment)
+                entered[(record.image_id, row.label, kind)] = (verdict, comment)
+        # saved at once, without any save action; a prediction verdict on both its rules
+        on_disk = [((r["image_id"], r["label"], r["map"].split(">")[0]),
+                    (r["reader_verdict"], r["comment"]))
+                   for r in read_csv(work / "verdicts.csv") if r["image_id"] == record.image_id]
+        assert len(on_disk) == 3 * len(labels)
+        assert dict(on_disk) == {k: v for k, v in entered.items() if k[0] == record.image_id}
         assert widget.image_list.item(widget.position).text().startswith("●")
         reviewed.append(record.image_id)
         widget.next_image()
@@ -128,12 +136,13 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
     for image_id in reviewed:
         again.jump(image_id)
         rows = again.visible_rows()  # from verdicts.csv, before any map is computed
-        got = {(image_id, r.label, r.map): (r.reader_verdict, r.comment) for r in rows}
-        assert got == {k: v for k, v in entered.items() if k[0] == image_id}
+        got = {(image_id, r.label, r.kind): (r.reader_verdict, r.comment) for r in rows}
+        assert got == {k: v for k, v in entered.items()
+                       if k[0] == image_id and k[2] == "correlation"}
         assert again.image_list.item(again.position).text().startswith("●")
     rows = wait_for_rows(qtbot, again)
     assert [again.table.item(k, 4).text() for k in range(len(rows))] == [
-        entered[(again.current.image_id, r.label, r.map)][0] for r in rows]
+        entered[(again.current.image_id, r.label, r.kind)][0] for r in rows]
     # the same keys on the napari canvas (viewer keymap)
     keymap = {str(k): f for k, f in viewer.keymap.items()}
     again.jump(stopped_at)  # not reviewed yet
@@ -145,7 +154,8 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
     again.select_row(0)
     keymap["U"](viewer)
     assert again.visible_rows()[0].reader_verdict == "unsure"
-    assert again.table.currentRow() == 1  # on to the next row without a verdict
+    # on to the next line without a verdict (none after a single finding: stay)
+    assert again.table.currentRow() == (1 if len(rows) > 1 else 0)
     qtbot.waitUntil(lambda: not again.busy, timeout=120_000)
     assert errors == []
 
@@ -270,4 +280,54 @@ def test_keys_flip_map_kinds_and_a_settings_change_asks_before_hiding_verdicts(
     widget._settings_changed()
     assert widget.review.key != key
     widget.jobs.stop()
+    assert errors == []
+
+
+def test_a_normal_image_is_judged_and_a_click_marks_a_false_positive(
+    make_napari_viewer, qtbot, small_model, dataset, tmp_path, errors
+):
+    from types import SimpleNamespace
+
+    from napari_correlax._napari._testset_widget import ALL
+
+    work = tmp_path / "work"
+    viewer = make_napari_viewer()
+    widget = open_reader(viewer, small_model, dataset, work)
+    widget.filter_combo.setCurrentText(ALL)
+    normal = next(k for k, r in enumerate(widget.records)
+                  if all(lab == "No Finding" for lab in r.labels))
+    widget.show_image(normal)
+    (line,) = wait_for_rows(qtbot, widget)
+    assert (line.label, line.boxes) == ("No Finding", 0)
+    widget.show_kind("prediction")
+    (line,) = widget.visible_rows()
+    # the automatic verdicts, computed here from the maps: quiet (hit) when no lesion
+    # label's prediction maximum passes the rule's threshold
+    result = widget.review.loaded[widget.current.image_id].result
+    lesions = [lab for lab in result.labels if lab != "No Finding"]
+    top = max(result.peak("prediction", lab)[0] for lab in lesions)
+    assert line.automatic() == (f"{'miss' if top >= 0.25 else 'hit'} >=0.25 · "
+                                f"{'miss' if top >= 0.5 else 'hit'} >=0.50")
+    widget.set_verdict("hit")
+    assert widget.image_list.item(widget.position).text().startswith("◐")  # correlation open
+    # F arms one click; the click marks the shown label's highest window near it
+    keymap = {str(k): f for k, f in viewer.keymap.items()}
+    keymap["F"](viewer)
+    assert widget.verdicts.mark_button.isChecked()
+    (label,) = widget.layers.labels  # the lesion label with the highest prediction
+    value, (row, col) = result.peak("prediction", label)
+    assert value == top
+    click = viewer.layers["test set"].data_to_world((row + 20, col - 10))
+    for callback in list(viewer.mouse_drag_callbacks):
+        callback(viewer, SimpleNamespace(position=tuple(click)))
+    assert not widget.verdicts.mark_button.isChecked()  # one click, then disarmed
+    marks = viewer.layers["false positives · test set"]
+    assert marks.data.tolist() == [[row, col]]
+    lines = widget.visible_rows()
+    assert [(x.label, x.is_mark) for x in lines] == [("No Finding", False), (label, True)]
+    assert widget.table.item(1, 0).text() == f"✗ false positive ({label})"
+    on_disk = [r for r in read_csv(work / "verdicts.csv") if r["reader_verdict"] ==
+               "false positive"]
+    assert [(r["label"], float(r["max_row"]), float(r["max_col"])) for r in on_disk] == [
+        (label, row, col)]
     assert errors == []

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QFormLayout, QLineEdit
 
 from ..evaluate.review import FILTERS
-from ._forms import SettingsForm, path_row
+from ._forms import SettingsForm, ask_path, path_row
 
-__all__ = ["build_form"]
+__all__ = ["build_form", "pick_report"]
 
 
 def build_form(dock: Any) -> QFormLayout:
     """Create the reader's form controls as attributes of ``dock`` and return the layout."""
     form = QFormLayout()
-    dock.data_edit, row = path_row("folder with finding_annotations.csv", dock._browse_data,
+    dock.data_edit, row = path_row("folder with finding_annotations.csv", lambda: browse_data(dock),
                                    "A data set in the VinDr-Mammo layout (CSV + images/)")
     dock.data_edit.returnPressed.connect(lambda: dock._guard(dock.open_dataset,
                                                              dock.data_edit.text()))
@@ -34,7 +35,7 @@ def build_form(dock: Any) -> QFormLayout:
     dock.filter_combo.addItems(list(FILTERS))
     dock.filter_combo.currentTextChanged.connect(dock._list_changed)
     form.addRow("Show", dock.filter_combo)
-    dock.model_edit, row = path_row("demo model", dock._browse_model,
+    dock.model_edit, row = path_row("demo model", lambda: browse_model(dock),
                                     "Classifier checkpoint (.safetensors); empty: demo model")
     dock.model_edit.editingFinished.connect(dock._settings_changed)
     form.addRow("Model", row)
@@ -51,3 +52,26 @@ def build_form(dock: Any) -> QFormLayout:
                                  "image's findings; hide the other labels' maps")
     form.addRow("Follow", dock.follow_check)
     return form
+
+
+def pick_report(dock: Any) -> None:
+    """Ask where to save the reader's report and write it (CSV + Markdown)."""
+    path = ask_path(dock, "Save the reader's report", "Report (*.csv *.md)", save=True)
+    written = dock._guard(dock.review.export_report, path) if path else None
+    if written:
+        show_info("saved " + ", ".join(p.name for p in written))
+
+
+def browse_data(dock: Any) -> None:
+    """Pick a VinDr-layout folder and open it."""
+    path = QFileDialog.getExistingDirectory(dock, "VinDr-Mammo folder")
+    if path:
+        dock._guard(dock.open_dataset, path)
+
+
+def browse_model(dock: Any) -> None:
+    """Pick a classifier checkpoint."""
+    path = ask_path(dock, "Classifier checkpoint", "Checkpoints (*.safetensors)")
+    if path:
+        dock.model_edit.setText(path)
+        dock._settings_changed()

@@ -47,7 +47,7 @@ class ReviewLayers:
         old = viewer.layers[PREFIX] if PREFIX in viewer.layers else None
         reset = old is None or old.data.shape != loaded.pixels.shape
         kinds = self._visible_kinds()
-        findings = lesion_labels(record.labels)
+        findings = lesion_labels(record.labels) or alarm_label(result)
         image = (loaded.pixels, {"name": PREFIX, "scale": scale, "translate": (0.0, 0.0),
                                  "colormap": "gray", "contrast_limits": (0.0, 1.0),
                                  "metadata": {"path": str(record.path),
@@ -85,6 +85,24 @@ class ReviewLayers:
         if reset:
             viewer.reset_view()
 
+    @property
+    def labels(self) -> list[str]:
+        """The labels whose maps are shown: the image's findings (a normal image: the
+        lesion label with the highest prediction, where a false alarm would be)."""
+        return list(self._findings)
+
+    def draw_marks(self, rows: list[Any], record: Any) -> None:
+        """Show the false positives the reader marked (``rows``: mark rows of ``record``)."""
+        if PREFIX not in self.viewer.layers:
+            return
+        data = np.array([[r.max_row, r.max_col] for r in rows], dtype=float).reshape(-1, 2)
+        kwargs = {"name": f"false positives{_layers.SEP}{PREFIX}", "symbol": "x",
+                  "scale": tuple(self.viewer.layers[PREFIX].scale), "size": 28,
+                  "face_color": "#ff3030", "border_color": "#ff3030",
+                  "features": {"label": [r.label for r in rows], "map": [r.kind for r in rows]},
+                  "metadata": {"correlax": {"image": PREFIX, "map": "marks"}}}
+        put_points(self.viewer, (data, kwargs, "points"))
+
     def _apply_pending(self, event: Any) -> None:
         """A hidden map layer was made visible: give it the current image's data."""
         layer = event.source
@@ -112,6 +130,15 @@ class ReviewLayers:
             self._kinds = {kind for kind, group in names.items()
                            if any(n in layers and layers[n].visible for n in group)}
         return self._kinds
+
+
+def alarm_label(result: Any) -> list[str]:
+    """``[label]`` of the lesion label with the highest prediction maximum (none without
+    maps): what a reader checks on an image without findings."""
+    if result is None:
+        return []
+    labels = lesion_labels(result.labels)
+    return [max(labels, key=lambda lab: result.peak("prediction", lab)[0])] if labels else []
 
 
 def maxima_layer(verdicts: list[Any], scale: tuple[float, ...]) -> Any:

@@ -1,6 +1,8 @@
-"""The test-set reader's verdict panel: the table of the current image's verdict rows
-(one per finding label × pointing rule), the hit / miss / unsure buttons and the comment
-box, bound to a :class:`~napari_correlax.evaluate.review.Review`."""
+"""The test-set reader's verdict panel: the table of the current image's findings (one
+line per finding label, judged on the map kind being viewed, with the automatic verdicts
+of that kind's rules beside the reader's; marked false positives below), the hit / miss /
+unsure buttons, the false-positive marker and the comment box, bound to a
+:class:`~napari_correlax.evaluate.review.Review`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QTableWidget,
@@ -21,15 +24,15 @@ from qtpy.QtWidgets import (
 
 from ..evaluate.review import Review
 
-COLUMNS = ("Label", "Map", "Max", "Auto", "Reader", "Comment")
+COLUMNS = ("Finding", "Boxes", "Max", "Auto", "Reader", "Comment")
 _AUTO = COLUMNS.index("Auto")
 #: Milliseconds after the last key press before a typed comment is saved.
 COMMENT_DELAY_MS = 300
 
 
 class VerdictTable(QTableWidget):
-    """Read-only table of :class:`~napari_correlax.evaluate.verdicts.VerdictRow` s,
-    selected by whole rows; the automatic verdict is green (hit) or red (miss)."""
+    """Read-only table of :class:`~napari_correlax.evaluate.review.Finding` s, selected
+    by whole rows; the automatic verdict is green (all hits), red (all misses) or amber."""
 
     def __init__(self) -> None:
         super().__init__(0, len(COLUMNS))
@@ -45,13 +48,16 @@ class VerdictTable(QTableWidget):
         self.blockSignals(True)
         self.setRowCount(len(rows))
         for k, row in enumerate(rows):
-            cells = (row.label, row.map, f"{row.max_value:.3f}", row.auto_verdict,
-                     row.reader_verdict, row.comment)
+            name = f"✗ false positive ({row.label})" if row.is_mark else row.label
+            cells = (name, "" if row.is_mark else str(row.boxes), f"{row.max_value:.3f}",
+                     row.automatic(), row.reader_verdict, row.comment)
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if c == _AUTO:
-                    item.setForeground(Qt.GlobalColor.green if text == "hit"
-                                       else Qt.GlobalColor.red)
+                if c == _AUTO and text:
+                    words = set(text.split()) & {"hit", "miss"}
+                    item.setForeground(Qt.GlobalColor.green if words == {"hit"} else
+                                       Qt.GlobalColor.red if words == {"miss"} else
+                                       Qt.GlobalColor.yellow)
                 self.setItem(k, c, item)
         self.resizeColumnsToContents()
         if 0 <= current < len(rows):
@@ -69,7 +75,7 @@ class VerdictPanel(QWidget):
     """
 
     def __init__(self, review: Review, guard: Callable[..., Any],
-                 changed: Callable[[], None]) -> None:
+                 changed: Callable[[], None], mark: Callable[[], None]) -> None:
         super().__init__()
         self.review = review
         self._guard = guard
@@ -87,6 +93,16 @@ class VerdictPanel(QWidget):
             button.setToolTip(f"Your verdict for the selected finding: {verdict or 'none'}")
             button.clicked.connect(lambda _=False, v=verdict: self._guard(self.set_verdict, v))
             buttons.addWidget(button)
+        self.mark_button = QPushButton("Mark FP (F)")
+        self.mark_button.setCheckable(True)
+        self.mark_button.setToolTip(
+            "Mark a false positive: press, then click on the map near the wrong peak (the "
+            "mark snaps to the highest window within 48 px). Clear on a mark removes it.")
+        self.mark_button.clicked.connect(lambda _=False: mark())
+        buttons.addWidget(self.mark_button)
+        self.view_label = QLabel("")
+        self.view_label.setToolTip("P / C switch the map kind you judge; the automatic "
+                                   "verdicts of that kind's rules stand beside yours")
         self.comment_edit = QLineEdit()
         self.comment_edit.setToolTip("Saved with the verdict of the selected row")
         self.comment_edit.setPlaceholderText("comment on the selected row")
@@ -94,6 +110,7 @@ class VerdictPanel(QWidget):
         self.comment_edit.editingFinished.connect(lambda: self.commit_comment())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view_label)
         layout.addWidget(self.table, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.comment_edit)
@@ -101,9 +118,16 @@ class VerdictPanel(QWidget):
     def show_rows(self) -> None:
         """Show the current image's rows and select the first without a reader verdict."""
         rows = self.review.rows()
+        self.view_label.setText(f"Your verdicts on the <b>{self.review.viewed_kind()}</b> "
+                                "maps (P / C to switch):")
         self.table.fill(rows)
         if rows:
             self.select_row(self.review.first_open_row())
+
+    def selected_label(self) -> str:
+        """The label of the selected line ("" when none)."""
+        lines, k = self.review.rows(), self.table.currentRow()
+        return lines[k].label if 0 <= k < len(lines) else ""
 
     def clear(self) -> None:
         """Show no rows."""

@@ -14,7 +14,9 @@ clicks and keys to it, runs its loads and the file check in napari workers
 
 Keys (napari canvas, and this dock when it has the focus): PageDown / PageUp next /
 previous image, H / M / U hit / miss / unsure for the selected row (the selection then
-moves to the next row without a verdict), Ctrl+J to the "go to" box.
+moves to the next row without a verdict), P / C / D show the prediction / correlation /
+distance maps (P and C also switch the map kind the verdicts are about), F marks a false
+positive at the next click on the map, Ctrl+J to the "go to" box.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QFileDialog,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -41,12 +42,13 @@ from ..evaluate.pointing import lesion_labels
 from ..evaluate.review import ALL, WITH_FINDINGS, LoadFailure, Review, saved_settings
 from ..evaluate.verdicts import ReaderState
 from ..maps.settings import MapSettings
-from ._forms import ask_path, bind_keys, button_row, dock_key
+from ._forms import bind_keys, button_row, dock_key
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
-from ._testset_form import build_form
+from ._testset_form import build_form, pick_report
 from ._testset_jobs import ReviewJobs
 from ._testset_layers import PREFIX, ReviewLayers
+from ._testset_marks import FalsePositiveMarker
 from ._testset_table import VerdictPanel
 
 __all__ = ["ALL", "PREFIX", "WITH_FINDINGS", "TestSetReaderWidget"]
@@ -87,7 +89,7 @@ class TestSetReaderWidget(QWidget):
         self.image_list.currentRowChanged.connect(self._row_picked)
         nav = button_row((("◀ Previous", self.previous_image, "PageUp"),
                           ("Next ▶", self.next_image, "PageDown"),
-                          ("Report…", self._pick_report, "Save your hit rates beside the "
+                          ("Report…", lambda: pick_report(self), "Save your hit rates beside the "
                            "automatic ones (CSV + Markdown), per label and map")))
         self.jump_edit = QLineEdit()
         self.jump_edit.setToolTip("Type a list number or an image id and press Enter")
@@ -101,8 +103,13 @@ class TestSetReaderWidget(QWidget):
         self.image_label = QLabel("")
         self.image_label.setWordWrap(True)
 
-        self.verdicts = VerdictPanel(self.review, self._guard,
-                                     lambda: self._refresh_item(self.position))
+        self.marker = FalsePositiveMarker(
+            self.viewer, self.review, PREFIX, labels=lambda: self.layers.labels,
+            selected=lambda: self.verdicts.selected_label(), guard=self._guard,
+            changed=lambda: (self._verdicts_changed(), self.verdicts.show_rows()),
+            armed=lambda on: self.verdicts.mark_button.setChecked(on))
+        self.verdicts = VerdictPanel(self.review, self._guard, self._verdicts_changed,
+                                     self.marker.toggle)
         self.table = self.verdicts.table
 
         layout = QVBoxLayout(self)
@@ -120,9 +127,9 @@ class TestSetReaderWidget(QWidget):
         """The same keys on the napari canvas (viewer keymap) and in this dock."""
         verdict = {key: (lambda v=v: self._guard(self.set_verdict, v))
                    for key, v in (("H", "hit"), ("M", "miss"), ("U", "unsure"))}
-        kinds = {key: (lambda k=k: self.layers.show_kind(k))
+        kinds = {key: (lambda k=k: self.show_kind(k))
                  for key, k in (("P", "prediction"), ("C", "correlation"), ("D", "distance"))}
-        bind_keys(self, self.viewer, {"PageDown": self.next_image,
+        bind_keys(self, self.viewer, {"PageDown": self.next_image, "F": self.marker.toggle,
                                       "PageUp": self.previous_image, **verdict, **kinds})
         dock_key(self, "Ctrl+J", self.jump_edit.setFocus)
 
@@ -230,6 +237,19 @@ class TestSetReaderWidget(QWidget):
         """Set the comment of the selected row (saved at once)."""
         self.verdicts.set_comment(text)
 
+    def show_kind(self, kind: str) -> None:
+        """Show one map kind for the findings; prediction and correlation also become the
+        kind the verdict table is about."""
+        self.layers.show_kind(kind)
+        if kind != "distance":
+            self.review.set_view(kind)
+            if self.current is not None and self.current.image_id in self.review.loaded:
+                self.verdicts.show_rows()
+
+    def _verdicts_changed(self) -> None:
+        self._refresh_item(self.position)
+        self.layers.draw_marks(self.review.marks(), self.current)
+
     # -- list --------------------------------------------------------------------------
     def _rebuild_list(self, keep: str = "") -> None:
         start = self.review.list_images(self.split_combo.currentText(),
@@ -323,7 +343,7 @@ class TestSetReaderWidget(QWidget):
             self.peaks.show_result(loaded.result, self.viewer.layers[PREFIX],
                                    lesion_labels(loaded.result.labels))
         self.verdicts.show_rows()
-        self._refresh_item(self.position)
+        self._verdicts_changed()
         self._update_summary()
 
     def _clear_view(self) -> None:
@@ -371,23 +391,6 @@ class TestSetReaderWidget(QWidget):
     def _row_picked(self, row: int) -> None:
         if row >= 0 and row != self.position:
             self.show_image(row)
-
-    def _pick_report(self) -> None:
-        path = ask_path(self, "Save the reader's report", "Report (*.csv *.md)", save=True)
-        written = self._guard(self.review.export_report, path) if path else None
-        if written:
-            show_info("saved " + ", ".join(p.name for p in written))
-
-    def _browse_data(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "VinDr-Mammo folder")
-        if path:
-            self._guard(self.open_dataset, path)
-
-    def _browse_model(self) -> None:
-        path = ask_path(self, "Classifier checkpoint", "Checkpoints (*.safetensors)")
-        if path:
-            self.model_edit.setText(path)
-            self._settings_changed()
 
     def _guard(self, action: Any, *args: Any) -> Any:
         try:

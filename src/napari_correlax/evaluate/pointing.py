@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..boxes import as_boxes
-from ..labels import lesion_labels
+from ..labels import NO_FINDING, lesion_labels
 
 if TYPE_CHECKING:
     from ..maps.result import MapResult
@@ -68,6 +68,7 @@ __all__ = [
     "PointingTable",
     "Verdict",
     "lesion_labels",
+    "normal_verdicts",
     "point_in_boxes",
     "pointing_table",
     "pointing_verdicts",
@@ -217,6 +218,39 @@ def pointing_verdicts(
                 value=float(value), row=float(row), col=float(col), inside=inside,
                 hit=bool(inside and rule.passes(value)), boxes=len(label_boxes),
             ))
+    return out
+
+
+def normal_verdicts(
+    result: MapResult,
+    image_id: str = "",
+    *,
+    rules: Sequence[PointingRule] = RULES,
+) -> list[Verdict]:
+    """Verdicts of an image without findings: one per rule, labelled "No Finding".
+
+    There is nothing to point at, so the question is the reverse one: does the map raise
+    an alarm? For each rule, the lesion label whose map has the highest maximum is taken;
+    the verdict is a **hit** (the map stays quiet) when that maximum does *not* pass the
+    rule, a **miss** (a false alarm) when it does. ``row``/``col`` is that maximum, so the
+    reader sees where the alarm is; ``label`` is "No Finding", ``boxes`` 0 and ``inside``
+    False. A correlation map passes "> 0" almost everywhere, so on normal images only the
+    prediction rules say much; the rows exist for every rule so the reader can judge each
+    map. These verdicts are kept apart from the pointing game's accuracy (Table 4 has no
+    normal rows); the reader's report lists them as "No Finding".
+    """
+    out: list[Verdict] = []
+    labels = lesion_labels(result.labels)
+    for rule in rules:
+        if result.get(rule.map) is None or result.get(rule.map).ndim != 3 or not labels:
+            continue
+        peaks = [(result.peak(rule.map, label), label) for label in labels]
+        (value, (row, col)), _ = max(peaks, key=lambda p: p[0][0])
+        out.append(Verdict(
+            image_id=image_id, label=NO_FINDING, rule=rule.name, map=rule.map,
+            value=float(value), row=float(row), col=float(col), inside=False,
+            hit=not rule.passes(value), boxes=0,
+        ))
     return out
 
 

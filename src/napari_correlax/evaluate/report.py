@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files import atomic_write_text
+from ..labels import NO_FINDING
 
 if TYPE_CHECKING:
     from .classification import LabelMetrics
@@ -196,31 +197,44 @@ def reader_report(rows: Iterable[Any], title: str = "Reader's verdicts beside th
     ``rows`` are :class:`~napari_correlax.evaluate.verdicts.VerdictRow` (one per image ×
     label × rule). Columns: the findings scored; the automatic hit rate; how many the
     reader judged hit or miss, and the reader's hit rate among them (blank when none);
-    how many the reader marked unsure; and the agreement (reader = automatic) among the
-    judged ones. A last row pools every label per rule.
+    how many the reader marked unsure; the agreement (reader = automatic) among the
+    judged ones; and the false positives the reader marked on that label's maps of the
+    rule's kind. A last row per rule pools the lesion labels ("No Finding" rows, where a
+    hit means the map stayed quiet on a normal image, are not pooled with them) and
+    counts every false positive marked on that kind of map, on any image.
     """
+    rows = list(rows)
+    marks: dict[tuple[str, str], int] = {}
     groups: dict[tuple[str, str], list[Any]] = {}
     for row in rows:
-        groups.setdefault((row.label, row.map), []).append(row)
+        if row.is_mark:
+            marks[(row.label, row.kind)] = marks.get((row.label, row.kind), 0) + 1
+        else:
+            groups.setdefault((row.label, row.map), []).append(row)
     out = Table(title, ["Finding", "Map", "Findings", "Automatic hit rate", "Judged",
-                        "Reader hit rate", "Unsure", "Agreement"])
+                        "Reader hit rate", "Unsure", "Agreement", "Marked false positives"])
+    kind_of = {r.map: r.kind for members in groups.values() for r in members}
 
     def line(name: str, rule: str, members: list[Any]) -> list[Any]:
-        auto = sum(r.auto_verdict == "hit" for r in members) / len(members)
+        auto = sum(r.auto_verdict == "hit" for r in members) / len(members) if members else None
         judged = [r for r in members if r.reader_verdict in ("hit", "miss")]
         reader = (sum(r.reader_verdict == "hit" for r in judged) / len(judged)
                   if judged else None)
         agree = (sum(r.reader_verdict == r.auto_verdict for r in judged) / len(judged)
                  if judged else None)
         unsure = sum(r.reader_verdict == "unsure" for r in members)
-        return [name, rule, len(members), auto, len(judged), reader, unsure, agree]
+        fps = sum(n for (lab, k), n in marks.items()
+                  if (name == "All findings" or lab == name) and k == kind_of[rule])
+        return [name, rule, len(members), auto, len(judged), reader, unsure, agree, fps]
 
     for (label, rule), members in sorted(groups.items()):
         out.rows.append(line(label, rule, members))
     for rule in sorted({rule for _, rule in groups}):
-        pooled = [r for (_, m), members in groups.items() if m == rule for r in members]
+        pooled = [r for (lab, m), members in groups.items() if m == rule and lab != NO_FINDING
+                  for r in members]
         out.rows.append(line("All findings", rule, pooled))
     out.notes.append("Hit rates are over findings (image × label): the automatic one over "
                      "all, the reader's over those judged hit or miss; unsure ones are "
-                     "counted apart.")
+                     "counted apart. \"No Finding\" rows are normal images: a hit there "
+                     "means the map raised no alarm.")
     return out

@@ -20,10 +20,18 @@ Files, under the *work folder* (default :func:`default_work_folder`):
     Each image's maps, as ``correlax evaluate --out <work folder>`` writes them
     (:mod:`napari_correlax.maps.cache`), so a batch run beforehand makes reading instant.
 
+Verdicts (:meth:`Review.findings`): one line per finding label of the image, judged on
+the map kind being viewed (:attr:`Review.view`: prediction or correlation, switched with
+the dock's P / C keys), with the automatic verdicts of that kind's pointing rules beside
+the reader's; the reader's answer is stored on each of those rules' rows, so the report
+compares it with every rule. An image without findings has one line, "No Finding": a hit
+when the map raises no alarm (:func:`~.pointing.normal_verdicts`). False positives the
+reader marks on the map (:meth:`Review.mark_false_positive`) are lines of their own.
+
 Status of an image (:meth:`Review.status`) and the symbol the list shows
-(:data:`SYMBOLS`): ``bad`` ✗ (file missing or unreadable), ``normal`` · (no finding:
-nothing to point at), ``none`` ○ (no verdict rows under this key yet), ``open`` ○ (rows,
-none judged), ``partial`` ◐ (some judged), ``done`` ● (all judged).
+(:data:`SYMBOLS`): ``bad`` ✗ (file missing or unreadable), ``none`` ○ (no verdict rows
+under this key yet; ``normal`` · for an image without findings), ``open`` ○ (rows, none
+judged), ``partial`` ◐ (some judged), ``done`` ● (all judged, on any map kind).
 
 Verdict rows belong to one cache key (:func:`~napari_correlax.maps.cache.settings_key`
 of the checkpoint and the :class:`~napari_correlax.maps.settings.MapSettings`): another
@@ -40,14 +48,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import CorrelaxError
 from ..labels import LABELS
 from ..maps.cache import settings_key
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
-from .pointing import Verdict, lesion_labels, pointing_verdicts
+from .pointing import GROW_PX, Verdict, lesion_labels, normal_verdicts, pointing_verdicts
 from .runner import LoadedImage, Preview, load_image_steps
-from .verdicts import STATE_FILE, VERDICTS_FILE, ReaderState, VerdictRow, VerdictStore
+from .verdicts import (
+    FALSE_POSITIVE,
+    STATE_FILE,
+    VERDICTS_FILE,
+    ReaderState,
+    VerdictRow,
+    VerdictStore,
+)
 
 __all__ = [
     "ALL",
@@ -55,6 +72,7 @@ __all__ = [
     "SYMBOLS",
     "TO_REVIEW",
     "WITH_FINDINGS",
+    "Finding",
     "LoadFailure",
     "Review",
     "check_steps",
@@ -72,6 +90,56 @@ FILTERS: tuple[str, ...] = (ALL, WITH_FINDINGS, *lesion_labels(LABELS))
 SYMBOLS = {"bad": "✗", "normal": "·", "none": "○", "open": "○", "partial": "◐", "done": "●"}
 #: Statuses of an image that still waits for the reader.
 TO_REVIEW = ("none", "open", "partial")
+
+
+@dataclass
+class Finding:
+    """One line of the verdict table: a finding label of the current image judged on the
+    viewed map kind (``rows``: that kind's pointing-rule rows, one per rule), or a false
+    positive the reader marked (``rows``: its one mark row)."""
+
+    label: str
+    kind: str
+    rows: list[VerdictRow]
+
+    @property
+    def is_mark(self) -> bool:
+        """True for a marked false positive."""
+        return self.rows[0].is_mark
+
+    @property
+    def boxes(self) -> int:
+        """Ground-truth boxes of the label in the image."""
+        return self.rows[0].boxes
+
+    @property
+    def reader_verdict(self) -> str:
+        """The reader's verdict ("" until given; ``false positive`` for a mark)."""
+        return self.rows[0].reader_verdict
+
+    @property
+    def comment(self) -> str:
+        """The reader's comment."""
+        return self.rows[0].comment
+
+    @property
+    def max_value(self) -> float:
+        """The map's maximum (a mark: the map's value there)."""
+        return self.rows[0].max_value
+
+    @property
+    def location(self) -> tuple[float, float]:
+        """``(row, col)`` of the maximum (or mark), original image pixels."""
+        return (self.rows[0].max_row, self.rows[0].max_col)
+
+    def automatic(self) -> str:
+        """The automatic verdicts of the kind's rules: ``"hit ≥0.25 · miss ≥0.50"``
+        (one rule: just the verdict; a mark: empty)."""
+        if self.is_mark:
+            return ""
+        if len(self.rows) == 1:
+            return self.rows[0].auto_verdict
+        return " · ".join(f"{r.auto_verdict} {r.map[len(self.kind):]}" for r in self.rows)
 
 
 @dataclass
@@ -173,6 +241,8 @@ class Review:
         self.bad: dict[str, str] = {}
         self.loaded: dict[str, LoadedImage] = {}
         self.halted = ""
+        #: The map kind the reader judges (:meth:`findings`).
+        self.view = "correlation"
 
     # -- data set ----------------------------------------------------------------------
     def open(self, data: str | os.PathLike[str], work: str | os.PathLike[str] | None = None
@@ -323,9 +393,8 @@ class Review:
         """``bad``, ``normal``, ``none``, ``open``, ``partial`` or ``done`` (module docstring)."""
         if record.image_id in self.bad:
             return "bad"
-        if not lesion_labels(record.labels):
-            return "normal"
-        return self.store.status(record.image_id, self.key) if self.store else "none"
+        status = self.store.status(record.image_id, self.key) if self.store else "none"
+        return "normal" if status == "none" and not lesion_labels(record.labels) else status
 
     def describe(self, k: int) -> tuple[str, str]:
         """List line and tooltip of the image at index ``k``."""
@@ -393,46 +462,126 @@ class Review:
 
     # -- verdicts ----------------------------------------------------------------------
     def automatic_verdicts(self, loaded: LoadedImage) -> list[Verdict]:
-        """The pointing-game verdicts of a loaded image, added to (or refreshed in) the
-        verdict file under the image's key; the reader's answers are kept."""
+        """The pointing-game verdicts of a loaded image (an image without findings: its
+        :func:`~.pointing.normal_verdicts`), added to (or refreshed in) the verdict file
+        under the image's key; the reader's answers are kept."""
         record = loaded.record
-        verdicts = pointing_verdicts(loaded.result, record.boxes, record.image_id)
+        if lesion_labels(record.labels):
+            verdicts = pointing_verdicts(loaded.result, record.boxes, record.image_id)
+        else:
+            verdicts = normal_verdicts(loaded.result, record.image_id)
         if self.store is not None:
             self.store.add_automatic(verdicts, study_id=record.study_id, split=record.split,
                                      model=loaded.model_name, settings=loaded.key)
         return verdicts
 
-    def rows(self) -> list[VerdictRow]:
-        """Verdict rows of the current image under the current key (table order)."""
+    def set_view(self, kind: str) -> None:
+        """Judge the maps of ``kind`` (``prediction``, ``correlation``, …) from now on."""
+        self.view = kind
+
+    def _image_rows(self) -> list[VerdictRow]:
         record = self.current
         if record is None or self.store is None:
             return []
         return self.store.for_image(record.image_id, self.key)
 
+    def viewed_kind(self) -> str:
+        """:attr:`view` when the current image has verdicts on that kind, else the first
+        kind it has verdicts on (a prediction-only run has no correlation rows)."""
+        kinds = [r.kind for r in self._image_rows() if not r.is_mark]
+        return self.view if self.view in kinds or not kinds else kinds[0]
+
+    def findings(self) -> list[Finding]:
+        """The verdict table of the current image under the current key: one
+        :class:`Finding` per label judged on :meth:`viewed_kind`, then the false positives
+        marked on that kind's maps."""
+        kind = self.viewed_kind()
+        rows = self._image_rows()
+        by_label: dict[str, list[VerdictRow]] = {}
+        for row in rows:
+            if not row.is_mark and row.kind == kind:
+                by_label.setdefault(row.label, []).append(row)
+        out = [Finding(label, kind, members) for label, members in by_label.items()]
+        out += [Finding(r.label, kind, [r]) for r in rows if r.is_mark and r.kind == kind]
+        return out
+
+    def rows(self) -> list[Finding]:
+        """The lines of the verdict table (:meth:`findings`)."""
+        return self.findings()
+
     def first_open_row(self) -> int:
-        """The first row without a reader verdict (0 when all have one)."""
-        return next((k for k, r in enumerate(self.rows()) if not r.reader_verdict), 0)
+        """The first line without a reader verdict (0 when all have one)."""
+        return next((k for k, r in enumerate(self.findings()) if not r.reader_verdict), 0)
+
+    def _finding(self, row: int) -> Finding:
+        lines = self.findings()
+        if self.store is None or not 0 <= row < len(lines):
+            raise CorrelaxError("select a finding row first (maps must be ready)")
+        return lines[row]
 
     def set_verdict(self, row: int, verdict: str) -> int:
-        """Set the reader's verdict of row ``row`` (``""`` clears), saved at once.
+        """Set the reader's verdict of line ``row`` (``""`` clears), saved at once.
 
-        Returns the row to go on with: the next row without a verdict after this one,
-        else this one. Raises CorrelaxError when there is no such row.
+        The verdict is stored on every pointing rule of the viewed kind. On a marked
+        false positive, ``""`` takes the mark back (it is deleted). Returns the line to go
+        on with: the next line without a verdict after this one, else this one. Raises
+        CorrelaxError when there is no such line.
         """
-        rows = self.rows()
-        if self.store is None or not 0 <= row < len(rows):
-            raise CorrelaxError("select a finding row first (maps must be ready)")
-        self.store.set_reader(rows[row].key, verdict)
-        rows = self.rows()
-        return next((j for j in range(row + 1, len(rows)) if not rows[j].reader_verdict), row)
+        finding = self._finding(row)
+        if finding.is_mark:
+            if verdict:
+                raise CorrelaxError("a marked false positive has no hit or miss: "
+                                    "clear it to take the mark back")
+            self.store.remove(finding.rows[0].key)
+        else:
+            for member in finding.rows:
+                self.store.set_reader(member.key, verdict)
+        lines = self.findings()
+        row = min(row, max(len(lines) - 1, 0))
+        return next((j for j in range(row + 1, len(lines)) if not lines[j].reader_verdict), row)
 
     def set_comment(self, row: int, text: str) -> bool:
-        """Set the comment of row ``row`` (saved at once); True when it changed."""
-        rows = self.rows()
-        if self.store is None or not 0 <= row < len(rows) or rows[row].comment == text:
+        """Set the comment of line ``row`` (saved at once); True when it changed."""
+        lines = self.findings()
+        if self.store is None or not 0 <= row < len(lines) or lines[row].comment == text:
             return False
-        self.store.set_reader(rows[row].key, None, text)
+        for member in lines[row].rows:
+            self.store.set_reader(member.key, None, text)
         return True
+
+    def mark_false_positive(self, label: str, row: float, col: float) -> Finding:
+        """Mark a false positive on the viewed map of ``label`` near ``(row, col)``
+        (original image pixels, pixel centres), saved at once.
+
+        The mark goes to the map's highest window within :data:`~.pointing.GROW_PX` of the
+        point (a click lands near a peak, rarely on it). Raises CorrelaxError when the
+        image's maps are not loaded or the map kind has no map of ``label``.
+        """
+        record = self.current
+        loaded = self.loaded.get(record.image_id) if record is not None else None
+        if loaded is None or loaded.result is None or self.store is None:
+            raise CorrelaxError("the maps of this image are not ready yet")
+        kind = self.viewed_kind()
+        result = loaded.result
+        values = result.get(kind)
+        if values is None or values.ndim != 3 or label not in result.labels:
+            raise CorrelaxError(f"this image has no {kind} map of {label!r}")
+        values = values[result.label_index(label)]
+        centres = result.grid.centres()
+        near = (np.hypot(centres[..., 0] - row, centres[..., 1] - col) <= GROW_PX) \
+            & result.window_mask
+        if not near.any():
+            raise CorrelaxError("no evaluated window near that point: click on the map")
+        i, j = np.unravel_index(int(np.argmax(np.where(near, values, -np.inf))), near.shape)
+        mark = self.store.add_mark(record.image_id, label, kind, float(centres[i, j, 0]),
+                                   float(centres[i, j, 1]), float(values[i, j]),
+                                   study_id=record.study_id, split=record.split,
+                                   model=loaded.model_name, settings=self.key)
+        return Finding(label, kind, [mark])
+
+    def marks(self) -> list[VerdictRow]:
+        """Every false positive marked on the current image (all map kinds)."""
+        return [r for r in self._image_rows() if r.reader_verdict == FALSE_POSITIVE]
 
     # -- reader state ------------------------------------------------------------------
     def state(self) -> ReaderState | None:

@@ -57,7 +57,13 @@ from ..maps.kinds import kind as map_kind
 from ..maps.methods import get_method, run_method
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
-from .pointing import lesion_labels, pointing_table, pointing_verdicts, rules_for
+from .pointing import (
+    lesion_labels,
+    normal_verdicts,
+    pointing_table,
+    pointing_verdicts,
+    rules_for,
+)
 
 if TYPE_CHECKING:
     from ..io.vindr import ImageRecord
@@ -408,7 +414,9 @@ def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records:
         image_seconds.append(sum((info.get("seconds") or {}).values()))
         found = pointing_verdicts(result, record.boxes, record.image_id, rules=rules)
         verdicts.extend(found)
-        store_rows.append((record, found))
+        # normal images: "did the map stay quiet?" rows for the reader, not Table 4
+        store_rows.append((record, found if lesion_labels(record.labels) else
+                           normal_verdicts(result, record.image_id, rules=rules)))
         for crop in info.get("crops", []):
             target = np.zeros(len(labels), dtype=np.float32)
             for lab in crop["target"]:

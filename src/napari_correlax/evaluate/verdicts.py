@@ -13,6 +13,13 @@ lies in a grown box; ``model`` the checkpoint's name; ``settings`` the key of th
 and map settings the maps came from (rows of different settings are different rows);
 ``time`` when the reader last changed the row (ISO 8601, UTC).
 
+Images without findings get rows labelled "No Finding" (a hit when the map raises no
+alarm: :func:`~napari_correlax.evaluate.pointing.normal_verdicts`). A false positive the
+reader marks on a map is a row of its own: ``map`` is ``<kind>@<row>,<col>`` (the map
+kind and the marked maximum, original image pixels), ``reader_verdict`` is
+``false positive``, ``auto_verdict`` is empty and ``max_value`` the map's value there
+(:meth:`VerdictStore.add_mark`).
+
 Safety: every change rewrites the whole file atomically (temp file + rename, fsync'd),
 so a killed process leaves the file as it was after the last completed change, never a
 half-written one. A file that exists but cannot be read is never overwritten: opening
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "FALSE_POSITIVE",
     "READER_VERDICTS",
     "STATE_FILE",
     "VERDICTS_FILE",
@@ -55,6 +63,8 @@ VERDICTS_FILE = "verdicts.csv"
 STATE_FILE = "reader-state.json"
 #: What a reader can answer (empty string: not judged yet).
 READER_VERDICTS = ("hit", "miss", "unsure")
+#: The reader verdict of a marked false positive (rows made by :meth:`VerdictStore.add_mark`).
+FALSE_POSITIVE = "false positive"
 
 
 @dataclass
@@ -77,6 +87,16 @@ class VerdictRow:
     model: str = ""
     settings: str = ""
     time: str = ""
+
+    @property
+    def is_mark(self) -> bool:
+        """True for a false positive the reader marked (not a pointing-game row)."""
+        return "@" in self.map
+
+    @property
+    def kind(self) -> str:
+        """The map kind the row is about (``prediction`` for ``prediction>=0.25``)."""
+        return self.map.split("@")[0].split(">")[0].split("<")[0]
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -116,7 +136,7 @@ def _parse_row(values: dict[str, str], line: int, path: Path) -> VerdictRow:
             raise CorrelaxError(f"line {line}: {name} {text!r} is not a number", path) from None
 
     verdict = values.get("reader_verdict", "").strip()
-    if verdict and verdict not in READER_VERDICTS:
+    if verdict and verdict not in (*READER_VERDICTS, FALSE_POSITIVE):
         raise CorrelaxError(f"line {line}: reader_verdict {verdict!r} is not one of "
                             f"{', '.join(READER_VERDICTS)}", path)
     try:
@@ -194,7 +214,7 @@ class VerdictStore:
 
     def status(self, image_id: str, settings: str | None = None) -> str:
         """``"none"`` (no rows yet), ``"open"``, ``"partial"`` or ``"done"`` (all judged)."""
-        rows = self.for_image(image_id, settings)
+        rows = [r for r in self.for_image(image_id, settings) if not r.is_mark]
         judged = sum(1 for r in rows if r.reader_verdict)
         if not rows:
             return "none"
@@ -270,6 +290,37 @@ class VerdictStore:
                 row.reader_verdict, row.comment, row.time = before
                 raise
         return row
+
+    def add_mark(self, image_id: str, label: str, kind: str, row: float, col: float,
+                 value: float, *, study_id: str = "", split: str = "", model: str = "",
+                 settings: str = "") -> VerdictRow:
+        """Record a false positive the reader marked on a ``kind`` map of ``label`` at
+        ``(row, col)`` (original image pixels), saved at once. Marking the same place
+        twice keeps one row."""
+        mark = VerdictRow(image_id=image_id, study_id=study_id, split=split, label=label,
+                          map=f"{kind}@{row:.0f},{col:.0f}", boxes=0, auto_verdict="",
+                          reader_verdict=FALSE_POSITIVE, max_value=float(value),
+                          max_row=float(row), max_col=float(col), model=model,
+                          settings=settings, time=_now())
+        if mark.key not in self._rows:
+            self._rows[mark.key] = mark
+            try:
+                self.save()
+            except BaseException:
+                del self._rows[mark.key]
+                raise
+        return self._rows[mark.key]
+
+    def remove(self, key: tuple[str, str, str, str]) -> None:
+        """Delete a row (a mark the reader takes back), saved at once."""
+        row = self._rows.pop(key, None)
+        if row is None:
+            return
+        try:
+            self.save()
+        except BaseException:
+            self._rows[key] = row
+            raise
 
     def save(self) -> Path:
         """Rewrite the CSV atomically with all rows."""

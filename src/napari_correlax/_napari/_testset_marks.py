@@ -1,0 +1,57 @@
+"""Marking false positives in the test-set reader: press F (or the dock's button), then
+click near the wrong peak on the canvas; the mark snaps to the map's highest window within
+48 px (:meth:`~napari_correlax.evaluate.review.Review.mark_false_positive`) and is saved at
+once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..evaluate.review import Review
+
+
+class FalsePositiveMarker:
+    """Arms one canvas click at a time and turns it into a false-positive mark.
+
+    ``labels()`` gives the labels whose maps are shown (the first is marked on when the
+    selected line is not a lesion label), ``selected()`` the label of the selected table
+    line, ``guard`` reports errors, ``changed()`` redraws after a mark and ``armed(on)``
+    tells the dock's button.
+    """
+
+    def __init__(self, viewer: Any, review: Review, image_layer: str, *,
+                 labels: Callable[[], list[str]], selected: Callable[[], str],
+                 guard: Callable[..., Any], changed: Callable[[], None],
+                 armed: Callable[[bool], None]) -> None:
+        self.viewer, self.review, self.image_layer = viewer, review, image_layer
+        self._labels, self._selected = labels, selected
+        self._guard, self._changed, self._armed = guard, changed, armed
+
+    @property
+    def active(self) -> bool:
+        """True while the next click will mark."""
+        return self._on_click in self.viewer.mouse_drag_callbacks
+
+    def toggle(self) -> None:
+        """Arm the next click, or disarm it."""
+        if self.active:
+            self.viewer.mouse_drag_callbacks.remove(self._on_click)
+        else:
+            self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self._armed(self.active)
+
+    def mark(self, row: float, col: float, label: str | None = None) -> None:
+        """Mark near ``(row, col)`` (image pixels) on the viewed map of ``label`` (default:
+        the selected line's label when its map is shown, else the first shown label)."""
+        shown = self._labels()
+        selected = self._selected()
+        label = label or (selected if selected in shown else next(iter(shown), ""))
+        self.review.mark_false_positive(label, row, col)
+        self._changed()
+
+    def _on_click(self, viewer: Any, event: Any) -> None:
+        if self.image_layer in viewer.layers:
+            row, col = viewer.layers[self.image_layer].world_to_data(event.position)[-2:]
+            self._guard(self.mark, float(row), float(col))
+        self.toggle()
