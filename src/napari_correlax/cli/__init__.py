@@ -17,7 +17,8 @@ from ..errors import CorrelaxError
 
 #: Subcommand modules, in help order.
 COMMANDS = (
-    "predict", "explain", "mask-sensitivity", "synth", "train", "evaluate", "import-model",
+    "predict", "explain", "mask-sensitivity", "synth", "train", "evaluate", "compare",
+    "import-model",
 )
 
 

@@ -102,12 +102,17 @@ class PointingRule:
 def rules_for(kinds: Iterable[str]) -> tuple[PointingRule, ...]:
     """The pointing rules of map kinds, in order: one per threshold of each kind's
     :attr:`~napari_correlax.maps.kinds.MapKind.pointing_thresholds` (kinds without
-    thresholds are not scored). Names read ``<kind>>=0.25`` or ``<kind>>0``."""
+    thresholds are not scored). Names read ``<kind>>=0.25`` or ``<kind>>0``; a kind scored
+    by location alone (:attr:`~napari_correlax.maps.kinds.MapKind.located`) has one rule
+    named after it that every value passes."""
     from ..maps.kinds import kind as map_kind
 
     out = []
     for name in dict.fromkeys(kinds):
         spec = map_kind(name)
+        if spec.located:
+            out.append(PointingRule(name, name, float("-inf"), False,
+                                    f"{spec.title[:1].upper()}{spec.title[1:]} Map"))
         for t in spec.pointing_thresholds:
             op = ">" if spec.strict else ">="
             value = "0" if t == 0 else f"{t:.2f}"

@@ -54,7 +54,12 @@ class MapKind:
     pointing_thresholds:
         Pointing game (docs/method.md §10): the map's maximum must reach each
         threshold to count as a hit (one rule per threshold); ``strict`` makes the
-        comparison ``>`` (correlations: ``> 0``). Empty: the kind is not scored.
+        comparison ``>`` (correlations: ``> 0``). Empty: the kind is not scored, unless
+        ``located``.
+    located:
+        Scored by where its maximum lies, whatever the value (one rule named after the
+        kind): saliency maps, whose raw values have no common scale, hit when their
+        maximum lies within 48 px of a box of the label (docs/method.md §10).
     """
 
     name: str
@@ -68,6 +73,7 @@ class MapKind:
     stack: int = 0
     pointing_thresholds: tuple[float, ...] = ()
     strict: bool = False
+    located: bool = False
 
     @property
     def colormap(self) -> str:

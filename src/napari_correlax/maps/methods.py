@@ -60,6 +60,16 @@ class MapMethod:
     uses: ClassVar[frozenset[str]] = _WINDOWS
     #: One line for tooltips.
     description: ClassVar[str] = ""
+    #: The kind ``correlax compare`` scores for this method (default: the first of
+    #: :attr:`kinds`).
+    scored: ClassVar[str] = ""
+    #: Names of the method-specific options (:attr:`MapSettings.options`) it reads.
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.scored and cls.kinds:
+            cls.scored = cls.kinds[0]
 
     def steps(
         self, image: Mammogram | np.ndarray, model: ImageModelLike, settings: MapSettings
@@ -129,6 +139,7 @@ class CorrelaxMethod(MapMethod):
     name = "correlax"
     title = "CorRELAX"
     kinds = ("prediction", "correlation", "product", "distance", "masks_used", "relevance")
+    scored = "correlation"
     uses = _WINDOWS | {"masks", "adaptive", "tolerance", "min_masks", "focus",
                        "focus_share", "seed"}
     description = ("Occlusion masks per window: how the features and each label's "

@@ -97,19 +97,29 @@ class MapResult:
     def peak(
         self, name: str = "prediction", label: str | None = None
     ) -> tuple[float, tuple[float, float]]:
-        """Maximum of a grid map and its location (window centre, original image pixels).
+        """Maximum of a map and its location (original image pixels, pixel centres).
 
-        ``name`` is a grid map (``prediction``, ``correlation``, ``product``,
-        ``distance``); ``label`` picks the channel of per-label maps. Only windows in
-        ``window_mask`` compete; ties go to the first in row-major order.
+        Grid maps (``prediction``, ``correlation``, ``product``, ``distance``, …): only
+        windows in ``window_mask`` compete and the location is the window's centre.
+        Pixel-resolution maps (:class:`~napari_correlax.maps.kinds.MapKind` resolution
+        ``"pixel"``, e.g. saliency ``(C, H, W)``): NaN pixels (not evaluated) are left
+        out and the location is the pixel. ``label`` picks the channel of per-label maps;
+        ties go to the first in row-major order.
         """
+        from .kinds import kind
+
         values = self.get(name)
         if values is None:
             raise CorrelaxError(f"this result has no {name!r} map")
+        pixel = kind(name).resolution == "pixel"
         if values.ndim == 3:
             if label is None:
                 raise CorrelaxError(f"map {name!r} is per label: name one of {self.labels}")
             values = values[self.label_index(label)]
+        if pixel:
+            finite = np.where(np.isfinite(values), values, -np.inf)
+            i, j = np.unravel_index(int(np.argmax(finite)), finite.shape)
+            return float(values[i, j]), (float(i), float(j))
         masked = np.where(self.window_mask, values, -np.inf)
         if not np.isfinite(masked).any():
             masked = values
