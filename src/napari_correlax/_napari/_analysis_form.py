@@ -7,7 +7,8 @@ from typing import Any
 
 from qtpy.QtWidgets import QFormLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
 
-from ._forms import ImageLayerCombo, LabelList, SettingsForm, button_row, path_row
+from ._compare_view import MethodComparison, flip, toggle_side_by_side
+from ._forms import ImageLayerCombo, LabelList, SettingsForm, bind_keys, button_row, path_row
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
 
@@ -37,7 +38,7 @@ def build_dock(dock: Any) -> None:
     dock.model_badge.setToolTip("What the model is; read its model card before trusting maps")
     form.addRow("", dock.model_badge)
     dock.form = SettingsForm(
-        form, ("method", "device", "batch_size", "stride", "masks", "adaptive", "focus"))
+        form, ("method", "mode", "device", "batch_size", "stride", "masks", "adaptive", "focus"))
     dock.method_combo = dock.form.method
     dock.device_combo = dock.form.device
     dock.batch_spin = dock.form.batch_size
@@ -81,4 +82,14 @@ def build_dock(dock: Any) -> None:
     dock.peaks = PeakTable(dock.viewer)
     layout.addWidget(dock.peaks)
     layout.addLayout(files)
+    dock.comparison = MethodComparison(dock.viewer)
+    layout.addLayout(button_row((
+        ("Next method (N)", lambda: flip(dock),
+         "Show the next method's map of the selected map's label (CorRELAX, each CAM "
+         "run, prediction), hiding the others"),
+        ("Side by side", lambda: toggle_side_by_side(dock),
+         "Every method's map of the selected map's label side by side over the image, "
+         "with linked zoom and pan (napari grid); press again to go back"),
+    )))
+    bind_keys(dock, dock.viewer, {"N": lambda: flip(dock)})
     layout.addStretch(1)

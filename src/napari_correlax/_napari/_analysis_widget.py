@@ -275,7 +275,7 @@ class AnalysisWidget(QWidget):
             breast=analysis.breast,
         )
         stale = [
-            _layers.layer_name(image_name, kind, lab)
+            _layers.layer_name(image_name, kind, lab, analysis.result.stats.method)
             for lab in analysis.result.labels
             if lab not in chosen
             for kind in analysis.result.maps()
@@ -337,10 +337,12 @@ class AnalysisWidget(QWidget):
         """Enable the controls the chosen method's maps depend on."""
         from ..maps.methods import get_method
 
-        uses = get_method(self.settings().method).uses
+        method = get_method(self.settings().method)
         for name, widget in self.form.widgets.items():
             if name in ("masks", "adaptive", "focus"):
-                widget.setEnabled(name in uses)
+                widget.setEnabled(name in method.uses)
+            elif name == "mode":
+                widget.setEnabled(name in method.options)
 
     def _labels_changed(self, item: Any = None) -> None:
         name = self.image_combo.currentText()

@@ -54,8 +54,11 @@ log = logging.getLogger(__name__)
 
 #: Help texts of the controls, shared by the docks.
 TOOLTIPS: dict[str, str] = {
-    "method": "Which maps to compute: prediction maps only, or CorRELAX (prediction, "
-              "correlation, product, distance, relevance)",
+    "method": "Which maps to compute: prediction maps only, CorRELAX (prediction, "
+              "correlation, product, distance, relevance), or a method of the Grad-CAM "
+              "family (a saliency map per label)",
+    "mode": "Grad-CAM family: per 256 px window at full resolution, stitched (windowed), "
+            "or once on the whole breast resized to 512 px (global, as in the literature)",
     "device": "Where the model runs: auto picks a GPU when there is one",
     "batch_size": "Windows per forward pass of the prediction pass (larger: faster on GPUs, "
                   "more memory)",
@@ -105,12 +108,17 @@ def devices() -> list[str]:
     return out
 
 
+#: Method options (:attr:`MapSettings.options`) with a control: name -> choices.
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {"mode": ("windowed", "global")}
+
+
 class SettingsForm:
     """Controls for some :class:`MapSettings` fields, added to a ``QFormLayout``.
 
     ``fields`` picks and orders them among ``method``, ``device``, ``batch_size``,
     ``stride``, ``masks``, ``adaptive``, ``focus``, ``focus_share``, ``seed``,
-    ``min_masks``. Controls are attributes named ``<field>`` (``form.stride``).
+    ``min_masks`` and the method options of :data:`OPTION_CHOICES` (``mode``; set only for
+    methods that read it). Controls are attributes named ``<field>`` (``form.stride``).
     """
 
     def __init__(self, layout: QFormLayout, fields: Sequence[str],
@@ -151,6 +159,10 @@ class SettingsForm:
             box = QComboBox()
             box.addItems(devices())
             return box, "Device"
+        if name in OPTION_CHOICES:
+            box = QComboBox()
+            box.addItems(list(OPTION_CHOICES[name]))
+            return box, name.replace("_", " ").capitalize()
         if name == "focus_share":
             dbl = QDoubleSpinBox()
             dbl.setRange(0.0, 1.0)
@@ -171,19 +183,30 @@ class SettingsForm:
     def settings(self, base: MapSettings | None = None) -> MapSettings:
         """``base`` (default :class:`MapSettings()`) with the controls' values."""
         values: dict[str, Any] = {}
+        options: dict[str, Any] = {}
         for name, widget in self.widgets.items():
-            if isinstance(widget, QComboBox):
+            if name in OPTION_CHOICES:
+                options[name] = widget.currentText()
+            elif isinstance(widget, QComboBox):
                 data = widget.currentData()
                 values[name] = data if data is not None else widget.currentText()
             elif isinstance(widget, QCheckBox):
                 values[name] = widget.isChecked()
             else:
                 values[name] = widget.value()
-        return (base or MapSettings()).with_(**values)
+        base = base or MapSettings()
+        accepted = METHODS[values.get("method", base.method)].options \
+            if values.get("method", base.method) in METHODS else frozenset()
+        merged = {**dict(base.options), **{k: v for k, v in options.items() if k in accepted}}
+        return base.with_(**values, options={k: v for k, v in merged.items()
+                                             if k in accepted or k not in OPTION_CHOICES})
 
     def show(self, settings: MapSettings) -> None:
         """Put ``settings``' values into the controls."""
         for name, widget in self.widgets.items():
+            if name in OPTION_CHOICES:
+                widget.setCurrentText(str(settings.option(name, OPTION_CHOICES[name][0])))
+                continue
             value = getattr(settings, name)
             if isinstance(widget, QComboBox):
                 index = widget.findData(value)

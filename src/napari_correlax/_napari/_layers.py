@@ -114,10 +114,16 @@ _LABEL_COLOURS = {
 _SPARE_COLOURS = ("#8dd3c7", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5")
 
 
-def layer_name(image: str, kind: str, label: str | None = None) -> str:
+def layer_name(image: str, kind: str, label: str | None = None, method: str = "") -> str:
     """Predictable layer name, label first so a narrow layer list still tells maps apart:
-    ``"<label> · <kind> · <image>"`` or ``"<kind> · <image>"``."""
+    ``"<label> · <kind> · <image>"`` or ``"<kind> · <image>"``. Kinds several methods
+    make (:attr:`~napari_correlax.maps.kinds.MapKind.by_method`, saliency) are named
+    after the ``method`` instead: ``"Mass · Grad-CAM++ · <image>"``."""
     shown = map_kind(kind).title
+    if method and map_kind(kind).by_method:
+        from ..maps.methods import METHODS
+
+        shown = METHODS[method].title if method in METHODS else method
     return SEP.join([label, shown, image] if label else [shown, image])
 
 
@@ -243,7 +249,9 @@ def map_arrays(
     )
     px_scale, px_translate = compose_transform((1.0, 1.0), (0.0, 0.0), image_scale, image_translate)
     units = "mm" if result.spacing_mm is not None else "px"
-    base = {"image": image_name, "window": result.window, "stride": result.stride, "units": units}
+    method = str(getattr(result.stats, "method", "") or "")
+    base = {"image": image_name, "window": result.window, "stride": result.stride,
+            "units": units, "method": method}
     evaluated = np.asarray(result.window_mask, dtype=bool)
     if breast is not None:
         evaluated = evaluated & centres_inside(result.grid, breast)
@@ -273,7 +281,8 @@ def map_arrays(
             continue
         data, scale, translate = placed(spec, values)
         attrs = {**base, "map": name, "label": None}
-        out.append(MapArray(layer_name(image_name, name), data, scale, translate, attrs))
+        out.append(MapArray(layer_name(image_name, name, None, method), data, scale,
+                            translate, attrs))
     for label in chosen:
         c = result.labels.index(label)
         for name, values in present:
@@ -282,8 +291,8 @@ def map_arrays(
                 continue
             data, scale, translate = placed(spec, values[c])
             attrs = {**base, "map": name, "label": label}
-            out.append(MapArray(layer_name(image_name, name, label), data, scale, translate,
-                                attrs))
+            out.append(MapArray(layer_name(image_name, name, label, method), data, scale,
+                                translate, attrs))
     return out
 
 

@@ -56,6 +56,9 @@ class MapKind:
         threshold to count as a hit (one rule per threshold); ``strict`` makes the
         comparison ``>`` (correlations: ``> 0``). Empty: the kind is not scored, unless
         ``located``.
+    by_method:
+        Several methods make maps of this kind: layer names carry the method's title
+        instead of the kind's (``Mass · Grad-CAM++ · image``).
     located:
         Scored by where its maximum lies, whatever the value (one rule named after the
         kind): saliency maps, whose raw values have no common scale, hit when their
@@ -74,6 +77,7 @@ class MapKind:
     pointing_thresholds: tuple[float, ...] = ()
     strict: bool = False
     located: bool = False
+    by_method: bool = False
 
     @property
     def colormap(self) -> str:

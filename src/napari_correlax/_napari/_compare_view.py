@@ -1,0 +1,150 @@
+"""Comparing map methods of one label on one image, in the analysis dock.
+
+Each method run on an image leaves its map layers (CorRELAX's correlation, each CAM's
+saliency, the prediction). :class:`MethodComparison` finds the ones of a label (one per
+method: the map ``correlax compare`` scores, plus the prediction) and
+
+- **flips** through them (key N): one visible at a time over the image, the others
+  hidden, the one shown selected (its colour bar and meaning in the dock);
+- shows them **side by side** in napari's grid mode: every map over its own view of the
+  mammogram (image layers sharing the image's pixels, not copies), all with one camera,
+  so panning and zooming stay linked. Leaving the grid removes those views and puts the
+  layers' order and visibility back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..maps.methods import METHODS
+from . import _layers
+
+__all__ = ["MethodComparison", "method_layers"]
+
+#: Metadata ``map`` of the image views made for the grid.
+VIEW = "comparison view"
+
+
+def _info(layer: Any) -> dict[str, Any]:
+    return (getattr(layer, "metadata", None) or {}).get("correlax") or {}
+
+
+def method_layers(viewer: Any, image_name: str, label: str) -> list[Any]:
+    """The map layers of ``label`` over ``image_name``, one per method, in the order of
+    the method registry (the prediction map last)."""
+    found: dict[str, Any] = {}
+    for layer in viewer.layers:
+        info = _info(layer)
+        if info.get("image") != image_name or info.get("label") != label:
+            continue
+        method, kind = str(info.get("method") or ""), info.get("map")
+        if method in METHODS and kind == METHODS[method].scored:
+            found.setdefault(method, layer)
+        elif kind == "prediction":
+            found.setdefault("prediction", layer)
+    order = [m for m in METHODS if m != "prediction"] + ["prediction"]
+    return [found[m] for m in order if m in found]
+
+
+class MethodComparison:
+    """Flip through, or lay side by side, the methods' maps of one label (module docstring)."""
+
+    def __init__(self, viewer: Any) -> None:
+        self.viewer = viewer
+        self._saved: tuple[list[str], dict[str, bool]] | None = None
+        self._views: list[str] = []
+
+    @property
+    def side_by_side(self) -> bool:
+        """True while the grid comparison is shown."""
+        return self._saved is not None
+
+    def flip(self, image_name: str, label: str, step: int = 1) -> str:
+        """Show the next (``step`` = 1) or previous method's map of ``label``, hiding the
+        others; the name of the layer shown ("" when there is none)."""
+        layers = method_layers(self.viewer, image_name, label)
+        if not layers:
+            return ""
+        shown = [k for k, layer in enumerate(layers) if layer.visible]
+        k = (shown[0] + step) % len(layers) if shown else 0
+        for j, layer in enumerate(layers):
+            layer.visible = j == k
+        self.viewer.layers.selection.active = layers[k]
+        return str(layers[k].name)
+
+    def show_side_by_side(self, image_name: str, label: str) -> list[str]:
+        """Lay the methods' maps of ``label`` side by side, each over its own view of the
+        image (napari grid mode, one camera); the names of the maps shown."""
+        self.leave()
+        layers = self.viewer.layers
+        maps = method_layers(self.viewer, image_name, label)
+        if image_name not in layers or not maps:
+            return []
+        image = layers[image_name]
+        self._saved = ([str(x.name) for x in layers], {str(x.name): x.visible for x in layers})
+        for layer in layers:
+            layer.visible = False
+        for k, layer in enumerate(maps):
+            view = self.viewer.add_image(
+                image.data, name=f"{image_name}{_layers.SEP}{VIEW} {k + 1}",
+                scale=image.scale, translate=image.translate, colormap=image.colormap,
+                contrast_limits=image.contrast_limits,
+                metadata={"correlax": {"image": image_name, "map": VIEW}})
+            self._views.append(str(view.name))
+            # the pairs (view, map) at the bottom of the list: grid cell k holds pair k
+            layers.move(layers.index(view), 2 * k)
+            layers.move(layers.index(layer), 2 * k + 1)
+            view.visible = layer.visible = True
+        self.viewer.grid.stride = 2
+        self.viewer.grid.shape = (-1, -1)
+        self.viewer.grid.enabled = True
+        return [str(m.name) for m in maps]
+
+    def leave(self) -> None:
+        """Back to one view: remove the image views, restore order and visibility."""
+        if self._saved is None:
+            return
+        order, visible = self._saved
+        self._saved = None
+        self.viewer.grid.enabled = False
+        self.viewer.grid.stride = 1
+        layers = self.viewer.layers
+        for name in self._views:
+            if name in layers:
+                layers.remove(name)
+        self._views = []
+        present = [name for name in order if name in layers]
+        for k, name in enumerate(present):
+            layers.move(layers.index(name), k)
+        for name in present:
+            layers[name].visible = visible[name]
+
+
+def target(dock: Any) -> tuple[str, str]:
+    """The image and label to compare in the analysis dock: those of the selected map
+    layer, else the dock's image and its first shown label."""
+    info = _info(dock.viewer.layers.selection.active)
+    if info.get("label") and info.get("image"):
+        return str(info["image"]), str(info["label"])
+    labels = dock.chosen_labels()
+    return dock.image_combo.currentText(), (labels[0] if labels else "")
+
+
+def flip(dock: Any) -> None:
+    """Key N / button: the next method's map of the target label."""
+    image, label = target(dock)
+    if not dock.comparison.flip(image, label):
+        dock.status.setText(f"No maps of {label or 'a label'} over {image or 'an image'} yet: "
+                            "run one or more methods first.")
+
+
+def toggle_side_by_side(dock: Any) -> None:
+    """Button: the methods' maps of the target label side by side, or back."""
+    if dock.comparison.side_by_side:
+        dock.comparison.leave()
+        return
+    image, label = target(dock)
+    shown = dock.comparison.show_side_by_side(image, label)
+    if not shown:
+        dock.status.setText(f"No maps of {label or 'a label'} over {image or 'an image'} to "
+                            "compare yet.")
