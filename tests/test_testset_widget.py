@@ -224,6 +224,7 @@ def test_changing_the_stride_mid_load_cancels_the_old_maps_within_one_batch(
     qtbot.waitUntil(lambda: jobs.worker is not None, timeout=30_000)
     assert jobs.worker_key != old_key  # the image is loading again with the new stride
     widget.jobs.stop()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert errors == []
 
 
@@ -248,6 +249,7 @@ def test_reader_shows_the_image_and_predictions_before_correlax_is_done(
     assert viewer.layers[PREFIX].data.shape == (widget.current.height, widget.current.width)
     assert "CorRELAX refining" in widget.image_label.text()
     jobs.stop()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert errors == []
 
 
@@ -280,6 +282,7 @@ def test_keys_flip_map_kinds_and_a_settings_change_asks_before_hiding_verdicts(
     widget._settings_changed()
     assert widget.review.key != key
     widget.jobs.stop()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert errors == []
 
 
@@ -318,8 +321,9 @@ def test_a_normal_image_is_judged_and_a_click_marks_a_false_positive(
     value, (row, col) = result.peak("prediction", label)
     assert value == top
     click = viewer.layers["test set"].data_to_world((row + 20, col - 10))
-    for callback in list(viewer.mouse_drag_callbacks):
-        callback(viewer, SimpleNamespace(position=tuple(click)))
+    (armed,) = [c for c in viewer.mouse_drag_callbacks
+                if getattr(c, "__self__", None) is widget.marker]
+    armed(viewer, SimpleNamespace(position=tuple(click)))  # what napari calls on a click
     assert not widget.verdicts.mark_button.isChecked()  # one click, then disarmed
     marks = viewer.layers["false positives · test set"]
     assert marks.data.tolist() == [[row, col]]
@@ -330,4 +334,6 @@ def test_a_normal_image_is_judged_and_a_click_marks_a_false_positive(
                "false positive"]
     assert [(r["label"], float(r["max_row"]), float(r["max_col"])) for r in on_disk] == [
         (label, row, col)]
+    widget.jobs.stop()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert errors == []

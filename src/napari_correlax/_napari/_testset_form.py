@@ -39,7 +39,9 @@ def build_form(dock: Any) -> QFormLayout:
                                     "Classifier checkpoint (.safetensors); empty: demo model")
     dock.model_edit.editingFinished.connect(dock._settings_changed)
     form.addRow("Model", row)
-    dock.form = SettingsForm(form, ("device", "stride", "masks"))
+    dock.form = SettingsForm(form, ("method", "mode", "device", "stride", "masks"))
+    dock.form.method.activated.connect(lambda _: dock._settings_changed())
+    dock.form.mode.activated.connect(lambda _: dock._settings_changed())
     dock.device_combo = dock.form.device
     dock.stride_spin = dock.form.stride
     dock.masks_spin = dock.form.masks

@@ -40,6 +40,7 @@ class ReviewJobs(QObject):
         self.worker_id = ""
         self.worker_key = ""
         self.checker: Any = None
+        self._stopped = False
 
     @property
     def busy(self) -> bool:
@@ -50,6 +51,7 @@ class ReviewJobs(QObject):
         """Start the next job the review wants, or quit one it no longer wants: an image
         it moved away from, or maps made with settings it no longer uses (a changed
         stride or model cancels the running job at its next batch instead of finishing)."""
+        self._stopped = False
         wanted = self.review.wanted()
         if self.worker is not None:
             stale = self.worker_key != self.review.key
@@ -83,7 +85,7 @@ class ReviewJobs(QObject):
     def _finished(self) -> None:
         self.worker, self.worker_id, self.worker_key = None, "", ""
         self.idle.emit()
-        if self.review.index is not None:
+        if self.review.index is not None and not self._stopped:
             self.schedule()
 
     def check(self) -> None:
@@ -106,7 +108,9 @@ class ReviewJobs(QObject):
             self.checked.emit()
 
     def stop(self) -> None:
-        """Ask both workers to quit (between two of their yields)."""
+        """Ask both workers to quit (between two of their yields); nothing new starts
+        until the next :meth:`schedule`."""
+        self._stopped = True
         for worker in (self.worker, self.checker):
             if worker is not None:
                 worker.quit()

@@ -15,7 +15,7 @@ from ..preprocess import breast_roi
 from . import _layers
 
 PREFIX = "test set"
-_PER_LABEL = ("prediction", "correlation")
+_PER_LABEL = ("prediction", "correlation", "saliency")
 _SHOWN = ("distance", *_PER_LABEL)
 
 
@@ -26,7 +26,8 @@ class ReviewLayers:
         self.viewer = viewer
         self._pending: dict[str, Any] = {}
         self._findings: list[str] = []
-        self._kinds: set[str] = {"correlation"}
+        self._kinds: set[str] = {"correlation", "saliency"}
+        self._method = ""
 
     def draw(self, loaded: Any, verdicts: list[Any], follow: bool) -> None:
         """Show the image, its maps, boxes and maxima, updating same-named layers in place.
@@ -47,6 +48,8 @@ class ReviewLayers:
         old = viewer.layers[PREFIX] if PREFIX in viewer.layers else None
         reset = old is None or old.data.shape != loaded.pixels.shape
         kinds = self._visible_kinds()
+        if result is not None and result.stats.method:
+            self._method = result.stats.method
         findings = lesion_labels(record.labels) or alarm_label(result)
         image = (loaded.pixels, {"name": PREFIX, "scale": scale, "translate": (0.0, 0.0),
                                  "colormap": "gray", "contrast_limits": (0.0, 1.0),
@@ -122,8 +125,8 @@ class ReviewLayers:
 
     def _visible_kinds(self) -> set[str]:
         """Map kinds visible for the previous image's findings (first image: correlation)."""
-        names = {kind: [_layers.layer_name(PREFIX, kind, lab) for lab in self._findings]
-                 for kind in _PER_LABEL}
+        names = {kind: [_layers.layer_name(PREFIX, kind, lab, self._method)
+                        for lab in self._findings] for kind in _PER_LABEL}
         names["distance"] = [_layers.layer_name(PREFIX, "distance")]
         layers = self.viewer.layers
         if any(n in layers for group in names.values() for n in group):

@@ -41,6 +41,7 @@ from ..errors import CorrelaxError
 from ..evaluate.pointing import lesion_labels
 from ..evaluate.review import ALL, WITH_FINDINGS, LoadFailure, Review, saved_settings
 from ..evaluate.verdicts import ReaderState
+from ..maps.methods import get_method
 from ..maps.settings import MapSettings
 from ._forms import bind_keys, button_row, dock_key
 from ._peaks import PeakTable
@@ -52,7 +53,6 @@ from ._testset_marks import FalsePositiveMarker
 from ._testset_table import VerdictPanel
 
 __all__ = ["ALL", "PREFIX", "WITH_FINDINGS", "TestSetReaderWidget"]
-
 
 
 class TestSetReaderWidget(QWidget):
@@ -238,8 +238,10 @@ class TestSetReaderWidget(QWidget):
         self.verdicts.set_comment(text)
 
     def show_kind(self, kind: str) -> None:
-        """Show one map kind for the findings; prediction and correlation also become the
-        kind the verdict table is about."""
+        """Show one map kind for the findings (``correlation``: the method's own map, a
+        saliency map for the Grad-CAM family); it also becomes the kind judged."""
+        if kind == "correlation":  # the method's own map: correlation, a CAM's saliency
+            kind = get_method(self.review.settings.method).scored
         self.layers.show_kind(kind)
         if kind != "distance":
             self.review.set_view(kind)

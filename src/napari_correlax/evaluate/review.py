@@ -53,9 +53,17 @@ import numpy as np
 from ..errors import CorrelaxError
 from ..labels import LABELS
 from ..maps.cache import settings_key
+from ..maps.methods import get_method
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
-from .pointing import GROW_PX, Verdict, lesion_labels, normal_verdicts, pointing_verdicts
+from .pointing import (
+    GROW_PX,
+    Verdict,
+    lesion_labels,
+    normal_verdicts,
+    pointing_verdicts,
+    rules_for,
+)
 from .runner import LoadedImage, Preview, load_image_steps
 from .verdicts import (
     FALSE_POSITIVE,
@@ -368,6 +376,9 @@ class Review:
         verdicts of the new maps (none yet). The old ones stay saved."""
         if self.store is None or settings_key(checkpoint, settings) == self.key:
             return ""
+        if checkpoint == self.checkpoint and settings.with_(
+                method=self.settings.method, options=self.settings.options) == self.settings:
+            return ""  # another method: verdicts are kept per method, switching back shows them
         judged = sum(bool(r.reader_verdict) for r in self.store.rows() if r.settings == self.key)
         if not judged:
             return ""
@@ -466,10 +477,12 @@ class Review:
         :func:`~.pointing.normal_verdicts`), added to (or refreshed in) the verdict file
         under the image's key; the reader's answers are kept."""
         record = loaded.record
+        rules = rules_for(get_method(self.settings.method).kinds)
         if lesion_labels(record.labels):
-            verdicts = pointing_verdicts(loaded.result, record.boxes, record.image_id)
+            verdicts = pointing_verdicts(loaded.result, record.boxes, record.image_id,
+                                         rules=rules)
         else:
-            verdicts = normal_verdicts(loaded.result, record.image_id)
+            verdicts = normal_verdicts(loaded.result, record.image_id, rules=rules)
         if self.store is not None:
             self.store.add_automatic(verdicts, study_id=record.study_id, split=record.split,
                                      model=loaded.model_name, settings=loaded.key)
