@@ -18,6 +18,7 @@ from ..errors import CorrelaxError
 #: Subcommand modules, in help order.
 COMMANDS = (
     "predict", "explain", "mask-sensitivity", "synth", "train", "evaluate", "import-model",
+    "gmic",
 )
 
 
