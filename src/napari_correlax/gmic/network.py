@@ -15,7 +15,7 @@ run too (the grid then follows :func:`.config.feature_grid_size`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -230,11 +230,6 @@ class GMIC(nn.Module):
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.config.class_names
-
-    def with_top_t(self, percent_t: float) -> GMIC:
-        """Set the top-t pooling fraction in place (validated); returns the model."""
-        self.config = replace(self.config, percent_t=float(percent_t))
-        return self
 
     def local_features(self, patches: torch.Tensor) -> torch.Tensor:
         """(N, K, h, w) patches → (N, K, 512) features: each patch repeated to 3 channels

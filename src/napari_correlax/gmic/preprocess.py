@@ -86,7 +86,7 @@ class InputTransform:
 
     def box_to_original(self, boxes: Any) -> np.ndarray:
         """Boxes (…, 4) ``(top, left, bottom, right)`` in input pixel edges (half-open,
-        as :meth:`GMICResult.patch_boxes <napari_correlax.gmic.GMICResult.patch_boxes>`)
+        as ``GMICResult.patch_boxes`` gives them)
         → the same in original pixel edges, float64 (mirroring swaps left and right)."""
         b = np.asarray(boxes, dtype=np.float64)
         top = self.start[0] + self.scale[0] * b[..., 0]
