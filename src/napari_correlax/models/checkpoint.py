@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +32,10 @@ __all__ = [
     "ModelSummary",
     "load_classifier",
     "model_summary",
+    "read_header",
     "read_metadata",
     "save_checkpoint",
+    "write_checkpoint",
 ]
 
 FORMAT = "napari-correlax-classifier"
@@ -53,17 +56,54 @@ def save_checkpoint(
     ``info`` (JSON-able: training config, metrics, model card text) is stored with the
     config. Returns the path written.
     """
+    doc = {"format": FORMAT, "version": 1, "config": model.config(), "info": info or {}}
+    return write_checkpoint(path, model.state_dict(), doc)
+
+
+def write_checkpoint(
+    path: str | os.PathLike[str], state: Mapping[str, Any], doc: dict[str, Any]
+) -> Path:
+    """Write tensors ``state`` and the JSON document ``doc`` as a checkpoint.
+
+    The tensors go to ``path`` (``.safetensors`` added if missing) with ``doc`` in the
+    header's metadata under :data:`META_KEY`; the same JSON is written beside it as
+    ``<name>.json``. Both files are written atomically. Returns the ``.safetensors`` path.
+    """
     from safetensors.torch import save
 
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
-    doc = {"format": FORMAT, "version": 1, "config": model.config(), "info": info or {}}
     text = json.dumps(doc, indent=2, sort_keys=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save(state, metadata={META_KEY: text}))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    atomic_write_bytes(path, save(tensors, metadata={META_KEY: text}))
     atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
     return path
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON document in a ``.safetensors`` file's header, or None when it has none.
+
+    Reads the header only (no torch). CorrelaxError when the file is not safetensors or
+    its document is not a JSON object.
+    """
+    p = Path(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="numpy") as fh:  # header only; no torch import
+            meta = fh.metadata() or {}
+    except Exception as exc:
+        raise CorrelaxError(f"not a safetensors checkpoint ({exc})", p) from exc
+    if META_KEY not in meta:
+        return None
+    try:
+        doc = json.loads(meta[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise CorrelaxError(f"checkpoint metadata is not valid JSON ({exc})", p) from exc
+    if not isinstance(doc, dict):
+        raise CorrelaxError("checkpoint metadata is not a JSON object", p)
+    return doc
 
 
 def _resolve(path: str | os.PathLike[str] | None) -> Path:
@@ -85,20 +125,10 @@ def _resolve(path: str | os.PathLike[str] | None) -> Path:
 def read_metadata(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The JSON document stored in a checkpoint's header (``config`` and ``info``)."""
     p = _resolve(path)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(p), framework="numpy") as fh:  # header only; no torch import
-            meta = fh.metadata() or {}
-    except Exception as exc:
-        raise CorrelaxError(f"not a safetensors checkpoint ({exc})", p) from exc
-    if META_KEY not in meta:
+    doc = read_header(p)
+    if doc is None:
         raise CorrelaxError("safetensors file has no napari-correlax metadata", p)
-    try:
-        doc = json.loads(meta[META_KEY])
-    except json.JSONDecodeError as exc:
-        raise CorrelaxError(f"checkpoint metadata is not valid JSON ({exc})", p) from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "config" not in doc:
+    if doc.get("format") != FORMAT or "config" not in doc:
         raise CorrelaxError("checkpoint metadata is not a napari-correlax classifier", p)
     return doc
 

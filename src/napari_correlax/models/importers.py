@@ -50,6 +50,7 @@ __all__ = [
     "import_to_checkpoint",
     "import_torchvision",
     "read_state_dict",
+    "read_weights",
 ]
 
 #: Names accepted by :func:`import_model` (and ``correlax import-model --format``).
@@ -75,6 +76,15 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     wrapper (as training scripts save with their optimiser state) is opened.
     """
     return _read(path)[0]
+
+
+def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state dict, provenance)`` of a file, read as :func:`read_state_dict` does.
+
+    The provenance is a JSON-able dict: the file's name, SHA-256 and size in bytes, and
+    the training epoch when a wrapper says; importers store it in a checkpoint's ``info``.
+    """
+    return _read(path)
 
 
 def import_codigotesis(

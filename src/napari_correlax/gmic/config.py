@@ -1,0 +1,137 @@
+"""GMIC hyper-parameters (docs/method.md §9): one small dataclass stored with checkpoints.
+
+Field names follow the official GMIC implementation's parameter dictionary (``K``,
+``crop_shape``, ``percent_t``, ``post_processing_dim``, ``num_classes``, ``cam_size``) so
+a reader of both can match them; the values default to the official ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import CorrelaxError
+
+__all__ = [
+    "DEFAULT_CLASS_NAMES",
+    "INPUT_SIZE",
+    "OFFICIAL_TOP_T",
+    "GMICConfig",
+    "feature_grid_size",
+]
+
+#: Input size (rows, columns) in pixels of the published models.
+INPUT_SIZE: tuple[int, int] = (2944, 1920)
+#: Output order of the published models.
+DEFAULT_CLASS_NAMES: tuple[str, ...] = ("benign", "malignant")
+#: Top-t pooling fraction of each published model, by the number in its file name
+#: (``sample_model_<i>.p``).
+OFFICIAL_TOP_T: dict[int, float] = {1: 0.02, 2: 0.03, 3: 0.03, 4: 0.05, 5: 0.1}
+
+#: Channels of the global network's feature map (ResNet-22, last stage).
+GLOBAL_CHANNELS = 256
+#: Length of the local network's feature vector (ResNet-18).
+LOCAL_CHANNELS = 512
+#: Width of the gated attention's hidden layer.
+ATTENTION_DIM = 128
+
+
+def feature_grid_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    """Rows and columns of the saliency grid for an input of ``input_size`` pixels.
+
+    The global network's stride-2 layers (7×7 convolution with padding 3, 3×3 max-pool
+    without padding, then four stride-2 3×3 convolutions with padding 1) give 46×30 cells
+    for 2944×1920 (one cell ≈ 64×64 input pixels).
+    """
+
+    def axis(n: int) -> int:
+        n = (n + 2 * 3 - 7) // 2 + 1  # first_conv
+        n = (n - 3) // 2 + 1  # first_pool
+        for _ in range(4):
+            n = (n + 2 - 3) // 2 + 1  # first block of stages 1-4
+        return n
+
+    rows, cols = (axis(int(v)) for v in input_size)
+    if rows < 1 or cols < 1:
+        raise CorrelaxError(f"input of {input_size[0]}×{input_size[1]} px is too small for GMIC")
+    return rows, cols
+
+
+@dataclass(frozen=True)
+class GMICConfig:
+    """Hyper-parameters of one GMIC model.
+
+    Attributes
+    ----------
+    num_classes
+        Outputs per image (2 for the published models: benign, malignant).
+    class_names
+        Names of the outputs, in order.
+    K
+        Number of patches retrieved per image (shared by all classes).
+    crop_shape
+        Patch size (rows, columns) in input pixels.
+    percent_t
+        Top-t pooling fraction in (0, 1]: y_global is the mean of the ``round(h·w·t)``
+        largest saliency values of each class (at least one).
+    post_processing_dim
+        Channels of the global feature map (256; the only global network supported).
+    input_size
+        Input size (rows, columns) the model was trained on, in pixels; inputs of other
+        sizes still run (the grid follows :func:`feature_grid_size`).
+    """
+
+    num_classes: int = 2
+    class_names: tuple[str, ...] = field(default=DEFAULT_CLASS_NAMES)
+    K: int = 6
+    crop_shape: tuple[int, int] = (256, 256)
+    percent_t: float = 0.02
+    post_processing_dim: int = GLOBAL_CHANNELS
+    input_size: tuple[int, int] = INPUT_SIZE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        object.__setattr__(self, "crop_shape", tuple(int(v) for v in self.crop_shape))
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        problems = []
+        if self.num_classes < 1:
+            problems.append(f"num_classes must be at least 1, not {self.num_classes}")
+        if len(self.class_names) != self.num_classes:
+            problems.append(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        if self.K < 1:
+            problems.append(f"K must be at least 1, not {self.K}")
+        if len(self.crop_shape) != 2 or min(self.crop_shape) < 1:
+            problems.append(f"crop_shape must be two positive sizes, not {self.crop_shape}")
+        if not 0.0 < float(self.percent_t) <= 1.0:
+            problems.append(f"percent_t (top t) must lie in (0, 1], not {self.percent_t}")
+        if self.post_processing_dim != GLOBAL_CHANNELS:
+            problems.append(f"post_processing_dim must be {GLOBAL_CHANNELS} (ResNet-22 global "
+                            f"network), not {self.post_processing_dim}")
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            problems.append(f"input_size must be two positive sizes, not {self.input_size}")
+        if problems:
+            raise CorrelaxError("invalid GMIC configuration: " + "; ".join(problems))
+
+    @property
+    def cam_size(self) -> tuple[int, int]:
+        """Saliency grid (rows, columns) at :attr:`input_size` (46×30 for 2944×1920)."""
+        return feature_grid_size(self.input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (lists for tuples; ``cam_size`` added for readers)."""
+        doc = asdict(self)
+        doc = {k: list(v) if isinstance(v, tuple) else v for k, v in doc.items()}
+        doc["cam_size"] = list(self.cam_size)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> GMICConfig:
+        """Inverse of :meth:`to_dict` (``cam_size`` is derived, so it is ignored)."""
+        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        unknown = sorted(set(doc) - set(known) - {"cam_size"})
+        if unknown:
+            raise CorrelaxError(f"unknown GMIC configuration keys: {', '.join(unknown)}")
+        try:
+            return cls(**known)
+        except TypeError as exc:
+            raise CorrelaxError(f"invalid GMIC configuration ({exc})") from exc
