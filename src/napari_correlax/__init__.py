@@ -18,6 +18,7 @@ _API = {
     "explain": "napari_correlax.maps",
     "explain_windows": "napari_correlax.maps",
     "load_result": "napari_correlax.maps",
+    "cam": "napari_correlax.maps.cam",
     "MapResult": "napari_correlax.maps",
     "CorrelaxError": "napari_correlax.errors",
 }
