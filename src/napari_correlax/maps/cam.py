@@ -140,7 +140,8 @@ def _label_indices(model: Any, labels: Sequence[str] | str | None) -> list[int]:
         labels = [labels]
     unknown = [label for label in labels if label not in names]
     if unknown or not labels:
-        raise CorrelaxError(f"unknown labels {unknown}; the model's labels are {names}")
+        what = f"unknown labels {unknown}" if unknown else "no labels chosen"
+        raise CorrelaxError(f"{what}; the model's labels are {names}")
     return [names.index(label) for label in labels]
 
 
