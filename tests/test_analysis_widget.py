@@ -584,19 +584,18 @@ def test_cam_methods_run_in_the_dock_and_compare_side_by_side(
     assert sorted(seen) == sorted(maps)
     # side by side: each map over its own view of the image, one camera (grid mode)
     before = [(layer.name, layer.visible) for layer in viewer.layers]
-    from napari_correlax._napari._compare_view import toggle_side_by_side
+    from napari_correlax._napari._compare_view import grid_of, toggle_side_by_side
 
+    grid = grid_of(viewer)
     toggle_side_by_side(widget)
-    assert viewer.grid.enabled and viewer.grid.stride == 2
+    assert grid.enabled and grid.stride == 2
     visible = [layer for layer in viewer.layers if layer.visible]
     assert len(visible) == 2 * len(maps)
     for k in range(len(maps)):  # pairs (view of the image, map) at the bottom of the list
         view, shown = viewer.layers[2 * k], viewer.layers[2 * k + 1]
         assert view.data is image.data and shown.name in maps
-        assert viewer.grid.position(2 * k, viewer.layers) == \
-            viewer.grid.position(2 * k + 1, viewer.layers)
-    assert len({viewer.grid.position(2 * k, viewer.layers) for k in range(len(maps))}) == \
-        len(maps)
+        assert grid.position(2 * k, viewer.layers) == grid.position(2 * k + 1, viewer.layers)
+    assert len({grid.position(2 * k, viewer.layers) for k in range(len(maps))}) == len(maps)
     toggle_side_by_side(widget)
-    assert not viewer.grid.enabled
+    assert not grid.enabled
     assert [(layer.name, layer.visible) for layer in viewer.layers] == before
