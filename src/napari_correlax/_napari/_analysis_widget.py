@@ -43,6 +43,7 @@ from ._analysis_jobs import (
     model_badge,
 )
 from ._forms import ask_path
+from ._gmic_layers import outputs_text, patches_layer
 from ._layer_queue import LayerQueue
 
 log = logging.getLogger(__name__)
@@ -225,8 +226,8 @@ class AnalysisWidget(QWidget):
         self._analyses[name] = _Analysis(outcome, pixels, self._known_boxes(layer))
         self._draw(name)
         st = outcome.stats
-        self.status.setText(f"Done: {st.windows_evaluated} windows in {st.seconds_total:.1f} s "
-                            f"on {st.device}.")
+        self.status.setText(outputs_text(outcome) or f"Done: {st.windows_evaluated} windows "
+                            f"in {st.seconds_total:.1f} s on {st.device}.")
         if self._request_sent is not None and st.windows_evaluated:
             self._rates[self._rate_key(self._request_sent)] = (
                 st.seconds_total / st.windows_evaluated, outcome.window)
@@ -285,6 +286,10 @@ class AnalysisWidget(QWidget):
         self.layer_queue.discard(stale)
         if analysis.boxes and layer is not None:
             data.append(_layers.boxes_layer_over(layer, analysis.boxes))
+        patches = patches_layer(analysis.result, image_name, image_scale=scale or (1.0, 1.0),
+                                image_translate=translate)
+        if patches is not None:
+            data.append(patches)
         if layer is not None:
             self.peaks.show_result(analysis.result, layer, chosen)
         self._shown = [kw["name"] for _, kw, kind in data if kind == "image" and kw["visible"]]
