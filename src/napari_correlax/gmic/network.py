@@ -24,7 +24,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from ..errors import CorrelaxError
-from .config import ATTENTION_DIM, GLOBAL_CHANNELS, LOCAL_CHANNELS, GMICConfig, feature_grid_size
+from .cams import cam_maps
+from .config import ATTENTION_DIM, LOCAL_CHANNELS, GMICConfig, feature_grid_size
 from .retrieval import cells_to_pixels, crop_patches, retrieve_windows, top_t_pool, window_cells
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "GMICOutput",
     "GMICResult",
     "GlobalNetwork",
+    "GlobalScore",
     "LocalNetwork",
     "PreActivationBlock",
     "SaliencyHead",
@@ -141,7 +143,10 @@ class GMICOutput:
     sigmoid saliency maps on the grid. ``patch_cells``: (N, K, 2) int64 upper-left grid
     cells (row, col) of the retrieved patches, in retrieval order; ``patch_locations``:
     the same corners in input pixels. ``attention``: (N, K) weights, summing to 1 per
-    image, in retrieval order.
+    image, in retrieval order. ``features``: the global feature map h_g (N, 256, h, w;
+    ``post_processing_dim`` channels), the output of :data:`FEATURE_LAYER`.
+    ``retrieval_map``: the map that picked the patches (``saliency`` itself unless
+    another map was given), detached.
     """
 
     y_global: torch.Tensor
@@ -151,6 +156,8 @@ class GMICOutput:
     patch_cells: torch.Tensor
     patch_locations: torch.Tensor
     attention: torch.Tensor
+    features: torch.Tensor | None = None
+    retrieval_map: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -211,14 +218,15 @@ class GMIC(nn.Module):
         config = config or GMICConfig()
         self.config = config
         c = config.num_classes
-        self.ds_net = GlobalNetwork()
-        self.left_postprocess_net = SaliencyHead(GLOBAL_CHANNELS, c)
+        channels = int(config.post_processing_dim)
+        self.ds_net = GlobalNetwork(config.global_filters, config.global_stages)
+        self.left_postprocess_net = SaliencyHead(channels, c)
         self.dn_resnet = LocalNetwork()
         self.mil_attn_V = nn.Linear(LOCAL_CHANNELS, ATTENTION_DIM, bias=False)
         self.mil_attn_U = nn.Linear(LOCAL_CHANNELS, ATTENTION_DIM, bias=False)
         self.mil_attn_w = nn.Linear(ATTENTION_DIM, 1, bias=False)
         self.classifier_linear = nn.Linear(LOCAL_CHANNELS, c, bias=False)
-        self.fusion_dnn = nn.Linear(GLOBAL_CHANNELS + LOCAL_CHANNELS, c)
+        self.fusion_dnn = nn.Linear(channels + LOCAL_CHANNELS, c)
 
     # ------------------------------------------------------------------ parts
 
@@ -247,20 +255,27 @@ class GMIC(nn.Module):
 
     # ---------------------------------------------------------------- forward
 
-    def forward(self, x: torch.Tensor, retrieval_map: torch.Tensor | None = None) -> GMICOutput:
+    def forward(self, x: torch.Tensor, retrieval_map: torch.Tensor | str | None = None
+                ) -> GMICOutput:
         """All outputs for an N×1×H×W standardised input (see :class:`GMICOutput`).
 
-        ``retrieval_map`` (N, C', h', w'), if given, replaces the saliency map for picking
-        the patches (any non-negative map on any grid covering the input, such as another
-        CAM method's); the patch size in cells then follows that grid.
+        ``retrieval_map`` chooses the map that picks the patches: None or ``"cam"`` for
+        GMIC's own saliency (the official model); the name of a gradient CAM of
+        :data:`~.cams.TRAIN_CAMS` (``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``,
+        ``"layercam"``) for that method's map of this forward pass's h_g
+        (:func:`~.cams.cam_maps`); or a tensor (N, C', h', w'), any non-negative map on
+        any grid covering the input, whose grid then sets the patch size in cells.
         """
-        _check_input(x)
+        _check_input(x, self.config.global_stages)
         cfg = self.config
         height, width = int(x.shape[2]), int(x.shape[3])
         features = self.ds_net(x)
         saliency = self.left_postprocess_net(features)
         y_global = top_t_pool(saliency, cfg.percent_t)
-        picking = saliency if retrieval_map is None else retrieval_map
+        if retrieval_map is None or isinstance(retrieval_map, str):
+            picking = cam_maps(self, features, saliency, retrieval_map or "cam")
+        else:
+            picking = retrieval_map
         grid = (int(picking.shape[2]), int(picking.shape[3]))
         window = window_cells(cfg.crop_shape, (height, width), grid)
         cells = retrieve_windows(picking, window, cfg.K)
@@ -271,9 +286,10 @@ class GMIC(nn.Module):
         y_local = torch.sigmoid(self.classifier_linear(z))
         pooled = features.amax(dim=(2, 3))
         y_fusion = torch.sigmoid(self.fusion_dnn(torch.cat([pooled, z], dim=1)))
-        return GMICOutput(y_global, y_local, y_fusion, saliency, cells, corners, attention)
+        return GMICOutput(y_global, y_local, y_fusion, saliency, cells, corners, attention,
+                          features, picking.detach())
 
-    def run(self, x: Any, retrieval_map: torch.Tensor | None = None) -> GMICResult:
+    def run(self, x: Any, retrieval_map: torch.Tensor | str | None = None) -> GMICResult:
         """:meth:`forward` without gradients on the model's device; numpy results.
 
         ``x``: N×1×H×W (or 1×H×W, or H×W) standardised input, array or tensor. The
@@ -301,10 +317,29 @@ class GMIC(nn.Module):
     def extra_repr(self) -> str:
         cfg = self.config
         return (f"classes={list(cfg.class_names)}, K={cfg.K}, crop_shape={cfg.crop_shape}, "
-                f"percent_t={cfg.percent_t}, grid={feature_grid_size(cfg.input_size)}")
+                f"percent_t={cfg.percent_t}, grid={cfg.cam_size}")
 
 
-def _check_input(x: torch.Tensor) -> None:
+class GlobalScore(nn.Module):
+    """The global branch of a GMIC as a plain classifier: N×1×H×W input → ŷ_global (N, C),
+    with h_g at ``self.gmic.ds_net.relu``.
+
+    For calling pytorch-grad-cam directly: ``GradCAM(model=GlobalScore(gmic),
+    target_layers=[gmic.ds_net.relu])`` with ``ClassifierOutputTarget(c)`` explains the
+    score :func:`~.cams.gradient_cam_maps` explains (note that the library switches the
+    model it is given to eval mode).
+    """
+
+    def __init__(self, gmic: GMIC) -> None:
+        super().__init__()
+        self.gmic = gmic
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gmic
+        return top_t_pool(g.left_postprocess_net(g.ds_net(x)), g.config.percent_t)
+
+
+def _check_input(x: torch.Tensor, stages: int) -> None:
     if x.ndim != 4 or x.shape[1] != 1:
         raise CorrelaxError(f"GMIC takes an N×1×H×W input, not shape {tuple(x.shape)}")
-    feature_grid_size((int(x.shape[2]), int(x.shape[3])))
+    feature_grid_size((int(x.shape[2]), int(x.shape[3])), stages)
