@@ -11,14 +11,16 @@ used to localise masses at test time, among five methods (:data:`TRAIN_CAMS`):
 
 Choices [CAM-GMIC] leaves open, as made here:
 
-* **The score differentiated** for class c is ŷ_global,c, the global network's own
-  prediction (top-t pooling of the sigmoid saliency of class c). Its gradient with
-  respect to h_g is non-zero only at the top-t cells (through the 1×1 convolution and
-  the sigmoid), so the weights come from the cells that decide the global prediction.
-  h_g reaches ŷ_global only through that head, image by image, so the gradient is taken
-  on a detached copy of h_g through the head alone: the same numbers a hook on
-  ``ds_net.relu`` and a backward pass of the whole network give (pytorch-grad-cam's way
-with :class:`~.network.GlobalScore`),
+* **The score differentiated** for class c is the global branch's logit: the top-t mean
+  of the saliency *logits* (the 1×1 convolution's output, before the sigmoid) over the
+  top-t cells, the same cells whose sigmoid values give ŷ_global,c. Its gradient with
+  respect to h_g is w_c / k at those k cells and 0 elsewhere, so the weights come from
+  the cells that decide the global prediction, and unlike ŷ_global itself it does not
+  vanish when the sigmoid saturates on a confident image (float32 gives σ' = 0 beyond a
+  logit of about 17, which would leave an empty map). h_g reaches the score only through
+  that head, image by image, so the gradient is taken on a detached copy of h_g through
+  the head alone: the same numbers a hook on ``ds_net.relu`` and a backward pass of the
+  whole network give (pytorch-grad-cam's way with :class:`~.network.GlobalScore`),
   without a second pass through the network and without touching batch-norm statistics
   or parameter gradients during training.
 * **Weights and map** are the library's own (its ``get_cam_image`` on those activations
@@ -125,8 +127,8 @@ def gradient_cam_maps(model: GMIC, features: torch.Tensor, method: str) -> torch
     ``features``: h_g, (N, K, h, w), the output of ``ds_net.relu`` for the batch (may be
     part of a training graph; it is not differentiated through). Returns (N, C, h, w)
     float32 on the features' device, ``ReLU(Σ_k α_k^c A^k)`` (LayerCAM:
-    ``ReLU(Σ_k ReLU(∂y^c/∂A^k) ∘ A^k)``) with the score ``y^c`` = ŷ_global,c (see the
-    module notes), before any scaling.
+    ``ReLU(Σ_k ReLU(∂y^c/∂A^k) ∘ A^k)``) with the score ``y^c`` the top-t mean of class
+    c's saliency logits (see the module notes), before any scaling.
     """
     import torch
 
@@ -138,7 +140,8 @@ def gradient_cam_maps(model: GMIC, features: torch.Tensor, method: str) -> torch
     cam = _library_cam(method)
     acts = features.detach().float().requires_grad_(True)
     with torch.enable_grad():
-        scores = top_t_pool(model.left_postprocess_net(acts), model.config.percent_t)
+        logits = model.left_postprocess_net.gn_conv_last(acts)
+        scores = top_t_pool(logits, model.config.percent_t)
         classes = scores.shape[1]
         activations = acts.detach().cpu().numpy()
         maps = []

@@ -38,8 +38,8 @@ GLOBAL_CHANNELS = 256
 #: Base width and number of stages of the published global network (ResNet-22).
 GLOBAL_FILTERS = 16
 GLOBAL_STAGES = 5
-#: Length of the local network's feature vector (ResNet-18).
-LOCAL_CHANNELS = 512
+#: Channels of the local network's first stage (ResNet-18).
+LOCAL_WIDTH = 64
 #: Width of the gated attention's hidden layer.
 ATTENTION_DIM = 128
 
@@ -99,6 +99,9 @@ class GMICConfig:
         16 and 5 for the published ResNet-22. Smaller networks (fewer stages: a finer
         grid and a smaller receptive field) serve tests and experiments on small
         inputs; they cannot load the published weights.
+    local_width
+        Channels of the local network's first stage (64 in the published ResNet-18,
+        whose features then have ``8 · 64 = 512`` entries); smaller for tests.
     """
 
     num_classes: int = 2
@@ -111,6 +114,7 @@ class GMICConfig:
     fit: str = "window"
     global_filters: int = GLOBAL_FILTERS
     global_stages: int = GLOBAL_STAGES
+    local_width: int = LOCAL_WIDTH
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
@@ -139,6 +143,8 @@ class GMICConfig:
                     f"post_processing_dim must be {channels} (a global network of "
                     f"{self.global_stages} stages from {self.global_filters} filters), not "
                     f"{self.post_processing_dim}")
+        if int(self.local_width) < 1:
+            problems.append(f"local_width must be at least 1, not {self.local_width}")
         if len(self.input_size) != 2 or min(self.input_size) < 1:
             problems.append(f"input_size must be two positive sizes, not {self.input_size}")
         if self.fit not in FITS:

@@ -25,7 +25,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from ..errors import CorrelaxError
 from .cams import cam_maps
-from .config import ATTENTION_DIM, LOCAL_CHANNELS, GMICConfig, feature_grid_size
+from .config import ATTENTION_DIM, GMICConfig, feature_grid_size
 from .retrieval import cells_to_pixels, crop_patches, retrieve_windows, top_t_pool, window_cells
 
 __all__ = [
@@ -124,11 +124,30 @@ class SaliencyHead(nn.Module):
 
 class LocalNetwork(ResNet):
     """torchvision's ResNet-18 without ``avgpool`` and ``fc`` (same key names, same
-    initialisation): N×3×h×w patches → N×512×(h/32)×(w/32) feature maps."""
+    initialisation): N×3×h×w patches → N×512×(h/32)×(w/32) feature maps.
 
-    def __init__(self) -> None:
+    ``width`` (64 in ResNet-18) sets the channels of the first stage; the four stages
+    have width, 2·width, 4·width and 8·width channels (a narrower trunk of the same
+    layout, for tests and small experiments).
+    """
+
+    def __init__(self, width: int = 64) -> None:
         super().__init__(BasicBlock, [2, 2, 2, 2])
         del self.avgpool, self.fc
+        if width != 64:
+            self.inplanes = width
+            self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.layer1 = self._make_layer(BasicBlock, width, 2)
+            self.layer2 = self._make_layer(BasicBlock, 2 * width, 2, stride=2)
+            self.layer3 = self._make_layer(BasicBlock, 4 * width, 2, stride=2)
+            self.layer4 = self._make_layer(BasicBlock, 8 * width, 2, stride=2)
+            for m in self.modules():  # torchvision's initialisation
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -221,12 +240,13 @@ class GMIC(nn.Module):
         channels = int(config.post_processing_dim)
         self.ds_net = GlobalNetwork(config.global_filters, config.global_stages)
         self.left_postprocess_net = SaliencyHead(channels, c)
-        self.dn_resnet = LocalNetwork()
-        self.mil_attn_V = nn.Linear(LOCAL_CHANNELS, ATTENTION_DIM, bias=False)
-        self.mil_attn_U = nn.Linear(LOCAL_CHANNELS, ATTENTION_DIM, bias=False)
+        local = 8 * int(config.local_width)
+        self.dn_resnet = LocalNetwork(config.local_width)
+        self.mil_attn_V = nn.Linear(local, ATTENTION_DIM, bias=False)
+        self.mil_attn_U = nn.Linear(local, ATTENTION_DIM, bias=False)
         self.mil_attn_w = nn.Linear(ATTENTION_DIM, 1, bias=False)
-        self.classifier_linear = nn.Linear(LOCAL_CHANNELS, c, bias=False)
-        self.fusion_dnn = nn.Linear(channels + LOCAL_CHANNELS, c)
+        self.classifier_linear = nn.Linear(local, c, bias=False)
+        self.fusion_dnn = nn.Linear(channels + local, c)
 
     # ------------------------------------------------------------------ parts
 
@@ -321,13 +341,13 @@ class GMIC(nn.Module):
 
 
 class GlobalScore(nn.Module):
-    """The global branch of a GMIC as a plain classifier: N×1×H×W input → ŷ_global (N, C),
-    with h_g at ``self.gmic.ds_net.relu``.
+    """The global branch of a GMIC as a plain classifier for CAM libraries: N×1×H×W input
+    → (N, C) global logits, the top-t mean of the saliency logits (the cells whose sigmoid
+    values make ŷ_global), with h_g at ``self.gmic.ds_net.relu``.
 
-    For calling pytorch-grad-cam directly: ``GradCAM(model=GlobalScore(gmic),
-    target_layers=[gmic.ds_net.relu])`` with ``ClassifierOutputTarget(c)`` explains the
-    score :func:`~.cams.gradient_cam_maps` explains (note that the library switches the
-    model it is given to eval mode).
+    ``GradCAM(model=GlobalScore(gmic), target_layers=[gmic.ds_net.relu])`` with
+    ``ClassifierOutputTarget(c)`` explains the score :func:`~.cams.gradient_cam_maps`
+    explains (the library switches the model it is given to eval mode).
     """
 
     def __init__(self, gmic: GMIC) -> None:
@@ -336,7 +356,8 @@ class GlobalScore(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.gmic
-        return top_t_pool(g.left_postprocess_net(g.ds_net(x)), g.config.percent_t)
+        logits = g.left_postprocess_net.gn_conv_last(g.ds_net(x))
+        return top_t_pool(logits, g.config.percent_t)
 
 
 def _check_input(x: torch.Tensor, stages: int) -> None:
