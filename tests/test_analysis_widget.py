@@ -546,3 +546,56 @@ def test_second_run_shows_an_estimate_before_it_starts(
     assert format_time_left(per_window * int(active.sum())) in text
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert errors == []
+
+
+def test_cam_methods_run_in_the_dock_and_compare_side_by_side(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=True, masks=16)
+    run_to_end(qtbot, widget)
+    for method in ("gradcam", "eigencam"):
+        widget.method_combo.setCurrentIndex(widget.method_combo.findData(method))
+        assert widget.form.mode.isEnabled()
+        widget.form.mode.setCurrentText("global" if method == "eigencam" else "windowed")
+        run_to_end(qtbot, widget)
+    assert errors == []
+    maps = ["Mass · correlation · phantom", "Mass · Grad-CAM · phantom",
+            "Mass · Eigen-CAM · phantom", "Mass · prediction · phantom"]
+    assert set(maps) <= {layer.name for layer in viewer.layers}
+    saliency = viewer.layers["Mass · Grad-CAM · phantom"]
+    # in original pixels over the image: one data pixel is one image pixel
+    assert saliency.data.shape == image.data.shape
+    np.testing.assert_allclose(saliency.scale, image.scale)
+    info = saliency.metadata["correlax"]
+    assert (info["method"], info["map"], info["label"]) == ("gradcam", "saliency", "Mass")
+    result = widget._analyses["phantom"].result  # the last run: Eigen-CAM, global mode
+    assert result.stats.method == "eigencam" and result.stats.settings["mode"] == "global"
+    # N flips through the methods' maps of the selected map's label, one visible at a time
+    viewer.layers.selection.active = viewer.layers["Mass · correlation · phantom"]
+    seen = []
+    flip = {str(k): f for k, f in viewer.keymap.items()}["N"]  # the key on the canvas
+    for _ in range(len(maps)):
+        flip(viewer)
+        visible = [name for name in maps if viewer.layers[name].visible]
+        assert len(visible) == 1 and viewer.layers.selection.active.name == visible[0]
+        seen.append(visible[0])
+    assert sorted(seen) == sorted(maps)
+    # side by side: each map over its own view of the image, one camera (grid mode)
+    before = [(layer.name, layer.visible) for layer in viewer.layers]
+    from napari_correlax._napari._compare_view import grid_of, toggle_side_by_side
+
+    grid = grid_of(viewer)
+    toggle_side_by_side(widget)
+    assert grid.enabled and grid.stride == 2
+    visible = [layer for layer in viewer.layers if layer.visible]
+    assert len(visible) == 2 * len(maps)
+    for k in range(len(maps)):  # pairs (view of the image, map) at the bottom of the list
+        view, shown = viewer.layers[2 * k], viewer.layers[2 * k + 1]
+        assert view.data is image.data and shown.name in maps
+        assert grid.position(2 * k, viewer.layers) == grid.position(2 * k + 1, viewer.layers)
+    assert len({grid.position(2 * k, viewer.layers) for k in range(len(maps))}) == len(maps)
+    toggle_side_by_side(widget)
+    assert not grid.enabled
+    assert [(layer.name, layer.visible) for layer in viewer.layers] == before

@@ -358,3 +358,21 @@ def test_paper_table_4_weighted_mean_is_hits_per_image_with_a_lesion():
                                                                     abs=1e-4)
     assert table.weighted_mean("prediction>=0.25") == pytest.approx(0.4978, abs=1e-4)
     assert table.weighted_mean("correlation>0") == pytest.approx(0.4386, abs=1e-4)
+
+
+def test_a_one_cell_prediction_map_has_no_location_to_score():
+    """A global-mode CAM run keeps the image-level prediction as one cell: no verdicts."""
+    from napari_correlax.evaluate.pointing import normal_verdicts, rules_for
+
+    labels = ["No Finding", "Mass"]
+    saliency = np.zeros((2, 50, 40), dtype=np.float32)
+    saliency[1, 10, 20] = 1.0
+    result = MapResult(labels=labels, grid=WindowGrid(50, 50, (0, 0), (1, 1), (50, 40)),
+                       prediction=np.full((2, 1, 1), 0.9), window_mask=np.ones((1, 1), bool),
+                       extra={"saliency": saliency})
+    found = pointing_verdicts(result, [("Mass", 15.0, 5.0, 25.0, 15.0)], "x")
+    assert found == []  # the default rules score prediction and correlation only
+    rules = rules_for(("saliency", "prediction"))
+    found = pointing_verdicts(result, [("Mass", 15.0, 5.0, 25.0, 15.0)], "x", rules=rules)
+    assert [(v.rule, v.row, v.col, v.hit) for v in found] == [("saliency", 10.0, 20.0, True)]
+    assert [v.rule for v in normal_verdicts(result, "y", rules=rules)] == ["saliency"]

@@ -464,3 +464,39 @@ def test_normal_images_get_a_no_finding_line_and_false_positives_are_marked(
     review.set_view("prediction")
     review.set_verdict(1, "")  # takes the mark back
     assert review.marks() == [] and len(review.findings()) == 1
+
+
+def test_each_method_has_its_own_automatic_and_reader_verdicts(data, tmp_path, checkpoint):
+    work = tmp_path / "work"
+    gradcam = MapSettings(method="gradcam", stride=64, options={"mode": "windowed"})
+    review, start = opened(data, work, checkpoint, settings=gradcam)
+    review.go(start)  # a1: one Mass box, x 100..140, y 100..150
+    result = mass_result((3, 3), 0.4, (0, 0), 0.3)
+    saliency = np.full((len(LABELS), H, W), np.nan, dtype=np.float32)
+    saliency[LABELS.index("Mass"), 20:, :] = -2.0
+    saliency[LABELS.index("Mass"), 160, 30] = -1.0  # the maximum: row 160, column 30
+    result.correlation = None
+    result.extra["saliency"] = saliency
+    review.accept(loaded(review, "a1", result))
+    verdicts = review.automatic_verdicts(review.loaded["a1"])
+    # Column 30.5 is 21.5 px left of the grown box's x 52: a miss, whatever the value
+    assert [(v.rule, v.row, v.col, v.hit) for v in verdicts] == [
+        ("saliency", 160.0, 30.0, False),
+        ("prediction>=0.25", 127.5, 127.5, True), ("prediction>=0.50", 127.5, 127.5, False)]
+    (line,) = review.findings()  # C (the method's own map) is the saliency map here
+    assert (line.kind, line.automatic()) == ("saliency", "miss")
+    review.set_verdict(0, "hit")
+    gradcam_key = review.key
+    # switching to CorRELAX keeps the Grad-CAM verdicts apart, without asking
+    correlax = MapSettings(stride=64)
+    assert review.hides_verdicts(str(checkpoint), correlax) == ""
+    assert review.configure(str(checkpoint), correlax) is True
+    review.accept(loaded(review, "a1", mass_result((3, 3), 0.4, (0, 0), 0.3)))
+    review.automatic_verdicts(review.loaded["a1"])
+    review.set_verdict(0, "miss")
+    with open(work / "verdicts.csv", newline="", encoding="utf-8") as fh:
+        rows = [(r["map"], r["reader_verdict"], r["settings"] == gradcam_key)
+                for r in csv.DictReader(fh)]
+    assert rows == [("saliency", "hit", True), ("prediction>=0.25", "", True),
+                    ("prediction>=0.50", "", True), ("prediction>=0.25", "", False),
+                    ("prediction>=0.50", "", False), ("correlation>0", "miss", False)]

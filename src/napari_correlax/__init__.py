@@ -19,6 +19,7 @@ _API = {
     "explain_windows": "napari_correlax.maps",
     "load_result": "napari_correlax.maps",
     "load_gmic": "napari_correlax.gmic",
+    "cam": "napari_correlax.maps.cam",
     "MapResult": "napari_correlax.maps",
     "CorrelaxError": "napari_correlax.errors",
 }

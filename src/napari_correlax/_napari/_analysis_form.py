@@ -20,6 +20,8 @@ STAGES = {
     "prepare": "preparing image",
     "window": "windows",
     "masks": "masks",
+    "forward": "masked forward passes",
+    "global": "whole breast",
 }
 
 

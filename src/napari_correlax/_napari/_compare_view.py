@@ -19,10 +19,17 @@ from typing import Any
 from ..maps.methods import METHODS
 from . import _layers
 
-__all__ = ["MethodComparison", "method_layers"]
+__all__ = ["MethodComparison", "grid_of", "method_layers"]
 
 #: Metadata ``map`` of the image views made for the grid.
 VIEW = "comparison view"
+
+
+def grid_of(viewer: Any) -> Any:
+    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, ``viewer.grid``
+    before)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
 
 
 def _info(layer: Any) -> dict[str, Any]:
@@ -95,9 +102,10 @@ class MethodComparison:
             layers.move(layers.index(view), 2 * k)
             layers.move(layers.index(layer), 2 * k + 1)
             view.visible = layer.visible = True
-        self.viewer.grid.stride = 2
-        self.viewer.grid.shape = (-1, -1)
-        self.viewer.grid.enabled = True
+        grid = grid_of(self.viewer)
+        grid.stride = 2
+        grid.shape = (-1, -1)
+        grid.enabled = True
         return [str(m.name) for m in maps]
 
     def leave(self) -> None:
@@ -106,8 +114,9 @@ class MethodComparison:
             return
         order, visible = self._saved
         self._saved = None
-        self.viewer.grid.enabled = False
-        self.viewer.grid.stride = 1
+        grid = grid_of(self.viewer)
+        grid.enabled = False
+        grid.stride = 1
         layers = self.viewer.layers
         for name in self._views:
             if name in layers:

@@ -17,9 +17,14 @@ processes (every method of an image on the same rank, the image read once); rank
     in 0–1, blank without support), then the FROC operating point.
 ``compare.md``
     one row per method, one column per label (the papers' layout), then the TPR@FPPI
-    table and the seconds per image of each method.
+    table.
+``times.csv``
+    seconds per image of each method (mean over the images it computed in this folder).
 ``froc.csv`` / ``froc.png``
     every FROC point, and one panel per label with a curve per method.
+``pointing-verdicts.csv``
+    every image's automatic verdicts of every method (rows keyed by each method's cache
+    key, the columns of the test-set reader's ``verdicts.csv``).
 ``compare.json``
     the settings, keys, images and timings.
 """
@@ -43,8 +48,14 @@ from ..maps.cache import ResultCache, image_maps_steps, model_fingerprint, setti
 from ..maps.methods import get_method
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
-from .pointing import lesion_labels, pointing_table, pointing_verdicts, rules_for
-from .report import Table, write_table
+from .pointing import (
+    lesion_labels,
+    normal_verdicts,
+    pointing_table,
+    pointing_verdicts,
+    rules_for,
+)
+from .report import Table
 
 __all__ = ["CompareConfig", "CompareReport", "compare", "compare_steps", "method_settings"]
 
@@ -160,17 +171,19 @@ def compare_steps(config: CompareConfig) -> Generator[Progress, None, CompareRep
         if group.rank != 0:
             return None
         return _merge(config, out, records, methods, caches, list(model.labels),
-                      time.perf_counter() - t_start)
+                      model_fingerprint(model)[0], time.perf_counter() - t_start)
     finally:
         group.close()
 
 
 def _merge(config: CompareConfig, out: Path, records: list[Any], methods: list[str],
            caches: dict[str, tuple[MapSettings, ResultCache]], labels: list[str],
-           seconds: float) -> CompareReport:
+           model_name: str, seconds: float) -> CompareReport:
     from .detection import GridMap, froc_curve, operating_point
+    from .verdicts import VerdictStore
 
     lesions = lesion_labels(labels)
+    store = VerdictStore(out / "pointing-verdicts.csv", load=False)
     failed: dict[str, str] = {}
     pointing: dict[str, Any] = {}
     curves: dict[tuple[str, str], list[Any]] = {}
@@ -187,8 +200,14 @@ def _merge(config: CompareConfig, out: Path, records: list[Any], methods: list[s
                 failed[record.image_id] = info.get("error") or f"no {name} maps"
                 continue
             times.append(float((info.get("seconds") or {}).get("maps", 0.0)))
-            verdicts += pointing_verdicts(result, record.boxes, record.image_id, rules=rules)
+            found = pointing_verdicts(result, record.boxes, record.image_id, rules=rules)
+            verdicts += found
             results.append((record, result))
+            store.add_automatic(
+                found if lesion_labels(record.labels) else
+                normal_verdicts(result, record.image_id, rules=rules),
+                study_id=record.study_id, split=record.split, model=model_name,
+                settings=cache.key, save=False)
         pointing[name] = (pointing_table(verdicts, labels, rules), rules[0].name)
         timing[name] = float(np.mean(times)) if times else float("nan")
         for label in lesions:
@@ -224,7 +243,9 @@ def _merge(config: CompareConfig, out: Path, records: list[Any], methods: list[s
     out.mkdir(parents=True, exist_ok=True)
     files.append(atomic_write_text(out / "compare.csv", long.to_csv()))
     files.append(atomic_write_text(out / "compare.md", "\n".join(
-        t.to_markdown() for t in (wide, froc, times))))
+        t.to_markdown() for t in (wide, froc))))
+    files.append(atomic_write_text(out / "times.csv", times.to_csv()))
+    files.append(store.save())
     rows = ["method,label,threshold,tpr,fppi,found,boxes,false_positives,images"]
     for (name, label), curve in curves.items():
         rows += [f'{name},"{label}",{p.threshold:.4f},{p.tpr:.6f},{p.fppi:.6f},{p.found},'
@@ -238,7 +259,6 @@ def _merge(config: CompareConfig, out: Path, records: list[Any], methods: list[s
            "images": len(records), "failed": failed, "seconds_per_image": timing,
            "seconds": round(seconds, 1)}
     files.append(atomic_write_text(out / "compare.json", json.dumps(doc, indent=2) + "\n"))
-    files += write_table(wide, out / "pointing-by-method")
     return CompareReport(out, methods, len(records), failed,
                          {"pointing": wide, "detection": froc, "times": times, "long": long},
                          files, timing)

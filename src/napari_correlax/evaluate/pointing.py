@@ -203,7 +203,8 @@ def pointing_verdicts(
 
     Labels follow the result's label order; "No Finding" and labels the result does not
     have are skipped, and so are rules whose map the result lacks (a prediction-only
-    result gives no correlation verdicts).
+    result gives no correlation verdicts) or whose map has no location (a grid of one
+    cell: the image-level prediction of a global-mode CAM run).
     """
     by_label: dict[str, list[tuple[float, float, float, float]]] = {}
     for box in as_boxes(boxes):
@@ -214,7 +215,7 @@ def pointing_verdicts(
         if not label_boxes:
             continue
         for rule in rules:
-            if result.get(rule.map) is None:
+            if not _locates(result, rule.map):
                 continue
             value, (row, col) = result.peak(rule.map, label)
             inside = point_in_boxes(col + 0.5, row + 0.5, label_boxes, grow)
@@ -224,6 +225,16 @@ def pointing_verdicts(
                 hit=bool(inside and rule.passes(value)), boxes=len(label_boxes),
             ))
     return out
+
+
+def _locates(result: MapResult, name: str) -> bool:
+    """Whether ``result`` has a map ``name`` whose maximum says where (not one grid cell)."""
+    from ..maps.kinds import kind
+
+    values = result.get(name)
+    if values is None:
+        return False
+    return kind(name).resolution == "pixel" or tuple(values.shape[-2:]) != (1, 1)
 
 
 def normal_verdicts(
@@ -247,7 +258,7 @@ def normal_verdicts(
     out: list[Verdict] = []
     labels = lesion_labels(result.labels)
     for rule in rules:
-        if result.get(rule.map) is None or result.get(rule.map).ndim != 3 or not labels:
+        if not _locates(result, rule.map) or result.get(rule.map).ndim != 3 or not labels:
             continue
         peaks = [(result.peak(rule.map, label), label) for label in labels]
         (value, (row, col)), _ = max(peaks, key=lambda p: p[0][0])

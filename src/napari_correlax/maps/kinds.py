@@ -141,3 +141,9 @@ MASKS_USED = register_kind(MapKind(
     "noisier or the window was in focus).",
     read_order=90, stack=20,
 ))
+SALIENCY = register_kind(MapKind(
+    "saliency", "saliency", True, "pixel", "sequential", None,
+    "CAM family (Grad-CAM and others): where the classifier's evidence for this label lies, "
+    "in the units of the method (raw) or 0–1 per window; blank where nothing was evaluated.",
+    read_order=15, stack=15, located=True, by_method=True,
+))

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from .settings import MapSettings
 
 __all__ = [
+    "CAM_FAMILY",
     "METHODS",
+    "CamMethod",
     "CorrelaxMethod",
     "MapMethod",
     "PredictionMethod",
@@ -157,3 +159,61 @@ class CorrelaxMethod(MapMethod):
             min_masks=settings.min_masks, tolerance=settings.tolerance,
             mask_batch=settings.mask_batch, runtime=settings.runtime(),
         ))
+
+
+#: The CAM family (docs/method.md §8): registry name → (class name, title, one line).
+CAM_FAMILY: dict[str, tuple[str, str, str]] = {
+    "cam": ("PlainCamMethod", "CAM",
+            "Class activation map (Zhou et al.): feature channels weighted by a one-layer "
+            "linear head's weights; only for models with such a head."),
+    "gradcam": ("GradCamMethod", "Grad-CAM",
+                "Feature channels weighted by the mean gradient of the label's logit."),
+    "gradcam++": ("GradCamPlusPlusMethod", "Grad-CAM++",
+                  "Grad-CAM with positive gradients weighted by higher-order terms."),
+    "xgradcam": ("XGradCamMethod", "XGrad-CAM",
+                 "Gradients weighted by the normalised activations of each channel."),
+    "layercam": ("LayerCamMethod", "LayerCAM",
+                 "Activations times their positive gradients, position by position."),
+    "hirescam": ("HiResCamMethod", "HiRes-CAM",
+                 "Activations times their gradients, position by position."),
+    "eigencam": ("EigenCamMethod", "Eigen-CAM",
+                 "First principal component of the feature maps (the same for every label)."),
+    "scorecam": ("ScoreCamMethod", "Score-CAM",
+                 "Channels weighted by the label's logit on the input masked by each "
+                 "channel's map (one forward pass per batch of channels)."),
+    "ablationcam": ("AblationCamMethod", "Ablation-CAM",
+                    "Channels weighted by the drop of the label's logit when each is "
+                    "removed (one forward pass per batch of channels)."),
+}
+
+
+class CamMethod(MapMethod):
+    """A CAM-family saliency map (docs/method.md §8) plus the prediction map.
+
+    Options (:meth:`MapSettings.option`): ``mode`` (``"windowed"`` or ``"global"``),
+    ``scale`` (``"raw"`` or ``"window"``), ``target_layer`` (dotted module name, None for
+    the default) and ``global_size`` (long side of the global input, pixels).
+    """
+
+    kinds = ("saliency", "prediction")
+    uses = _WINDOWS
+    options = frozenset({"mode", "scale", "target_layer", "global_size"})
+
+    def steps(self, image: Mammogram | np.ndarray, model: ImageModelLike,
+              settings: MapSettings) -> Generator[Progress, None, MapResult]:
+        from .cam import DEFAULT_GLOBAL_SIZE, cam_steps
+
+        return (yield from cam_steps(
+            image, model, self.name, mode=settings.option("mode", "windowed"),
+            scale=settings.option("scale", "raw"),
+            target_layer=settings.option("target_layer"),
+            global_size=settings.option("global_size", DEFAULT_GLOBAL_SIZE),
+            stride=settings.stride, reach=settings.reach, min_tissue=settings.min_tissue,
+            runtime=settings.runtime(),
+        ))
+
+
+for _name, (_class_name, _title, _text) in CAM_FAMILY.items():
+    register_method(type(_class_name, (CamMethod,), {
+        "name": _name, "title": _title, "description": _text,
+        "__doc__": f"{_title} (docs/method.md §8).", "__module__": __name__}))

@@ -8,7 +8,10 @@ Array names and shapes are part of the public contract (docs/method.md §12):
   ``explain``.
 
 Maps of other kinds (:mod:`.kinds`; made by other map methods, :mod:`.methods`) live in
-``extra`` under their kind name and are saved and loaded like the named ones.
+``extra`` under their kind name and are saved and loaded like the named ones: the CAM
+family's ``saliency`` (labels, H, W) in original image pixels, for example, whose
+``target_layer`` (the dotted name of the model's module the maps were taken from) is
+saved beside it.
 
 Geometry: ``window``, ``stride``, ``origin`` (row, col of window (0, 0)'s top-left in
 original image pixels), ``grid_shape``, ``image_shape``, ``spacing_mm`` and
@@ -54,6 +57,9 @@ class MapResult:
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
+    #: Dotted name of the module CAM-family maps were computed at (``model.get_submodule``
+    #: gives it back); None for methods without a target layer.
+    target_layer: str | None = None
 
     def get(self, name: str) -> np.ndarray | None:
         """The map of kind ``name`` (a named field or an ``extra`` map), None if absent."""
@@ -172,6 +178,8 @@ class MapResult:
             meta=np.asarray(json.dumps(self.meta, default=str)),
             stats=np.asarray(json.dumps(self.stats.as_dict(), default=str)),
         )
+        if self.target_layer is not None:
+            arrays["target_layer"] = np.asarray(str(self.target_layer))
 
         def write(fh: Any) -> None:
             buf = io.BytesIO()
@@ -212,6 +220,7 @@ def load_result(path: str | os.PathLike[str]) -> MapResult:
     kinds = [str(k) for k in data.get("kinds", ())]
     reserved = {"prediction", *MAP_NAMES}
     extra = {k: data[k] for k in kinds if k not in reserved and k in data}
+    target_layer = str(data["target_layer"]) if "target_layer" in data else None
     return MapResult(
         labels=[str(v) for v in data["labels"]],
         grid=grid,
@@ -221,5 +230,6 @@ def load_result(path: str | os.PathLike[str]) -> MapResult:
         meta=meta,
         stats=stats,
         extra=extra,
+        target_layer=target_layer,
         **{name: data.get(name) for name in MAP_NAMES},
     )

@@ -33,6 +33,7 @@ __all__ = [
     "PreparedImage",
     "WindowFeeder",
     "drain",
+    "grid_maps",
     "predict",
     "predict_steps",
     "prepare_image",
@@ -273,6 +274,14 @@ class WindowFeeder:
                 yield flat, self._to_model(windows)
 
 
+def grid_maps(grid: WindowGrid, per_window: np.ndarray) -> np.ndarray:
+    """Per-window values ``(n_windows, C)`` (flat grid order, 0 for skipped windows) →
+    IoU-kernel-smoothed ``(C, gy, gx)`` maps (docs/method.md §6)."""
+    gy, gx = grid.shape
+    values = np.asarray(per_window)
+    return grid.smooth(values.T.reshape(values.shape[1], gy, gx))
+
+
 def predict_steps(
     image: Mammogram | np.ndarray,
     model: ImageModelLike,
@@ -323,8 +332,6 @@ def predict_steps(
             raw[flat] = model.head(model.features(x)).float().cpu().numpy()
         done += len(flat)
         yield Progress("window", done, len(todo))
-    gy, gx = prep.grid.shape
-    per_window = raw.T.reshape(len(model.labels), gy, gx)
     stats = RunStats(
         model=str(getattr(model, "checkpoint_path", model.__class__.__name__)),
         backbone=getattr(model, "backbone_name", None), device=rt.device,
@@ -335,7 +342,7 @@ def predict_steps(
     return MapResult(
         labels=list(model.labels),
         grid=prep.grid,
-        prediction=prep.grid.smooth(per_window),
+        prediction=grid_maps(prep.grid, raw),
         window_mask=prep.active,
         spacing_mm=prep.spacing_mm,
         meta=dict(prep.meta),

@@ -2,7 +2,9 @@
 
 A torchvision backbone whose own classification layer is replaced by the identity, so
 it returns the pooled feature vector ``h ∈ R^D``, followed by the paper's head
-``Dropout(0.5) → Linear(D, 512) → ReLU → Linear(512, C) → Sigmoid``.
+``Dropout(0.5) → Linear(D, 512) → ReLU → Linear(512, C) → Sigmoid``, or, with
+``hidden=0``, a single linear layer ``Dropout(0.5) → Linear(D, C) → Sigmoid`` (the head
+for which class-activation maps in the strict sense are defined, docs/method.md §8).
 
 Inputs are ``(B, 3, S, S)`` float tensors, already ImageNet-normalised
 (:meth:`Classifier.normalize` does that from ``[0, 1]`` RGB).
@@ -155,6 +157,11 @@ class Classifier(nn.Module):
         Output label names, in order (docs/method.md §3 by default).
     input_size:
         Side of the square model input, pixels (256 in the paper).
+    hidden:
+        Width of the head's hidden layer (paper: 512); 0 makes the head one linear
+        layer after the dropout.
+    dropout:
+        Dropout probability before the head's first linear layer (training only).
     preprocessing:
         JSON-able :class:`~napari_correlax.preprocess.Preprocessing` the model expects
         (CLAHE bit depth, clip limits, tiles, background rule, VOI LUT); stored in
@@ -187,13 +194,21 @@ class Classifier(nn.Module):
         self.preprocessing = (
             Preprocessing.from_dict(preprocessing) if preprocessing else Preprocessing()
         ).to_dict()
+        if self.hidden < 0:
+            raise CorrelaxError(f"hidden must be 0 (one linear layer) or positive, not {hidden}")
         self.encoder, self.feature_dim = build_backbone(backbone)
-        self.classifier = nn.Sequential(
-            nn.Dropout(self.dropout),
-            nn.Linear(self.feature_dim, self.hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(self.hidden, len(self.labels)),
-        )
+        if self.hidden:
+            self.classifier = nn.Sequential(
+                nn.Dropout(self.dropout),
+                nn.Linear(self.feature_dim, self.hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(self.hidden, len(self.labels)),
+            )
+        else:
+            self.classifier = nn.Sequential(
+                nn.Dropout(self.dropout),
+                nn.Linear(self.feature_dim, len(self.labels)),
+            )
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
 
