@@ -114,7 +114,9 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
-def _text(event: Any, tty: bool) -> None:
+def print_event(event: Any, tty: bool, prog: str = "correlax train") -> None:
+    """Print one :class:`~napari_correlax.train.TrainEvent` as text: the start and each
+    epoch on stdout, warnings and (on a terminal) a progress bar on stderr."""
     d = event.data
     if event.kind == "start":
         sel = d["selection"]
@@ -125,7 +127,7 @@ def _text(event: Any, tty: bool) -> None:
               f"starting weights: {d['pretrained']} "
               f"({d['device']}, {d['world_size']} process(es))", flush=True)
     elif event.kind == "warning":
-        print(f"correlax train: warning: {d['message']}", file=sys.stderr, flush=True)
+        print(f"{prog}: warning: {d['message']}", file=sys.stderr, flush=True)
     elif event.kind in ("cache", "batch") and tty:
         label = "caching" if event.kind == "cache" else f"epoch {d['epoch']}/{d['epochs']}"
         bar = "#" * int(30 * event.done / max(event.total, 1))
@@ -169,5 +171,5 @@ def run(args: argparse.Namespace) -> int:
         if args.progress == "json":
             print(json.dumps(event.as_json()), flush=True)
         else:
-            _text(event, tty)
+            print_event(event, tty)
     return 0

@@ -25,6 +25,7 @@ Choices [CAM-GMIC] leaves open, as made here:
   or parameter gradients during training.
 * **Weights and map** are the library's own (its ``get_cam_image`` on those activations
   and gradients), followed by its ReLU. One map per class, in class order.
+* Titles are the CAM family's (:data:`napari_correlax.maps.methods.CAM_FAMILY`).
 * **Resolution.** The map stays at the layer's own resolution, which is the saliency
   grid (46 × 30 at 2944 × 1920): no upsampling and no min–max scaling before retrieval
   (retrieval min–max normalises each class map itself, :func:`~.retrieval.retrieve_windows`).
@@ -49,32 +50,19 @@ if TYPE_CHECKING:
     from .network import GMIC
 
 __all__ = [
-    "CAM_TITLES",
     "TRAIN_CAMS",
     "cam_maps",
+    "cam_title",
     "check_cam",
     "check_cams",
     "gradient_cam_maps",
     "unit_maps",
 ]
 
-#: CAM methods GMIC can pick patches with and localise with: name → pytorch-grad-cam
-#: class (None: GMIC's own saliency map).
-TRAIN_CAMS: dict[str, str | None] = {
-    "cam": None,
-    "gradcam": "GradCAM",
-    "gradcam++": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-}
-#: Names as the papers print them.
-CAM_TITLES: dict[str, str] = {
-    "cam": "CAM",
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "layercam": "LayerCAM",
-}
+#: CAM methods GMIC can pick patches with and localise with, in the papers' order:
+#: ``"cam"`` is GMIC's own saliency map, the others are the CAM family's gradient methods
+#: (their pytorch-grad-cam classes: :data:`napari_correlax.maps.cam_engine.GRADIENT`).
+TRAIN_CAMS: tuple[str, ...] = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam")
 _SPELLINGS = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++",
               "grad-cam++": "gradcam++", "xgrad-cam": "xgradcam", "layer-cam": "layercam"}
 
@@ -113,8 +101,10 @@ def _library_cam(name: str) -> Any:
         import pytorch_grad_cam
         from torch import nn
 
+        from ..maps.cam_engine import GRADIENT
+
         stand_in = nn.Sequential(nn.Conv2d(1, 1, 1))
-        cam = getattr(pytorch_grad_cam, TRAIN_CAMS[name])(
+        cam = getattr(pytorch_grad_cam, GRADIENT[name])(
             model=stand_in, target_layers=[stand_in[0]])
         cam.activations_and_grads.release()
         _library[name] = cam
@@ -135,7 +125,7 @@ def gradient_cam_maps(model: GMIC, features: torch.Tensor, method: str) -> torch
     from .retrieval import top_t_pool
 
     method = check_cam(method)
-    if TRAIN_CAMS[method] is None:
+    if method == "cam":
         raise CorrelaxError("'cam' is GMIC's own saliency map, not a gradient CAM")
     cam = _library_cam(method)
     acts = features.detach().float().requires_grad_(True)
@@ -160,7 +150,7 @@ def cam_maps(model: GMIC, features: torch.Tensor, saliency: torch.Tensor,
     """(N, C, h, w) map of ``method`` for a batch: ``saliency`` itself (detached) for
     ``"cam"``, else :func:`gradient_cam_maps` of ``features``."""
     method = check_cam(method)
-    if TRAIN_CAMS[method] is None:
+    if method == "cam":
         return saliency.detach()
     return gradient_cam_maps(model, features, method)
 
@@ -173,3 +163,10 @@ def unit_maps(maps: np.ndarray) -> np.ndarray:
     shifted = m - low
     return (shifted / (np.float32(1e-7) + shifted.max(axis=(-2, -1), keepdims=True))
             ).astype(np.float32)
+
+
+def cam_title(name: str) -> str:
+    """The printed name of a CAM method (``"Grad-CAM++"``)."""
+    from ..maps.methods import CAM_FAMILY
+
+    return CAM_FAMILY[check_cam(name)][1]
