@@ -8,6 +8,11 @@
   ``--progress json`` prints the events the napari training dock reads, and
   ``torchrun --nproc-per-node N -m napari_correlax.cli gmic train ...`` trains with
   DistributedDataParallel.
+- ``correlax gmic evaluate DATA --model CKPT [CKPT ...] --test-cam cam,gradcam,...
+  --out DIR`` writes [CAM-GMIC]'s Table I (classification) and Table II (TPR@FPPI per
+  training and test CAM) with the FROC curves (:mod:`napari_correlax.gmic.evaluate`);
+  per image results are cached, so a stopped run resumes, and ``torchrun`` shares the
+  images among processes.
 """
 
 from __future__ import annotations
@@ -49,6 +54,49 @@ def register(sub: Subparsers) -> None:
                      "sample_model_1..5 by file name, else 0.02)")
     imp.set_defaults(func=run_import)
     _register_train(actions)
+    _register_evaluate(actions)
+
+
+def _register_evaluate(actions: Any) -> None:
+    from ..gmic.cams import TRAIN_CAMS
+
+    p = actions.add_parser(
+        "evaluate",
+        help="classification (Table I) and detection (Table II) of GMIC checkpoints",
+        description="Run GMIC checkpoints on a split of a data set in the VinDr-Mammo layout "
+        "and write the CAM-GMIC paper's Table I (accuracy, AUC, TPR, TNR, FNR of the fusion "
+        "output at the threshold, per checkpoint) and Table II (one row per checkpoint, "
+        "named by the CAM it was trained with, one column per test CAM: the FROC operating "
+        "point TPR@FPPI at IoU > 0.3 of that CAM's map in original pixels) as CSV and "
+        "Markdown, with froc.csv, froc.png, report.md and report.json. Per image and "
+        "checkpoint results are cached under DIR/cache (running again resumes). For several "
+        "processes or GPUs: `torchrun --nproc-per-node N -m napari_correlax.cli gmic "
+        "evaluate ...` (rank 0 writes).",
+    )
+    p.add_argument("data", type=Path, help="folder with finding_annotations.csv and images/")
+    p.add_argument("--model", "--models", nargs="+", required=True, dest="models",
+                   metavar="CKPT", help="GMIC checkpoints (.safetensors, or run folders)")
+    p.add_argument("--test-cam", default=",".join(TRAIN_CAMS), metavar="NAMES",
+                   help=f"comma-separated CAMs that localise (default {','.join(TRAIN_CAMS)})")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--positive", nargs="+", default=None, metavar="LABEL",
+                   help="data set label of each output, in order (default: the outputs' "
+                   "names, which must be labels; needed for the published benign/malignant "
+                   "weights)")
+    p.add_argument("--negatives", choices=("normal", "all"), default="normal",
+                   help="negative images: normal ones (default) or every image without the "
+                   "label")
+    p.add_argument("--detect-on", choices=("positives", "all"), default="positives",
+                   help="images counted in Table II: those with a box of the label (default, "
+                   "as the paper) or all evaluated images")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="fusion output counted positive at or above this (0.5)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    p.add_argument("--check", choices=("quick", "decode", "none"), default="quick",
+                   help="file check before the run (default quick)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.set_defaults(func=run_evaluate)
 
 
 def _register_train(actions: Any) -> None:
@@ -176,4 +224,44 @@ def run_train(args: argparse.Namespace) -> int:
             print(json.dumps(event.as_json()), flush=True)
         else:
             print_event(event, tty, "correlax gmic train")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate.runner import Excluded
+    from ..gmic.evaluate import GMICEvaluationConfig, gmic_evaluate_steps
+
+    config = GMICEvaluationConfig(
+        data=args.data, out=args.out, models=list(args.models), test_cams=args.test_cam,
+        split=args.split, positive=args.positive, negatives=args.negatives,
+        detect_on=args.detect_on, threshold=args.threshold, limit=args.limit,
+        device=args.device, check=args.check)
+    rank = int(os.environ.get("RANK", "0"))
+    tag = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    steps = gmic_evaluate_steps(config)
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            report = stop.value
+            break
+        if isinstance(event, Excluded):
+            if rank == 0:
+                for image_id in event.missing:
+                    print(f"correlax gmic evaluate: missing image file for {image_id}",
+                          file=sys.stderr)
+                for image_id, why in event.unreadable.items():
+                    print(f"correlax gmic evaluate: left out {image_id}: {why}",
+                          file=sys.stderr)
+            continue
+        stage, done, total = event
+        if stage == "image" and done and (done == total or sys.stderr.isatty()):
+            print(f"{tag}image {done}/{total}", file=sys.stderr, flush=True)
+    if report is None:
+        return 0
+    for image_id, why in report.failed.items():
+        print(f"correlax gmic evaluate: left out {image_id}: {why}", file=sys.stderr)
+    print(report.tables["table1"].to_markdown())
+    print(report.tables["table2"].to_markdown())
+    print(f"tables in {report.out}")
     return 0
