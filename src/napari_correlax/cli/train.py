@@ -118,7 +118,13 @@ def print_event(event: Any, tty: bool, prog: str = "correlax train") -> None:
     """Print one :class:`~napari_correlax.train.TrainEvent` as text: the start and each
     epoch on stdout, warnings and (on a terminal) a progress bar on stderr."""
     d = event.data
-    if event.kind == "start":
+    if event.kind == "start" and "positives" in d:  # a GMIC run: image-level labels
+        counts = ", ".join(f"{n} {lab}" for lab, n in d["positives"].items())
+        print(f"training GMIC on {d['train_images']} images ({counts}, {d['negatives']} "
+              f"negative), patches picked by {d['train_cam']}; keeping the last epoch; "
+              f"starting weights: {d['pretrained']} ({d['device']}, {d['world_size']} "
+              "process(es))", flush=True)
+    elif event.kind == "start":
         sel = d["selection"]
         val = (f"validating on {d['val_samples']} from {d['val_images']} ({sel['split']})"
                if d["val_images"] else "no validation")
