@@ -156,13 +156,14 @@ def cam_maps(model: GMIC, features: torch.Tensor, saliency: torch.Tensor,
 
 
 def unit_maps(maps: np.ndarray) -> np.ndarray:
-    """Each (…, h, w) map min–max scaled to [0, 1] on its own, as pytorch-grad-cam's
-    ``scale_cam_image`` does (``(m − min) / (max − min + 1e-7)``); float32."""
-    m = np.asarray(maps, dtype=np.float32)
+    """Each (…, h, w) map min–max scaled to [0, 1] on its own, ``(m − min) / (max − min)``
+    (a constant map gives 0): what a pytorch-grad-cam call returns for one layer (it
+    scales twice with a 1e-7 guard, which leaves the maximum at 1 to about 1e-7); float32."""
+    m = np.asarray(maps, dtype=np.float64)
     low = m.min(axis=(-2, -1), keepdims=True)
-    shifted = m - low
-    return (shifted / (np.float32(1e-7) + shifted.max(axis=(-2, -1), keepdims=True))
-            ).astype(np.float32)
+    span = m.max(axis=(-2, -1), keepdims=True) - low
+    safe = np.where(span > 0, span, 1.0)
+    return np.where(span > 0, (m - low) / safe, 0.0).astype(np.float32)
 
 
 def cam_title(name: str) -> str:
