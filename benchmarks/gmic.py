@@ -1,15 +1,23 @@
-"""Speed of ``GMIC.run`` against a straightforward per-image implementation of the same network.
+"""Speed of ``GMIC.run`` against a straightforward per-image implementation of the same
+network, and GMIC's training speed with each CAM that picks the patches.
 
-Both run on the same random-weight model and the same standardised input (default
-2944×1920, the published models' size). The straightforward version, written here,
-goes image by image: global network, saliency, sort-based top-t pooling, greedy
+Inference: both run on the same random-weight model and the same standardised input
+(default 2944×1920, the published models' size). The straightforward version, written
+here, goes image by image: global network, saliency, sort-based top-t pooling, greedy
 retrieval with a window-by-window search, each patch cut in a Python loop and passed
 through the local network on its own, attention and fusion. Prints seconds per image
 for both, their ratio (target: ``run`` not slower, ratio ≥ 1) and the largest
 difference between their outputs; also the time of ``gmic_input`` on a mammogram-sized
 phantom.
 
-Usage: ``python benchmarks/gmic.py [--n 2] [--size 2944 1920] [--repeats 2] [--device cpu]``
+Training (``--train``): training steps of the published architecture in train mode (forward
+with the patches picked by each CAM, the loss of :func:`~napari_correlax.gmic.train.gmic_loss`,
+backward, Adam) on a batch of ``--n`` random inputs; prints images per second per CAM
+and each gradient CAM's rate relative to GMIC's own (``cam``: the extra cost of the
+gradient CAM, which works on the head only, target ≥ 0.9).
+
+Usage: ``python benchmarks/gmic.py [--n 2] [--size 2944 1920] [--repeats 2] [--device cpu]
+[--train] [--skip-run] [--cams cam,xgradcam]``
 """
 
 from __future__ import annotations
@@ -81,14 +89,69 @@ def phantom(shape: tuple[int, int]) -> np.ndarray:
     return np.where(inside, 0.3 + 0.4 * rng.random(shape), 0).astype(np.float32)
 
 
+def training_rates(args: argparse.Namespace) -> None:
+    """Images per second of training steps with each CAM picking the patches."""
+    from napari_correlax.gmic import GMICConfig
+    from napari_correlax.gmic.train import gmic_loss
+
+    torch.manual_seed(0)
+    model = GMIC(GMICConfig(num_classes=1, class_names=("Mass",),
+                            input_size=tuple(args.size))).train().to(args.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    x = torch.randn(args.n, 1, *args.size, generator=torch.Generator().manual_seed(1))
+    x = x.to(args.device)
+    y = torch.tensor([[float(i % 2)] for i in range(args.n)], device=args.device)
+
+    def step(cam: str) -> None:
+        loss, _ = gmic_loss(model(x, retrieval_map=cam), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    cams = [c.strip() for c in args.cams.split(",") if c.strip()]
+    rates: dict[str, float] = {}
+    for cam in cams:
+        step(cam)  # warm-up
+        best = float("inf")
+        for _ in range(args.repeats):
+            sync()
+            start = time.perf_counter()
+            step(cam)
+            sync()
+            best = min(best, time.perf_counter() - start)
+        rates[cam] = args.n / best
+    print(f"training steps, batch {args.n}×1×{args.size[0]}×{args.size[1]} on {args.device}, "
+          f"torch threads {torch.get_num_threads()}, best of {args.repeats}")
+    for cam, rate in rates.items():
+        relative = f"  ({rate / rates['cam']:.2f} of cam)" if "cam" in rates and cam != "cam" \
+            else ""
+        print(f"train with {cam:<10} {rate:8.3f} images/s{relative}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2, help="images per batch")
     ap.add_argument("--size", nargs=2, type=int, default=(2944, 1920))
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats (best kept)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--train", action="store_true", help="also measure training steps")
+    ap.add_argument("--skip-run", action="store_true", help="skip the inference comparison")
+    ap.add_argument("--cams", default="cam,gradcam,gradcam++,xgradcam,layercam",
+                    help="CAMs picking the patches in the training measurement")
     args = ap.parse_args()
 
+    if not args.skip_run:
+        inference(args)
+    if args.train:
+        training_rates(args)
+
+
+def inference(args: argparse.Namespace) -> None:
+    """``GMIC.run`` against the straightforward implementation (module docstring)."""
     torch.manual_seed(0)
     model = GMIC().eval().to(args.device)
     x = torch.randn(args.n, 1, *args.size, generator=torch.Generator().manual_seed(1))

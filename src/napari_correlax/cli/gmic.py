@@ -1,15 +1,29 @@
 """``correlax gmic ...``: the GMIC model (docs/method.md §9).
 
-``correlax gmic import OFFICIAL.p --out gmic.safetensors`` converts published GMIC
-weights into the project's checkpoint (safetensors + JSON with the configuration); see
-:mod:`napari_correlax.gmic.checkpoint`.
+- ``correlax gmic import OFFICIAL.p --out gmic.safetensors`` converts published GMIC
+  weights into the project's checkpoint (safetensors + JSON with the configuration); see
+  :mod:`napari_correlax.gmic.checkpoint`.
+- ``correlax gmic train DATA --out RUN [--train-cam xgradcam]`` trains GMIC from
+  image-level labels ([CAM-GMIC]'s recipe, :mod:`napari_correlax.gmic.train`);
+  ``--progress json`` prints the events the napari training dock reads, and
+  ``torchrun --nproc-per-node N -m napari_correlax.cli gmic train ...`` trains with
+  DistributedDataParallel.
+- ``correlax gmic evaluate DATA --model CKPT [CKPT ...] --test-cam cam,gradcam,...
+  --out DIR`` writes [CAM-GMIC]'s Table I (classification) and Table II (TPR@FPPI per
+  training and test CAM) with the FROC curves (:mod:`napari_correlax.gmic.evaluate`);
+  per image results are cached, so a stopped run resumes, and ``torchrun`` shares the
+  images among processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -18,7 +32,7 @@ if TYPE_CHECKING:
 def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "gmic",
-        help="GMIC: import published weights",
+        help="GMIC: import published weights, train, evaluate",
         description="The Globally-Aware Multiple Instance Classifier (GMIC).",
     )
     actions = p.add_subparsers(dest="gmic_command", metavar="ACTION", required=True)
@@ -39,6 +53,129 @@ def register(sub: Subparsers) -> None:
                      help="top-t pooling fraction in (0, 1] (default: the official value for "
                      "sample_model_1..5 by file name, else 0.02)")
     imp.set_defaults(func=run_import)
+    _register_train(actions)
+    _register_evaluate(actions)
+
+
+def _register_evaluate(actions: Any) -> None:
+    from ..gmic.cams import TRAIN_CAMS
+
+    p = actions.add_parser(
+        "evaluate",
+        help="classification (Table I) and detection (Table II) of GMIC checkpoints",
+        description="Run GMIC checkpoints on a split of a data set in the VinDr-Mammo layout "
+        "and write the CAM-GMIC paper's Table I (accuracy, AUC, TPR, TNR, FNR of the fusion "
+        "output at the threshold, per checkpoint) and Table II (one row per checkpoint, "
+        "named by the CAM it was trained with, one column per test CAM: the FROC operating "
+        "point TPR@FPPI at IoU > 0.3 of that CAM's map in original pixels) as CSV and "
+        "Markdown, with froc.csv, froc.png, report.md and report.json. Per image and "
+        "checkpoint results are cached under DIR/cache (running again resumes). For several "
+        "processes or GPUs: `torchrun --nproc-per-node N -m napari_correlax.cli gmic "
+        "evaluate ...` (rank 0 writes).",
+    )
+    p.add_argument("data", type=Path, help="folder with finding_annotations.csv and images/")
+    p.add_argument("--model", "--models", nargs="+", required=True, dest="models",
+                   metavar="CKPT", help="GMIC checkpoints (.safetensors, or run folders)")
+    p.add_argument("--test-cam", default=",".join(TRAIN_CAMS), metavar="NAMES",
+                   help=f"comma-separated CAMs that localise (default {','.join(TRAIN_CAMS)})")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--positive", nargs="+", default=None, metavar="LABEL",
+                   help="data set label of each output, in order (default: the outputs' "
+                   "names, which must be labels; needed for the published benign/malignant "
+                   "weights)")
+    p.add_argument("--negatives", choices=("normal", "all"), default="normal",
+                   help="negative images: normal ones (default) or every image without the "
+                   "label")
+    p.add_argument("--detect-on", choices=("positives", "all"), default="positives",
+                   help="images counted in Table II: those with a box of the label (default, "
+                   "as the paper) or all evaluated images")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="fusion output counted positive at or above this (0.5)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    p.add_argument("--check", choices=("quick", "decode", "none"), default="quick",
+                   help="file check before the run (default quick)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.set_defaults(func=run_evaluate)
+
+
+def _register_train(actions: Any) -> None:
+    from ..gmic.cams import TRAIN_CAMS
+
+    p = actions.add_parser(
+        "train",
+        help="train GMIC from image-level labels (normal vs mass by default)",
+        description="Train GMIC on the training split of a data set in the VinDr-Mammo "
+        "layout with image-level labels only: images with a finding of a --positive label "
+        "against normal images, resized to the input size, with horizontal flips, random "
+        "crops and standardisation; the loss is BCE on the global, local and fusion "
+        "outputs plus β times the saliency regulariser. The map that picks the K patches "
+        "is --train-cam. Writes last.safetensors (+ .json) after every epoch, the resume "
+        "state, metrics.jsonl, config.json and run.json to the run folder; running again "
+        "on the same folder resumes (a higher --epochs trains on). Use `torchrun "
+        "--nproc-per-node N -m napari_correlax.cli gmic train ...` for several GPUs.",
+    )
+    p.add_argument("data", type=Path, help="folder with finding_annotations.csv and images/")
+    p.add_argument("--out", required=True, type=Path, help="run folder (created; resumed if "
+                   "it holds a run)")
+    p.add_argument("--train-cam", default="cam", metavar="NAME",
+                   help=f"map that picks the patches: {', '.join(TRAIN_CAMS)} (default cam: "
+                   "GMIC's own saliency; the others are pytorch-grad-cam's on the global "
+                   "network's last layer, ds_net.relu, explaining each class's global logit)")
+    p.add_argument("--positive", nargs="+", default=["Mass"], metavar="LABEL",
+                   help="labels trained as outputs, one each (default: Mass); an image is "
+                   "positive for a label when it has a finding of it")
+    p.add_argument("--negatives", choices=("normal", "all"), default="normal",
+                   help="images trained as negatives: normal (No Finding) images only "
+                   "(default, as the CAM-GMIC paper), or every image without a positive label")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="initial weights: official GMIC weights (sample_model_<i>.p) or a GMIC "
+                   "checkpoint; class-dependent heads start afresh when the class count "
+                   "differs. Default: from scratch")
+    p.add_argument("--epochs", type=int, default=50, help="epochs (default 50)")
+    p.add_argument("--batch-size", "--batch", type=int, default=6, dest="batch_size",
+                   help="global batch size, split over processes (default 6)")
+    p.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate (default 1e-5)")
+    p.add_argument("--beta", type=float, default=3.26,
+                   help="weight β of the saliency regulariser (default 3.26, the paper's). "
+                   "The paper writes the regulariser as the sum of the saliency over the "
+                   "46×30 cells, but with β = 3.26 that sum outweighs the BCE terms by "
+                   "about 500 times; this reads it as the mean over the cells (see --reg)")
+    p.add_argument("--reg", choices=("mean", "sum"), default="mean",
+                   help="regulariser: mean (default) or sum of the saliency over the grid "
+                   "cells; with sum give β on that scale (e.g. 3.26e-5)")
+    p.add_argument("--input-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                   help="input size in pixels (default 2944 1920; smaller for quick tests)")
+    p.add_argument("--fit", choices=("resize", "window"), default="resize",
+                   help="resize the breast to the input size (default, as the CAM-GMIC paper) "
+                   "or cut the official native-resolution window")
+    p.add_argument("--k", type=int, default=6, dest="K", help="patches per image (default 6)")
+    p.add_argument("--crop-size", nargs=2, type=int, default=(256, 256), metavar=("H", "W"),
+                   help="patch size in input pixels (default 256 256)")
+    p.add_argument("--top-t", type=float, default=None, metavar="T",
+                   help="top-t pooling fraction (default: the initial weights', else 0.02)")
+    p.add_argument("--global-filters", type=int, default=16,
+                   help="first-stage channels of the global network (default 16)")
+    p.add_argument("--global-stages", type=int, default=5,
+                   help="stages of the global network (default 5: ResNet-22)")
+    p.add_argument("--local-width", type=int, default=64,
+                   help="first-stage channels of the local network (default 64: ResNet-18)")
+    p.add_argument("--flip-p", type=float, default=0.5,
+                   help="probability of a horizontal flip (default 0.5)")
+    p.add_argument("--crop-noise", type=float, default=0.1,
+                   help="random crops keep 1 − u of each side, u uniform in [0, this] "
+                   "(default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (0)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="input cache folder (default RUN/cache); share it between runs")
+    p.add_argument("--fresh", action="store_true", help="start over even if RUN holds a run")
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    g.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--progress", choices=("text", "json"), default="text",
+                   help="text (default) or JSON lines on stdout (the napari dock's format)")
+    p.set_defaults(func=run_train)
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -48,4 +185,83 @@ def run_import(args: argparse.Namespace) -> int:
     cfg = model.config
     print(f"wrote {path} (from {args.source.name}: GMIC, classes {', '.join(cfg.class_names)}, "
           f"K={cfg.K}, top-t {cfg.percent_t:g})")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..errors import CorrelaxError
+    from ..gmic.config import INPUT_SIZE
+    from ..gmic.train import GMICTrainConfig, train_gmic_steps
+    from .train import print_event
+
+    if not args.data.exists():
+        raise CorrelaxError("data folder not found", args.data)
+    if args.init and not Path(args.init).is_file():
+        raise CorrelaxError("initial weights not found", args.init)
+    config = GMICTrainConfig(
+        data=str(args.data), out=str(args.out), train_cam=args.train_cam,
+        positive=list(args.positive), negatives=args.negatives, init=args.init,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
+        reg=args.reg, input_size=tuple(args.input_size or INPUT_SIZE), fit=args.fit,
+        K=args.K, crop_shape=tuple(args.crop_size), percent_t=args.top_t,
+        global_filters=args.global_filters, global_stages=args.global_stages,
+        local_width=args.local_width, flip_p=args.flip_p, crop_noise=args.crop_noise,
+        seed=args.seed, device=args.device, workers=args.workers, threads=args.threads,
+        cache=str(args.cache) if args.cache else None, fresh=args.fresh,
+    )
+    # Stop (the napari dock, torchrun tearing down) unwinds normally: finished epochs stay.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    main = int(os.environ.get("RANK", "0")) == 0
+    tty = sys.stderr.isatty()
+    for event in train_gmic_steps(config):
+        if not main:
+            continue
+        if args.progress == "json":
+            print(json.dumps(event.as_json()), flush=True)
+        else:
+            print_event(event, tty, "correlax gmic train")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate.runner import Excluded
+    from ..gmic.evaluate import GMICEvaluationConfig, gmic_evaluate_steps
+
+    config = GMICEvaluationConfig(
+        data=args.data, out=args.out, models=list(args.models), test_cams=args.test_cam,
+        split=args.split, positive=args.positive, negatives=args.negatives,
+        detect_on=args.detect_on, threshold=args.threshold, limit=args.limit,
+        device=args.device, check=args.check)
+    rank = int(os.environ.get("RANK", "0"))
+    tag = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    steps = gmic_evaluate_steps(config)
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            report = stop.value
+            break
+        if isinstance(event, Excluded):
+            if rank == 0:
+                for image_id in event.missing:
+                    print(f"correlax gmic evaluate: missing image file for {image_id}",
+                          file=sys.stderr)
+                for image_id, why in event.unreadable.items():
+                    print(f"correlax gmic evaluate: left out {image_id}: {why}",
+                          file=sys.stderr)
+            continue
+        stage, done, total = event
+        if stage == "image" and done and (done == total or sys.stderr.isatty()):
+            print(f"{tag}image {done}/{total}", file=sys.stderr, flush=True)
+    if report is None:
+        return 0
+    for image_id, why in report.failed.items():
+        print(f"correlax gmic evaluate: left out {image_id}: {why}", file=sys.stderr)
+    print(report.tables["table1"].to_markdown())
+    print(report.tables["table2"].to_markdown())
+    print(f"tables in {report.out}")
     return 0

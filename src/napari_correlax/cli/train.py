@@ -114,9 +114,17 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
-def _text(event: Any, tty: bool) -> None:
+def print_event(event: Any, tty: bool, prog: str = "correlax train") -> None:
+    """Print one :class:`~napari_correlax.train.TrainEvent` as text: the start and each
+    epoch on stdout, warnings and (on a terminal) a progress bar on stderr."""
     d = event.data
-    if event.kind == "start":
+    if event.kind == "start" and "positives" in d:  # a GMIC run: image-level labels
+        counts = ", ".join(f"{n} {lab}" for lab, n in d["positives"].items())
+        print(f"training GMIC on {d['train_images']} images ({counts}, {d['negatives']} "
+              f"negative), patches picked by {d['train_cam']}; keeping the last epoch; "
+              f"starting weights: {d['pretrained']} ({d['device']}, {d['world_size']} "
+              "process(es))", flush=True)
+    elif event.kind == "start":
         sel = d["selection"]
         val = (f"validating on {d['val_samples']} from {d['val_images']} ({sel['split']})"
                if d["val_images"] else "no validation")
@@ -125,7 +133,7 @@ def _text(event: Any, tty: bool) -> None:
               f"starting weights: {d['pretrained']} "
               f"({d['device']}, {d['world_size']} process(es))", flush=True)
     elif event.kind == "warning":
-        print(f"correlax train: warning: {d['message']}", file=sys.stderr, flush=True)
+        print(f"{prog}: warning: {d['message']}", file=sys.stderr, flush=True)
     elif event.kind in ("cache", "batch") and tty:
         label = "caching" if event.kind == "cache" else f"epoch {d['epoch']}/{d['epochs']}"
         bar = "#" * int(30 * event.done / max(event.total, 1))
@@ -169,5 +177,5 @@ def run(args: argparse.Namespace) -> int:
         if args.progress == "json":
             print(json.dumps(event.as_json()), flush=True)
         else:
-            _text(event, tty)
+            print_event(event, tty)
     return 0

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LabelMetrics", "format_table", "macro_f1", "per_label_metrics", "weighted_mean"]
+__all__ = ["LabelMetrics", "format_table", "macro_f1", "per_label_metrics", "roc_auc",
+           "weighted_mean"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,22 @@ def per_label_metrics(
             f1=f1, support=tp + fn, tp=tp, fp=fp, fn=fn, tn=tn,
         ))
     return rows
+
+
+def roc_auc(targets: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve of one binary problem: the probability that a random
+    positive scores above a random negative, ties counting one half (the Mann–Whitney
+    statistic, with average ranks for tied scores). ``targets``: (N,) non-zero for
+    positives; ``scores``: (N,). None when either class is absent (undefined)."""
+    from scipy.stats import rankdata
+
+    truth = np.asarray(targets).reshape(-1) > 0
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(s)
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def macro_f1(rows: Sequence[LabelMetrics]) -> float:

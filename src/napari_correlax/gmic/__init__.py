@@ -1,10 +1,13 @@
 """GMIC, the Globally-Aware Multiple Instance Classifier (docs/method.md §9).
 
 The network with the official module names (:mod:`.network`), its pooling and patch
-retrieval (:mod:`.retrieval`), loading of the published weights and the project's
-checkpoints (:mod:`.checkpoint`) and the official input preprocessing with its
-transform back to the mammogram (:mod:`.preprocess`). Names are imported lazily so
-that importing this package does not load torch.
+retrieval (:mod:`.retrieval`), the CAM methods that pick patches or localise
+(:mod:`.cams`), loading of the published weights and the project's checkpoints
+(:mod:`.checkpoint`), the official input preprocessing with its transform back to the
+mammogram (:mod:`.preprocess`), training from image-level labels (:mod:`.data`,
+:mod:`.train`), the evaluation of [CAM-GMIC] Tables I and II (:mod:`.evaluate`) and the
+``"gmic"`` map method (:mod:`.method`). Names are imported lazily so that importing this
+package does not load torch.
 """
 
 from __future__ import annotations
@@ -28,6 +31,16 @@ _API = {
     "retrieve_windows": "napari_correlax.gmic.retrieval",
     "cells_to_pixels": "napari_correlax.gmic.retrieval",
     "crop_patches": "napari_correlax.gmic.retrieval",
+    "TRAIN_CAMS": "napari_correlax.gmic.cams",
+    "cam_maps": "napari_correlax.gmic.cams",
+    "GMICTrainConfig": "napari_correlax.gmic.train",
+    "gmic_loss": "napari_correlax.gmic.train",
+    "train_gmic": "napari_correlax.gmic.train",
+    "train_gmic_steps": "napari_correlax.gmic.train",
+    "GMICEvaluationConfig": "napari_correlax.gmic.evaluate",
+    "gmic_evaluate": "napari_correlax.gmic.evaluate",
+    "gmic_evaluate_steps": "napari_correlax.gmic.evaluate",
+    "analyse": "napari_correlax.gmic.method",
 }
 
 __all__ = sorted(_API)

@@ -34,12 +34,17 @@ from .config import DEFAULT_CLASS_NAMES, OFFICIAL_TOP_T, GMICConfig
 if TYPE_CHECKING:
     from .network import GMIC
 
-__all__ = ["FORMAT", "import_gmic", "load_gmic", "save_gmic"]
+__all__ = ["CLASS_HEAD_KEYS", "FORMAT", "import_gmic", "load_gmic", "load_initial_weights",
+           "save_gmic"]
 
 FORMAT = "napari-correlax-gmic"
 #: Counters the state dict may lack (batch norm's, unused in eval mode).
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
 _OFFICIAL_NAME = re.compile(r"sample_model_(\d+)$")
+#: Parameters whose shape follows the number of classes: a model trained for other
+#: outputs starts them afresh when its class count differs.
+CLASS_HEAD_KEYS = ("left_postprocess_net.gn_conv_last.weight", "classifier_linear.weight",
+                   "fusion_dnn.weight", "fusion_dnn.bias")
 
 _cache: dict[tuple[str, float, int, float | None, str], Any] = {}
 _cache_lock = threading.Lock()
@@ -54,7 +59,9 @@ def load_gmic(
     ``top_t`` replaces the stored top-t pooling fraction (in (0, 1]). ``device``:
     ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``. Models are cached by
     (file, modification time, size, top_t, device): loading the same file again
-    returns the same object.
+    returns the same object. The model's ``checkpoint_path`` names the file and
+    ``checkpoint_info`` holds the checkpoint's ``info`` (training settings, the source
+    of imported weights).
     """
     from ..maps.runtime import resolve_device
 
@@ -68,7 +75,10 @@ def load_gmic(
     with _cache_lock:
         if key in _cache:
             return _cache[key]
-    model = _build(p, top_t)[0].to(device)
+    model, info = _build(p, top_t)
+    model = model.to(device)
+    model.checkpoint_path = str(p)
+    model.checkpoint_info = info
     with _cache_lock:
         _cache[key] = model
     return model
@@ -98,6 +108,36 @@ def import_gmic(
     """
     model, info = _build(Path(path), top_t)
     return save_gmic(model, out, info=info), model
+
+
+def load_initial_weights(model: GMIC, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Start ``model`` from the weights of ``path`` (official weights or a checkpoint).
+
+    Every parameter is copied, except those of :data:`CLASS_HEAD_KEYS` when their shape
+    differs (another number of classes, such as the published benign/malignant model
+    fine-tuned for normal vs mass, GMIC_NOTES §4): those keep ``model``'s fresh weights.
+    Any other mismatch (another global network) raises CorrelaxError naming the keys.
+    Returns what to record: the file's name, its top-t fraction, the keys started afresh
+    and the file's own ``info``.
+    """
+    from ..models.importers import _listing
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CorrelaxError("initial weights not found" if not p.exists() else "not a file", p)
+    source, info = _build(p, None)
+    own, theirs = model.state_dict(), source.state_dict()
+    fresh = [k for k in CLASS_HEAD_KEYS
+             if k in own and (k not in theirs or theirs[k].shape != own[k].shape)]
+    misfits = [k for k in own if k not in fresh and not k.endswith(_OPTIONAL_SUFFIX)
+               and (k not in theirs or theirs[k].shape != own[k].shape)]
+    if misfits:
+        raise CorrelaxError(f"initial weights do not fit this GMIC (another global network?): "
+                            f"{_listing(misfits)}", p)
+    merged = {k: (own[k] if k in fresh or k not in theirs else theirs[k]) for k in own}
+    model.load_state_dict(merged, strict=True)
+    return {"file": p.name, "percent_t": source.config.percent_t, "started_afresh": fresh,
+            "classes": list(source.config.class_names), "info": info}
 
 
 # ----------------------------------------------------------------------------- details

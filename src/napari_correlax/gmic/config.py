@@ -14,6 +14,7 @@ from ..errors import CorrelaxError
 
 __all__ = [
     "DEFAULT_CLASS_NAMES",
+    "FITS",
     "INPUT_SIZE",
     "OFFICIAL_TOP_T",
     "GMICConfig",
@@ -28,27 +29,36 @@ DEFAULT_CLASS_NAMES: tuple[str, ...] = ("benign", "malignant")
 #: (``sample_model_<i>.p``).
 OFFICIAL_TOP_T: dict[int, float] = {1: 0.02, 2: 0.03, 3: 0.03, 4: 0.05, 5: 0.1}
 
+#: Ways of bringing the breast to the input size (:func:`~.preprocess.gmic_input`):
+#: a native-resolution window (the official pipeline) or a resize ([CAM-GMIC]).
+FITS: tuple[str, ...] = ("window", "resize")
+
 #: Channels of the global network's feature map (ResNet-22, last stage).
 GLOBAL_CHANNELS = 256
-#: Length of the local network's feature vector (ResNet-18).
-LOCAL_CHANNELS = 512
+#: Base width and number of stages of the published global network (ResNet-22).
+GLOBAL_FILTERS = 16
+GLOBAL_STAGES = 5
+#: Channels of the local network's first stage (ResNet-18).
+LOCAL_WIDTH = 64
 #: Width of the gated attention's hidden layer.
 ATTENTION_DIM = 128
 
 
-def feature_grid_size(input_size: tuple[int, int]) -> tuple[int, int]:
+def feature_grid_size(input_size: tuple[int, int], stages: int = GLOBAL_STAGES
+                      ) -> tuple[int, int]:
     """Rows and columns of the saliency grid for an input of ``input_size`` pixels.
 
     The global network's stride-2 layers (7×7 convolution with padding 3, 3×3 max-pool
-    without padding, then four stride-2 3×3 convolutions with padding 1) give 46×30 cells
-    for 2944×1920 (one cell ≈ 64×64 input pixels).
+    without padding, then one stride-2 3×3 convolution with padding 1 at the start of
+    every stage after the first) give 46×30 cells for 2944×1920 with the published five
+    stages (one cell ≈ 64×64 input pixels; ``2**(stages + 1)`` pixels in general).
     """
 
     def axis(n: int) -> int:
         n = (n + 2 * 3 - 7) // 2 + 1  # first_conv
         n = (n - 3) // 2 + 1  # first_pool
-        for _ in range(4):
-            n = (n + 2 - 3) // 2 + 1  # first block of stages 1-4
+        for _ in range(stages - 1):
+            n = (n + 2 - 3) // 2 + 1  # first block of stages 1 … stages - 1
         return n
 
     rows, cols = (axis(int(v)) for v in input_size)
@@ -75,10 +85,23 @@ class GMICConfig:
         Top-t pooling fraction in (0, 1]: y_global is the mean of the ``round(h·w·t)``
         largest saliency values of each class (at least one).
     post_processing_dim
-        Channels of the global feature map (256; the only global network supported).
+        Channels of the global feature map: ``global_filters · 2**(global_stages − 1)``
+        (256 for the published ResNet-22); derived when not given.
     input_size
         Input size (rows, columns) the model was trained on, in pixels; inputs of other
         sizes still run (the grid follows :func:`feature_grid_size`).
+    fit
+        How a mammogram is brought to ``input_size`` (:data:`FITS`): ``"window"`` (the
+        official native-resolution window) or ``"resize"`` (the breast resized, as
+        [CAM-GMIC] trained on VinDr-Mammo).
+    global_filters, global_stages
+        Width (channels of the first stage) and number of stages of the global network:
+        16 and 5 for the published ResNet-22. Smaller networks (fewer stages: a finer
+        grid and a smaller receptive field) serve tests and experiments on small
+        inputs; they cannot load the published weights.
+    local_width
+        Channels of the local network's first stage (64 in the published ResNet-18,
+        whose features then have ``8 · 64 = 512`` entries); smaller for tests.
     """
 
     num_classes: int = 2
@@ -86,8 +109,12 @@ class GMICConfig:
     K: int = 6
     crop_shape: tuple[int, int] = (256, 256)
     percent_t: float = 0.02
-    post_processing_dim: int = GLOBAL_CHANNELS
+    post_processing_dim: int | None = None
     input_size: tuple[int, int] = INPUT_SIZE
+    fit: str = "window"
+    global_filters: int = GLOBAL_FILTERS
+    global_stages: int = GLOBAL_STAGES
+    local_width: int = LOCAL_WIDTH
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
@@ -104,18 +131,31 @@ class GMICConfig:
             problems.append(f"crop_shape must be two positive sizes, not {self.crop_shape}")
         if not 0.0 < float(self.percent_t) <= 1.0:
             problems.append(f"percent_t (top t) must lie in (0, 1], not {self.percent_t}")
-        if self.post_processing_dim != GLOBAL_CHANNELS:
-            problems.append(f"post_processing_dim must be {GLOBAL_CHANNELS} (ResNet-22 global "
-                            f"network), not {self.post_processing_dim}")
+        if int(self.global_filters) < 1 or not 1 <= int(self.global_stages) <= 8:
+            problems.append(f"the global network needs at least 1 filter and 1 to 8 stages, "
+                            f"not {self.global_filters} and {self.global_stages}")
+        else:
+            channels = int(self.global_filters) * 2 ** (int(self.global_stages) - 1)
+            if self.post_processing_dim is None:
+                object.__setattr__(self, "post_processing_dim", channels)
+            elif int(self.post_processing_dim) != channels:
+                problems.append(
+                    f"post_processing_dim must be {channels} (a global network of "
+                    f"{self.global_stages} stages from {self.global_filters} filters), not "
+                    f"{self.post_processing_dim}")
+        if int(self.local_width) < 1:
+            problems.append(f"local_width must be at least 1, not {self.local_width}")
         if len(self.input_size) != 2 or min(self.input_size) < 1:
             problems.append(f"input_size must be two positive sizes, not {self.input_size}")
+        if self.fit not in FITS:
+            problems.append(f"fit must be one of {list(FITS)}, not {self.fit!r}")
         if problems:
             raise CorrelaxError("invalid GMIC configuration: " + "; ".join(problems))
 
     @property
     def cam_size(self) -> tuple[int, int]:
         """Saliency grid (rows, columns) at :attr:`input_size` (46×30 for 2944×1920)."""
-        return feature_grid_size(self.input_size)
+        return feature_grid_size(self.input_size, self.global_stages)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (lists for tuples; ``cam_size`` added for readers)."""

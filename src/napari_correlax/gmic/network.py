@@ -24,7 +24,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from ..errors import CorrelaxError
-from .config import ATTENTION_DIM, GLOBAL_CHANNELS, LOCAL_CHANNELS, GMICConfig, feature_grid_size
+from .cams import cam_maps
+from .config import ATTENTION_DIM, GMICConfig, feature_grid_size
 from .retrieval import cells_to_pixels, crop_patches, retrieve_windows, top_t_pool, window_cells
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "GMICOutput",
     "GMICResult",
     "GlobalNetwork",
+    "GlobalScore",
     "LocalNetwork",
     "PreActivationBlock",
     "SaliencyHead",
@@ -122,11 +124,30 @@ class SaliencyHead(nn.Module):
 
 class LocalNetwork(ResNet):
     """torchvision's ResNet-18 without ``avgpool`` and ``fc`` (same key names, same
-    initialisation): N×3×h×w patches → N×512×(h/32)×(w/32) feature maps."""
+    initialisation): N×3×h×w patches → N×512×(h/32)×(w/32) feature maps.
 
-    def __init__(self) -> None:
+    ``width`` (64 in ResNet-18) sets the channels of the first stage; the four stages
+    have width, 2·width, 4·width and 8·width channels (a narrower trunk of the same
+    layout, for tests and small experiments).
+    """
+
+    def __init__(self, width: int = 64) -> None:
         super().__init__(BasicBlock, [2, 2, 2, 2])
         del self.avgpool, self.fc
+        if width != 64:
+            self.inplanes = width
+            self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.layer1 = self._make_layer(BasicBlock, width, 2)
+            self.layer2 = self._make_layer(BasicBlock, 2 * width, 2, stride=2)
+            self.layer3 = self._make_layer(BasicBlock, 4 * width, 2, stride=2)
+            self.layer4 = self._make_layer(BasicBlock, 8 * width, 2, stride=2)
+            for m in self.modules():  # torchvision's initialisation
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -141,7 +162,10 @@ class GMICOutput:
     sigmoid saliency maps on the grid. ``patch_cells``: (N, K, 2) int64 upper-left grid
     cells (row, col) of the retrieved patches, in retrieval order; ``patch_locations``:
     the same corners in input pixels. ``attention``: (N, K) weights, summing to 1 per
-    image, in retrieval order.
+    image, in retrieval order. ``features``: the global feature map h_g (N, 256, h, w;
+    ``post_processing_dim`` channels), the output of :data:`FEATURE_LAYER`.
+    ``retrieval_map``: the map that picked the patches (``saliency`` itself unless
+    another map was given), detached.
     """
 
     y_global: torch.Tensor
@@ -151,6 +175,8 @@ class GMICOutput:
     patch_cells: torch.Tensor
     patch_locations: torch.Tensor
     attention: torch.Tensor
+    features: torch.Tensor | None = None
+    retrieval_map: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -211,14 +237,16 @@ class GMIC(nn.Module):
         config = config or GMICConfig()
         self.config = config
         c = config.num_classes
-        self.ds_net = GlobalNetwork()
-        self.left_postprocess_net = SaliencyHead(GLOBAL_CHANNELS, c)
-        self.dn_resnet = LocalNetwork()
-        self.mil_attn_V = nn.Linear(LOCAL_CHANNELS, ATTENTION_DIM, bias=False)
-        self.mil_attn_U = nn.Linear(LOCAL_CHANNELS, ATTENTION_DIM, bias=False)
+        channels = int(config.post_processing_dim)
+        self.ds_net = GlobalNetwork(config.global_filters, config.global_stages)
+        self.left_postprocess_net = SaliencyHead(channels, c)
+        local = 8 * int(config.local_width)
+        self.dn_resnet = LocalNetwork(config.local_width)
+        self.mil_attn_V = nn.Linear(local, ATTENTION_DIM, bias=False)
+        self.mil_attn_U = nn.Linear(local, ATTENTION_DIM, bias=False)
         self.mil_attn_w = nn.Linear(ATTENTION_DIM, 1, bias=False)
-        self.classifier_linear = nn.Linear(LOCAL_CHANNELS, c, bias=False)
-        self.fusion_dnn = nn.Linear(GLOBAL_CHANNELS + LOCAL_CHANNELS, c)
+        self.classifier_linear = nn.Linear(local, c, bias=False)
+        self.fusion_dnn = nn.Linear(channels + local, c)
 
     # ------------------------------------------------------------------ parts
 
@@ -247,20 +275,27 @@ class GMIC(nn.Module):
 
     # ---------------------------------------------------------------- forward
 
-    def forward(self, x: torch.Tensor, retrieval_map: torch.Tensor | None = None) -> GMICOutput:
+    def forward(self, x: torch.Tensor, retrieval_map: torch.Tensor | str | None = None
+                ) -> GMICOutput:
         """All outputs for an N×1×H×W standardised input (see :class:`GMICOutput`).
 
-        ``retrieval_map`` (N, C', h', w'), if given, replaces the saliency map for picking
-        the patches (any non-negative map on any grid covering the input, such as another
-        CAM method's); the patch size in cells then follows that grid.
+        ``retrieval_map`` chooses the map that picks the patches: None or ``"cam"`` for
+        GMIC's own saliency (the official model); the name of a gradient CAM of
+        :data:`~.cams.TRAIN_CAMS` (``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``,
+        ``"layercam"``) for that method's map of this forward pass's h_g
+        (:func:`~.cams.cam_maps`); or a tensor (N, C', h', w'), any non-negative map on
+        any grid covering the input, whose grid then sets the patch size in cells.
         """
-        _check_input(x)
+        _check_input(x, self.config.global_stages)
         cfg = self.config
         height, width = int(x.shape[2]), int(x.shape[3])
         features = self.ds_net(x)
         saliency = self.left_postprocess_net(features)
         y_global = top_t_pool(saliency, cfg.percent_t)
-        picking = saliency if retrieval_map is None else retrieval_map
+        if retrieval_map is None or isinstance(retrieval_map, str):
+            picking = cam_maps(self, features, saliency, retrieval_map or "cam")
+        else:
+            picking = retrieval_map
         grid = (int(picking.shape[2]), int(picking.shape[3]))
         window = window_cells(cfg.crop_shape, (height, width), grid)
         cells = retrieve_windows(picking, window, cfg.K)
@@ -271,9 +306,10 @@ class GMIC(nn.Module):
         y_local = torch.sigmoid(self.classifier_linear(z))
         pooled = features.amax(dim=(2, 3))
         y_fusion = torch.sigmoid(self.fusion_dnn(torch.cat([pooled, z], dim=1)))
-        return GMICOutput(y_global, y_local, y_fusion, saliency, cells, corners, attention)
+        return GMICOutput(y_global, y_local, y_fusion, saliency, cells, corners, attention,
+                          features, picking.detach())
 
-    def run(self, x: Any, retrieval_map: torch.Tensor | None = None) -> GMICResult:
+    def run(self, x: Any, retrieval_map: torch.Tensor | str | None = None) -> GMICResult:
         """:meth:`forward` without gradients on the model's device; numpy results.
 
         ``x``: N×1×H×W (or 1×H×W, or H×W) standardised input, array or tensor. The
@@ -301,10 +337,30 @@ class GMIC(nn.Module):
     def extra_repr(self) -> str:
         cfg = self.config
         return (f"classes={list(cfg.class_names)}, K={cfg.K}, crop_shape={cfg.crop_shape}, "
-                f"percent_t={cfg.percent_t}, grid={feature_grid_size(cfg.input_size)}")
+                f"percent_t={cfg.percent_t}, grid={cfg.cam_size}")
 
 
-def _check_input(x: torch.Tensor) -> None:
+class GlobalScore(nn.Module):
+    """The global branch of a GMIC as a plain classifier for CAM libraries: N×1×H×W input
+    → (N, C) global logits, the top-t mean of the saliency logits (the cells whose sigmoid
+    values make ŷ_global), with h_g at ``self.gmic.ds_net.relu``.
+
+    ``GradCAM(model=GlobalScore(gmic), target_layers=[gmic.ds_net.relu])`` with
+    ``ClassifierOutputTarget(c)`` explains the score :func:`~.cams.gradient_cam_maps`
+    explains (the library switches the model it is given to eval mode).
+    """
+
+    def __init__(self, gmic: GMIC) -> None:
+        super().__init__()
+        self.gmic = gmic
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gmic
+        logits = g.left_postprocess_net.gn_conv_last(g.ds_net(x))
+        return top_t_pool(logits, g.config.percent_t)
+
+
+def _check_input(x: torch.Tensor, stages: int) -> None:
     if x.ndim != 4 or x.shape[1] != 1:
         raise CorrelaxError(f"GMIC takes an N×1×H×W input, not shape {tuple(x.shape)}")
-    feature_grid_size((int(x.shape[2]), int(x.shape[3])))
+    feature_grid_size((int(x.shape[2]), int(x.shape[3])), stages)

@@ -37,18 +37,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from .config import INPUT_SIZE
+from .config import FITS, INPUT_SIZE
 
 if TYPE_CHECKING:
     import torch
 
     from ..io.image import Mammogram
 
-__all__ = ["FITS", "GMICInput", "InputTransform", "gmic_input"]
-
-#: Ways of bringing the breast to the input size.
-FITS: tuple[str, ...] = ("window", "resize")
-
+__all__ = ["FITS", "GMICInput", "InputTransform", "gmic_input", "standardise"]
 
 @dataclass(frozen=True)
 class InputTransform:
@@ -142,10 +138,11 @@ class InputTransform:
 class GMICInput:
     """A mammogram made into GMIC's input by :func:`gmic_input`.
 
-    ``image``: (rows, cols) float32, standardised (mean 0, std 1 unless constant);
+    ``image``: (rows, cols) float32, standardised (mean 0, std 1 unless constant), or
+    the fitted [0, 1] pixels when ``gmic_input(..., standardised=False)``;
     ``transform``: geometry back to the original image; ``laterality`` ("L"/"R") and
     ``view`` ("CC"/"MLO") used; ``mean``/``std``: the standardisation's statistics, in
-    the units of the [0, 1] pixels.
+    the units of the [0, 1] pixels (0 and 1 when not standardised).
     """
 
     image: np.ndarray
@@ -172,6 +169,7 @@ def gmic_input(
     tissue_threshold: float = 0.0,
     erosion: int = 100,
     margin: int = 50,
+    standardised: bool = True,
 ) -> GMICInput:
     """GMIC's input for a mammogram, with its transform back to original pixels.
 
@@ -180,7 +178,8 @@ def gmic_input(
     Mammogram's ``meta["laterality"]``); ``view`` "CC" or "MLO" (default: its
     ``meta["view_position"]``, else CC; ML-type views count as MLO). ``size``: input
     (rows, cols) in pixels. ``fit``: ``"window"`` or ``"resize"``. The remaining
-    options tune the breast crop (see the module notes).
+    options tune the breast crop (see the module notes); ``standardised=False`` skips
+    step 4 (training standardises after its augmentation).
     """
     pixels, meta, label = _unpack(image)
     side = laterality if laterality is not None else meta.get("laterality")
@@ -215,14 +214,24 @@ def gmic_input(
                          interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         start, scale = (float(top), float(left)), (h / rows, w / cols)
     out = np.asarray(out, dtype=np.float32)
-    mean = np.mean(out, dtype=np.float32)
-    std = np.maximum(np.std(out, dtype=np.float32), np.float32(1e-5))
-    standardised = ((out - mean) / std).astype(np.float32)
     transform = InputTransform(
         original_shape=(int(pixels.shape[0]), int(pixels.shape[1])),
         input_shape=(rows, cols), flipped=flipped, start=start, scale=scale,
     )
-    return GMICInput(standardised, transform, side, kind, float(mean), float(std))
+    if not standardised:
+        return GMICInput(out, transform, side, kind, 0.0, 1.0)
+    values, mean, std = standardise(out)
+    return GMICInput(values, transform, side, kind, float(mean), float(std))
+
+
+def standardise(image: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Step 4 of :func:`gmic_input`: ``(image − mean) / max(std, 1e-5)`` in float32 (the
+    population std, as the official loader's numpy computes it); returns the
+    standardised image, the mean and the divisor."""
+    out = np.asarray(image, dtype=np.float32)
+    mean = np.mean(out, dtype=np.float32)
+    std = np.maximum(np.std(out, dtype=np.float32), np.float32(1e-5))
+    return ((out - mean) / std).astype(np.float32), float(mean), float(std)
 
 
 # ----------------------------------------------------------------------------- details

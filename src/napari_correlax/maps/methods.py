@@ -217,3 +217,7 @@ for _name, (_class_name, _title, _text) in CAM_FAMILY.items():
     register_method(type(_class_name, (CamMethod,), {
         "name": _name, "title": _title, "description": _text,
         "__doc__": f"{_title} (docs/method.md §8).", "__module__": __name__}))
+
+# GMIC (docs/method.md §9) registers its method in its own module; importing it loads
+# neither torch nor the network.
+from ..gmic import method as _gmic_method  # noqa: E402, F401

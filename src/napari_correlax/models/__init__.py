@@ -1,6 +1,12 @@
 """Classifier models and their checkpoints (docs/method.md §4)."""
 
-from .checkpoint import DEMO_CHECKPOINT, load_classifier, read_metadata, save_checkpoint
+from .checkpoint import (
+    DEMO_CHECKPOINT,
+    load_classifier,
+    load_model,
+    read_metadata,
+    save_checkpoint,
+)
 from .importers import import_codigotesis, import_model, import_torchvision
 from .protocols import ImageModelLike, ModelLike
 
@@ -12,6 +18,7 @@ __all__ = [
     "import_model",
     "import_torchvision",
     "load_classifier",
+    "load_model",
     "read_metadata",
     "save_checkpoint",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "DEMO_CHECKPOINT",
     "ModelSummary",
     "load_classifier",
+    "load_model",
     "model_summary",
     "read_header",
     "read_metadata",
@@ -164,6 +165,37 @@ def load_classifier(path: str | os.PathLike[str] | None = None, device: str = "c
     with _cache_lock:
         _cache[key] = model
     return model
+
+
+def load_model(path: str | os.PathLike[str] | None = None, device: str = "cpu") -> Any:
+    """The model of a checkpoint, whichever kind it is: a GMIC
+    (:func:`~napari_correlax.gmic.load_gmic`) when its metadata says
+    ``"napari-correlax-gmic"``, a :class:`Classifier` (:func:`load_classifier`) when it
+    says ``"napari-correlax-classifier"``; no path gives the default classifier (the
+    demo model, or ``CORRELAX_MODEL``). ``path`` may be a folder holding a checkpoint
+    (``best`` preferred). Anything else — another safetensors file, official GMIC
+    weights not yet converted — raises CorrelaxError naming the file and what to do.
+    """
+    if path is None:
+        return load_classifier(None, device=device)
+    from ..gmic.checkpoint import FORMAT as GMIC_FORMAT
+
+    p = _resolve(path)
+    if p.suffix != ".safetensors":
+        raise CorrelaxError("not a napari-correlax checkpoint (.safetensors); convert "
+                            "official GMIC weights with `correlax gmic import` and classifier "
+                            "weights with `correlax import-model`", p)
+    doc = read_header(p)
+    kind = (doc or {}).get("format")
+    if kind == GMIC_FORMAT:
+        from ..gmic.checkpoint import load_gmic
+
+        return load_gmic(p, device=device)
+    if kind == FORMAT:
+        return load_classifier(p, device=device)
+    raise CorrelaxError(f"not a napari-correlax classifier or GMIC checkpoint (its metadata "
+                        f"names {kind!r})" if kind else "safetensors file without "
+                        "napari-correlax metadata: not a classifier or GMIC checkpoint", p)
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ __all__ = [
     "median_box_size",
     "render_window",
     "sample_weights",
+    "shard_indices",
 ]
 
 
@@ -228,6 +229,14 @@ def epoch_indices(weights: np.ndarray, num_samples: int, generator: torch.Genera
     if extra > 0:
         drawn += list(range(len(w), len(w) + int(extra)))
         drawn = [drawn[i] for i in torch.randperm(len(drawn), generator=generator).tolist()]
+    return shard_indices(drawn, rank, world_size)
+
+
+def shard_indices(indices: Sequence[int], rank: int = 0, world_size: int = 1) -> list[int]:
+    """This rank's share of an epoch's ``indices`` (the same list on every rank): padded by
+    wrapping to a multiple of ``world_size``, then every ``world_size``-th from ``rank``,
+    as ``DistributedSampler`` shards."""
+    drawn = list(indices)
     per_rank = math.ceil(len(drawn) / world_size)
     drawn += drawn[: per_rank * world_size - len(drawn)]
     return drawn[rank::world_size]

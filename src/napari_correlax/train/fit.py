@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -94,9 +93,18 @@ from torch import nn
 
 from ..distributed import join
 from ..errors import CorrelaxError
-from ..files import atomic_write_bytes, atomic_write_text
+from ..files import atomic_write_text
 from ..labels import LABELS
 from .crops import CropConfig
+from .state import (
+    STATE_FILE,
+    gather_rng_states,
+    mix_seed,
+    read_state,
+    restore_state,
+    save_state,
+    seed_everything,
+)
 
 if TYPE_CHECKING:
     from ..io.vindr import ImageRecord, VinDrIndex
@@ -117,9 +125,6 @@ __all__ = [
     "train_steps",
 ]
 
-STATE_FORMAT = "napari-correlax-training-state"
-STATE_KEY = "napari_correlax_training"
-STATE_FILE = "last.train.safetensors"
 #: Settings that define a run: a resume must not change them.
 RUN_KEYS = ("backbone", "labels", "input_size", "epochs", "batch_size", "lr", "lr_min",
             "alpha", "gamma", "seed", "select", "val_split", "val_fraction", "crop")
@@ -272,42 +277,6 @@ class StartingWeights:
 # --------------------------------------------------------------------------- helpers
 
 
-def _mix(*parts: int) -> int:
-    """A 63-bit seed from integers (stable across runs and platforms)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]
-               >> np.uint64(1))
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()  # noqa: NPY002 (the global stream is what is saved)
-    py_state = random.getstate()
-    return {
-        "torch": torch.get_rng_state().tolist(),
-        "cuda": ([s.tolist() for s in torch.cuda.get_rng_state_all()]
-                 if torch.cuda.is_available() and torch.cuda.is_initialized() else None),
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    legacy = (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
-    np.random.set_state(legacy)  # noqa: NPY002
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002
-    random.seed(seed)
-
-
 def split_records(index: VinDrIndex, config: TrainConfig) -> TrainSplit:
     """Training and validation images of a run (docs/method.md §5), without reading any image.
 
@@ -344,7 +313,7 @@ def split_records(index: VinDrIndex, config: TrainConfig) -> TrainSplit:
                                 index.root)
         described: str | None = config.val_split
     elif fraction > 0:
-        rng = np.random.default_rng(_mix(config.seed, 0x7A1))
+        rng = np.random.default_rng(mix_seed(config.seed, 0x7A1))
         n_val = min(max(1, round(len(studies) * fraction)), len(studies) - 1)
         held = {studies[i] for i in rng.permutation(len(studies))[:n_val]}
         validation = [r for r in training if r.study_id in held]
@@ -464,76 +433,6 @@ def evaluate_crops(model: Classifier, dataset: CropDataset, batch_size: int = 64
     return p, t, float(sum(losses) / t.size)
 
 
-# --------------------------------------------------------------------------- state files
-
-
-def _save_state(path: Path, model: Any, optimizer: Any, scheduler: Any, sampler: Any,
-                rng: list[dict[str, Any]], doc: dict[str, Any]) -> None:
-    """Write the resume file (tensors + JSON metadata) and its JSON mirror."""
-    from safetensors.torch import save
-
-    tensors: dict[str, torch.Tensor] = {
-        f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, st in opt["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[k] = v
-    meta = {
-        **doc,
-        "format": STATE_FORMAT,
-        "version": 1,
-        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
-        "scheduler": scheduler.state_dict(),
-        "sampler": sampler.get_state().tolist(),
-        "rng": rng,
-    }
-    text = json.dumps(meta)
-    atomic_write_bytes(path, save(tensors, metadata={STATE_KEY: text}))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
-
-
-def _read_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metadata document, tensors) of a resume file; CorrelaxError when unusable."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        doc = json.loads(meta[STATE_KEY])
-        tensors = load_file(str(path))
-    except Exception as exc:
-        raise CorrelaxError(f"cannot read the training state ({exc}); start with --fresh",
-                            path) from exc
-    if doc.get("format") != STATE_FORMAT:
-        raise CorrelaxError("not a napari-correlax training state", path)
-    return doc, tensors
-
-
-def _restore(doc: dict[str, Any], tensors: dict[str, Any], model: Any, optimizer: Any,
-             scheduler: Any, sampler: Any, rank: int, world_size: int) -> None:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for pid, extra in doc["optimizer"]["scalars"].items():
-        state.setdefault(int(pid), {}).update(extra)
-    optimizer.load_state_dict({"state": state, "param_groups": doc["optimizer"]["param_groups"]})
-    scheduler.load_state_dict(doc["scheduler"])
-    sampler.set_state(torch.tensor(doc["sampler"], dtype=torch.uint8))
-    saved = doc.get("rng") or []
-    if len(saved) == world_size:
-        _set_rng_state(saved[rank])
-    else:  # another world size: per-rank streams cannot continue, start them afresh
-        _seed_everything(_mix(doc["config"]["seed"], doc["epoch"], rank))
-
-
 # --------------------------------------------------------------------------- the loop
 
 
@@ -596,7 +495,7 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
         doc: dict[str, Any] = {}
         tensors: dict[str, Any] = {}
         if resume:
-            doc, tensors = _read_state(state_path)
+            doc, tensors = read_state(state_path)
             saved = dict(doc.get("config", {}))
             current = config.as_dict()
             if isinstance(saved.get("crop"), dict):
@@ -610,7 +509,7 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
                         f"{k}: {saved.get(k)!r} there, {current.get(k)!r} now" for k in changed)
                     + "); choose another --out or pass --fresh", out)
 
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         model = Classifier(config.backbone, config.labels, input_size=config.input_size)
         if resume:
             starting = StartingWeights(str(doc.get("pretrained", "unknown")))
@@ -643,12 +542,12 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=config.epochs, eta_min=config.lr_min)
-        sampler = torch.Generator().manual_seed(_mix(config.seed, 0x5A3))
-        _seed_everything(_mix(config.seed, dist_ctx.rank))
+        sampler = torch.Generator().manual_seed(mix_seed(config.seed, 0x5A3))
+        seed_everything(mix_seed(config.seed, dist_ctx.rank))
         history: list[dict[str, Any]] = []
         best_score, best_epoch, start = -math.inf, 0, 1
         if resume:
-            _restore(doc, tensors, model, optimizer, scheduler, sampler, dist_ctx.rank,
+            restore_state(doc, tensors, model, optimizer, scheduler, sampler, dist_ctx.rank,
                      dist_ctx.world_size)
             history = list(doc.get("history", []))
             best_score = float(doc.get("best_score", -math.inf))
@@ -732,17 +631,11 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
                     "best": improved,
                 })
                 history.append(record)
-            rng_states = [_rng_state()]
-            if dist_ctx.enabled:
-                import torch.distributed as dist
-
-                gathered: list[Any] = [None] * dist_ctx.world_size
-                dist.all_gather_object(gathered, rng_states[0])
-                rng_states = gathered
+            rng_states = gather_rng_states(dist_ctx)
             if dist_ctx.main:
                 info = {"epoch": epoch, "train_config": config.as_dict(), "metrics": record,
                         "selection": selection, "pretrained": starting.name}
-                _save_state(state_path, model, optimizer, scheduler, sampler, rng_states, {
+                save_state(state_path, model, optimizer, scheduler, sampler, rng_states, {
                     "epoch": epoch, "config": config.as_dict(), "history": history,
                     "best_score": best_score, "best_epoch": best_epoch,
                     "selection": selection, "pretrained": starting.name})

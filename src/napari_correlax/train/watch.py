@@ -1,7 +1,9 @@
 """Watching a ``correlax train`` run from another process, without Qt.
 
 The napari training dock starts ``python -m napari_correlax.cli train ... --progress
-json`` as a child process (:meth:`TrainRequest.command`), reads its standard output one
+json`` as a child process (:meth:`TrainRequest.command`; a GMIC run:
+:meth:`GMICTrainRequest.command`, ``correlax gmic train``, whose events have the same
+kinds and fields), reads its standard output one
 JSON object per line (:class:`EventLines`; the objects are
 :meth:`~napari_correlax.train.TrainEvent.as_json`) and shows what :class:`TrainWatch`
 makes of them: the per-epoch history (losses and validation F1 to plot), warnings, the
@@ -22,6 +24,7 @@ __all__ = [
     "PLOTTED_LABELS",
     "SELECTIONS",
     "EventLines",
+    "GMICTrainRequest",
     "RunEnd",
     "TrainRequest",
     "TrainWatch",
@@ -61,6 +64,43 @@ class TrainRequest:
                 "--select", self.select, "--device", self.device, "--progress", "json"]
         if self.pretrained:
             argv += ["--pretrained", self.pretrained]
+        if self.fresh:
+            argv.append("--fresh")
+        return argv
+
+
+@dataclass
+class GMICTrainRequest:
+    """What a dock passes to ``correlax gmic train`` (docs/method.md §9).
+
+    ``train_cam``: the map that picks the patches (``cam``, ``gradcam``, ``gradcam++``,
+    ``xgradcam``, ``layercam``); ``positive``: the labels trained as outputs; ``init``:
+    initial weights (official GMIC weights or a GMIC checkpoint; empty: from scratch).
+    ``select`` is always ``"last"``: a GMIC run keeps the last epoch's
+    ``last.safetensors``, so :class:`TrainWatch` and :data:`CHECKPOINT_FILES` apply as
+    for the classifier.
+    """
+
+    data: str
+    out: str
+    train_cam: str = "cam"
+    positive: tuple[str, ...] = ("Mass",)
+    init: str = ""
+    epochs: int = 50
+    batch_size: int = 6
+    device: str = "auto"
+    fresh: bool = False
+    select: str = "last"
+
+    def command(self) -> list[str]:
+        """The child process's argv (``sys.executable`` first)."""
+        argv = [sys.executable, "-m", "napari_correlax.cli", "gmic", "train", self.data,
+                "--out", self.out, "--train-cam", self.train_cam,
+                "--positive", *self.positive, "--epochs", str(self.epochs),
+                "--batch-size", str(self.batch_size), "--device", self.device,
+                "--progress", "json"]
+        if self.init:
+            argv += ["--init", self.init]
         if self.fresh:
             argv.append("--fresh")
         return argv
@@ -141,7 +181,7 @@ class TrainWatch:
     ``chosen_epoch`` (0: none yet), ``chosen_checkpoint`` (path, once it exists).
     """
 
-    def __init__(self, request: TrainRequest | None = None) -> None:
+    def __init__(self, request: TrainRequest | GMICTrainRequest | None = None) -> None:
         self.out = Path(request.out) if request is not None else None
         self.select = request.select if request is not None else "best"
         resumed = request is not None and not request.fresh
@@ -162,6 +202,12 @@ class TrainWatch:
         kind = event.get("event")
         if kind == "start":
             split = (event.get("selection") or {}).get("split")
+            if "positives" in event:  # a GMIC run: image-level labels
+                counts = ", ".join(f"{n} {lab}" for lab, n in event["positives"].items())
+                return (f"GMIC on {event['train_images']} images ({counts}, "
+                        f"{event['negatives']} negative), patches by {event['train_cam']}, "
+                        f"on {event['device']}; starting weights: "
+                        f"{event.get('pretrained', 'none')}")
             return (f"{event['train_samples']} training samples, {event['val_samples']} "
                     f"validation samples{f' ({split})' if split else ''} on "
                     f"{event['device']}; starting weights: {event.get('pretrained', 'none')}")
