@@ -599,3 +599,39 @@ def test_cam_methods_run_in_the_dock_and_compare_side_by_side(
     toggle_side_by_side(widget)
     assert not grid.enabled
     assert [(layer.name, layer.visible) for layer in viewer.layers] == before
+
+
+def test_a_gmic_checkpoint_runs_in_the_dock_with_its_patches_and_outputs(
+    make_napari_viewer, qtbot, phantom_dicom, tmp_path, errors
+):
+    import torch
+
+    from napari_correlax.gmic import GMIC, GMICConfig, save_gmic
+
+    torch.manual_seed(0)
+    config = GMICConfig(num_classes=1, class_names=("Mass",), global_filters=8,
+                        global_stages=2, local_width=8, K=3, crop_shape=(32, 32),
+                        percent_t=0.05, input_size=(256, 160), fit="resize")
+    checkpoint = save_gmic(GMIC(config).eval(), tmp_path / "gmic.safetensors", {"imported": {}})
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, checkpoint)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("gmic"))
+    run_to_end(qtbot, widget)
+    assert errors == []
+    result = widget._analyses["phantom"].result
+    saliency = viewer.layers["Mass · GMIC · phantom"]
+    assert saliency.data.shape == image.data.shape
+    patches = viewer.layers["GMIC patches · phantom"]
+    gmic = result.meta["gmic"]
+    assert len(patches.data) == 3 == len(gmic["patches"])
+    # each rectangle is the patch's box in image pixels (drawn on pixel centres)
+    for rect, patch in zip(patches.data, gmic["patches"]):
+        r, c, h, w = patch["box"]
+        np.testing.assert_allclose(rect.min(axis=0), (r - 0.5, c - 0.5))
+        np.testing.assert_allclose(rect.max(axis=0), (r + h - 0.5, c + w - 0.5))
+    np.testing.assert_allclose(patches.features["attention"],
+                               [p["attention"] for p in gmic["patches"]])
+    np.testing.assert_allclose(patches.scale, image.scale)
+    text = widget.status.text()
+    assert text.startswith("GMIC Mass: global") and f"fusion {gmic['y_fusion'][0]:.2f}" in text

@@ -62,11 +62,12 @@ def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Finish
     try:
         from ..io.image import Mammogram
         from ..maps.methods import run_method
-        from ..models import load_classifier
+        from ..models import load_model
 
         yield Progress("model", 0, 1)
         settings = request.settings
-        model = load_classifier(request.checkpoint or None, device=settings.runtime().device)
+        # a classifier or a GMIC checkpoint, whichever the file holds
+        model = load_model(request.checkpoint or None, device=settings.runtime().device)
         yield Progress("model", 1, 1)
         image = Mammogram(request.pixels, request.spacing_mm, dict(request.meta), request.path)
         result = yield from run_method(image, model, settings)

@@ -346,7 +346,7 @@ class AnalysisWidget(QWidget):
         for name, widget in self.form.widgets.items():
             if name in ("masks", "adaptive", "focus"):
                 widget.setEnabled(name in method.uses)
-            elif name == "mode":
+            elif name in ("mode", "cam", "laterality"):
                 widget.setEnabled(name in method.options)
 
     def _labels_changed(self, item: Any = None) -> None:

@@ -57,6 +57,10 @@ TOOLTIPS: dict[str, str] = {
     "method": "Which maps to compute: prediction maps only, CorRELAX (prediction, "
               "correlation, product, distance, relevance), or a method of the Grad-CAM "
               "family (a saliency map per label)",
+    "cam": "GMIC: the map shown, GMIC's own saliency (cam) or a gradient CAM of its global "
+           "network (the second paper's test-time CAM)",
+    "laterality": "GMIC: which breast (GMIC mirrors right breasts); auto reads the file's "
+                  "laterality, else finds the chest wall side",
     "mode": "Grad-CAM family: per 256 px window at full resolution, stitched (windowed), "
             "or once on the whole breast resized to 512 px (global, as in the literature)",
     "device": "Where the model runs: auto picks a GPU when there is one",
@@ -109,7 +113,11 @@ def devices() -> list[str]:
 
 
 #: Method options (:attr:`MapSettings.options`) with a control: name -> choices.
-OPTION_CHOICES: dict[str, tuple[str, ...]] = {"mode": ("windowed", "global")}
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": ("windowed", "global"),
+    "cam": ("cam", "gradcam", "gradcam++", "xgradcam", "layercam"),
+    "laterality": ("auto", "L", "R"),
+}
 
 
 class SettingsForm:
@@ -186,7 +194,8 @@ class SettingsForm:
         options: dict[str, Any] = {}
         for name, widget in self.widgets.items():
             if name in OPTION_CHOICES:
-                options[name] = widget.currentText()
+                if not (name == "laterality" and widget.currentText() == "auto"):
+                    options[name] = widget.currentText()
             elif isinstance(widget, QComboBox):
                 data = widget.currentData()
                 values[name] = data if data is not None else widget.currentText()

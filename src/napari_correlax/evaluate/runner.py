@@ -126,7 +126,7 @@ def load_image_steps(
     a broken checkpoint.
     """
     from ..io import read_mammogram
-    from ..models import load_classifier
+    from ..models import load_model
 
     mammogram = read_mammogram(record.path)
     if record.height and record.width and \
@@ -137,7 +137,7 @@ def load_image_steps(
     shown = partial(LoadedImage, record, mammogram.pixels, mammogram.spacing_mm)
     yield Preview(shown(None, "", "", final=False))
     yield Progress("model", 0, 1)
-    model = load_classifier(checkpoint, device=settings.runtime().device)
+    model = load_model(checkpoint, device=settings.runtime().device)  # classifier or GMIC
     key = settings_key(model, settings)
     name = model_fingerprint(model)[0]
     cache = ResultCache(cache_root, key, {"model": getattr(model, "checkpoint_path", None),
