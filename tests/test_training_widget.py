@@ -160,3 +160,26 @@ def test_missing_data_folder_is_refused_before_starting(make_napari_viewer, tmp_
     widget.start()
     errors, _, _ = messages
     assert not widget.running and errors and "nope" in errors[0]
+
+
+def test_the_dock_trains_gmic_with_the_chosen_cam(make_napari_viewer, qtbot, phantom_data,
+                                                  tmp_path, messages):
+    from napari_correlax.models import load_model
+
+    viewer = make_napari_viewer()
+    widget = open_dock(viewer, phantom_data, tmp_path / "gmic", epochs=1)
+    widget.backbone_combo.setCurrentText("GMIC · xgradcam")
+    widget.batch_spin.setValue(4)
+    widget.extra_args = ["--input-size", "256", "160", "--global-filters", "8",
+                         "--global-stages", "2", "--local-width", "8", "--k", "2",
+                         "--crop-size", "32", "32", "--top-t", "0.05", "--threads", "1"]
+    request = widget.request()
+    assert request.command()[3:6] == ["gmic", "train", str(phantom_data)]
+    assert request.train_cam == "xgradcam"
+    widget.start_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=180_000)
+    errors, _, _ = messages
+    assert errors == []
+    assert [h["epoch"] for h in widget.history] == [1]
+    model = load_model(widget.chosen_checkpoint)  # the GMIC checkpoint it wrote
+    assert type(model).__name__ == "GMIC"

@@ -44,12 +44,16 @@ from ..train.watch import (
     PLOTTED_LABELS,
     SELECTIONS,
     EventLines,
+    GMICTrainRequest,
     TrainRequest,
     TrainWatch,
     progress_of,
 )
 from ._forms import TOOLTIPS, devices, path_row, spin
 from ._progress import ThrottledProgress
+
+#: Prefix of the model choices that train GMIC (``"GMIC · xgradcam"``).
+GMIC = "GMIC"
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +86,12 @@ class TrainingWidget(QWidget):
                                             "A data set in the VinDr-Mammo layout to train on")
         self.backbone_combo = QComboBox()
         self.backbone_combo.setToolTip("The network under the paper's head (the paper: "
-                                       "efficientnet_v2_s); lite is fast on CPUs")
+                                       "efficientnet_v2_s); lite is fast on CPUs. GMIC · X: "
+                                       "GMIC from image-level labels (normal vs mass), "
+                                       "patches picked with the CAM X")
         self.backbone_combo.addItems(_backbones())
+        self.backbone_combo.addItems([f"{GMIC} · {c}" for c in
+                                      ("cam", "gradcam", "gradcam++", "xgradcam", "layercam")])
         self.backbone_combo.setCurrentText("efficientnet_v2_s")
         self.epochs_spin = spin(1, 10_000, 50, TOOLTIPS["epochs"])
         self.batch_spin = spin(1, 4096, 48, TOOLTIPS["train_batch"])
@@ -198,8 +206,15 @@ class TrainingWidget(QWidget):
         if path:
             self.out_edit.setText(path)
 
-    def request(self) -> TrainRequest:
-        """The current settings."""
+    def request(self) -> TrainRequest | GMICTrainRequest:
+        """The current settings (a GMIC run when a "GMIC · <cam>" model is chosen)."""
+        model = self.backbone_combo.currentText()
+        if model.startswith(GMIC):
+            return GMICTrainRequest(
+                data=self.data_edit.text().strip(), out=self.out_edit.text().strip(),
+                train_cam=model.split(" · ")[-1], init=self.pretrained_edit.text().strip(),
+                epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value(),
+                device=self.device_combo.currentText(), fresh=self.fresh_check.isChecked())
         return TrainRequest(
             data=self.data_edit.text().strip(),
             out=self.out_edit.text().strip(),
