@@ -55,6 +55,9 @@ class MapKind:
         Pointing game (docs/method.md §10): the map's maximum must reach each
         threshold to count as a hit (one rule per threshold); ``strict`` makes the
         comparison ``>`` (correlations: ``> 0``). Empty: the kind is not scored.
+    interval:
+        Name of the kind that holds the half-widths of this kind's 95 % confidence
+        intervals (same shape), or ``""`` when the map has none.
     """
 
     name: str
@@ -68,6 +71,7 @@ class MapKind:
     stack: int = 0
     pointing_thresholds: tuple[float, ...] = ()
     strict: bool = False
+    interval: str = ""
 
     @property
     def colormap(self) -> str:
@@ -106,12 +110,20 @@ CORRELATION = register_kind(MapKind(
     "together with the features (−1–1). Red: the window's content drives the label. "
     "Read first after a CorRELAX run, beside the prediction.",
     read_order=10, stack=20, pointing_thresholds=(0.0,), strict=True,
+    interval="correlation_ci",
 ))
 PRODUCT = register_kind(MapKind(
     "product", "product", True, "grid", "diverging", (-1.0, 1.0),
     "Prediction × correlation: high where the label is both predicted and explained by "
     "the window's content.",
     read_order=30, stack=10,
+))
+CORRELATION_CI = register_kind(MapKind(
+    "correlation_ci", "correlation ±", True, "grid", "sequential", (0.0, 1.0),
+    "How far the correlation map may be off for lack of masks: half-width of its 95 % "
+    "confidence interval at each window (0–1). A correlation smaller than this could "
+    "be 0 with more masks.",
+    read_order=35, stack=5,
 ))
 DISTANCE = register_kind(MapKind(
     "distance", "distance", False, "grid", "diverging", (-1.0, 1.0),

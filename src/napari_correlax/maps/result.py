@@ -94,6 +94,25 @@ class MapResult:
         except ValueError:
             raise CorrelaxError(f"label {label!r} is not one of {self.labels}") from None
 
+    def peak_cell(self, name: str = "prediction", label: str | None = None) -> tuple[int, int]:
+        """Grid cell ``(i, j)`` of a grid map's maximum (see :meth:`peak`)."""
+        values = self._grid_values(name, label)
+        masked = np.where(self.window_mask, values, -np.inf)
+        if not np.isfinite(masked).any():
+            masked = values
+        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        return int(i), int(j)
+
+    def _grid_values(self, name: str, label: str | None) -> np.ndarray:
+        values = self.get(name)
+        if values is None:
+            raise CorrelaxError(f"this result has no {name!r} map")
+        if values.ndim == 3:
+            if label is None:
+                raise CorrelaxError(f"map {name!r} is per label: name one of {self.labels}")
+            values = values[self.label_index(label)]
+        return values
+
     def peak(
         self, name: str = "prediction", label: str | None = None
     ) -> tuple[float, tuple[float, float]]:
@@ -103,19 +122,9 @@ class MapResult:
         ``distance``); ``label`` picks the channel of per-label maps. Only windows in
         ``window_mask`` compete; ties go to the first in row-major order.
         """
-        values = self.get(name)
-        if values is None:
-            raise CorrelaxError(f"this result has no {name!r} map")
-        if values.ndim == 3:
-            if label is None:
-                raise CorrelaxError(f"map {name!r} is per label: name one of {self.labels}")
-            values = values[self.label_index(label)]
-        masked = np.where(self.window_mask, values, -np.inf)
-        if not np.isfinite(masked).any():
-            masked = values
-        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        i, j = self.peak_cell(name, label)
         centre = self.grid.centres()[i, j]
-        return float(values[i, j]), (float(centre[0]), float(centre[1]))
+        return float(self._grid_values(name, label)[i, j]), (float(centre[0]), float(centre[1]))
 
     def peaks(self, kinds: tuple[str, ...] = ("prediction", "correlation")
               ) -> list[tuple[str, str, float, tuple[float, float]]]:
