@@ -259,3 +259,17 @@ def test_confidence_map_is_smoothed_window_half_widths_and_survives_saving(phant
     header, rows = window_rows(res)
     column = header.index(f"correlation_ci:{model.labels[1]}")
     assert float(rows[0][column]) == pytest.approx(float(ci[1, 0, 0]), abs=1e-5)
+
+
+def test_command_line_design_option_reaches_the_settings():
+    import argparse
+
+    from napari_correlax.cli.common import add_map_options, settings_from
+
+    parser = argparse.ArgumentParser()
+    add_map_options(parser)
+    assert settings_from(parser.parse_args([]), "correlax").design == DEFAULT_DESIGN
+    chosen = settings_from(parser.parse_args(["--design", "iid"]), "correlax")
+    assert chosen.design == "iid" and chosen.map_fields()["design"] == "iid"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--design", "latin"])

@@ -8,7 +8,9 @@ Array names and shapes are part of the public contract (docs/method.md §12):
   ``explain``.
 
 Maps of other kinds (:mod:`.kinds`; made by other map methods, :mod:`.methods`) live in
-``extra`` under their kind name and are saved and loaded like the named ones.
+``extra`` under their kind name and are saved and loaded like the named ones; ``explain``
+puts ``correlation_ci`` there (C, gy, gx: half-widths of the correlations' 95 %
+confidence intervals).
 
 Geometry: ``window``, ``stride``, ``origin`` (row, col of window (0, 0)'s top-left in
 original image pixels), ``grid_shape``, ``image_shape``, ``spacing_mm`` and
