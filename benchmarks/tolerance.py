@@ -2,13 +2,17 @@
 
 Runs every sampled window to N = 2560 masks once, recording ρ and the engine's standard
 error of ``ρ_n − ρ_2560`` at every point where adaptive mode checks its rule (after
-``min_masks``, then every ``CHECK_EVERY`` masks). Because mask ``n`` depends only on
+``min_masks``, then every ``CHECK_EVERY`` masks or design block). Because mask ``n`` depends only on
 ``(seed, n)``, an adaptive run with tolerance ``t`` stops at the first check whose largest
 standard error is ≤ ``t`` and reports the ρ recorded there; so one reference run replays
 the adaptive result of every tolerance exactly. Prints, per tolerance, the mean masks
 per window and the mean / 95th percentile of ``|ρ_adaptive − ρ_2560|`` over all
 correlations (distance and every label) of all windows, against the paper's criterion
 (mean ≤ 0.025) and a budget of 512 masks per window on average.
+
+``--design`` picks the mask design (default: CorRELAX's) and ``--min-masks`` the floor;
+checks fall where the engine puts them for that design (whole pairs and blocks).
+``benchmarks/designs.py`` compares designs on several models.
 
 Usage: ``python benchmarks/tolerance.py [--model CKPT] [--images 2] [--windows 24]``
 """
@@ -21,14 +25,16 @@ import numpy as np
 
 from napari_correlax.cli.common import tune_cpu_allocator
 from napari_correlax.maps.correlax import (
-    CHECK_EVERY,
+    DEFAULT_DESIGN,
     DEFAULT_MIN_MASKS,
     DEFAULT_TOLERANCE,
     _Engine,
     _unmasked_pass,
+    adaptive_checks,
     inference_model,
 )
 from napari_correlax.maps.runtime import Runtime
+from napari_correlax.maps.settings import MASK_DESIGNS
 from napari_correlax.maps.sliding import WindowFeeder, drain, prepare_image
 from napari_correlax.models import load_classifier
 from napari_correlax.synth import make_phantom
@@ -44,13 +50,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--tolerances", type=float, nargs="+",
                     default=[0.025, 0.03, 0.0325, 0.035, 0.0375, 0.04, 0.045, 0.05])
+    ap.add_argument("--design", choices=MASK_DESIGNS, default=DEFAULT_DESIGN)
+    ap.add_argument("--min-masks", type=int, default=DEFAULT_MIN_MASKS)
     ap.add_argument("--save", default=None, help="also write the recorded ρ and SE (.npz)")
     args = ap.parse_args()
     tune_cpu_allocator()
 
     rt = Runtime(device="cpu")
     model = inference_model(rt.prepare_model(load_classifier(args.model)))
-    checks = np.arange(DEFAULT_MIN_MASKS, REFERENCE + 1, CHECK_EVERY)
+    checks = None
     rho_parts, se_parts = [], []
     for seed in range(args.images):
         image = make_phantom(seed, shape=(2400, 1200),
@@ -61,11 +69,12 @@ def main() -> None:
             tissue, size=min(args.windows, len(tissue)), replace=False))
         feeder = WindowFeeder(prep, model, rt)
         h0, y0 = drain(_unmasked_pass(feeder, pick))
+        checks = np.union1d(adaptive_checks(args.min_masks, REFERENCE, args.design), [REFERENCE])
         engine = _Engine(
             model, rt, lambda local, f=feeder, p=pick: f.batch(p[np.asarray(local)]), h0, y0,
             np.full(len(pick), REFERENCE), seed=0, size=prep.grid.window,
-            batch_size=args.batch, min_masks=DEFAULT_MIN_MASKS, adaptive=False, tolerance=1.0,
-            record_at=checks,
+            batch_size=args.batch, min_masks=args.min_masks, adaptive=False, tolerance=1.0,
+            record_at=checks, design=args.design,
         )
         for _ in engine.steps():
             pass
@@ -78,8 +87,8 @@ def main() -> None:
         np.savez(args.save, rho=rho, se=se, checks=checks)
     ref = rho[:, -1]
     worst = se.max(axis=2)  # (W, checks): what the stopping rule compares
-    print(f"\n{len(rho)} windows x {rho.shape[2]} correlations; rule: stop at the first check "
-          f"(every {CHECK_EVERY} masks from {DEFAULT_MIN_MASKS}) where the largest SE <= t")
+    print(f"\n{len(rho)} windows x {rho.shape[2]} correlations, design {args.design}; rule: "
+          f"stop at the first check ({checks[0]}, {checks[1]}, ...) where the largest SE <= t")
     print("  tolerance   mean masks   x fewer   mean |drho|   p95 |drho|   max |drho|")
     for t in args.tolerances:
         stop = np.where((worst <= t).any(axis=1), (worst <= t).argmax(axis=1), len(checks) - 1)

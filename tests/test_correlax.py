@@ -391,7 +391,8 @@ def test_mask_sensitivity_rows_equal_corrcoef_on_prefixes():
     x = windows(2, seed=6)
     sens = mask_sensitivity_windows(model, x, counts=(32, 64), reference=96, seed=1,
                                     runtime=RT)
-    full = explain_windows(model, x, masks=96, seed=1, return_series=True, runtime=RT)
+    full = explain_windows(model, x, masks=96, seed=1, design="iid", return_series=True,
+                           runtime=RT)
     for i in range(2):
         s = full.series[i]
         for k, n in enumerate((32, 64, 96)):

@@ -38,8 +38,8 @@ def measured():
     x = torch.randn((3, 3, 32, 32), generator=torch.Generator().manual_seed(6))
     sens = mask_sensitivity_windows(model, x, counts=COUNTS, reference=REFERENCE, seed=SEED,
                                     runtime=RT)
-    full = explain_windows(model, x, masks=REFERENCE, seed=SEED, return_series=True,
-                           runtime=RT)
+    full = explain_windows(model, x, masks=REFERENCE, seed=SEED, design="iid",
+                           return_series=True, runtime=RT)
     return sens, full.series, list(model.labels)
 
 

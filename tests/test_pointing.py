@@ -376,3 +376,44 @@ def test_a_one_cell_prediction_map_has_no_location_to_score():
     found = pointing_verdicts(result, [("Mass", 15.0, 5.0, 25.0, 15.0)], "x", rules=rules)
     assert [(v.rule, v.row, v.col, v.hit) for v in found] == [("saliency", 10.0, 20.0, True)]
     assert [v.rule for v in normal_verdicts(result, "y", rules=rules)] == ["saliency"]
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+
+def test_correlation_verdicts_say_whether_the_peak_stands_out():
+    """Interval fields by hand: GRID is 6 × 5 windows of 256 px at stride 48, so windows
+    share no pixel once 6 cells apart; the runner-up is searched in a 12 × 12 grid."""
+    grid = WindowGrid(window=256, stride=48, origin=(0, 0), shape=(12, 12),
+                      image_shape=(900, 900))
+    c = LABELS.index("Mass")
+    pred = np.zeros((len(LABELS), 12, 12), np.float32)
+    corr = np.zeros_like(pred)
+    half = np.full_like(pred, 0.05)
+    corr[c, 2, 2], half[c, 2, 2] = 0.6, 0.1  # the peak: interval 0.5–0.7
+    corr[c, 2, 7] = 0.58  # overlaps the peak's window (5 cells apart): not a competitor
+    corr[c, 9, 3], half[c, 9, 3] = 0.42, 0.05  # 7 cells apart: runner-up, interval ≤ 0.47
+    corr[c, 10, 10] = 0.30
+    corr[c, 11, 0] = 0.55  # far away but not evaluated (no tissue): not a competitor
+    mask = np.ones((12, 12), bool)
+    mask[11, 0] = False
+    result = MapResult(labels=list(LABELS), grid=grid, prediction=pred, window_mask=mask,
+                       correlation=corr, extra={"correlation_ci": half})
+    box = [("Mass", 0, 0, 300, 300)]
+    v = next(x for x in pointing_verdicts(result, box, "img") if x.map == "correlation")
+    assert v.value == pytest.approx(0.6) and v.ci == pytest.approx(0.1)
+    assert v.nonzero is True
+    assert (v.runner_up, v.runner_up_ci) == (pytest.approx(0.42), pytest.approx(0.05))
+    assert v.separated is True  # 0.6 − 0.1 = 0.5 > 0.42 + 0.05
+    half[c, 9, 3] = 0.09  # 0.42 + 0.09 = 0.51: the intervals overlap
+    half[c, 2, 2] = 0.65  # and the peak's interval reaches below 0
+    v = next(x for x in pointing_verdicts(result, box, "img") if x.map == "correlation")
+    assert v.separated is False and v.nonzero is False
+    p = next(x for x in pointing_verdicts(result, box, "img") if x.map == "prediction")
+    assert np.isnan(p.ci) and p.nonzero is None and p.separated is None
+
+
+def test_no_interval_fields_without_a_confidence_map():
+    pred, corr = one_hot_maps((2, 2), 0.9, corr_value=0.4)
+    v = verdict(make_result(pred, corr), [("Mass", 0, 0, 400, 400)], "correlation>0")
+    assert np.isnan(v.ci) and v.nonzero is None and np.isnan(v.runner_up)

@@ -145,3 +145,28 @@ def test_reader_state_round_trip_and_tolerance(tmp_path):
     path.write_text("{not json")
     assert ReaderState.load(path) is None
     assert ReaderState.load(tmp_path / "absent.json") is None
+
+
+def test_interval_columns_round_trip_and_old_files_read(tmp_path):
+    path = tmp_path / "verdicts.csv"
+    store = VerdictStore(path)
+    with_ci = Verdict("img1", "Mass", "correlation>0", "correlation", 0.4, 79.5, 31.5, True,
+                      True, 1, ci=0.12, nonzero=True, runner_up=0.35, runner_up_ci=0.1,
+                      separated=False)
+    store.add_automatic([with_ci, verdicts()[0]], settings="k")
+    rows = read_csv(path)
+    assert (rows[0]["ci"], rows[0]["nonzero"], rows[0]["separated"]) == ("0.12", "true", "false")
+    assert (rows[1]["ci"], rows[1]["nonzero"], rows[1]["separated"]) == ("", "", "")
+    again = VerdictStore(path).rows()
+    assert again[0].runner_up == 0.35 and again[0].separated is False
+    assert again[1].nonzero is None
+
+    # A file written before the interval columns existed.
+    old = tmp_path / "old.csv"
+    keep = [c for c in COLUMNS if c not in ("ci", "nonzero", "runner_up", "runner_up_ci",
+                                             "separated")]
+    old.write_text(",".join(keep) + "\n" + ",".join(
+        {"image_id": "a", "label": "Mass", "map": "correlation>0", "auto_verdict": "hit",
+         "boxes": "1", "inside": "true"}.get(c, "") for c in keep) + "\n", encoding="utf-8")
+    (row,) = VerdictStore(old).rows()
+    assert row.auto_verdict == "hit" and row.nonzero is None and row.ci != row.ci

@@ -30,6 +30,19 @@ Choices the method reference (docs/method.md) leaves open, written down here:
   no lesion to point at). Ground-truth labels the model does not have are not scored.
 * **Support** of a label = number of (image, label) pairs. A label without support has
   no accuracy (``None``).
+* **Uncertainty of the maximum.** For maps with confidence intervals (the correlation
+  map, whose ``correlation_ci`` map holds the half-width of each value's 95 % interval
+  for lack of masks, docs/method.md §7) a verdict also says whether the maximum is
+  *distinguishable from 0* (its interval excludes 0: ``|value| > ci``) and from the
+  *runner-up*: the largest value among the evaluated windows that share no pixel with
+  the maximum's window (grid distance ≥ ``ceil(window / stride)`` cells in row or
+  column), i.e. the best competing place elsewhere in the image. The two are told
+  apart when their intervals do not overlap (``value − ci > runner_up + runner_up_ci``).
+  Both windows use the same masks, so their errors are not independent; non-overlap is
+  a valid test at the 5 % level whatever that dependence, because the standard error of
+  a difference never exceeds the sum of the two standard errors. These fields only
+  describe the masks' Monte Carlo error, not how the image was sampled; they do not
+  change ``hit``.
 
 Two means (per rule):
 
@@ -51,9 +64,12 @@ Two means (per rule):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..boxes import as_boxes
 from ..labels import NO_FINDING, lesion_labels
@@ -74,6 +90,7 @@ __all__ = [
     "pointing_verdicts",
     "rule_by_name",
     "rules_for",
+    "runner_up_cell",
 ]
 
 #: Tolerance around every box, pixels on each side (paper §3.5: "an offset of 48 pixels").
@@ -144,6 +161,12 @@ class Verdict:
     ``inside`` whether that point lies in a grown box of the label; ``hit`` whether it
     counts (inside and the rule passes); ``boxes`` how many boxes the label has in the
     image.
+
+    For maps with confidence intervals (module docstring, "Uncertainty of the maximum";
+    NaN / None otherwise): ``ci`` is the half-width of the maximum's 95 % interval,
+    ``nonzero`` whether that interval excludes 0, ``runner_up`` and ``runner_up_ci`` the
+    value and half-width of the best window that shares no pixel with the maximum's
+    (NaN when there is none) and ``separated`` whether the two intervals do not overlap.
     """
 
     image_id: str
@@ -156,6 +179,11 @@ class Verdict:
     inside: bool
     hit: bool
     boxes: int
+    ci: float = math.nan
+    nonzero: bool | None = None
+    runner_up: float = math.nan
+    runner_up_ci: float = math.nan
+    separated: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able copy."""
@@ -180,6 +208,48 @@ def point_in_boxes(x: float, y: float, boxes: Iterable[Any], grow: float = GROW_
         if x0 - grow <= x <= x1 + grow and y0 - grow <= y <= y1 + grow:
             return True
     return False
+
+
+def runner_up_cell(result: MapResult, name: str, label: str | None = None
+                   ) -> tuple[int, int] | None:
+    """Grid cell of the largest value of a grid map among the evaluated windows that
+    share no pixel with the maximum's window (None when every window overlaps it)."""
+    values = result.get(name)
+    if values is None:
+        return None
+    if values.ndim == 3:
+        values = values[result.label_index(label or "")]
+    i, j = result.peak_cell(name, label)
+    apart = math.ceil(result.window / result.stride)
+    rows, cols = np.indices(values.shape)
+    far = np.maximum(np.abs(rows - i), np.abs(cols - j)) >= apart
+    candidates = far & np.asarray(result.window_mask, dtype=bool)
+    if not candidates.any():
+        return None
+    masked = np.where(candidates, values, -np.inf)
+    k, m = np.unravel_index(int(np.argmax(masked)), masked.shape)
+    return int(k), int(m)
+
+
+def _interval_fields(result: MapResult, name: str, label: str) -> dict[str, Any]:
+    """The :class:`Verdict` uncertainty fields of one map's maximum (empty without)."""
+    from ..maps.kinds import kind as map_kind
+
+    spec = map_kind(name)
+    half = result.get(spec.interval) if spec.interval else None
+    if half is None:
+        return {}
+    c = result.label_index(label)
+    values = result.get(name)[c]
+    half = half[c]
+    i, j = result.peak_cell(name, label)
+    value, ci = float(values[i, j]), float(half[i, j])
+    out: dict[str, Any] = {"ci": ci, "nonzero": bool(abs(value) > ci)}
+    other = runner_up_cell(result, name, label)
+    if other is not None:
+        r, r_ci = float(values[other]), float(half[other])
+        out.update(runner_up=r, runner_up_ci=r_ci, separated=bool(value - ci > r + r_ci))
+    return out
 
 
 def pointing_verdicts(
@@ -223,6 +293,7 @@ def pointing_verdicts(
                 image_id=image_id, label=label, rule=rule.name, map=rule.map,
                 value=float(value), row=float(row), col=float(col), inside=inside,
                 hit=bool(inside and rule.passes(value)), boxes=len(label_boxes),
+                **_interval_fields(result, rule.map, label),
             ))
     return out
 

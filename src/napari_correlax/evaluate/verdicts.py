@@ -11,7 +11,11 @@ reader's ``hit``/``miss``/``unsure`` (empty until set) and ``comment`` free text
 centre, original image pixels, pixel-centre convention); ``inside`` whether that point
 lies in a grown box; ``model`` the checkpoint's name; ``settings`` the key of the model
 and map settings the maps came from (rows of different settings are different rows);
-``time`` when the reader last changed the row (ISO 8601, UTC).
+``time`` when the reader last changed the row (ISO 8601, UTC). For maps with confidence
+intervals (the correlation map) ``ci``, ``nonzero``, ``runner_up``, ``runner_up_ci`` and
+``separated`` say whether the maximum stands out from 0 and from the best other place
+(:class:`~.pointing.Verdict`); they are empty for other maps, and files written before
+these columns existed read with them empty.
 
 Images without findings get rows labelled "No Finding" (a hit when the map raises no
 alarm: :func:`~napari_correlax.evaluate.pointing.normal_verdicts`). A false positive the
@@ -87,6 +91,11 @@ class VerdictRow:
     model: str = ""
     settings: str = ""
     time: str = ""
+    ci: float = float("nan")
+    nonzero: bool | None = None
+    runner_up: float = float("nan")
+    runner_up_ci: float = float("nan")
+    separated: bool | None = None
 
     @property
     def is_mark(self) -> bool:
@@ -108,7 +117,9 @@ class VerdictRow:
         out = []
         for name in COLUMNS:
             value = getattr(self, name)
-            if isinstance(value, bool):
+            if value is None:
+                out.append("")
+            elif isinstance(value, bool):
                 out.append("true" if value else "false")
             elif isinstance(value, float):
                 out.append("" if value != value else repr(round(value, 6)))
@@ -135,6 +146,10 @@ def _parse_row(values: dict[str, str], line: int, path: Path) -> VerdictRow:
         except ValueError:
             raise CorrelaxError(f"line {line}: {name} {text!r} is not a number", path) from None
 
+    def flag(name: str) -> bool | None:
+        text = values.get(name, "").strip().lower()
+        return None if not text else text == "true"
+
     verdict = values.get("reader_verdict", "").strip()
     if verdict and verdict not in (*READER_VERDICTS, FALSE_POSITIVE):
         raise CorrelaxError(f"line {line}: reader_verdict {verdict!r} is not one of "
@@ -152,7 +167,9 @@ def _parse_row(values: dict[str, str], line: int, path: Path) -> VerdictRow:
         max_row=number("max_row"), max_col=number("max_col"),
         inside=values.get("inside", "").strip().lower() == "true",
         model=values.get("model", ""), settings=values.get("settings", ""),
-        time=values.get("time", ""),
+        time=values.get("time", ""), ci=number("ci"), nonzero=flag("nonzero"),
+        runner_up=number("runner_up"), runner_up_ci=number("runner_up_ci"),
+        separated=flag("separated"),
     )
 
 
@@ -248,7 +265,9 @@ class VerdictStore:
             auto = {"study_id": study_id, "split": split, "boxes": int(v.boxes),
                     "auto_verdict": "hit" if v.hit else "miss", "max_value": float(v.value),
                     "max_row": float(v.row), "max_col": float(v.col), "inside": bool(v.inside),
-                    "model": model}
+                    "model": model, "ci": float(v.ci), "nonzero": v.nonzero,
+                    "runner_up": float(v.runner_up), "runner_up_ci": float(v.runner_up_ci),
+                    "separated": v.separated}
             if row is None:
                 row = VerdictRow(image_id=v.image_id, label=v.label, map=v.rule,
                                  settings=settings, **auto)

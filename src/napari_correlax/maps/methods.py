@@ -140,10 +140,11 @@ class CorrelaxMethod(MapMethod):
 
     name = "correlax"
     title = "CorRELAX"
-    kinds = ("prediction", "correlation", "product", "distance", "masks_used", "relevance")
+    kinds = ("prediction", "correlation", "product", "distance", "masks_used", "relevance",
+             "correlation_ci")
     scored = "correlation"
     uses = _WINDOWS | {"masks", "adaptive", "tolerance", "min_masks", "focus",
-                       "focus_share", "seed"}
+                       "focus_share", "seed", "design"}
     description = ("Occlusion masks per window: how the features and each label's "
                    "prediction change together (correlation, distance, relevance).")
 
@@ -157,7 +158,8 @@ class CorrelaxMethod(MapMethod):
             reach=settings.reach, min_tissue=settings.min_tissue,
             focus_share=settings.focus_share,
             min_masks=settings.min_masks, tolerance=settings.tolerance,
-            mask_batch=settings.mask_batch, runtime=settings.runtime(),
+            mask_batch=settings.mask_batch, design=settings.design,
+            runtime=settings.runtime(),
         ))
 
 

@@ -11,7 +11,8 @@ Maps of other kinds (:mod:`.kinds`; made by other map methods, :mod:`.methods`) 
 ``extra`` under their kind name and are saved and loaded like the named ones: the CAM
 family's ``saliency`` (labels, H, W) in original image pixels, for example, whose
 ``target_layer`` (the dotted name of the model's module the maps were taken from) is
-saved beside it.
+saved beside it; ``explain`` puts ``correlation_ci`` there (C, gy, gx: half-widths
+of the correlations' 95 % confidence intervals).
 
 Geometry: ``window``, ``stride``, ``origin`` (row, col of window (0, 0)'s top-left in
 original image pixels), ``grid_shape``, ``image_shape``, ``spacing_mm`` and
@@ -100,6 +101,25 @@ class MapResult:
         except ValueError:
             raise CorrelaxError(f"label {label!r} is not one of {self.labels}") from None
 
+    def peak_cell(self, name: str = "prediction", label: str | None = None) -> tuple[int, int]:
+        """Grid cell ``(i, j)`` of a grid map's maximum (see :meth:`peak`)."""
+        values = self._grid_values(name, label)
+        masked = np.where(self.window_mask, values, -np.inf)
+        if not np.isfinite(masked).any():
+            masked = values
+        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        return int(i), int(j)
+
+    def _grid_values(self, name: str, label: str | None) -> np.ndarray:
+        values = self.get(name)
+        if values is None:
+            raise CorrelaxError(f"this result has no {name!r} map")
+        if values.ndim == 3:
+            if label is None:
+                raise CorrelaxError(f"map {name!r} is per label: name one of {self.labels}")
+            values = values[self.label_index(label)]
+        return values
+
     def peak(
         self, name: str = "prediction", label: str | None = None
     ) -> tuple[float, tuple[float, float]]:
@@ -114,24 +134,14 @@ class MapResult:
         """
         from .kinds import kind
 
-        values = self.get(name)
-        if values is None:
-            raise CorrelaxError(f"this result has no {name!r} map")
-        pixel = kind(name).resolution == "pixel"
-        if values.ndim == 3:
-            if label is None:
-                raise CorrelaxError(f"map {name!r} is per label: name one of {self.labels}")
-            values = values[self.label_index(label)]
-        if pixel:
+        if kind(name).resolution == "pixel":
+            values = self._grid_values(name, label)
             finite = np.where(np.isfinite(values), values, -np.inf)
             i, j = np.unravel_index(int(np.argmax(finite)), finite.shape)
             return float(values[i, j]), (float(i), float(j))
-        masked = np.where(self.window_mask, values, -np.inf)
-        if not np.isfinite(masked).any():
-            masked = values
-        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        i, j = self.peak_cell(name, label)
         centre = self.grid.centres()[i, j]
-        return float(values[i, j]), (float(centre[0]), float(centre[1]))
+        return float(self._grid_values(name, label)[i, j]), (float(centre[0]), float(centre[1]))
 
     def peaks(self, kinds: tuple[str, ...] = ("prediction", "correlation")
               ) -> list[tuple[str, str, float, tuple[float, float]]]:

@@ -13,7 +13,8 @@ label), never pooled with the distance.
 
 One streaming pass over ``reference`` masks per window gives every ``ρ_N`` (the
 statistics are read off as the count passes ``N``), so the cost is that of one run at
-``N = reference``.
+``N = reference``. Masks are i.i.d., as in the paper, unless ``design`` names another
+mask design (:mod:`~napari_correlax.maps.masks`).
 """
 
 from __future__ import annotations
@@ -208,6 +209,7 @@ def mask_sensitivity_windows(
     *,
     batch_size: int = DEFAULT_MASK_BATCH,
     runtime: Runtime | None = None,
+    design: str = "iid",
 ) -> MaskSensitivity:
     """Paper Fig. 7 on a batch of ``(B, 3, S, S)`` [0, 1] windows (image space, as for
     :func:`~napari_correlax.maps.explain_windows`; see module docstring)."""
@@ -220,7 +222,7 @@ def mask_sensitivity_windows(
     engine = _Engine(
         model, rt, lambda idx: x[idx], h0, y0, np.full(x.shape[0], int(reference)),
         seed=seed, size=x.shape[-1], batch_size=batch_size, min_masks=counts[0],
-        adaptive=False, tolerance=1.0, record_at=counts,
+        adaptive=False, tolerance=1.0, record_at=counts, design=design,
     )
     for _ in engine.steps():
         pass
@@ -241,6 +243,7 @@ def mask_sensitivity_steps(
     min_tissue: float = DEFAULT_MIN_TISSUE,
     reach: str = DEFAULT_REACH,
     mask_batch: int = DEFAULT_MASK_BATCH,
+    design: str = "iid",
     runtime: Runtime | None = None,
     **runtime_options: Any,
 ) -> Generator[Progress, None, MaskSensitivity]:
@@ -269,7 +272,7 @@ def mask_sensitivity_steps(
     engine = _Engine(
         model, rt, crops_for, h0, y0, np.full(len(todo), int(reference)),
         seed=seed, size=prep.grid.window, batch_size=mask_batch, min_masks=counts[0],
-        adaptive=False, tolerance=1.0, record_at=counts,
+        adaptive=False, tolerance=1.0, record_at=counts, design=design,
     )
     total = engine.total_passes()
     done = 0

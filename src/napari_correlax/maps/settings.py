@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_DESIGN",
     "DEFAULT_FOCUS_SHARE",
     "DEFAULT_MASKS",
     "DEFAULT_MASK_BATCH",
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_REACH",
     "DEFAULT_STRIDE",
     "DEFAULT_TOLERANCE",
+    "MASK_DESIGNS",
     "MapSettings",
 ]
 
@@ -40,13 +42,20 @@ DEFAULT_MIN_TISSUE = 0.05
 #: Masks per window at full CorRELAX (paper §3.5).
 DEFAULT_MASKS = 2560
 #: Fewest masks any evaluated window gets (adaptive start, and focus mode's minimum):
-#: 256, where the paper's Fig. 7 finds mean |ρ_N − ρ_2560| < 0.025 (paper §4.3), so
-#: focus mode and adaptive stopping save time above the paper's precision, never below.
-DEFAULT_MIN_MASKS = 256
+#: one 128-mask block of the default design, where correlations are as stable as with the
+#: 256 i.i.d. masks at which the paper's Fig. 7 finds mean |ρ_N − ρ_2560| < 0.025
+#: (paper §4.3; docs/method.md §7). With ``design="iid"`` the paper's floor is 256.
+DEFAULT_MIN_MASKS = 128
 #: Masked forward passes per batch (paper: sets of 128).
 DEFAULT_MASK_BATCH = 128
-#: Adaptive stopping tolerance on SE(ρ_n − ρ_Nmax); see :mod:`napari_correlax.maps.correlax`.
-DEFAULT_TOLERANCE = 0.045
+#: Adaptive stopping tolerance on SE(ρ_n − ρ_Nmax), calibrated for the default design;
+#: see :mod:`napari_correlax.maps.correlax`.
+DEFAULT_TOLERANCE = 0.06
+#: How the masks of a run are drawn together (:mod:`napari_correlax.maps.masks`); every
+#: design keeps each single mask uniform, so the correlations estimate the same quantity.
+MASK_DESIGNS = ("iid", "antithetic", "oa", "oa-antithetic", "sobol")
+#: The design CorRELAX uses unless told otherwise (``"iid"``: the paper's masks).
+DEFAULT_DESIGN = "oa-antithetic"
 #: Share of tissue windows, ranked by their highest lesion probability, that get full
 #: CorRELAX in focus mode (with their grid neighbours); see maps/correlax.py.
 DEFAULT_FOCUS_SHARE = 0.05
@@ -76,8 +85,9 @@ class MapSettings:
         Windows whose breast-tissue fraction is below this are skipped.
     batch_size:
         Windows per forward pass (prediction pass).
-    masks, adaptive, tolerance, min_masks, focus, focus_share, seed, mask_batch:
-        CorRELAX (:func:`~napari_correlax.maps.correlax.explain_steps`).
+    masks, adaptive, tolerance, min_masks, focus, focus_share, seed, design, mask_batch:
+        CorRELAX (:func:`~napari_correlax.maps.correlax.explain_steps`); ``design`` is
+        one of :data:`MASK_DESIGNS`.
     device, precision, threads:
         Where and how the model runs (:class:`~napari_correlax.maps.runtime.Runtime`).
     options:
@@ -97,6 +107,7 @@ class MapSettings:
     focus: bool = True
     focus_share: float = DEFAULT_FOCUS_SHARE
     seed: int = 0
+    design: str = DEFAULT_DESIGN
     mask_batch: int = DEFAULT_MASK_BATCH
     device: str = "auto"
     precision: str = "float32"
@@ -112,6 +123,9 @@ class MapSettings:
             raise CorrelaxError("batch sizes must be at least 1")
         if self.reach not in ("border", "inside"):
             raise CorrelaxError(f"reach must be 'border' or 'inside', not {self.reach!r}")
+        if self.design not in MASK_DESIGNS:
+            raise CorrelaxError(f"unknown mask design {self.design!r}; choose one of "
+                                f"{', '.join(MASK_DESIGNS)}")
         if not 0.0 <= float(self.min_tissue) <= 1.0:
             raise CorrelaxError(f"min_tissue must lie in [0, 1], not {self.min_tissue}")
         object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
