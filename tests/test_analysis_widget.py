@@ -126,6 +126,7 @@ def test_explain_run_makes_every_map_layer(
         "relevance · phantom",
         "masks used · phantom",
         "distance · phantom",
+        "Mass · correlation ± · phantom",  # 95 % half-widths of the correlations
         "Mass · product · phantom",
         "Mass · correlation · phantom",
         "Mass · prediction · phantom",
