@@ -96,3 +96,16 @@ def small_mass_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 training and 6 test 256×160 phantoms, half with one Mass."""
     return write_mass_dataset(tmp_path_factory.mktemp("small_mass_phantoms"), 8, 6, (256, 160),
                               seed=1)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny classifier with 128 px windows (fast on 2 CPU cores)."""
+    import torch
+
+    from napari_correlax.models import save_checkpoint
+    from napari_correlax.models.classifier import Classifier
+
+    torch.manual_seed(0)
+    return save_checkpoint(Classifier("tiny", input_size=128).eval(),
+                           tmp_path_factory.mktemp("model") / "tiny128.safetensors")

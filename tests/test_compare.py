@@ -166,18 +166,6 @@ TABLES = ("compare.csv", "compare.md", "froc.csv", "pointing-verdicts.csv")
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    import torch
-
-    from napari_correlax.models import save_checkpoint
-    from napari_correlax.models.classifier import Classifier
-
-    torch.manual_seed(0)
-    return save_checkpoint(Classifier("tiny", input_size=128).eval(),
-                           tmp_path_factory.mktemp("model") / "tiny128.safetensors")
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     from napari_correlax.synth import write_vindr_dataset
 

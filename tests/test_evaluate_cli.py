@@ -38,19 +38,6 @@ LESIONS = ["Mass", "Suspicious Calcification", "Asymmetries", "Architectural Dis
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    """An untrained tiny classifier with 128 px windows (fast on 2 CPU cores)."""
-    import torch
-
-    from napari_correlax.models import save_checkpoint
-    from napari_correlax.models.classifier import Classifier
-
-    torch.manual_seed(0)
-    return save_checkpoint(Classifier("tiny", input_size=128).eval(),
-                           tmp_path_factory.mktemp("model") / "tiny128.safetensors")
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     from napari_correlax.synth import write_vindr_dataset
 

@@ -10,7 +10,6 @@ any of those modules naming it.
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,18 +41,6 @@ def constant_method():
     yield Constant
     METHODS.pop("constant")
     KINDS.pop("constant")
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    import torch
-
-    from napari_correlax.models import save_checkpoint
-    from napari_correlax.models.classifier import Classifier
-
-    torch.manual_seed(0)
-    return save_checkpoint(Classifier("tiny", input_size=128).eval(),
-                           tmp_path_factory.mktemp("model") / "tiny128.safetensors")
 
 
 def test_toy_method_maps_reach_export_and_the_saved_file(constant_method, small_phantom,
