@@ -69,13 +69,13 @@ TOOLTIPS: dict[str, str] = {
     "stride": "Window step in pixels (docs/method.md §6: 48). Larger is faster and coarser",
     "masks": "Masks per window (the most, when adaptive); the paper uses 2560",
     "adaptive": "Stop masking a window once its correlations are stable (never below the "
-                "minimum of 256 masks)",
+                "minimum of 128 masks)",
     "focus": "Full CorRELAX only around windows where a lesion label reaches the focus "
              "threshold; the other tissue windows get the minimum number of masks",
     "focus_share": "Share of tissue windows, those with the highest lesion probability, that "
                    "get full CorRELAX in focus mode (with their neighbours)",
     "seed": "Seed of the masks: the same seed gives the same maps",
-    "min_masks": "Fewest masks per window (256: the paper's Fig. 7 precision)",
+    "min_masks": "Fewest masks per window (128 balanced masks: as stable as the 256 i.i.d. masks of the paper's Fig. 7)",
     "epochs": "Passes over the training samples (the recipe: 50)",
     "train_batch": "Crops per optimisation step (the recipe: 48); lower it when memory runs out",
     "pretrained": "starting backbone weights (.safetensors/.pth), 'imagenet' or 'none'; "
