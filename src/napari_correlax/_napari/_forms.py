@@ -75,7 +75,8 @@ TOOLTIPS: dict[str, str] = {
     "focus_share": "Share of tissue windows, those with the highest lesion probability, that "
                    "get full CorRELAX in focus mode (with their neighbours)",
     "seed": "Seed of the masks: the same seed gives the same maps",
-    "min_masks": "Fewest masks per window (128 balanced masks: as stable as the 256 i.i.d. masks of the paper's Fig. 7)",
+    "min_masks": "Fewest masks per window (128 balanced masks: as stable as the 256 "
+                 "i.i.d. masks of the paper's Fig. 7)",
     "epochs": "Passes over the training samples (the recipe: 50)",
     "train_batch": "Crops per optimisation step (the recipe: 48); lower it when memory runs out",
     "pretrained": "starting backbone weights (.safetensors/.pth), 'imagenet' or 'none'; "
