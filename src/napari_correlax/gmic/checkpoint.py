@@ -193,7 +193,7 @@ def _official_config(p: Path, state: dict[str, Any]) -> tuple[GMICConfig, str]:
 
 def _load_strict(model: GMIC, state: dict[str, Any], p: Path) -> None:
     """Copy ``state`` into ``model``; CorrelaxError naming every key that does not fit."""
-    from ..models.importers import _listing
+    from ..models.importers import key_misfits
 
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.endswith(_OPTIONAL_SUFFIX)]
@@ -203,13 +203,7 @@ def _load_strict(model: GMIC, state: dict[str, Any], p: Path) -> None:
         for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches: {_listing(mismatched)}")
+        parts = key_misfits(missing, unexpected, mismatched)
         raise CorrelaxError(
             f"weights do not fit GMIC with {model.config.num_classes} classes; "
             + "; ".join(parts), p)

@@ -287,13 +287,7 @@ def _build(
         if s in state and tuple(state[s].shape) != tuple(own[t].shape)
     ]
     if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches: {_listing(mismatched)}")
+        parts = key_misfits(missing, unexpected, mismatched)
         raise CorrelaxError(
             f"weights do not fit a {backbone} classifier with {len(labels)} labels "
             f"and the head Linear(D, {hidden}) → Linear({hidden}, {len(labels)}); "
@@ -317,6 +311,15 @@ def _build(
         "weights trained outside napari-correlax.",
     }
     return model.eval()
+
+
+def key_misfits(missing: list[str], unexpected: list[str], mismatched: list[str]
+                ) -> list[str]:
+    """The parts of a "weights do not fit" error: missing keys, unexpected keys and shape
+    mismatches, each listed (shortened) when there are any."""
+    named = (("missing keys", missing), ("unexpected keys", unexpected),
+             ("shape mismatches", mismatched))
+    return [f"{what}: {_listing(keys)}" for what, keys in named if keys]
 
 
 def _listing(names: Sequence[str]) -> str:
