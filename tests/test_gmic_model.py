@@ -257,8 +257,11 @@ def test_retrieval_takes_the_first_maximum_on_ties():
     score[0, 0, 3:5, 5:7] = 1.0  # later in row-major order
     score[0, 0, 1:3, 1:3] = 1.0  # earlier
     got = retrieve_windows(torch.from_numpy(score), (2, 2), 3).numpy()[0]
-    assert [tuple(p) for p in got] == [(1, 1), (3, 5), (0, 0)]
-    assert [tuple(p) for p in got] == _brute_force_windows(score[0], (2, 2), 3)
+    # the two informative picks follow the official rule; the map is then all zero, where
+    # the official code would return (0, 0) (overlapping the first pick): the first
+    # window with no picked cell is taken instead
+    assert [tuple(p) for p in got[:2]] == _brute_force_windows(score[0], (2, 2), 2)
+    assert [tuple(p) for p in got] == [(1, 1), (3, 5), (0, 3)]
 
 
 def test_retrieval_ignores_a_constant_class_map():
@@ -268,6 +271,77 @@ def test_retrieval_ignores_a_constant_class_map():
     got = retrieve_windows(torch.from_numpy(maps), (2, 2), 2).numpy()[0]
     assert [tuple(p) for p in got] == _brute_force_windows(maps[0], (2, 2), 2)
     assert tuple(got[0]) == (2, 1)
+
+
+def _brute_force_distinct_windows(maps: np.ndarray, fallback: np.ndarray,
+                                  window: tuple[int, int], k: int) -> list:
+    """Greedy windows ranked by (map mean > 0 ? map mean : none), then the fallback's
+    mean, then the share of unpicked cells, by explicit loops over every window."""
+    def unit_sum(m3: np.ndarray) -> np.ndarray:
+        out = np.zeros(m3.shape[1:])
+        for m in m3.astype(np.float64):
+            span = m.max() - m.min()
+            out += (m - m.min()) / span if span > 0 else 0.0
+        return out
+
+    tiers = [unit_sum(maps), unit_sum(fallback), np.ones(maps.shape[1:])]
+    wh, ww = window
+    picks = []
+    for _ in range(k):
+        for tier in tiers:
+            means = {(r, c): tier[r:r + wh, c:c + ww].mean()
+                     for r in range(tier.shape[0] - wh + 1)
+                     for c in range(tier.shape[1] - ww + 1)}
+            top = max(means.values())
+            if top > 0:
+                best = min(rc for rc, v in means.items() if v == top)  # first in row order
+                break
+        picks.append(best)
+        for tier in tiers:
+            tier[best[0]:best[0] + wh, best[1]:best[1] + ww] = 0.0
+    return picks
+
+
+def test_retrieval_falls_back_when_the_map_runs_out_and_keeps_windows_distinct():
+    score = np.zeros((1, 2, 6, 8), dtype=np.float32)
+    score[0, 0, 4, 6] = 0.3  # one informative cell: its windows come first
+    fallback = np.zeros((1, 2, 6, 8), dtype=np.float32)
+    fallback[0, 1, 0:2, 3:5] = 1.0
+    got = retrieve_windows(torch.from_numpy(score), (2, 2), 5,
+                           fallback=torch.from_numpy(fallback)).numpy()[0]
+    picks = [tuple(p) for p in got]
+    assert picks == _brute_force_distinct_windows(score[0], fallback[0], (2, 2), 5)
+    assert picks[0] == (3, 5) and picks[1] == (0, 3)  # map first, then the fallback
+    assert len(set(picks)) == 5
+    # nothing at all to go on: still distinct, no window repeated
+    flat = torch.zeros((1, 1, 4, 4))
+    got = retrieve_windows(flat, (2, 2), 4, fallback=flat).numpy()[0]
+    assert [tuple(p) for p in got] == [(0, 0), (0, 2), (2, 0), (2, 2)]
+
+
+@pytest.mark.parametrize("cam", ["cam", "gradcam", "gradcam++", "xgradcam", "layercam"])
+def test_negative_saliency_logits_still_give_k_distinct_patches(cam):
+    """A one-output GMIC whose saliency logits are negative everywhere (what a trained
+    model gives on most normal images): the gradient CAMs are zero and, without a
+    fallback, would pick the top-left window K times."""
+    model = _model(3, num_classes=1, class_names=("Mass",), input_size=SMALL, K=6,
+                   crop_shape=(64, 64))
+    with torch.no_grad():
+        weight = model.left_postprocess_net.gn_conv_last.weight
+        weight.copy_(-weight.abs() - 0.01)  # features are ≥ 0 after ReLU: logits < 0
+    x = torch.randn(2, 1, *SMALL)
+    out = model(x, cam)
+    assert bool((model.left_postprocess_net.gn_conv_last(out.features) < 0).all())
+    from napari_correlax.gmic.retrieval import empty_class_maps
+
+    if cam != "cam":
+        assert bool(empty_class_maps(out.retrieval_map).all())
+    for n in range(2):
+        cells = [tuple(c) for c in out.patch_cells[n].tolist()]
+        assert len(set(cells)) == 6, cells
+        expected = _brute_force_distinct_windows(
+            out.retrieval_map[n].numpy(), out.saliency[n].detach().numpy(), (1, 1), 6)
+        assert cells == expected
 
 
 def test_grid_cells_map_to_input_pixels():

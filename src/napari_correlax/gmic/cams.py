@@ -25,6 +25,15 @@ Choices [CAM-GMIC] leaves open, as made here:
   or parameter gradients during training.
 * **Weights and map** are the library's own (its ``get_cam_image`` on those activations
   and gradients), followed by its ReLU. One map per class, in class order.
+* **What the gradient CAMs reduce to.** The score is linear in h_g at the k top-t cells,
+  y^c = (1/k) Σ_{i∈T} z^c_i with the saliency logit z^c_i = Σ_j w_cj h_g,j(i). Grad-CAM's
+  channel weights are then w_cj/(h·w) and its map is exactly ReLU(z^c)/(h·w): non-zero only
+  where the saliency is above 0.5; XGrad-CAM and Grad-CAM++ take their weights from the
+  cells of T; LayerCAM is (1/k) Σ_j ReLU(w_cj) h_g,j on T and 0 elsewhere. A class whose
+  logits are all negative (most normal images for a trained one-output model) thus has an
+  empty Grad-CAM map, and LayerCAM's map runs out after the windows covering T: retrieval
+  then falls back on GMIC's saliency (:func:`~.retrieval.retrieve_windows`), so the K
+  patches stay distinct; :func:`~.retrieval.empty_class_maps` counts such maps.
 * Titles are the CAM family's (:data:`napari_correlax.maps.methods.CAM_FAMILY`).
 * **Resolution.** The map stays at the layer's own resolution, which is the saliency
   grid (46 × 30 at 2944 × 1920): no upsampling and no min–max scaling before retrieval

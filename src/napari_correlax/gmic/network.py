@@ -298,7 +298,7 @@ class GMIC(nn.Module):
             picking = retrieval_map
         grid = (int(picking.shape[2]), int(picking.shape[3]))
         window = window_cells(cfg.crop_shape, (height, width), grid)
-        cells = retrieve_windows(picking, window, cfg.K)
+        cells = retrieve_windows(picking, window, cfg.K, fallback=saliency)
         corners = cells_to_pixels(cells, grid, (height, width))
         patches = crop_patches(x[:, 0], corners, cfg.crop_shape)
         local = self.local_features(patches)

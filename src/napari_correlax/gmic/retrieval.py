@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "cells_to_pixels",
     "crop_patches",
+    "empty_class_maps",
     "retrieve_windows",
     "top_t_count",
     "top_t_pool",
@@ -50,41 +51,86 @@ def window_cells(
     return cells[0], cells[1]
 
 
-def retrieve_windows(score_map: torch.Tensor, window: tuple[int, int], k: int) -> torch.Tensor:
-    """Greedy retrieval of ``k`` windows of ``window`` cells from an (N, C, h, w) map.
-
-    Each class map is min–max normalised over its cells once (a constant map counts 0,
-    where the official code divides by zero), the classes are summed, and ``k`` times
-    the window with the largest mean is taken (windows lie fully inside the map; on
-    ties the first in row-major order) and its cells are set to 0 before the next pick.
-    Returns the upper-left cells (N, k, 2) as int64 ``(row, col)``, in retrieval order.
-    The map is not differentiated through.
-    """
+def _unit_class_sum(values: torch.Tensor) -> torch.Tensor:
+    """Each (N, C, h, w) class map min–max normalised over its cells (a constant map
+    counts 0, where the official code divides by zero), summed over classes: (N, 1, h, w)."""
     import torch
-    import torch.nn.functional as F
 
-    n, c, h, w = score_map.shape
-    wh, ww = window
-    values = score_map.detach().float()
-    flat = values.reshape(n, c, h * w)
+    flat = values.reshape(values.shape[0], values.shape[1], -1)
     low = flat.amin(dim=2)[..., None, None]
     span = flat.amax(dim=2)[..., None, None] - low
     safe = torch.where(span > 0, span, torch.ones_like(span))
     normalised = torch.where(span > 0, (values - low) / safe, torch.zeros_like(values))
-    current = normalised.sum(dim=1, keepdim=True)
+    return normalised.sum(dim=1, keepdim=True)
+
+
+def empty_class_maps(score_map: torch.Tensor) -> torch.Tensor:
+    """(N, C) bool: which class maps of an (N, C, h, w) map are flat (all cells equal,
+    zero included), so that they cannot rank any window above another."""
+    flat = score_map.detach().reshape(score_map.shape[0], score_map.shape[1], -1)
+    return flat.amax(dim=2) <= flat.amin(dim=2)
+
+
+def retrieve_windows(score_map: torch.Tensor, window: tuple[int, int], k: int,
+                     fallback: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy retrieval of ``k`` distinct windows of ``window`` cells from an (N, C, h, w) map.
+
+    Each class map is min–max normalised over its cells once (a constant map counts 0),
+    the classes are summed, and ``k`` times the window with the largest mean is taken
+    (windows lie fully inside the map; on ties the first in row-major order) and its
+    cells are set to 0 before the next pick. Up to here this is the official rule.
+
+    A map can run out of information before ``k`` picks: a gradient CAM of a class whose
+    saliency logits are all negative is zero everywhere, LayerCAM is non-zero only on the
+    top-t cells (docs/method.md §9), and the official rule would then return the top-left
+    window again and again. So each pick is ranked lexicographically: first by the map's
+    window mean; where every remaining window of the map is 0, by the ``fallback`` map's
+    (same grid, normalised and zeroed the same way; GMIC's own saliency in training); and
+    where that is exhausted too, by the share of the window's cells not yet picked. The
+    picks are therefore distinct whenever ``k`` windows fit, non-zero windows of the map
+    come first in their official order, and a map with information left at every pick
+    gives exactly the official windows.
+
+    Returns the upper-left cells (N, k, 2) as int64 ``(row, col)``, in retrieval order.
+    The maps are not differentiated through.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = score_map.shape[2:]
+    wh, ww = window
+    values = score_map.detach().float()
+    tiers = [_unit_class_sum(values)]
+    if fallback is not None and tuple(fallback.shape[2:]) == (h, w):
+        tiers.append(_unit_class_sum(fallback.detach().float().to(values.device)))
+    tiers.append(torch.ones_like(tiers[0]))  # cells not yet picked
     pooled_w = w - ww + 1
     rows = torch.arange(h, device=values.device)[None, :, None]
     cols = torch.arange(w, device=values.device)[None, None, :]
     picks = []
     for _ in range(k):
-        pooled = F.avg_pool2d(current, (wh, ww), stride=1)
-        best = pooled.reshape(n, -1).argmax(dim=1)
+        best = _lexicographic_best([F.avg_pool2d(t, (wh, ww), stride=1) for t in tiers])
         top, left = best // pooled_w, best % pooled_w
         picks.append(torch.stack([top, left], dim=-1))
         inside = ((rows >= top[:, None, None]) & (rows < top[:, None, None] + wh)
                   & (cols >= left[:, None, None]) & (cols < left[:, None, None] + ww))
-        current = current * (~inside)[:, None].to(current.dtype)
+        keep = (~inside)[:, None].to(values.dtype)
+        tiers = [t * keep for t in tiers]
     return torch.stack(picks, dim=1)
+
+
+def _lexicographic_best(pooled: list[torch.Tensor]) -> torch.Tensor:
+    """Per image, the flat index of the best window of the first map in ``pooled``
+    (each (N, 1, h', w')) whose largest window mean is positive; the last map decides
+    where none is."""
+    import torch
+
+    n = pooled[0].shape[0]
+    best = pooled[-1].reshape(n, -1).argmax(dim=1)
+    for level in reversed(pooled[:-1]):
+        flat = level.reshape(n, -1)
+        best = torch.where(flat.amax(dim=1) > 0, flat.argmax(dim=1), best)
+    return best
 
 
 def cells_to_pixels(
