@@ -35,9 +35,12 @@ def write_dicom(path: str | PathLike[str], phantom: Phantom, *,
     Stored values are ``round(pixels · (2**bits_stored − 1))``; for MONOCHROME1 they are
     ``(2**bits_stored − 1) − that``, so a reader that inverts MONOCHROME1 gets the
     phantom back within one quantisation step. The file carries a DICM preamble,
-    ImagerPixelSpacing (mm, row then column), ImageLaterality, ViewPosition,
-    PatientOrientation, a window covering the full range, rescale 1/0 and UIDs derived
-    from the ids. Written atomically (docs/method.md §1, §11).
+    ImagerPixelSpacing (mm, row then column), ImageLaterality, ViewPosition and its code,
+    PatientOrientation, a window covering the full range, rescale 1/0, UIDs derived from
+    the ids (the Frame of Reference too: one per image, as a projection image has no
+    patient coordinates to share) and the other attributes the Digital Mammography X-Ray
+    Image IOD requires (``dciodvfy`` reports no error), so objects derived from it
+    (Parametric Maps, SR) are complete. Written atomically (docs/method.md §1, §11).
     """
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -81,7 +84,7 @@ def write_dicom(path: str | PathLike[str], phantom: Phantom, *,
     ds.AccessionNumber = ""
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
-    ds.FrameOfReferenceUID = _uid("frame", study_id, phantom.laterality)
+    ds.FrameOfReferenceUID = _uid("frame", study_id, series_id, image_id)
     ds.PositionReferenceIndicator = ""
     ds.BodyPartExamined = "BREAST"
     ds.ImageLaterality = phantom.laterality
