@@ -55,12 +55,12 @@ def send(paths: Sequence[str | os.PathLike[str]], host: str, port: int, *, calle
     contexts = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, ds in datasets}
     for sop_class, syntax in sorted(contexts):
         ae.add_requested_context(sop_class, syntax)
+    _check_reachable(host, port, peer, timeout)
     assoc = ae.associate(host, port, ae_title=called_aet)
     if not assoc.is_established:
-        why = ("rejected the association" if assoc.is_rejected else
-               "aborted the association" if assoc.is_aborted else
-               "could not be reached (connection refused or timed out)")
-        raise CorrelaxError(f"DICOM peer {peer} {why}")
+        why = "rejected" if assoc.is_rejected else "aborted"
+        raise CorrelaxError(f"DICOM peer {peer} {why} the association (is {calling_aet} "
+                            "allowed to store there?)")
     stored = []
     try:
         for path, ds in datasets:
@@ -76,3 +76,16 @@ def send(paths: Sequence[str | os.PathLike[str]], host: str, port: int, *, calle
         if assoc.is_established:
             assoc.release()
     return stored
+
+
+def _check_reachable(host: str, port: int, peer: str, timeout: float) -> None:
+    """CorrelaxError naming the reason when no TCP connection to the peer opens (pynetdicom
+    reports that only as an aborted association)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CorrelaxError(f"DICOM peer {peer} could not be reached ({reason})") from None
