@@ -10,6 +10,7 @@ import math
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -387,3 +388,37 @@ def test_orthanc_refusing_a_stranger_is_one_line(tmp_path, phantom_dicom, orthan
     assert "ORTHANC@127.0.0.1" in err and "STRANGER" in err
     assert "rejected the association" in err or "aborted the association" in err
     assert (out / "phantom-prediction-mass.dcm").is_file()
+
+
+def test_dicom_out_loads_highdicom_and_pynetdicom_only_when_used():
+    code = ("import sys, napari_correlax.dicom_out, napari_correlax.cli.dicom, "
+            "napari_correlax.dicom_out.read, napari_correlax.dicom_out.send; "
+            "bad = [m for m in ('highdicom', 'pynetdicom') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.gui
+def test_map_and_sr_open_over_their_image(make_napari_viewer, tmp_path, phantom_dicom):
+    npz = _result(phantom_dicom).save(tmp_path / "result.npz")
+    verdicts = _verdict_csv(tmp_path / "verdicts.csv", image_id=phantom_dicom.stem)
+    out = tmp_path / "out"
+    assert main(["dicom", str(npz), "--image", str(phantom_dicom), "--out", str(out),
+                 "--labels", "Mass", "--verdicts", str(verdicts)]) == 0
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    (mass,) = viewer.open(str(out / "phantom-prediction-mass.dcm"), plugin="napari-correlax")
+    (points,) = viewer.open(str(out / "phantom-verdicts.dcm"), plugin="napari-correlax")
+    np.testing.assert_allclose(mass.scale, image.scale)
+    np.testing.assert_allclose(mass.translate, image.translate)
+    assert mass.data.shape == image.data.shape
+    expected = _expected_on_image(_result(phantom_dicom), "Mass")
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(np.isfinite(mass.data), finite)
+    assert np.max(np.abs(mass.data[finite] - expected[finite])) < 1e-3
+    # The Mass peak (row 215.5, col 151.5) lands on the same world point in both layers.
+    spacing = [float(v) for v in pydicom.dcmread(phantom_dicom).ImagerPixelSpacing]
+    world = np.asarray(points.data_to_world([215.5, 151.5]))
+    np.testing.assert_allclose(world, [215.5 * spacing[0], 151.5 * spacing[1]])
+    np.testing.assert_allclose(image.world_to_data(world), [215.5, 151.5])
+    assert sorted(points.features["label"]) == ["Mass", "Mass", "Suspicious Calcification"]
