@@ -85,14 +85,7 @@ def map_on_image(result: MapResult, name: str, label: str | None = None) -> np.n
     pixel-centre convention); pixels whose cell lies outside the grid are NaN. Pixel
     maps are returned as they are. NaN values stay NaN.
     """
-    values = result.get(name)
-    if values is None:
-        raise CorrelaxError(f"this result has no {name!r} map")
-    if values.ndim == 3:
-        if label is None:
-            raise CorrelaxError(f"map {name!r} is per label: name one of {result.labels}")
-        values = values[result.label_index(label)]
-    values = np.asarray(values, dtype=np.float32)
+    values = np.asarray(result.values_of(name, label), dtype=np.float32)
     height, width = result.image_shape
     on_pixels = map_kind(name).resolution == "pixel" or (
         values.shape == (height, width) and values.shape != result.grid.shape)
