@@ -422,3 +422,51 @@ def test_map_and_sr_open_over_their_image(make_napari_viewer, tmp_path, phantom_
     np.testing.assert_allclose(world, [215.5 * spacing[0], 151.5 * spacing[1]])
     np.testing.assert_allclose(image.world_to_data(world), [215.5, 151.5])
     assert sorted(points.features["label"]) == ["Mass", "Mass", "Suspicious Calcification"]
+
+
+def _every_kind(image: Path) -> MapResult:
+    """The Mass prediction result plus a map of every other kind ``explain`` and the CAM
+    methods write: small correlation half-widths, counts, pixel maps with NaN."""
+    result = _result(image)
+    rng = np.random.default_rng(3)
+    c, gy, gx = result.prediction.shape
+    h, w = result.image_shape
+    result.correlation = rng.uniform(-1, 1, (c, gy, gx)).astype(np.float32)
+    result.product = result.prediction * result.correlation
+    result.distance = rng.uniform(-1, 1, (gy, gx)).astype(np.float32)
+    result.masks_used = rng.integers(128, 2560, (gy, gx)).astype(np.float32)
+    result.relevance = rng.uniform(0.9, 1.0, (h, w)).astype(np.float32)
+    saliency = rng.uniform(0, 5, (c, h, w)).astype(np.float32)
+    saliency[:, :20] = np.nan
+    result.extra = {"correlation_ci": rng.uniform(0.01, 0.2, (c, gy, gx)).astype(np.float32),
+                    "saliency": saliency}
+    return result
+
+
+@needs_dciodvfy
+def test_every_map_kind_passes_dciodvfy(tmp_path, phantom_dicom):
+    from napari_correlax.dicom_out import write_parametric_maps
+
+    result = _every_kind(phantom_dicom)
+    paths = write_parametric_maps(result, phantom_dicom, tmp_path, labels=["Mass"])
+    assert len(paths) == 8  # 6 per-label kinds for Mass, distance, masks_used, relevance
+    for path in paths:
+        run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True,
+                             timeout=60)
+        assert "Error" not in run.stdout + run.stderr, (path.name, run.stdout + run.stderr)
+
+
+def test_pixel_maps_are_written_as_they_are(tmp_path, phantom_dicom):
+    from napari_correlax.dicom_out import write_parametric_maps
+
+    result = _every_kind(phantom_dicom)
+    (path,) = write_parametric_maps(result, phantom_dicom, tmp_path, kinds=["saliency"],
+                                    labels=["Mass"])
+    stored, values = _real_world(pydicom.dcmread(path))
+    expected = result.extra["saliency"][result.labels.index("Mass")]
+    finite = np.isfinite(expected)
+    assert np.max(np.abs(values[finite] - expected[finite])) < 1e-6
+    assert np.all(stored[~finite] == PADDING)
+    unit = pydicom.dcmread(path).SharedFunctionalGroupsSequence[0] \
+        .RealWorldValueMappingSequence[0].MeasurementUnitsCodeSequence[0]
+    assert unit.CodeValue == "[arb'U]"

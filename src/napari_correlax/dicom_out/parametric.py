@@ -8,7 +8,9 @@ arbitrary unit for CAM saliency; the mapped range is the kind's display range wi
 the values present.
 
 Pixel grid: the source image's rows and columns, its pixel spacing and its Frame of
-Reference; the map is resampled by :func:`map_on_image`. A grid map (one value per
+Reference; the map is resampled by :func:`map_on_image`. The display window (VOI LUT
+function LINEAR_EXACT) spans the kind's fixed range (probabilities 0–1, correlations
+−1–1) or, for kinds without one, the values present. A grid map (one value per
 window, docs/method.md §6) is drawn as napari draws it: cell ``(i, j)`` fills the
 ``stride × stride`` square centred on window ``(i, j)``'s centre, nearest neighbour, no
 smoothing. Pixel maps (saliency, relevance) are already on the image grid.
@@ -167,8 +169,12 @@ def parametric_map(source: Dataset, image: MapImage, *, series_uid: str, number:
         lut_explanation=f"napari-correlax {image.title}"[:64],
         unit=_unit(image.kind), value_range=(lo, hi), slope=1.0, intercept=0.0)
     limits = map_kind(image.kind).limits or (lo, hi)
+    # LINEAR_EXACT: the window maps exactly [lo, hi] to the display range, and may be
+    # narrower than 1 (real-world values such as correlation half-widths are).
     window = hd.VOILUTTransformation(window_center=(limits[0] + limits[1]) / 2,
-                                     window_width=max(limits[1] - limits[0], 1e-6))
+                                     window_width=max(limits[1] - limits[0], 1e-6),
+                                     window_explanation=map_kind(image.kind).name,
+                                     voi_lut_function="LINEAR_EXACT")
     pixels = np.where(np.isfinite(image.values), image.values, OUTSIDE).astype(np.float32)
     pm = hd.pm.ParametricMap(
         source_images=[with_plane_geometry(source)], pixel_array=pixels,
