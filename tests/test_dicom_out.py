@@ -279,6 +279,25 @@ def test_png_source_is_refused_in_one_line(tmp_path, phantom_dicom, small_phanto
     assert not out.exists()
 
 
+def test_result_of_another_image_is_refused(tmp_path, phantom_dicom, capsys):
+    result = _result(phantom_dicom)
+    result.meta["sop_instance_uid"] = "1.2.3.4"
+    npz = result.save(tmp_path / "result.npz")
+    out = tmp_path / "out"
+    assert main(["dicom", str(npz), "--image", str(phantom_dicom), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1.2.3.4" in err and "phantom.dcm" in err
+    assert not out.exists()
+
+
+def test_verdicts_of_an_image_not_in_the_csv_are_refused(tmp_path, phantom_dicom, capsys):
+    verdicts = _verdict_csv(tmp_path / "verdicts.csv", image_id="someone-else")
+    assert main(["dicom", "--verdicts", str(verdicts), "--image", str(phantom_dicom),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no verdicts for image 'phantom'" in err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -305,8 +324,12 @@ def _get(url: str) -> bytes:
 
 @pytest.fixture
 def orthanc(tmp_path):
-    """Orthanc with a temporary storage, HTTP and DICOM on free ports; stores only from
-    AET CORRELAX at 127.0.0.1, HTTP only from the local host. Killed afterwards."""
+    """Orthanc with a temporary storage, HTTP and DICOM on free ports; killed afterwards.
+
+    Orthanc 1.10 (Debian's) has no option to listen on one address only, so it is kept to
+    the loopback by what it accepts: HTTP requests from the local host only
+    (RemoteAccessAllowed false), DICOM stores only from AET CORRELAX at 127.0.0.1
+    (DicomCheckModalityHost)."""
     http, dicom = _free_port(), _free_port()
     config = {
         "Name": "correlax-test", "StorageDirectory": str(tmp_path / "storage"),
