@@ -1,6 +1,6 @@
 """Maps of a result as DICOM Parametric Maps on the source image's pixel grid.
 
-One Parametric Map per map kind and label (:func:`parametric_maps`): float32 pixels
+One Parametric Map per map kind and label (:func:`parametric_map`): float32 pixels
 holding the map's values (:mod:`napari_correlax.maps.kinds`), with an identity
 real-world value mapping (slope 1, intercept 0) whose unit is "no units" for
 probabilities, correlations and similarities, a count for ``masks_used`` and an
@@ -18,8 +18,8 @@ smoothing. Pixel maps (saliency, relevance) are already on the image grid.
 Outside the analysed area (pixels no cell covers, cells with no evaluated window, the
 NaN pixels of a CAM map) the file holds :data:`OUTSIDE`, named in the Float Pixel
 Padding Value attribute (0028,0122) and left out of the real-world value mapping's
-range, so viewers leave those pixels blank; :func:`napari_correlax.dicom_out.read` gives
-them back as NaN.
+range, so viewers leave those pixels blank;
+:func:`napari_correlax.dicom_out.read.read_parametric_map` gives them back as NaN.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ OUTSIDE = -1000.0
 #: Between label and kind in a map's DICOM Content Description.
 TITLE_SEPARATOR = " - "
 
-#: UCUM units of the real-world values, by map kind scale.
+#: UCUM units of the real-world values, by map kind name or scale (default: no units).
 _UNITS = {
     "count": ("{masks}", "masks"),
     "saliency": ("[arb'U]", "arbitrary unit"),
