@@ -83,13 +83,18 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
     (``(0, 1)`` when absent) and the :class:`~napari_correlax.io.Mammogram`
     metadata under ``metadata["mammogram"]``.
 
+    A Parametric Map or SR the plugin wrote (by SOP class) gives its own layers instead,
+    over the image it was made from (:mod:`._dicom_objects`).
+
     Raises
     ------
     CorrelaxError
         If any file cannot be read; then no layer is returned.
     """
-    mammograms = [read_mammogram(p) for p in _as_list(path)]
-    return [layer_data(m) for m in mammograms]
+    from ._dicom_objects import derived_layers
+
+    groups = [derived_layers(p) or [layer_data(read_mammogram(p))] for p in _as_list(path)]
+    return [layer for group in groups for layer in group]
 
 
 def layer_data(mammogram: Mammogram) -> LayerData:

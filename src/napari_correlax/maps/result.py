@@ -110,6 +110,11 @@ class MapResult:
         i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
         return int(i), int(j)
 
+    def values_of(self, name: str, label: str | None = None) -> np.ndarray:
+        """The 2-D map of kind ``name``, the channel of ``label`` for per-label kinds
+        (CorrelaxError when the result lacks the map or the label is missing or unknown)."""
+        return self._grid_values(name, label)
+
     def _grid_values(self, name: str, label: str | None) -> np.ndarray:
         values = self.get(name)
         if values is None:
