@@ -46,10 +46,10 @@ from .runtime import Progress, Runtime
 from .settings import DEFAULT_STRIDE, MapSettings
 from .sliding import (
     WindowFeeder,
-    _model_input,
     as_pixels,
     drain,
     grid_maps,
+    model_input,
     prepare_image,
 )
 from .stats import RunStats
@@ -305,7 +305,7 @@ def global_input(image: Mammogram | np.ndarray, model: ImageModelLike,
 
     pixels, spacing, meta = as_pixels(image)
     profile = preprocessing_of(model)
-    source = _model_input(image, pixels, profile)
+    source = model_input(image, pixels, profile)
     roi = breast_roi(source)
     y0, x0, y1, x1 = roi.box
     crop = profile.fuse(source)[y0:y1, x0:x1]

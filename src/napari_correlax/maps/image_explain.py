@@ -70,8 +70,6 @@ def focus_windows(
     return binary_dilation(seeds, structure=np.ones((3, 3), dtype=bool)) & active
 
 
-
-
 def explain_steps(
     image: Mammogram | np.ndarray, model: ImageModelLike, settings: MapSettings
 ) -> Generator[Progress, None, MapResult]:

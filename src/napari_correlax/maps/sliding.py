@@ -34,6 +34,7 @@ __all__ = [
     "WindowFeeder",
     "drain",
     "grid_maps",
+    "model_input",
     "predict",
     "predict_steps",
     "prepare_image",
@@ -148,7 +149,7 @@ def prepare_image(
             + f": windows would leave parts of the breast unseen; use at most {window} "
             f"(the paper uses 48)", label)
     profile = preprocessing_of(model)
-    source = _model_input(image, pixels, profile)
+    source = model_input(image, pixels, profile)
     roi, grid, tissue, active = window_layout(source, window, stride, reach, min_tissue)
     if not active.any():
         raise CorrelaxError(
@@ -158,7 +159,7 @@ def prepare_image(
     return PreparedImage(pixels, spacing, meta, roi, grid, tissue, active, fused, offset)
 
 
-def _model_input(image: Any, pixels: np.ndarray, profile: Preprocessing) -> np.ndarray:
+def model_input(image: Any, pixels: np.ndarray, profile: Preprocessing) -> np.ndarray:
     """``pixels``, or the DICOM file behind ``image`` read again with the VOI LUT setting
     of ``profile`` when ``image`` was read with the other one (same H×W grid)."""
     path = getattr(image, "path", None)

@@ -38,6 +38,7 @@ __all__ = [
     "read_header",
     "read_metadata",
     "register_format",
+    "resolve_checkpoint",
     "save_checkpoint",
     "write_checkpoint",
 ]
@@ -128,7 +129,10 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return doc
 
 
-def _resolve(path: str | os.PathLike[str] | None) -> Path:
+def resolve_checkpoint(path: str | os.PathLike[str] | None) -> Path:
+    """The checkpoint file ``path`` means: None gives ``CORRELAX_MODEL`` or the demo model;
+    a folder gives its ``best.safetensors``, else its first ``.safetensors`` by name.
+    CorrelaxError when there is none or the file does not exist."""
     if path is None:
         env = os.environ.get(MODEL_ENV)
         path = env if env else DEMO_CHECKPOINT
@@ -146,7 +150,7 @@ def _resolve(path: str | os.PathLike[str] | None) -> Path:
 
 def read_metadata(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The JSON document stored in a checkpoint's header (``config`` and ``info``)."""
-    p = _resolve(path)
+    p = resolve_checkpoint(path)
     doc = read_header(p)
     if doc is None:
         raise CorrelaxError("safetensors file has no napari-correlax metadata", p)
@@ -162,7 +166,7 @@ def load_classifier(path: str | os.PathLike[str] | None = None, device: str = "c
     ``path`` may be a ``.safetensors`` file or a folder holding one (``best`` preferred).
     The ``CORRELAX_MODEL`` environment variable replaces the demo model as default.
     """
-    p = _resolve(path)
+    p = resolve_checkpoint(path)
     key = (str(p.resolve()), p.stat().st_mtime, str(device))
     with _cache_lock:
         if key in _cache:
@@ -199,7 +203,7 @@ def load_model(path: str | os.PathLike[str] | None = None, device: str = "cpu") 
     """
     if path is None:
         return load_classifier(None, device=device)
-    p = _resolve(path)
+    p = resolve_checkpoint(path)
     if p.suffix != ".safetensors":
         raise CorrelaxError("not a napari-correlax checkpoint (.safetensors); convert "
                             "official GMIC weights with `correlax gmic import` and classifier "
@@ -231,7 +235,7 @@ class ModelSummary:
 def model_summary(path: str | os.PathLike[str] | None = None) -> ModelSummary:
     """:class:`ModelSummary` of a checkpoint (None: the default model); reads the header
     only (no torch). CorrelaxError for a file that is not a checkpoint."""
-    p = _resolve(path)
+    p = resolve_checkpoint(path)
     doc = read_metadata(p)
     info = doc.get("info") or {}
     text = json.dumps(info).lower()
