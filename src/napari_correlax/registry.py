@@ -39,7 +39,11 @@ class Registry(Mapping[str, _T]):
     def _fill(self) -> None:
         if not self._filled:
             self._filled = True  # set first: the built-in module registers while importing
-            importlib.import_module(BUILTIN_MODULE)
+            try:
+                importlib.import_module(BUILTIN_MODULE)
+            except BaseException:
+                self._filled = False  # try again on the next read rather than stay empty
+                raise
 
     def register(self, name: str, entry: _T) -> None:
         """Add (or replace) ``name``; the built-ins are registered first."""
