@@ -204,3 +204,14 @@ def test_map_covers_a_lesion_near_the_breast_edge(tiny):
 
     assert covered("border")
     assert not covered("inside")
+
+
+def test_keyword_options_are_settings_fields(tiny):
+    from napari_correlax.maps.runtime import Runtime
+
+    with pytest.raises(TypeError, match="strid"):
+        predict(ellipse_image(), tiny, strid=16)
+    runtime = Runtime(device="cpu", batch_size=5, threads=1)
+    settings = MapSettings.for_call("prediction", {"stride": 16, "runtime": runtime})
+    assert settings == MapSettings(method="prediction", stride=16, device="cpu", batch_size=5,
+                                   threads=1)
