@@ -7,7 +7,6 @@ generator that yields :class:`~napari_correlax.maps.runtime.Progress` events and
 line, the result cache, export and evaluation iterate over it, so a new method is one
 class and one :func:`register_method` call::
 
-    @register_method
     class Constant(MapMethod):
         name, title, kinds = "constant", "Constant map", ("prediction",)
         uses = frozenset({"stride"})
