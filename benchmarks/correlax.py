@@ -37,17 +37,16 @@ import torch.nn.functional as F
 
 from napari_correlax.cli.common import tune_cpu_allocator
 from napari_correlax.maps import drain, explain, explain_windows
-from napari_correlax.maps.correlax import (
+from napari_correlax.maps.image_explain import focus_windows
+from napari_correlax.maps.mask_engine import unmasked_pass
+from napari_correlax.maps.masks import make_mask_grids
+from napari_correlax.maps.runtime import Runtime, inference_model
+from napari_correlax.maps.sensitivity import mask_sensitivity_windows
+from napari_correlax.maps.settings import (
     DEFAULT_FOCUS_SHARE,
     DEFAULT_MIN_MASKS,
     DEFAULT_TOLERANCE,
-    _unmasked_pass,
-    focus_windows,
-    inference_model,
-    make_mask_grids,
 )
-from napari_correlax.maps.runtime import Runtime
-from napari_correlax.maps.sensitivity import mask_sensitivity_windows
 from napari_correlax.maps.sliding import WindowFeeder, prepare_image
 from napari_correlax.models.checkpoint import DEMO_CHECKPOINT
 from napari_correlax.models.classifier import Classifier
@@ -285,7 +284,7 @@ def adaptive_and_focus(args, model, fast, rt, prep, flat, engine_rate, naive_s) 
             print(f"     N = {row['masks']:5d}: mean {row['mean']:.4f}  median "
                   f"{row['median']:.4f}  p95 {row['p95']:.4f}  max {row['max']:.4f}")
 
-    _, y0 = drain(_unmasked_pass(WindowFeeder(prep, fast, rt), flat))
+    _, y0 = drain(unmasked_pass(WindowFeeder(prep, fast, rt), flat))
     per_window = np.zeros((len(model.labels), prep.grid.n_windows))
     per_window[:, flat] = y0.T
     per_window = per_window.reshape(len(model.labels), *prep.grid.shape)

@@ -57,17 +57,16 @@ import numpy as np
 import torch
 
 from napari_correlax.cli.common import tune_cpu_allocator
-from napari_correlax.maps.correlax import (
-    DEFAULT_DESIGN,
-    Z95,
-    _Engine,
-    _unmasked_pass,
-    adaptive_checks,
-    inference_model,
-)
+from napari_correlax.maps.mask_engine import MaskEngine, adaptive_checks, unmasked_pass
 from napari_correlax.maps.masks import DESIGN_VARIANCE_FACTOR
-from napari_correlax.maps.runtime import Runtime
-from napari_correlax.maps.settings import DEFAULT_TOLERANCE, MASK_DESIGNS
+from napari_correlax.maps.moments import Z95
+from napari_correlax.maps.runtime import Runtime, inference_model
+from napari_correlax.maps.settings import (
+    DEFAULT_DESIGN,
+    DEFAULT_TOLERANCE,
+    MASK_DESIGNS,
+    MapSettings,
+)
 from napari_correlax.maps.sliding import WindowFeeder, drain, prepare_image
 from napari_correlax.models import load_classifier
 from napari_correlax.models.classifier import Classifier
@@ -120,7 +119,7 @@ def recalibrated_resnet18(rt: Runtime, input_size: int) -> Any:
     hs = []
     for prep, pick in calib:
         feeder = WindowFeeder(prep, model, rt)
-        h, _ = drain(_unmasked_pass(feeder, pick))
+        h, _ = drain(unmasked_pass(feeder, pick))
         hs.append(torch.as_tensor(h))
     h = torch.cat(hs)
     last = model.classifier[-1]
@@ -158,12 +157,13 @@ def run(model: Any, rt: Runtime, windows: list[tuple[Any, np.ndarray]], *, desig
     rho, se, ci, pooled = [], [], [], []
     for prep, pick in windows:
         feeder = WindowFeeder(prep, model, rt)
-        h0, y0 = drain(_unmasked_pass(feeder, pick))
-        engine = _Engine(
+        h0, y0 = drain(unmasked_pass(feeder, pick))
+        settings = MapSettings(masks=n_max, seed=seed, mask_batch=128,
+                               min_masks=min(record_at), adaptive=False, design=design)
+        engine = MaskEngine(
             model, rt, lambda local, f=feeder, p=pick: f.batch(p[np.asarray(local)]), h0, y0,
-            np.full(len(pick), n_max), seed=seed, size=prep.grid.window, batch_size=128,
-            min_masks=min(record_at), adaptive=False, tolerance=1.0, record_at=record_at,
-            keep_series=series, design=design,
+            np.full(len(pick), n_max), settings, size=prep.grid.window, record_at=record_at,
+            keep_series=series,
         )
         for _ in engine.steps():
             pass

@@ -168,7 +168,8 @@ def main() -> None:
     from napari.qt.threading import create_worker
     from qtpy.QtCore import QEventLoop
 
-    from napari_correlax.maps import Runtime, drain, predict_steps
+    from napari_correlax.maps import drain, predict_steps
+    from napari_correlax.maps.settings import MapSettings
     from napari_correlax.models import load_classifier
 
     model = load_classifier(ckpt, device="cpu")
@@ -178,8 +179,9 @@ def main() -> None:
         return result.stats.windows_evaluated / result.stats.seconds["predict"]
 
     def in_main() -> float:
-        rt = Runtime(device="cpu", batch_size=32)
-        return rate(drain(predict_steps(phantom, model, stride=args.stride, runtime=rt)))
+        settings = MapSettings(method="prediction", stride=args.stride, device="cpu",
+                               batch_size=32)
+        return rate(drain(predict_steps(phantom, model, settings)))
 
     seen_threads: list[int] = []
 
@@ -188,8 +190,9 @@ def main() -> None:
 
         def steps():
             seen_threads.append(torch.get_num_threads())
-            rt = Runtime(device="cpu", batch_size=32, threads=threads)
-            return (yield from predict_steps(phantom, model, stride=args.stride, runtime=rt))
+            settings = MapSettings(method="prediction", stride=args.stride, device="cpu",
+                                   batch_size=32, threads=threads)
+            return (yield from predict_steps(phantom, model, settings))
 
         worker = create_worker(steps)
         worker.returned.connect(lambda r: out.setdefault("result", r))

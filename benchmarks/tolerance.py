@@ -24,17 +24,15 @@ import argparse
 import numpy as np
 
 from napari_correlax.cli.common import tune_cpu_allocator
-from napari_correlax.maps.correlax import (
+from napari_correlax.maps.mask_engine import MaskEngine, adaptive_checks, unmasked_pass
+from napari_correlax.maps.runtime import Runtime, inference_model
+from napari_correlax.maps.settings import (
     DEFAULT_DESIGN,
     DEFAULT_MIN_MASKS,
     DEFAULT_TOLERANCE,
-    _Engine,
-    _unmasked_pass,
-    adaptive_checks,
-    inference_model,
+    MASK_DESIGNS,
+    MapSettings,
 )
-from napari_correlax.maps.runtime import Runtime
-from napari_correlax.maps.settings import MASK_DESIGNS
 from napari_correlax.maps.sliding import WindowFeeder, drain, prepare_image
 from napari_correlax.models import load_classifier
 from napari_correlax.synth import make_phantom
@@ -68,13 +66,13 @@ def main() -> None:
         pick = np.sort(np.random.default_rng(seed).choice(
             tissue, size=min(args.windows, len(tissue)), replace=False))
         feeder = WindowFeeder(prep, model, rt)
-        h0, y0 = drain(_unmasked_pass(feeder, pick))
+        h0, y0 = drain(unmasked_pass(feeder, pick))
         checks = np.union1d(adaptive_checks(args.min_masks, REFERENCE, args.design), [REFERENCE])
-        engine = _Engine(
+        settings = MapSettings(masks=REFERENCE, seed=0, mask_batch=args.batch,
+                               min_masks=args.min_masks, adaptive=False, design=args.design)
+        engine = MaskEngine(
             model, rt, lambda local, f=feeder, p=pick: f.batch(p[np.asarray(local)]), h0, y0,
-            np.full(len(pick), REFERENCE), seed=0, size=prep.grid.window,
-            batch_size=args.batch, min_masks=args.min_masks, adaptive=False, tolerance=1.0,
-            record_at=checks, design=args.design,
+            np.full(len(pick), REFERENCE), settings, size=prep.grid.window, record_at=checks,
         )
         for _ in engine.steps():
             pass

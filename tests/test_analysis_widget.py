@@ -377,7 +377,8 @@ def test_dock_controls_and_map_settings_round_trip(make_napari_viewer):
 def test_dropping_a_dicom_uses_the_plugin_reader_without_asking(make_napari_viewer, phantom_dicom):
     """No plugin named (as when a file is dropped or opened with File › Open): napari's own
     reader also claims .dcm, so napari would ask which reader to use, or raise here.
-    The plugin is the preferred DICOM reader once loaded; a user's own choice stays."""
+    The plugin is the preferred DICOM reader once the user accepts the dock's notice; a
+    user's own choice stays."""
     from napari.settings import get_settings
 
     from napari_correlax._napari import prefer_plugin_reader

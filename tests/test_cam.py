@@ -29,6 +29,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from napari_correlax.errors import CorrelaxError
 from napari_correlax.maps.cam import cam_steps, cam_windows
 from napari_correlax.maps.cam_stitch import Stitcher
+from napari_correlax.maps.settings import MapSettings
 from napari_correlax.models.classifier import Classifier
 
 LIBRARY = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
@@ -302,8 +303,9 @@ def test_closing_a_perturbation_run_stops_within_one_batch(method, small_phantom
     forwards = []
     model.encoder.register_forward_pre_hook(lambda m, i: forwards.append(len(i[0])))
     layer = model.get_submodule("encoder.body.7")
-    steps = cam_steps(small_phantom, model, method, labels=["Mass", "Asymmetries"],
-                      stride=32, device="cpu", batch_size=4)
+    steps = cam_steps(small_phantom, model,
+                      MapSettings(method=method, stride=32, device="cpu", batch_size=4),
+                      labels=["Mass", "Asymmetries"])
     seen = []
     for event in steps:
         if event.stage == "forward" and event.done:
@@ -327,8 +329,9 @@ def test_closing_a_perturbation_run_stops_within_one_batch(method, small_phantom
 def test_perturbation_progress_counts_every_forward_pass(model, small_phantom):
     forwards = []
     handle = model.encoder.register_forward_pre_hook(lambda m, i: forwards.append(1))
-    steps = cam_steps(small_phantom, model, "scorecam", mode="global",
-                      labels=["Mass", "Asymmetries"], global_size=64, device="cpu", batch_size=8)
+    settings = MapSettings(method="scorecam", device="cpu", batch_size=8,
+                           options={"mode": "global", "global_size": 64})
+    steps = cam_steps(small_phantom, model, settings, labels=["Mass", "Asymmetries"])
     events = []
     try:
         while True:
@@ -361,12 +364,14 @@ def test_result_keeps_saliency_and_target_layer_through_a_file(model, small_phan
 
 
 def test_cam_methods_are_registered_and_record_their_options(model, small_phantom):
+    from napari_correlax.builtin import CAM_METHODS
     from napari_correlax.maps.kinds import KINDS
-    from napari_correlax.maps.methods import CAM_FAMILY, METHODS, run_method
+    from napari_correlax.maps.methods import METHODS, run_method
     from napari_correlax.maps.settings import MapSettings
 
-    assert set(LIBRARY) | {"cam"} == set(CAM_FAMILY) <= set(METHODS)
-    assert all(METHODS[name].kinds == ("saliency", "prediction") for name in CAM_FAMILY)
+    cam_family = {method.name for method in CAM_METHODS}
+    assert set(LIBRARY) | {"cam"} == cam_family <= set(METHODS)
+    assert all(METHODS[name].kinds == ("saliency", "prediction") for name in cam_family)
     assert KINDS["saliency"].resolution == "pixel" and KINDS["saliency"].per_label
     settings = MapSettings(method="xgradcam", stride=64, device="cpu",
                            options={"mode": "global", "scale": "window", "global_size": 64})

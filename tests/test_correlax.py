@@ -18,15 +18,13 @@ from torch import nn
 from napari_correlax.errors import CorrelaxError
 from napari_correlax.labels import LABELS
 from napari_correlax.maps import explain, explain_steps, explain_windows
-from napari_correlax.maps.correlax import (
-    CHECK_EVERY,
-    _Moments,
-    focus_windows,
-    make_mask_grids,
-    upsample_masks,
-)
+from napari_correlax.maps.image_explain import focus_windows
+from napari_correlax.maps.mask_engine import CHECK_EVERY, upsample_masks
+from napari_correlax.maps.masks import make_mask_grids
+from napari_correlax.maps.moments import Moments
 from napari_correlax.maps.runtime import Runtime
 from napari_correlax.maps.sensitivity import mask_sensitivity_windows
+from napari_correlax.maps.settings import MapSettings
 from napari_correlax.maps.sliding import prepare_image
 from napari_correlax.models.classifier import Classifier
 
@@ -157,7 +155,7 @@ def test_streaming_sums_equal_batch_corrcoef_in_any_chunking():
     y = np.column_stack([0.3 * x + 1e-7 * rng.standard_normal(n), rng.random(n)])
     ref = [np.corrcoef(x, y[:, k])[0, 1] for k in range(2)]
     for cuts in ([n], [1, 7, 500, 492], [128] * 7 + [104]):
-        mom = _Moments(1, 2)
+        mom = Moments(1, 2)
         start = 0
         for c in cuts:
             mom.add(0, x[start : start + c], y[start : start + c])
@@ -182,7 +180,7 @@ def test_uncertainty_is_fishers_for_normal_data():
     n, rho = 20000, 0.6
     x = rng.standard_normal(n)
     y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal(n)
-    mom = _Moments(1, 1)
+    mom = Moments(1, 1)
     mom.add(0, x, y[:, None])
     _, _, se = mom.summary(np.array([0]), np.array([4 * n]))
     expected = (1 - rho**2) * np.sqrt(1 / n - 1 / (4 * n))
@@ -363,16 +361,17 @@ def test_focus_mode_gives_minimum_masks_outside_focus(phantom):
 def test_progress_is_monotone_and_cancel_leaves_no_state(phantom):
     model = tiny(32)
     before = torch.get_num_threads()
-    steps = explain_steps(phantom, model, masks=64, focus=False, adaptive=False, stride=16,
-                          mask_batch=16, runtime=Runtime(device="cpu", threads=1))
+    steps = explain_steps(phantom, model, MapSettings(
+        masks=64, focus=False, adaptive=False, stride=16, mask_batch=16, device="cpu",
+        threads=1))
     events = [next(steps) for _ in range(6)]
     assert events[0].stage == "prepare"
     steps.close()
     assert torch.get_num_threads() == before
     assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
 
-    events = list(explain_steps(phantom, model, masks=64, focus=False, stride=16, mask_batch=32,
-                                device="cpu", threads=1))
+    events = list(explain_steps(phantom, model, MapSettings(
+        masks=64, focus=False, stride=16, mask_batch=32, device="cpu", threads=1)))
     masks = [e for e in events if e.stage == "masks"]
     done = [e.done for e in masks]
     assert done == sorted(done) and done[-1] == masks[-1].total > 0

@@ -32,8 +32,7 @@ def constant_method():
         def steps(self, image, model, settings):
             from napari_correlax.maps.sliding import predict_steps
 
-            result = yield from predict_steps(image, model, stride=settings.stride,
-                                              runtime=settings.runtime())
+            result = yield from predict_steps(image, model, settings)
             result.extra["constant"] = np.where(result.window_mask, CONSTANT, 0.0)[None].repeat(
                 len(result.labels), axis=0).astype(np.float32)
             return result

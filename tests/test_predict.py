@@ -10,6 +10,7 @@ import torch
 
 from napari_correlax.errors import CorrelaxError
 from napari_correlax.maps import load_result, predict, predict_steps
+from napari_correlax.maps.settings import MapSettings
 from napari_correlax.models.classifier import Classifier
 from napari_correlax.preprocess import breast_roi, fuse_channels
 from napari_correlax.windows import iou_kernel
@@ -93,7 +94,8 @@ def test_prediction_maps_equal_brute_force_loop(tiny, reach):
 
 
 def test_progress_events_count_windows(tiny):
-    steps = predict_steps(ellipse_image(), tiny, stride=24, batch_size=5, device="cpu")
+    steps = predict_steps(ellipse_image(), tiny,
+                          MapSettings(method="prediction", stride=24, batch_size=5, device="cpu"))
     events = []
     while True:
         try:
@@ -202,3 +204,14 @@ def test_map_covers_a_lesion_near_the_breast_edge(tiny):
 
     assert covered("border")
     assert not covered("inside")
+
+
+def test_keyword_options_are_settings_fields(tiny):
+    from napari_correlax.maps.runtime import Runtime
+
+    with pytest.raises(TypeError, match="strid"):
+        predict(ellipse_image(), tiny, strid=16)
+    runtime = Runtime(device="cpu", batch_size=5, threads=1)
+    settings = MapSettings.for_call("prediction", {"stride": 16, "runtime": runtime})
+    assert settings == MapSettings(method="prediction", stride=16, device="cpu", batch_size=5,
+                                   threads=1)

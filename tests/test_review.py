@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_correlax.errors import CorrelaxError
+from napari_correlax.errors import CorrelaxError, JobFailure
 from napari_correlax.evaluate.review import (
     ALL,
     WITH_FINDINGS,
-    LoadFailure,
     Review,
     load_steps,
     saved_settings,
@@ -208,13 +207,13 @@ def test_prefetch_wants_the_current_image_then_the_next_one(data, tmp_path, chec
     review.go(5)  # the last image: nothing after it
     assert wanted() == [LONG]
     # a failure of the model or the machine halts everything until the settings change
-    stop = LoadFailure(LONG, "out of memory: lower the batch size or raise the stride", False)
+    stop = JobFailure("out of memory: lower the batch size or raise the stride", LONG, False)
     assert review.accept(stop) == "" and review.halted == stop.message
     assert wanted() == [] and review.status(review.current) == "none"
     assert review.configure(review.checkpoint, review.settings) is True
     assert review.halted == "" and wanted() == [LONG]
     # a failure of the image file marks it bad and moves on
-    assert review.accept(LoadFailure(LONG, "truncated")) == LONG
+    assert review.accept(JobFailure("truncated", LONG, True)) == LONG
     assert review.status(review.current) == "bad" and wanted() == []
 
 
@@ -247,7 +246,7 @@ def test_load_steps_blames_the_image_file_without_loading_a_model(data, tmp_path
 
     missing = review.index.by_id("b2")
     failure = run(missing)
-    assert failure == LoadFailure("b2", f"{missing.path}: file not found", True)
+    assert failure == JobFailure(f"{missing.path}: file not found", "b2", True)
     small = review.index.by_id("a1")
     small.path.write_bytes(b"P5\n4 3\n255\n" + bytes(12))  # a 3×4 image; the CSV says 200×160
     failure = run(small)

@@ -17,6 +17,9 @@ LABELS: tuple[str, ...] = (
 """The eight multi-label outputs, in model output order."""
 
 NO_FINDING = LABELS[0]
+#: The two most frequent lesion labels, shown first where room is short (the analysis
+#: dock's default choice of labels, the training plot beside the macro F1).
+HEADLINE_LABELS: tuple[str, ...] = (LABELS[1], LABELS[2])
 
 #: VinDr-Mammo ``finding_categories`` entries mapped onto :data:`LABELS`.
 VINDR_GROUPS: dict[str, str] = {

@@ -2,9 +2,11 @@
 
 Importing this package keeps the ``triton`` compiler out of the napari process
 (:func:`keep_triton_out`): every contribution (reader, docks, sample data, writer) is a
-module of this package, so the guard is in place before any of them imports torch. It
-also makes the plugin napari's reader for DICOM files unless the user chose another
-(:func:`prefer_plugin_reader`).
+module of this package, so the guard is in place before any of them imports torch.
+
+Importing it changes none of the user's napari settings: the plugin becomes napari's
+reader for DICOM files only when the user asks, with the analysis dock's notice
+(:mod:`._reader_notice`), which calls :func:`prefer_plugin_reader`.
 """
 
 from __future__ import annotations
@@ -44,21 +46,34 @@ def keep_triton_out() -> bool:
 PREFERRED_PATTERNS = ("*.dcm", "*.dicom", "*.DCM", "*.DICOM")
 
 
-def prefer_plugin_reader() -> list[str]:
-    """Make this plugin napari's reader for DICOM files, where the user has no preference.
+def unset_reader_patterns() -> list[str]:
+    """The DICOM patterns for which napari's saved preferences (``plugins.extension2reader``)
+    name no reader: napari asks which reader to use when such a file is dropped (its
+    built-in reader also claims the extension). Empty when napari's settings cannot be
+    read."""
+    try:
+        from napari.settings import get_settings
 
-    Without a preference napari asks which reader to use every time a ``.dcm`` is
-    dropped (its built-in reader also claims the extension). A choice the user made in
-    napari's preferences (``plugins.extension2reader``) is kept. Returns the patterns
-    set; never raises.
+        current = get_settings().plugins.extension2reader
+        return [p for p in PREFERRED_PATTERNS if p not in current]
+    except Exception:
+        return []
+
+
+def prefer_plugin_reader() -> list[str]:
+    """Make this plugin napari's reader for the DICOM patterns without a preference.
+
+    Writes napari's saved setting ``plugins.extension2reader``, so call it only when the
+    user asks (the analysis dock's notice). A choice the user made in napari's
+    preferences is kept. Returns the patterns set; never raises.
     """
     try:
         from napari.settings import get_settings
 
         plugins = get_settings().plugins
-        current = dict(plugins.extension2reader)
-        new = [p for p in PREFERRED_PATTERNS if p not in current]
+        new = unset_reader_patterns()
         if new:
+            current = dict(plugins.extension2reader)
             plugins.extension2reader = {**current, **dict.fromkeys(new, "napari-correlax")}
         return new
     except Exception:
@@ -66,4 +81,3 @@ def prefer_plugin_reader() -> list[str]:
 
 
 keep_triton_out()
-prefer_plugin_reader()

@@ -11,6 +11,7 @@ from ._compare_view import MethodComparison, flip, toggle_side_by_side
 from ._forms import ImageLayerCombo, LabelList, SettingsForm, bind_keys, button_row, path_row
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
+from ._reader_notice import ReaderNotice
 
 __all__ = ["build_dock"]
 
@@ -74,6 +75,8 @@ def build_dock(dock: Any) -> None:
         ("Open…", dock._pick_open, "Open saved results as layers without recomputing"),
     ))
     layout = QVBoxLayout(dock)
+    dock.reader_notice = ReaderNotice()
+    layout.addWidget(dock.reader_notice)
     layout.addLayout(form)
     layout.addWidget(dock.run_button)
     layout.addWidget(dock.progress_bar)

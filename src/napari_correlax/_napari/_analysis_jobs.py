@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorrelaxError
+from ..errors import CorrelaxError, JobFailure
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
 
@@ -45,19 +45,13 @@ class Finished:
     result: MapResult
 
 
-@dataclass
-class Failed:
-    """What the worker returns instead of raising: shown as one error notification."""
-
-    message: str
-
-
-def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Finished | Failed]:
+def analysis_steps(request: AnalysisRequest
+                   ) -> Generator[Progress, None, Finished | JobFailure]:
     """Load the model and run the settings' map method; yields progress, returns a result.
 
     Returns :class:`Finished` with the :class:`~napari_correlax.maps.MapResult`, or
-    :class:`Failed` for any error (napari would show a raised exception with its
-    traceback).
+    :class:`~napari_correlax.errors.JobFailure` for any error (napari would show a raised
+    exception with its traceback).
     """
     try:
         from ..io.image import Mammogram
@@ -72,12 +66,12 @@ def analysis_steps(request: AnalysisRequest) -> Generator[Progress, None, Finish
         image = Mammogram(request.pixels, request.spacing_mm, dict(request.meta), request.path)
         result = yield from run_method(image, model, settings)
     except CorrelaxError as exc:
-        return Failed(str(exc))
+        return JobFailure(str(exc))
     except MemoryError:
-        return Failed("out of memory: lower the batch size or use a larger stride")
+        return JobFailure("out of memory: lower the batch size or use a larger stride")
     except Exception as exc:
         log.exception("CorRELAX analysis failed")
-        return Failed(f"CorRELAX analysis failed: {type(exc).__name__}: {exc}")
+        return JobFailure(f"CorRELAX analysis failed: {type(exc).__name__}: {exc}")
     return Finished(request.image_name, result)
 
 

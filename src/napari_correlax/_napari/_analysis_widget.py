@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import CorrelaxError
+from ..errors import CorrelaxError, JobFailure
 from ..labels import LABELS
 from ..maps.kinds import kind as map_kind
 from ..maps.runtime import Progress
@@ -35,7 +35,6 @@ from . import _layers
 from ._analysis_form import build_dock
 from ._analysis_jobs import (
     AnalysisRequest,
-    Failed,
     analysis_steps,
     checkpoint_summary,
     image_layer_for,
@@ -211,7 +210,7 @@ class AnalysisWidget(QWidget):
 
     def _on_returned(self, outcome: Any) -> None:
         self.progress.stop()  # no late refresh may overwrite the outcome's status text
-        if isinstance(outcome, Failed):
+        if isinstance(outcome, JobFailure):
             self.status.setText("Failed.")
             show_error(outcome.message)
             return

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..labels import HEADLINE_LABELS, lesion_labels
 from ..maps.methods import METHODS
 from ..maps.settings import MapSettings
 
@@ -297,8 +298,8 @@ class LabelList(QListWidget):
         first lesion label). Emits no ``itemChanged``."""
         chosen = list(checked or [])
         if not chosen:
-            chosen = [lab for lab in ("Mass", "Suspicious Calcification") if lab in labels]
-            chosen = chosen or [lab for lab in labels if lab != "No Finding"][:1]
+            chosen = [lab for lab in HEADLINE_LABELS if lab in labels]
+            chosen = chosen or lesion_labels(labels)[:1]
         self.blockSignals(True)
         self.clear()
         for label in labels:

@@ -41,6 +41,7 @@ from ..boxes import Box, as_boxes
 from ..export import MapArray
 from ..maps.kinds import KINDS
 from ..maps.kinds import kind as map_kind
+from ._layer_data import LayerData
 
 __all__ = [
     "DIVERGING_CMAP",
@@ -70,7 +71,6 @@ __all__ = [
     "window_coverage",
 ]
 
-LayerData = tuple[Any, dict[str, Any], str]
 SEP = " · "
 
 #: Sequential, transparent at 0 (colours sampled from matplotlib's "inferno").

@@ -23,8 +23,9 @@ from napari_correlax.io.image import (
     read_mammogram,
 )
 
+from ._layer_data import LayerData
+
 PathOrPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
-LayerData = tuple[Any, dict[str, Any], str]
 
 
 def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:

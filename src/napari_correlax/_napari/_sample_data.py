@@ -10,12 +10,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import CorrelaxError
 from . import _layers
-
-LayerData = tuple[Any, dict[str, Any], str]
+from ._layer_data import LayerData
 
 PHANTOM_SEED = 3
 PHANTOM_SHAPE = (1024, 640)

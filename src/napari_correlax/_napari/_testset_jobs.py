@@ -21,7 +21,7 @@ class ReviewJobs(QObject):
 
     Signals: ``progress(event)`` while the current image is computed, ``loaded(outcome)``
     (a :class:`~napari_correlax.evaluate.runner.LoadedImage` or
-    :class:`~napari_correlax.evaluate.review.LoadFailure`, not yet accepted), ``idle()``
+    :class:`~napari_correlax.errors.JobFailure`, not yet accepted), ``idle()``
     when a job ended, ``bad_file(image_id, reason)`` per unusable file and ``checked()``
     when the check is over.
     """

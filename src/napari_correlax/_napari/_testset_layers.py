@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluate.pointing import RULES, lesion_labels
+from ..evaluate.pointing import RULES
+from ..labels import lesion_labels
 from ..preprocess import breast_roi
 from . import _layers
 

@@ -37,10 +37,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import CorrelaxError
-from ..evaluate.pointing import lesion_labels
-from ..evaluate.review import ALL, WITH_FINDINGS, LoadFailure, Review, saved_settings
+from ..errors import CorrelaxError, JobFailure
+from ..evaluate.review import ALL, WITH_FINDINGS, Review, saved_settings
 from ..evaluate.verdicts import ReaderState
+from ..labels import NO_FINDING, lesion_labels
 from ..maps.methods import get_method
 from ..maps.settings import MapSettings
 from ._forms import bind_keys, button_row, dock_key
@@ -298,7 +298,7 @@ class TestSetReaderWidget(QWidget):
 
     def _on_loaded(self, outcome: Any) -> None:
         image_id = self.review.accept(outcome)
-        failed = isinstance(outcome, LoadFailure)
+        failed = isinstance(outcome, JobFailure)
         if failed and not outcome.bad_image:  # the model or the machine: halted
             self.image_label.setText(f"✗ {outcome.message}")
             show_error(outcome.message)
@@ -327,7 +327,7 @@ class TestSetReaderWidget(QWidget):
         if record is None:
             return
         self.verdicts.clear()
-        labels = ", ".join(lesion_labels(record.labels)) or "No Finding"
+        labels = ", ".join(lesion_labels(record.labels)) or NO_FINDING
         head = f"<b>{self.position + 1} / {len(self.records)}</b> · study {record.study_id} · " \
                f"image {record.image_id} · {record.laterality} {record.view} · {labels}"
         if record.image_id in self.review.bad:

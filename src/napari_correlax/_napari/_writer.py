@@ -17,8 +17,7 @@ import numpy as np
 
 from ..errors import CorrelaxError
 from ..export import MapArray, write_maps_npz, write_maps_tiff
-
-FullLayerData = tuple[Any, dict[str, Any], str]
+from ._layer_data import LayerData
 
 
 def layer_to_map(data: Any, meta: dict[str, Any]) -> MapArray:
@@ -47,7 +46,7 @@ def layer_to_map(data: Any, meta: dict[str, Any]) -> MapArray:
     return MapArray(name, arr, scale, translate, attrs)  # type: ignore[arg-type]
 
 
-def write_maps(path: str, layer_data: list[FullLayerData]) -> list[str]:
+def write_maps(path: str, layer_data: list[LayerData]) -> list[str]:
     """Write image layers to ``path`` (``.npz``: one file; ``.tif``/``.tiff``: one per layer).
 
     Returns the paths written. Non-image or non-2-D layers raise

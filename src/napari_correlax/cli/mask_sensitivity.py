@@ -31,7 +31,7 @@ from .common import (
     add_runtime_options,
     existing_files,
     run_with_progress,
-    runtime_from,
+    settings_from,
 )
 
 if TYPE_CHECKING:
@@ -117,12 +117,13 @@ def report_doc(result: MaskSensitivity, tolerance: float | None = None) -> dict[
 
 def run(args: argparse.Namespace) -> int:
     from .. import read_mammogram
-    from ..maps.sensitivity import combine, mask_sensitivity_steps, save_boxplot
+    from ..maps.sensitivity import PAPER_DESIGN, combine, mask_sensitivity_steps, save_boxplot
     from ..models import load_classifier
     from .common import tune_cpu_allocator
 
     paths = existing_files(args.images)
-    runtime = runtime_from(args)
+    settings = settings_from(args, "correlax").with_(design=PAPER_DESIGN)
+    runtime = settings.runtime()
     if runtime.device == "cpu":
         tune_cpu_allocator()
     model = load_classifier(args.model, device=runtime.device)
@@ -132,9 +133,8 @@ def run(args: argparse.Namespace) -> int:
             mammo = read_mammogram(path)
             res = run_with_progress(
                 mask_sensitivity_steps(
-                    mammo, model, counts=args.counts, reference=args.reference,
-                    windows=args.windows or None, seed=args.seed, stride=args.stride,
-                    mask_batch=args.mask_batch, runtime=runtime,
+                    mammo, model, settings, counts=args.counts, reference=args.reference,
+                    windows=args.windows or None,
                 ),
                 path.name,
             )

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorrelaxError
+from ..errors import CorrelaxError, JobFailure
 from ..labels import LABELS
 from ..maps.cache import settings_key
 from ..maps.methods import get_method
@@ -81,7 +81,6 @@ __all__ = [
     "TO_REVIEW",
     "WITH_FINDINGS",
     "Finding",
-    "LoadFailure",
     "Review",
     "check_steps",
     "default_work_folder",
@@ -150,40 +149,29 @@ class Finding:
         return " · ".join(f"{r.auto_verdict} {r.map[len(self.kind):]}" for r in self.rows)
 
 
-@dataclass
-class LoadFailure:
-    """A load that failed. ``bad_image``: the image file is at fault (the image is marked
-    bad); otherwise the model or the machine is, and the review halts until the settings
-    change."""
-
-    image_id: str
-    message: str
-    bad_image: bool = True
-
-
 def load_steps(
     record: Any,
     checkpoint: str | None,
     settings: MapSettings,
     cache_root: str | os.PathLike[str],
-) -> Generator[Progress | Preview, None, LoadedImage | LoadFailure]:
+) -> Generator[Progress | Preview, None, LoadedImage | JobFailure]:
     """An image and its maps (:func:`~.runner.load_image_steps`), or why not; never raises.
 
     Yields the map computation's progress and its :class:`~.runner.Preview` events (the
     image at once, then its prediction maps); returns the
-    :class:`~.runner.LoadedImage` or a :class:`LoadFailure` (what a worker thread hands
-    back to :meth:`Review.accept`).
+    :class:`~.runner.LoadedImage` or a :class:`~napari_correlax.errors.JobFailure` (what a
+    worker thread hands back to :meth:`Review.accept`).
     """
     try:
         return (yield from load_image_steps(record, checkpoint, settings, cache_root))
     except CorrelaxError as exc:
-        return LoadFailure(record.image_id, str(exc), exc.path == str(record.path))
+        return JobFailure(str(exc), record.image_id, exc.path == str(record.path))
     except MemoryError:
-        return LoadFailure(record.image_id,
-                           "out of memory: lower the batch size or raise the stride", False)
+        return JobFailure("out of memory: lower the batch size or raise the stride",
+                          record.image_id, False)
     except Exception as exc:
         log.exception("test-set reader: loading %s failed", record.image_id)
-        return LoadFailure(record.image_id, f"{type(exc).__name__}: {exc}", False)
+        return JobFailure(f"{type(exc).__name__}: {exc}", record.image_id, False)
 
 
 def check_steps(records: list[Any], chunk: int = 64) -> Generator[tuple[str, str], None, None]:
@@ -446,7 +434,7 @@ class Review:
         return [r for r in (self.current, self.neighbour(1)) if r is not None
                 and r.image_id not in self.loaded and r.image_id not in self.bad]
 
-    def accept(self, outcome: LoadedImage | LoadFailure) -> str:
+    def accept(self, outcome: LoadedImage | JobFailure) -> str:
         """Take a finished load; the id of the image whose status changed ("" if none).
 
         A failure of the image file marks it bad; any other failure halts the review
@@ -454,7 +442,7 @@ class Review:
         another key than the current one are dropped. Loaded maps are kept for the
         current image and its two neighbours only.
         """
-        if isinstance(outcome, LoadFailure):
+        if isinstance(outcome, JobFailure):
             if not outcome.bad_image:
                 self.halted = outcome.message
                 return ""

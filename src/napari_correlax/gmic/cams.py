@@ -34,7 +34,7 @@ Choices [CAM-GMIC] leaves open, as made here:
   empty Grad-CAM map, and LayerCAM's map runs out after the windows covering T: retrieval
   then falls back on GMIC's saliency (:func:`~.retrieval.retrieve_windows`), so the K
   patches stay distinct; :func:`~.retrieval.empty_class_maps` counts such maps.
-* Titles are the CAM family's (:data:`napari_correlax.maps.methods.CAM_FAMILY`).
+* Titles are the CAM family's (the map methods of :data:`napari_correlax.maps.methods.METHODS`).
 * **Resolution.** The map stays at the layer's own resolution, which is the saliency
   grid (46 × 30 at 2944 × 1920): no upsampling and no min–max scaling before retrieval
   (retrieval min–max normalises each class map itself, :func:`~.retrieval.retrieve_windows`).
@@ -177,6 +177,6 @@ def unit_maps(maps: np.ndarray) -> np.ndarray:
 
 def cam_title(name: str) -> str:
     """The printed name of a CAM method (``"Grad-CAM++"``)."""
-    from ..maps.methods import CAM_FAMILY
+    from ..maps.methods import get_method
 
-    return CAM_FAMILY[check_cam(name)][1]
+    return get_method(check_cam(name)).title

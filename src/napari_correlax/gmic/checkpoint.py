@@ -120,7 +120,7 @@ def load_initial_weights(model: GMIC, path: str | os.PathLike[str]) -> dict[str,
     Returns what to record: the file's name, its top-t fraction, the keys started afresh
     and the file's own ``info``.
     """
-    from ..models.importers import _listing
+    from ..models.importers import name_listing
 
     p = Path(path).expanduser()
     if not p.is_file():
@@ -133,7 +133,7 @@ def load_initial_weights(model: GMIC, path: str | os.PathLike[str]) -> dict[str,
                and (k not in theirs or theirs[k].shape != own[k].shape)]
     if misfits:
         raise CorrelaxError(f"initial weights do not fit this GMIC (another global network?): "
-                            f"{_listing(misfits)}", p)
+                            f"{name_listing(misfits)}", p)
     merged = {k: (own[k] if k in fresh or k not in theirs else theirs[k]) for k in own}
     model.load_state_dict(merged, strict=True)
     return {"file": p.name, "percent_t": source.config.percent_t, "started_afresh": fresh,

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from ..maps.methods import MapMethod, register_method
+from ..maps.methods import MapMethod
 
 if TYPE_CHECKING:
     from ..io.image import Mammogram
@@ -202,7 +202,6 @@ def to_result(analysis: GMICAnalysis, image: Any, cam: str, model: Any = None) -
         meta=meta, extra={"saliency": saliency.astype(np.float32, copy=False)}, stats=stats)
 
 
-@register_method
 class GMICMethod(MapMethod):
     """GMIC's saliency map (or a gradient CAM of its global network), its image-level
     prediction and its patches (module notes); needs a GMIC model."""

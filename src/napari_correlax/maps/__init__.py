@@ -26,9 +26,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # CorRELAX lives in its own module; imported on first use.
-    if name in ("explain", "explain_steps", "explain_windows"):
+    # CorRELAX lives in its own modules (windows, whole images); imported on first use.
+    if name in ("explain", "explain_steps"):
+        from . import image_explain
+
+        return getattr(image_explain, name)
+    if name == "explain_windows":
         from . import correlax
 
-        return getattr(correlax, name)
+        return correlax.explain_windows
     raise AttributeError(name)

@@ -54,9 +54,9 @@ def checkpoint_fingerprint(path: str | os.PathLike[str] | None) -> tuple[str, st
     SHA-256) changes whenever the weights do. Hashes are remembered per (file, size,
     modification time). Does not import torch.
     """
-    from ..models.checkpoint import _resolve
+    from ..models.checkpoint import resolve_checkpoint
 
-    resolved = _resolve(path)
+    resolved = resolve_checkpoint(path)
     st = resolved.stat()
     key = (str(resolved.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _fingerprints:

@@ -41,16 +41,15 @@ from ..errors import CorrelaxError
 from ..preprocess import BreastROI, breast_roi, preprocessing_of
 from ..windows import WindowGrid
 from .cam_stitch import SCALES, Stitcher, to_input_size, upsample
-from .methods import CAM_FAMILY
 from .result import MapResult
 from .runtime import Progress, Runtime
-from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE
+from .settings import DEFAULT_STRIDE, MapSettings
 from .sliding import (
     WindowFeeder,
-    _model_input,
     as_pixels,
     drain,
     grid_maps,
+    model_input,
     prepare_image,
 )
 from .stats import RunStats
@@ -80,7 +79,7 @@ MODES = ("windowed", "global")
 def cam(image: Mammogram | np.ndarray, model: ImageModelLike, method: str = "gradcam", *,
         mode: str = "windowed", labels: Sequence[str] | None = None, scale: str = "raw",
         stride: int = DEFAULT_STRIDE, target_layer: str | None = None,
-        **options: Any) -> MapResult:
+        global_size: int = DEFAULT_GLOBAL_SIZE, **overrides: Any) -> MapResult:
     """CAM-family saliency maps of a mammogram (docs/method.md §8, §12).
 
     Parameters
@@ -107,23 +106,29 @@ def cam(image: Mammogram | np.ndarray, model: ImageModelLike, method: str = "gra
     target_layer:
         Dotted name of the model's module to take the maps at (``"encoder.layer4"``);
         None: the backbone's last convolutional stage.
-    options:
-        ``global_size`` (default 512), ``reach``, ``min_tissue`` (§6), and the
-        :class:`~napari_correlax.maps.runtime.Runtime` fields ``device``,
-        ``precision``, ``batch_size``, ``threads``.
+    global_size:
+        Long side of the down-sampled breast region in global mode, pixels.
+    overrides:
+        Other :class:`~napari_correlax.maps.settings.MapSettings` fields: ``reach``,
+        ``min_tissue`` (§6), and ``device``, ``precision``, ``batch_size``, ``threads``, or
+        ``runtime=`` a :class:`~napari_correlax.maps.runtime.Runtime`.
 
     Returns a :class:`~napari_correlax.maps.MapResult` whose ``labels`` are the explained
     labels, ``extra["saliency"]`` (also ``result.get("saliency")``) is ``(labels, H, W)``
     float32 in original image pixels (NaN where nothing was evaluated), ``prediction`` is
     described in the module docstring and ``target_layer`` names the module used.
     """
-    return drain(cam_steps(image, model, method, mode=mode, labels=labels, scale=scale,
-                           stride=stride, target_layer=target_layer, **options))
+    options = {"mode": mode, "scale": scale, "target_layer": target_layer,
+               "global_size": global_size}
+    settings = MapSettings.for_call(method, {**overrides, "stride": stride, "options": options})
+    return drain(cam_steps(image, model, settings, labels=labels))
 
 
 def _checked(method: str, mode: str, scale: str, global_size: int) -> None:
-    if method not in CAM_FAMILY:
-        raise CorrelaxError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_FAMILY)}")
+    from .cam_engine import CAM_NAMES
+
+    if method not in CAM_NAMES:
+        raise CorrelaxError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_NAMES)}")
     if mode not in MODES:
         raise CorrelaxError(f"mode must be one of {MODES}, not {mode!r}")
     if scale not in SCALES:
@@ -148,20 +153,17 @@ def _label_indices(model: Any, labels: Sequence[str] | str | None) -> list[int]:
 def cam_steps(
     image: Mammogram | np.ndarray,
     model: ImageModelLike,
-    method: str = "gradcam",
+    settings: MapSettings,
     *,
-    mode: str = "windowed",
     labels: Sequence[str] | None = None,
-    scale: str = "raw",
-    stride: int = DEFAULT_STRIDE,
-    target_layer: str | None = None,
-    global_size: int = DEFAULT_GLOBAL_SIZE,
-    reach: str = DEFAULT_REACH,
-    min_tissue: float = DEFAULT_MIN_TISSUE,
-    runtime: Runtime | None = None,
-    **runtime_options: Any,
 ) -> Generator[Progress, None, MapResult]:
     """:func:`cam` as a generator of progress events; returns the result.
+
+    ``settings.method`` names the CAM method; its options (:meth:`MapSettings.option
+    <napari_correlax.maps.settings.MapSettings.option>`) ``mode`` (default
+    ``"windowed"``), ``scale`` (``"raw"``), ``target_layer`` (None) and ``global_size``
+    (:data:`DEFAULT_GLOBAL_SIZE`) and its fields ``stride``, ``reach``, ``min_tissue`` and
+    the runtime's are those of :func:`cam`; ``labels`` as there.
 
     Yields ``Progress("prepare", 1, 1)``, then ``Progress("window", done, total)`` after
     each batch of windows (``Progress("global", 1, 1)`` in global mode), or, for
@@ -172,17 +174,22 @@ def cam_steps(
     """
     from .cam_engine import CamEngine
 
+    method = settings.method
+    mode = settings.option("mode", "windowed")
+    scale = settings.option("scale", "raw")
+    global_size = settings.option("global_size", DEFAULT_GLOBAL_SIZE)
     _checked(method, mode, scale, global_size)
-    rt = runtime or Runtime(**runtime_options)
+    rt = settings.runtime()
     index = _label_indices(model, labels)
     t0 = time.perf_counter()
     if mode == "global":
         source: Any = global_input(image, model, global_size)
     else:
-        source = prepare_image(image, model, stride=stride, min_tissue=min_tissue, reach=reach)
+        source = prepare_image(image, model, stride=settings.stride,
+                               min_tissue=settings.min_tissue, reach=settings.reach)
     yield Progress("prepare", 1, 1)
     model = rt.prepare_model(model)
-    engine = CamEngine(model, method, target_layer, index, rt)
+    engine = CamEngine(model, method, settings.option("target_layer"), index, rt)
     seconds = {"prepare": round(time.perf_counter() - t0, 3)}
     try:
         if mode == "global":
@@ -298,7 +305,7 @@ def global_input(image: Mammogram | np.ndarray, model: ImageModelLike,
 
     pixels, spacing, meta = as_pixels(image)
     profile = preprocessing_of(model)
-    source = _model_input(image, pixels, profile)
+    source = model_input(image, pixels, profile)
     roi = breast_roi(source)
     y0, x0, y1, x1 = roi.box
     crop = profile.fuse(source)[y0:y1, x0:x1]

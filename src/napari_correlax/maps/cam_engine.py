@@ -41,13 +41,15 @@ from ..errors import CorrelaxError
 from .cam_layers import LogitNet, linear_head, model_logits, resolve_target_layer
 from .runtime import Runtime
 
-__all__ = ["GRADIENT", "LABEL_FREE", "PERTURBATION", "CamEngine"]
+__all__ = ["CAM_NAMES", "GRADIENT", "LABEL_FREE", "PERTURBATION", "CamEngine"]
 
 #: Registry name → pytorch-grad-cam class name, by how the method is fed.
 GRADIENT = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
             "layercam": "LayerCAM", "hirescam": "HiResCAM"}
 LABEL_FREE = {"eigencam": "EigenCAM"}
 PERTURBATION = {"scorecam": "ScoreCAM", "ablationcam": "AblationCAM"}
+#: Every method the engine computes ("cam" is the project's own, for linear heads).
+CAM_NAMES = ("cam", *GRADIENT, *LABEL_FREE, *PERTURBATION)
 
 #: Forward passes of a library call before its channel passes: Score-CAM's activation
 #: pass; Ablation-CAM's activation pass and its pass for the unablated scores.

@@ -66,7 +66,7 @@ Variance
     random-weight resnet18). :data:`DESIGN_VARIANCE_FACTOR` holds the ratio of
     variances at whole blocks, rounded up so that 95 % intervals cover 93–97 % of the
     time where the design helps least; CorRELAX multiplies the i.i.d. variance of ρ by it
-    (:mod:`napari_correlax.maps.correlax`, docs/method.md §7). Where a design helps more
+    (:mod:`napari_correlax.maps.moments`, docs/method.md §7). Where a design helps more
     (``oa-antithetic`` on the resnet18: a ratio of 0.25) the intervals are conservative.
 """
 

@@ -13,8 +13,8 @@ label), never pooled with the distance.
 
 One streaming pass over ``reference`` masks per window gives every ``ρ_N`` (the
 statistics are read off as the count passes ``N``), so the cost is that of one run at
-``N = reference``. Masks are i.i.d., as in the paper, unless ``design`` names another
-mask design (:mod:`~napari_correlax.maps.masks`).
+``N = reference``. Masks are i.i.d. (:data:`PAPER_DESIGN`), as in the paper, unless the
+settings name another mask design (:mod:`~napari_correlax.maps.masks`).
 """
 
 from __future__ import annotations
@@ -28,17 +28,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from .correlax import (
-    DEFAULT_MASK_BATCH,
-    _Engine,
-    _model_device,
-    _unmasked,
-    _unmasked_pass,
-    inference_model,
+from .mask_engine import (
+    MaskEngine,
+    model_device,
     normalized_windows,
+    unmasked_outputs,
+    unmasked_pass,
 )
-from .runtime import Progress, Runtime
-from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE
+from .runtime import Progress, Runtime, inference_model
+from .settings import DEFAULT_MASK_BATCH, MapSettings
 from .sliding import WindowFeeder, drain, prepare_image
 
 if TYPE_CHECKING:
@@ -53,6 +51,7 @@ __all__ = [
     "DEFAULT_COUNTS",
     "DEFAULT_REFERENCE",
     "DISTANCE",
+    "PAPER_DESIGN",
     "PAPER_TOLERANCE",
     "MaskSensitivity",
     "boxplot_figure",
@@ -75,6 +74,10 @@ DISTANCE = "distance"
 ALL_LABELS = "all labels"
 #: Mean |ρ_N − ρ_2560| of the distance the paper stays below from N = 256 (§4.3).
 PAPER_TOLERANCE = 0.025
+#: The paper's Fig. 7 is measured with independent masks: the mask-sensitivity study asks
+#: for them (:func:`mask_sensitivity`, ``correlax mask-sensitivity``) so that it reproduces
+#: the figure; :data:`~napari_correlax.maps.settings.DEFAULT_DESIGN` stays the maps' default.
+PAPER_DESIGN = "iid"
 
 
 @dataclass
@@ -195,7 +198,7 @@ def _check_counts(counts: Sequence[int], reference: int) -> tuple[int, ...]:
     return out
 
 
-def _sensitivity(engine: _Engine, local: np.ndarray) -> np.ndarray:
+def _sensitivity(engine: MaskEngine, local: np.ndarray) -> np.ndarray:
     rho_ref, _, _ = engine.statistics(local)
     return np.concatenate([engine.snapshots[local], rho_ref[:, None]], axis=1)
 
@@ -209,21 +212,21 @@ def mask_sensitivity_windows(
     *,
     batch_size: int = DEFAULT_MASK_BATCH,
     runtime: Runtime | None = None,
-    design: str = "iid",
+    design: str = PAPER_DESIGN,
 ) -> MaskSensitivity:
     """Paper Fig. 7 on a batch of ``(B, 3, S, S)`` [0, 1] windows (image space, as for
     :func:`~napari_correlax.maps.explain_windows`; see module docstring)."""
 
     counts = _check_counts(counts, reference)
-    rt = runtime or Runtime(device=_model_device(model))
+    settings = _study_settings(MapSettings(seed=seed, design=design, mask_batch=batch_size),
+                               counts, reference)
+    rt = runtime or Runtime(device=model_device(model))
     model = inference_model(rt.prepare_model(model))
     x = normalized_windows(model, windows, rt.device)
-    h0, y0 = _unmasked(model, rt, x, batch_size)
-    engine = _Engine(
-        model, rt, lambda idx: x[idx], h0, y0, np.full(x.shape[0], int(reference)),
-        seed=seed, size=x.shape[-1], batch_size=batch_size, min_masks=counts[0],
-        adaptive=False, tolerance=1.0, record_at=counts, design=design,
-    )
+    h0, y0 = unmasked_outputs(model, rt, x, batch_size)
+    engine = MaskEngine(model, rt, lambda idx: x[idx], h0, y0,
+                        np.full(x.shape[0], int(reference)), settings, size=x.shape[-1],
+                        record_at=counts)
     for _ in engine.steps():
         pass
     local = np.arange(x.shape[0])
@@ -231,32 +234,38 @@ def mask_sensitivity_windows(
     return MaskSensitivity(counts, int(reference), names, _sensitivity(engine, local), local)
 
 
+def _study_settings(settings: MapSettings, counts: tuple[int, ...], reference: int
+                    ) -> MapSettings:
+    """``settings`` for the study: every window runs to ``reference`` masks, no adaptive
+    stop, and the first ``counts[0]`` upsampled masks are kept for reuse."""
+    return settings.with_(masks=int(reference), min_masks=counts[0], adaptive=False)
+
+
 def mask_sensitivity_steps(
     image: Mammogram | np.ndarray,
     model: ImageModelLike,
+    settings: MapSettings,
     *,
     counts: Sequence[int] = DEFAULT_COUNTS,
     reference: int = DEFAULT_REFERENCE,
     windows: int | None = DEFAULT_WINDOWS,
-    seed: int = 0,
-    stride: int = DEFAULT_STRIDE,
-    min_tissue: float = DEFAULT_MIN_TISSUE,
-    reach: str = DEFAULT_REACH,
-    mask_batch: int = DEFAULT_MASK_BATCH,
-    design: str = "iid",
-    runtime: Runtime | None = None,
-    **runtime_options: Any,
 ) -> Generator[Progress, None, MaskSensitivity]:
     """Paper Fig. 7 for one mammogram, as a generator of progress events.
 
-    ``windows`` tissue windows are drawn at random (seeded by ``seed``; ``None`` or 0:
-    all of them, as in the paper — 650 windows × 2560 masks is long on a CPU). Yields
+    ``windows`` tissue windows are drawn at random (seeded by ``settings.seed``, which
+    also seeds the masks; ``None`` or 0: all of them, as in the paper — 650 windows × 2560
+    masks is long on a CPU). ``settings`` gives the window grid (``stride``, ``reach``,
+    ``min_tissue``), the masks (``seed``, ``design``, ``mask_batch``) and the runtime;
+    its mask counts and adaptive fields are replaced by the study's. Yields
     ``Progress("prepare")``, ``Progress("window", …)`` and ``Progress("masks", …)`` as
     :func:`~napari_correlax.maps.explain_steps` does.
     """
     counts = _check_counts(counts, reference)
-    rt = runtime or Runtime(**runtime_options)
-    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue, reach=reach)
+    settings = _study_settings(settings, counts, reference)
+    seed = settings.seed
+    rt = settings.runtime()
+    prep = prepare_image(image, model, stride=settings.stride, min_tissue=settings.min_tissue,
+                         reach=settings.reach)
     yield Progress("prepare", 1, 1)
     model = inference_model(rt.prepare_model(model))
     todo = np.flatnonzero(prep.active.ravel())
@@ -264,16 +273,13 @@ def mask_sensitivity_steps(
         rng = np.random.default_rng(seed)
         todo = np.sort(rng.choice(todo, size=int(windows), replace=False))
     feeder = WindowFeeder(prep, model, rt)
-    h0, y0 = yield from _unmasked_pass(feeder, todo)
+    h0, y0 = yield from unmasked_pass(feeder, todo)
 
     def crops_for(local: list[int]) -> Any:
         return feeder.batch(todo[np.asarray(local)])
 
-    engine = _Engine(
-        model, rt, crops_for, h0, y0, np.full(len(todo), int(reference)),
-        seed=seed, size=prep.grid.window, batch_size=mask_batch, min_masks=counts[0],
-        adaptive=False, tolerance=1.0, record_at=counts, design=design,
-    )
+    engine = MaskEngine(model, rt, crops_for, h0, y0, np.full(len(todo), int(reference)),
+                        settings, size=prep.grid.window, record_at=counts)
     total = engine.total_passes()
     done = 0
     yield Progress("masks", 0, total)
@@ -287,10 +293,22 @@ def mask_sensitivity_steps(
     return MaskSensitivity(counts, int(reference), names, rho, todo, meta)
 
 
-def mask_sensitivity(image: Mammogram | np.ndarray, model: ImageModelLike, **options: Any
-                     ) -> MaskSensitivity:
-    """Drain :func:`mask_sensitivity_steps`."""
-    return drain(mask_sensitivity_steps(image, model, **options))
+def mask_sensitivity(
+    image: Mammogram | np.ndarray,
+    model: ImageModelLike,
+    *,
+    counts: Sequence[int] = DEFAULT_COUNTS,
+    reference: int = DEFAULT_REFERENCE,
+    windows: int | None = DEFAULT_WINDOWS,
+    **overrides: Any,
+) -> MaskSensitivity:
+    """:func:`mask_sensitivity_steps` drained. ``overrides`` are
+    :class:`~napari_correlax.maps.settings.MapSettings` fields (``seed=``, ``stride=``,
+    ``design=``, ``device=``, … or ``runtime=``); the design is :data:`PAPER_DESIGN`
+    unless given."""
+    settings = MapSettings.for_call("correlax", {"design": PAPER_DESIGN, **overrides})
+    return drain(mask_sensitivity_steps(image, model, settings, counts=counts,
+                                        reference=reference, windows=windows))
 
 
 def boxplot_figure(result: MaskSensitivity, *, tolerance: float = PAPER_TOLERANCE) -> Figure:

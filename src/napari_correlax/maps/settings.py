@@ -9,6 +9,7 @@ Nothing here imports torch, so the napari reader and ``--help`` stay fast.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ DEFAULT_MIN_MASKS = 128
 #: Masked forward passes per batch (paper: sets of 128).
 DEFAULT_MASK_BATCH = 128
 #: Adaptive stopping tolerance on SE(ρ_n − ρ_Nmax), calibrated for the default design;
-#: see :mod:`napari_correlax.maps.correlax`.
+#: see :mod:`napari_correlax.maps.mask_engine` and docs/method.md §7.
 DEFAULT_TOLERANCE = 0.06
 #: How the masks of a run are drawn together (:mod:`napari_correlax.maps.masks`); every
 #: design keeps each single mask uniform, so the correlations estimate the same quantity.
@@ -57,7 +58,8 @@ MASK_DESIGNS = ("iid", "antithetic", "oa", "oa-antithetic", "sobol")
 #: The design CorRELAX uses unless told otherwise (``"iid"``: the paper's masks).
 DEFAULT_DESIGN = "oa-antithetic"
 #: Share of tissue windows, ranked by their highest lesion probability, that get full
-#: CorRELAX in focus mode (with their grid neighbours); see maps/correlax.py.
+#: CorRELAX in focus mode (with their grid neighbours); see
+#: :mod:`napari_correlax.maps.image_explain`.
 DEFAULT_FOCUS_SHARE = 0.05
 
 #: Fields that only say where and how fast the model runs: they never change a map
@@ -86,7 +88,7 @@ class MapSettings:
     batch_size:
         Windows per forward pass (prediction pass).
     masks, adaptive, tolerance, min_masks, focus, focus_share, seed, design, mask_batch:
-        CorRELAX (:func:`~napari_correlax.maps.correlax.explain_steps`); ``design`` is
+        CorRELAX (:func:`~napari_correlax.maps.image_explain.explain_steps`); ``design`` is
         one of :data:`MASK_DESIGNS`.
     device, precision, threads:
         Where and how the model runs (:class:`~napari_correlax.maps.runtime.Runtime`).
@@ -121,6 +123,13 @@ class MapSettings:
             raise CorrelaxError(f"stride must be a positive number of pixels, not {self.stride}")
         if int(self.batch_size) < 1 or int(self.mask_batch) < 1:
             raise CorrelaxError("batch sizes must be at least 1")
+        if int(self.masks) < 2:
+            raise CorrelaxError(f"CorRELAX needs at least 2 masks per window, not {self.masks}")
+        if int(self.min_masks) < 2:
+            raise CorrelaxError(
+                f"the minimum number of masks must be at least 2, not {self.min_masks}")
+        if not float(self.tolerance) > 0:
+            raise CorrelaxError(f"tolerance must be positive, not {self.tolerance}")
         if self.reach not in ("border", "inside"):
             raise CorrelaxError(f"reach must be 'border' or 'inside', not {self.reach!r}")
         if self.design not in MASK_DESIGNS:
@@ -131,6 +140,11 @@ class MapSettings:
         object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
 
     # -- reading --------------------------------------------------------------------------
+    @property
+    def mask_floor(self) -> int:
+        """Fewest masks any evaluated window gets: ``min_masks``, or ``masks`` if fewer."""
+        return min(int(self.min_masks), int(self.masks))
+
     def option(self, name: str, default: Any = None) -> Any:
         """A method-specific option (``default`` when not set)."""
         return dict(self.options).get(name, default)
@@ -146,6 +160,23 @@ class MapSettings:
         out = asdict(self)
         out["options"] = dict(self.options)
         return out
+
+    @classmethod
+    def for_call(cls, method: str, overrides: Mapping[str, Any]) -> MapSettings:
+        """The settings of one call of a public function (``explain``, ``predict``, ``cam``):
+        the defaults, ``method``, and the caller's keyword ``overrides`` — field names, or
+        ``runtime=`` a :class:`~napari_correlax.maps.runtime.Runtime` whose device,
+        precision, batch size and threads replace those fields. An unknown name raises
+        TypeError, as a misspelt keyword argument does."""
+        given = dict(overrides)
+        runtime = given.pop("runtime", None)
+        if runtime is not None:
+            given.update(device=runtime.device, precision=runtime.precision,
+                         batch_size=runtime.batch_size, threads=runtime.threads)
+        unknown = sorted(set(given) - {f.name for f in fields(cls)} - {"method"})
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments: {', '.join(unknown)}")
+        return cls(**{**given, "method": method})
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> MapSettings:

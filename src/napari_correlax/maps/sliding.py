@@ -20,7 +20,7 @@ from ..preprocess import BreastROI, Preprocessing, breast_roi, preprocessing_of
 from ..windows import WindowGrid
 from .result import MapResult
 from .runtime import Progress, Runtime, inference_model
-from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE
+from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE, MapSettings
 from .stats import RunStats
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = [
     "WindowFeeder",
     "drain",
     "grid_maps",
+    "model_input",
     "predict",
     "predict_steps",
     "prepare_image",
@@ -148,7 +149,7 @@ def prepare_image(
             + f": windows would leave parts of the breast unseen; use at most {window} "
             f"(the paper uses 48)", label)
     profile = preprocessing_of(model)
-    source = _model_input(image, pixels, profile)
+    source = model_input(image, pixels, profile)
     roi, grid, tissue, active = window_layout(source, window, stride, reach, min_tissue)
     if not active.any():
         raise CorrelaxError(
@@ -158,7 +159,7 @@ def prepare_image(
     return PreparedImage(pixels, spacing, meta, roi, grid, tissue, active, fused, offset)
 
 
-def _model_input(image: Any, pixels: np.ndarray, profile: Preprocessing) -> np.ndarray:
+def model_input(image: Any, pixels: np.ndarray, profile: Preprocessing) -> np.ndarray:
     """``pixels``, or the DICOM file behind ``image`` read again with the VOI LUT setting
     of ``profile`` when ``image`` was read with the other one (same H×W grid)."""
     path = getattr(image, "path", None)
@@ -283,14 +284,7 @@ def grid_maps(grid: WindowGrid, per_window: np.ndarray) -> np.ndarray:
 
 
 def predict_steps(
-    image: Mammogram | np.ndarray,
-    model: ImageModelLike,
-    *,
-    stride: int = DEFAULT_STRIDE,
-    min_tissue: float = DEFAULT_MIN_TISSUE,
-    reach: str = DEFAULT_REACH,
-    runtime: Runtime | None = None,
-    **runtime_options: Any,
+    image: Mammogram | np.ndarray, model: ImageModelLike, settings: MapSettings
 ) -> Generator[Progress, None, MapResult]:
     """Per-label prediction maps over the breast, as a generator of progress events.
 
@@ -301,25 +295,23 @@ def predict_steps(
     model:
         A classifier with ``labels``, ``input_size``, ``normalize``, ``features``, ``head``
         (:class:`~napari_correlax.models.ImageModelLike`).
-    stride:
-        Window step in pixels (window side = ``model.input_size``).
-    min_tissue:
-        Windows whose tissue fraction is below this are skipped (value 0, and False in
-        ``window_mask``).
-    reach:
-        ``"border"`` (default): window centres reach the breast's border, so the map
-        covers the skin line and the chest wall; ``"inside"``: windows stay inside the
-        breast's bounding box (:meth:`~napari_correlax.windows.WindowGrid.covering`).
-    runtime, runtime_options:
-        A :class:`Runtime` or its fields (``device``, ``precision``, ``batch_size``,
-        ``threads``).
+    settings:
+        What it reads (:class:`~napari_correlax.maps.settings.MapSettings`): ``stride``
+        (window step in pixels; window side = ``model.input_size``), ``min_tissue``
+        (windows whose tissue fraction is below it are skipped: value 0, and False in
+        ``window_mask``), ``reach`` (``"border"``: window centres reach the breast's
+        border, so the map covers the skin line and the chest wall; ``"inside"``:
+        windows stay inside the breast's bounding box,
+        :meth:`~napari_correlax.windows.WindowGrid.covering`), and the runtime fields
+        ``device``, ``precision``, ``batch_size``, ``threads``.
 
     Yields ``Progress("window", done, total)``; returns a :class:`MapResult` whose
     ``prediction`` is the IoU-kernel-smoothed ``(C, gy, gx)`` map.
     """
-    rt = runtime or Runtime(**runtime_options)
+    rt = settings.runtime()
     t0 = time.perf_counter()
-    prep = prepare_image(image, model, stride=stride, min_tissue=min_tissue, reach=reach)
+    prep = prepare_image(image, model, stride=settings.stride, min_tissue=settings.min_tissue,
+                         reach=settings.reach)
     yield Progress("prepare", 1, 1)
     model = inference_model(rt.prepare_model(model))  # BatchNorm folded into convolutions
     raw = np.zeros((prep.grid.n_windows, len(model.labels)), dtype=np.float32)
@@ -359,6 +351,13 @@ def drain(steps: Generator[object, None, _R]) -> _R:
             return stop.value
 
 
-def predict(image: Mammogram | np.ndarray, model: ImageModelLike, **options: Any) -> MapResult:
-    """Sliding-window prediction maps (docs/method.md §6, §12); see :func:`predict_steps`."""
-    return drain(predict_steps(image, model, **options))
+def predict(image: Mammogram | np.ndarray, model: ImageModelLike, **overrides: Any
+            ) -> MapResult:
+    """Sliding-window prediction maps (docs/method.md §6, §12); see :func:`predict_steps`.
+
+    ``overrides`` are :class:`~napari_correlax.maps.settings.MapSettings` fields
+    (``stride=``, ``reach=``, ``min_tissue=``, ``device=``, ``batch_size=``, …) that
+    replace its defaults, and ``runtime=`` a :class:`~napari_correlax.maps.runtime.Runtime`
+    for the device fields (:meth:`~napari_correlax.maps.settings.MapSettings.for_call`).
+    """
+    return drain(predict_steps(image, model, MapSettings.for_call("prediction", overrides)))

@@ -19,15 +19,17 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import CorrelaxError
 from ..files import atomic_write_bytes
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from .classifier import Classifier
 
 __all__ = [
+    "CHECKPOINT_FORMATS",
     "DEMO_CHECKPOINT",
     "ModelSummary",
     "load_classifier",
@@ -35,6 +37,8 @@ __all__ = [
     "model_summary",
     "read_header",
     "read_metadata",
+    "register_format",
+    "resolve_checkpoint",
     "save_checkpoint",
     "write_checkpoint",
 ]
@@ -44,6 +48,24 @@ META_KEY = "napari_correlax"
 DEMO_CHECKPOINT = Path(__file__).parent / "demo" / "demo.safetensors"
 #: Environment variable naming the checkpoint used when no path is given.
 MODEL_ENV = "CORRELAX_MODEL"
+
+
+
+class ModelLoader(Protocol):
+    """Opens a checkpoint of one format: ``loader(path, device=...)`` returns the model."""
+
+    def __call__(self, path: Path, *, device: str) -> Any: ...
+
+
+#: Checkpoint formats (the ``"format"`` of a checkpoint's metadata) → their loader; the
+#: classifier's and GMIC's are registered by :mod:`napari_correlax.builtin`.
+CHECKPOINT_FORMATS: Registry[ModelLoader] = Registry("checkpoint format")
+
+
+def register_format(name: str, loader: ModelLoader) -> None:
+    """Let :func:`load_model` open checkpoints whose metadata says ``"format": name``."""
+    CHECKPOINT_FORMATS.register(name, loader)
+
 
 _cache: dict[tuple[str, float, str], Any] = {}
 _cache_lock = threading.Lock()
@@ -107,7 +129,10 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return doc
 
 
-def _resolve(path: str | os.PathLike[str] | None) -> Path:
+def resolve_checkpoint(path: str | os.PathLike[str] | None) -> Path:
+    """The checkpoint file ``path`` means: None gives ``CORRELAX_MODEL`` or the demo model;
+    a folder gives its ``best.safetensors``, else its first ``.safetensors`` by name.
+    CorrelaxError when there is none or the file does not exist."""
     if path is None:
         env = os.environ.get(MODEL_ENV)
         path = env if env else DEMO_CHECKPOINT
@@ -125,7 +150,7 @@ def _resolve(path: str | os.PathLike[str] | None) -> Path:
 
 def read_metadata(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The JSON document stored in a checkpoint's header (``config`` and ``info``)."""
-    p = _resolve(path)
+    p = resolve_checkpoint(path)
     doc = read_header(p)
     if doc is None:
         raise CorrelaxError("safetensors file has no napari-correlax metadata", p)
@@ -141,7 +166,7 @@ def load_classifier(path: str | os.PathLike[str] | None = None, device: str = "c
     ``path`` may be a ``.safetensors`` file or a folder holding one (``best`` preferred).
     The ``CORRELAX_MODEL`` environment variable replaces the demo model as default.
     """
-    p = _resolve(path)
+    p = resolve_checkpoint(path)
     key = (str(p.resolve()), p.stat().st_mtime, str(device))
     with _cache_lock:
         if key in _cache:
@@ -168,31 +193,24 @@ def load_classifier(path: str | os.PathLike[str] | None = None, device: str = "c
 
 
 def load_model(path: str | os.PathLike[str] | None = None, device: str = "cpu") -> Any:
-    """The model of a checkpoint, whichever kind it is: a GMIC
-    (:func:`~napari_correlax.gmic.load_gmic`) when its metadata says
-    ``"napari-correlax-gmic"``, a :class:`Classifier` (:func:`load_classifier`) when it
-    says ``"napari-correlax-classifier"``; no path gives the default classifier (the
-    demo model, or ``CORRELAX_MODEL``). ``path`` may be a folder holding a checkpoint
-    (``best`` preferred). Anything else — another safetensors file, official GMIC
-    weights not yet converted — raises CorrelaxError naming the file and what to do.
+    """The model of a checkpoint, whichever kind it is: the loader registered for the
+    ``"format"`` its metadata names (:data:`CHECKPOINT_FORMATS`: a :class:`Classifier` for
+    ``"napari-correlax-classifier"``, a GMIC for ``"napari-correlax-gmic"``); no path
+    gives the default classifier (the demo model, or ``CORRELAX_MODEL``). ``path`` may be
+    a folder holding a checkpoint (``best`` preferred). Anything else — another
+    safetensors file, official GMIC weights not yet converted — raises CorrelaxError
+    naming the file and what to do.
     """
     if path is None:
         return load_classifier(None, device=device)
-    from ..gmic.checkpoint import FORMAT as GMIC_FORMAT
-
-    p = _resolve(path)
+    p = resolve_checkpoint(path)
     if p.suffix != ".safetensors":
         raise CorrelaxError("not a napari-correlax checkpoint (.safetensors); convert "
                             "official GMIC weights with `correlax gmic import` and classifier "
                             "weights with `correlax import-model`", p)
-    doc = read_header(p)
-    kind = (doc or {}).get("format")
-    if kind == GMIC_FORMAT:
-        from ..gmic.checkpoint import load_gmic
-
-        return load_gmic(p, device=device)
-    if kind == FORMAT:
-        return load_classifier(p, device=device)
+    kind = (read_header(p) or {}).get("format")
+    if kind in CHECKPOINT_FORMATS:
+        return CHECKPOINT_FORMATS[kind](p, device=device)
     raise CorrelaxError(f"not a napari-correlax classifier or GMIC checkpoint (its metadata "
                         f"names {kind!r})" if kind else "safetensors file without "
                         "napari-correlax metadata: not a classifier or GMIC checkpoint", p)
@@ -217,7 +235,7 @@ class ModelSummary:
 def model_summary(path: str | os.PathLike[str] | None = None) -> ModelSummary:
     """:class:`ModelSummary` of a checkpoint (None: the default model); reads the header
     only (no torch). CorrelaxError for a file that is not a checkpoint."""
-    p = _resolve(path)
+    p = resolve_checkpoint(path)
     doc = read_metadata(p)
     info = doc.get("info") or {}
     text = json.dumps(info).lower()

@@ -49,6 +49,7 @@ __all__ = [
     "import_model",
     "import_to_checkpoint",
     "import_torchvision",
+    "name_listing",
     "read_state_dict",
     "read_weights",
 ]
@@ -232,7 +233,7 @@ def _unwrap(doc: Any, path: Path, source: dict[str, Any]) -> dict[str, Any]:
     odd = [str(k) for k, v in doc.items() if not isinstance(v, torch.Tensor)]
     if odd:
         raise CorrelaxError(
-            f"not a state dict: entries that are not tensors: {_listing(odd)}", path
+            f"not a state dict: entries that are not tensors: {name_listing(odd)}", path
         )
     state = {str(k): v for k, v in doc.items()}
     if all(k.startswith("module.") for k in state):
@@ -319,10 +320,10 @@ def key_misfits(missing: list[str], unexpected: list[str], mismatched: list[str]
     mismatches, each listed (shortened) when there are any."""
     named = (("missing keys", missing), ("unexpected keys", unexpected),
              ("shape mismatches", mismatched))
-    return [f"{what}: {_listing(keys)}" for what, keys in named if keys]
+    return [f"{what}: {name_listing(keys)}" for what, keys in named if keys]
 
 
-def _listing(names: Sequence[str]) -> str:
+def name_listing(names: Sequence[str]) -> str:
     """The first few names, comma-separated, with how many more there are."""
     shown = ", ".join(names[:_LISTED])
     more = len(names) - _LISTED

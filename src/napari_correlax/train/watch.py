@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..labels import HEADLINE_LABELS
+
 __all__ = [
     "CHECKPOINT_FILES",
     "PLOTTED_LABELS",
@@ -37,7 +39,7 @@ SELECTIONS = (("best on validation share", "best"), ("last epoch", "last"))
 #: Checkpoint file each ``--select`` value leaves in the run folder.
 CHECKPOINT_FILES = {"best": "best.safetensors", "last": "last.safetensors"}
 #: Labels whose validation F1 is plotted beside the macro F1.
-PLOTTED_LABELS = ("Mass", "Suspicious Calcification")
+PLOTTED_LABELS = HEADLINE_LABELS
 #: Lines of the child's standard error kept for the failure message.
 STDERR_LINES = 40
 

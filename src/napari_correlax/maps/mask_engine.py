@@ -1,0 +1,465 @@
+"""The mask engine of CorRELAX (docs/method.md §7): masked forward passes of many windows.
+
+:class:`MaskEngine` is shared by the window API (:func:`~.correlax.explain_windows`), the
+image API (:func:`~.image_explain.explain_steps`) and the mask-sensitivity study
+(:mod:`.sensitivity`). For each window ``X`` (the [0, 1] fused RGB window, image space) it
+evaluates the model on ``X ∘ M_n`` for masks ``n = 0, 1, …`` and streams the cosines
+``S_h,n``, ``S_ŷ,n`` and the outputs ``ŷ_M`` into :class:`~.moments.Moments`.
+
+Masks
+    A ``g × g`` grid (g = 8) of cells kept with probability ``1 − p`` (p = 0.5 masked),
+    bilinearly upsampled to ``S × S`` (``align_corners=False``). The masks of a call are
+    drawn jointly by a *design* (:mod:`.masks`, :attr:`MapSettings.design
+    <napari_correlax.maps.settings.MapSettings.design>`): the paper's independent masks
+    (``"iid"``) or balanced blocks that keep every single mask uniform on {0, 1}^64, so ρ
+    estimates the same quantity with less noise. Masks are drawn once per call from the
+    seed on the CPU, block after block, so mask ``n`` depends only on
+    ``(design, seed, n)``: every window of a call uses the same masks, a window that uses
+    ``n`` masks uses masks ``0 … n−1``, and the same seed gives the same maps on any
+    device.
+
+Streaming
+    Nothing grows with ``N``: per window the engine keeps the moments of the series plus
+    ``Σ S_h,n G_n`` and ``Σ G_n`` over the ``g × g`` mask grids. Bilinear upsampling is
+    linear, so the RELAX map is ``up(Σ S_h G) / up(Σ G)``, identical to summing full-size
+    masks. Masked copies of several windows are packed into one forward batch (each
+    window contributes up to its next stopping check), so every batch but the last is
+    full.
+
+Adaptive number of masks
+    At the floor (``min_masks``) and then at every multiple of :data:`CHECK_EVERY` masks —
+    or of the design's block when that is longer, so pairs and blocks are never cut
+    (:func:`adaptive_checks`) — a window stops once, for every tracked correlation
+    (distance and each label), the standard error of ``ρ_n − ρ_Nmax``
+    (:meth:`~.moments.Moments.summary`) is at most the tolerance. How the default
+    tolerance and floor were chosen, with the measurements: docs/method.md §7, *Choices*.
+
+Speed
+    The forward pass dominates. Windows are normalised once; for a per-pixel affine
+    normalisation ``n(x) = (x − μ) / σ`` the masked input is
+    ``n(X ∘ M) = (n(X) − b) ∘ M + b`` with ``b = n(0)`` (black), one fused multiply-add
+    per pixel (``torch.addcmul``) on the normalised window shifted by ``b``. The callers
+    run the model with BatchNorm folded into the preceding convolutions
+    (:func:`~.runtime.inference_model`; exact up to float rounding); the engine keeps
+    the first ``min_masks`` upsampled masks (every window uses them), writes other masks
+    straight into one reused channels-last input buffer (two small matrix products,
+    ``U G Uᵀ``) and builds the masked inputs in place, and takes the unmasked ``h``,
+    ``ŷ`` from the prediction pass the callers need anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CorrelaxError
+from .masks import DESIGN_VARIANCE_FACTOR, GRID_CELLS, design_unit, make_mask_grids
+from .moments import Moments, row_cosine
+from .runtime import Progress, Runtime
+from .settings import DEFAULT_DESIGN
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.protocols import ModelLike
+    from .settings import MapSettings
+    from .sliding import WindowFeeder
+
+__all__ = [
+    "CHECK_EVERY",
+    "MaskEngine",
+    "WindowSeries",
+    "adaptive_checks",
+    "black_level",
+    "check_step",
+    "interpolation_matrix",
+    "model_device",
+    "normalized_windows",
+    "unmasked_outputs",
+    "unmasked_pass",
+    "upsample_masks",
+]
+
+#: Adaptive mode checks the stopping rule every this many masks after ``min_masks``.
+CHECK_EVERY = 64
+#: Most bytes of upsampled masks kept in memory (the first ``min_masks``).
+_CACHE_BYTES = 128 * 2**20
+
+
+def interpolation_matrix(cells: int, size: int, like: Any) -> Any:
+    """``(size, cells)`` matrix of 1-D linear interpolation (``align_corners=False``)."""
+    import torch
+    import torch.nn.functional as F
+
+    eye = torch.eye(cells, dtype=torch.float64)[None]
+    u = F.interpolate(eye, size=size, mode="linear", align_corners=False)[0].T
+    return u.to(device=like.device, dtype=like.dtype)
+
+
+def upsample_masks(grids: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear upsampling of ``(n, g, g)`` mask grids to ``(n, 1, size, size)`` (method §7).
+
+    The same values as ``F.interpolate(mode="bilinear", align_corners=False)``: each
+    cell covers ``size / g`` pixels and values blend linearly between cell centres.
+    Bilinear interpolation is separable, so it is computed as ``U G Uᵀ`` with ``U`` the
+    ``(size, g)`` 1-D interpolation matrix (two small matrix products, faster on CPUs).
+    """
+    import torch
+
+    u = interpolation_matrix(int(grids.shape[-1]), int(size), grids)
+    return torch.matmul(u, torch.matmul(grids, u.T))[:, None]
+
+
+def check_step(design: str) -> int:
+    """Masks between two checks of the adaptive rule after its floor: :data:`CHECK_EVERY`,
+    or a whole design block when that is longer (checks fall on its multiples, so pairs
+    and blocks are never cut)."""
+    return math.lcm(CHECK_EVERY, design_unit(design, GRID_CELLS))
+
+
+def adaptive_checks(min_masks: int, n_max: int, design: str = DEFAULT_DESIGN) -> np.ndarray:
+    """Mask counts ``≤ n_max`` at which the adaptive rule checks: ``min_masks``, then
+    every multiple of :func:`check_step` above it."""
+    step = check_step(design)
+    later = np.arange((int(min_masks) // step + 1) * step, int(n_max) + 1, step)
+    return np.concatenate([[int(min_masks)], later]).astype(np.int64)
+
+
+@dataclass
+class WindowSeries:
+    """The per-mask series of one window, in mask order (for tests and inspection).
+
+    ``s_h`` (n,) = cos(h, h_M); ``s_yhat`` (n,) = cos(ŷ, ŷ_M); ``yhat_m`` (n, C) = ŷ_M.
+    """
+
+    s_h: np.ndarray
+    s_yhat: np.ndarray
+    yhat_m: np.ndarray
+
+
+@dataclass
+class _Window:
+    """Book-keeping of one window while its masks are being evaluated."""
+
+    index: int
+    crop: Any
+    target: int
+    n: int = 0
+
+
+class MaskEngine:
+    """Streams masked forward passes for many windows through full batches.
+
+    ``crops_for(indices) -> (k, 3, S, S)`` gives normalised windows on the device (the
+    model's ``normalize`` of the [0, 1] window); masks act in image space (module docstring).
+    ``h0`` (W, D) and ``y0`` (W, C) are the unmasked outputs (numpy); ``targets`` (W,)
+    the most masks per window; ``settings`` gives the seed, the mask design, the masked
+    batch (``mask_batch``), the floor (:attr:`~.settings.MapSettings.mask_floor`) and the
+    adaptive rule (``adaptive``, ``tolerance``); ``order`` the order in which windows
+    enter batches; ``record_at`` mask counts at which each window's statistics are kept
+    (:attr:`snapshots`); ``keep_series`` keeps the per-mask series (for tests).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        runtime: Runtime,
+        crops_for: Callable[[list[int]], Any],
+        h0: Any,
+        y0: Any,
+        targets: np.ndarray,
+        settings: MapSettings,
+        *,
+        size: int,
+        order: Sequence[int] | None = None,
+        record_at: Sequence[int] = (),
+        keep_series: bool = False,
+    ) -> None:
+        import torch
+
+        self.model = model
+        self.rt = runtime
+        self.crops_for = crops_for
+        self.h0 = np.asarray(h0, dtype=np.float64)
+        self.y0 = np.asarray(y0, dtype=np.float64)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.size = int(size)
+        self.batch_size = int(settings.mask_batch)
+        self.min_masks = settings.mask_floor
+        self.adaptive = bool(settings.adaptive)
+        self.tolerance = float(settings.tolerance)
+        n_windows, n_labels = int(y0.shape[0]), int(y0.shape[1])
+        self.n_series = 1 + n_labels
+        n_max = int(self.targets.max(initial=0))
+        design = settings.design
+        self.design = design
+        self.unit = design_unit(design, GRID_CELLS)
+        self.check_step = check_step(design)
+        grids = make_mask_grids(n_max, settings.seed, design=design)
+        self.grids_np = grids.numpy().reshape(n_max, GRID_CELLS**2).astype(np.float64)
+        self.grids = grids.to(runtime.device)
+        # Bilinear upsampling as U G Uᵀ; the right factor is repeated per input channel so
+        # the product lands directly in the channels-last (B, S, S·3) input buffer.
+        self.u = interpolation_matrix(GRID_CELLS, self.size, self.grids)
+        self.u_t_rep = self.u.T.repeat_interleave(3, dim=1).contiguous()
+        # Every window starts with masks 0 … min_masks−1: keep those upsampled (in that
+        # layout), as many as fit in _CACHE_BYTES; the size does not depend on N.
+        per_mask = 3 * self.size**2 * 4
+        n_cached = min(self.min_masks, n_max, _CACHE_BYTES // per_mask)
+        self.cached = torch.matmul(self.u, torch.matmul(self.grids[:n_cached], self.u_t_rep))
+        self.order = list(range(n_windows)) if order is None else [int(i) for i in order]
+        self.record_at = sorted({int(r) for r in record_at if r > 0})
+        self.snapshots = np.zeros((n_windows, len(self.record_at), self.n_series))
+        self.snapshot_se = np.zeros_like(self.snapshots)
+        self.snapshot_ci = np.zeros_like(self.snapshots)
+        self.moments = Moments(n_windows, self.n_series, unit=self.unit,
+                               factor=DESIGN_VARIANCE_FACTOR[design])
+        self.rel_num = np.zeros((n_windows, self.grids_np.shape[1]))
+        self.rel_den = np.zeros_like(self.rel_num)
+        self.series: list[list[np.ndarray]] | None = (
+            [[] for _ in range(n_windows)] if keep_series else None
+        )
+        # n(X ∘ M) = (n(X) − b) ∘ M + b, b = n(black), in the (S·3) channels-last row layout.
+        self.black = black_level(model, runtime.device).repeat(self.size)
+        self._torch = torch
+        self._buffer: Any = None
+
+    # -- scheduling --------------------------------------------------------------------
+    def next_check(self, n: int) -> int:
+        """The adaptive rule's first check after ``n`` masks: ``min_masks``, then every
+        multiple of :attr:`check_step` (:data:`CHECK_EVERY`, or a whole design block)."""
+        if n < self.min_masks:
+            return self.min_masks
+        return (n // self.check_step + 1) * self.check_step
+
+    def is_check(self, n: int) -> bool:
+        """Whether the adaptive rule checks after ``n`` masks."""
+        return n == self.min_masks or (n > self.min_masks and n % self.check_step == 0)
+
+    def _next_stop(self, win: _Window) -> int:
+        """Mask count at which ``win`` must pause: its target, a check or a snapshot."""
+        stop = win.target
+        if self.adaptive and win.n < win.target:
+            stop = min(stop, self.next_check(win.n))
+        for r in self.record_at:
+            if r > win.n:
+                stop = min(stop, r)
+                break
+        return stop
+
+    def total_passes(self) -> int:
+        """Upper bound on masked forward passes (every window at its target)."""
+        return int(self.targets[self.order].sum()) if self.order else 0
+
+    def steps(self) -> Generator[int, None, None]:
+        """Run all windows; yields the progress made by each batch (passes run + skipped)."""
+        pending = [i for i in self.order if self.targets[i] > 0]
+        pending.reverse()
+        active: list[_Window] = []
+        while active or pending:
+            # Each window adds masks up to its next stop; new windows fill what is left.
+            segments: list[tuple[_Window, int, int]] = []
+            room = self.batch_size
+            for win in active:
+                if room == 0:
+                    break
+                k = min(self._next_stop(win) - win.n, room)
+                segments.append((win, win.n, win.n + k))
+                room -= k
+            while room > 0 and pending:
+                new = [pending.pop()]
+                crop = self.crops_for(new)[0].float()  # (3, S, S) → (1, S, 3S) channels last
+                crop = crop.permute(1, 2, 0).reshape(1, self.size, 3 * self.size) - self.black
+                win = _Window(new[0], crop, int(self.targets[new[0]]))
+                active.append(win)
+                k = min(self._next_stop(win), room)
+                segments.append((win, 0, k))
+                room -= k
+            self._run_batch(segments)
+            progress = sum(b - a for _, a, b in segments)
+            finished = set()
+            for win, _, b in segments:
+                reached = b == self._next_stop(win)
+                win.n = b
+                if reached and self._decide(win):
+                    finished.add(id(win))
+                    progress += win.target - win.n
+            active = [w for w in active if id(w) not in finished]
+            yield progress
+
+    def _run_batch(self, segments: list[tuple[_Window, int, int]]) -> None:
+        torch = self._torch
+        total = sum(b - a for _, a, b in segments)
+        if total == 0:
+            return
+        slots = np.concatenate([np.full(b - a, w.index) for w, a, b in segments])
+        size = self.size
+        with torch.inference_mode():  # inputs are built outside autocast, in float32
+            if self._buffer is None or self._buffer.shape[0] < total:
+                # Reused between batches: fresh 100 MB buffers cost page faults on CPUs.
+                self._buffer = torch.empty(
+                    (max(total, self.batch_size), 3, size, size), dtype=torch.float32,
+                    device=self.grids.device, memory_format=torch.channels_last,
+                )
+            x = self._buffer[:total]
+            # (B, S, S, 3) is contiguous in a channels-last tensor: view it as (B, S, 3S).
+            rows = x.permute(0, 2, 3, 1).view(total, size, 3 * size)
+            n_cached = self.cached.shape[0]
+            pos = 0
+            for win, a, b in segments:
+                # n(X ∘ M) = b + M ∘ (n(X) − b), masks repeated per channel: cached ones,
+                # then fresh ones (win.crop holds n(X) − b).
+                if a < n_cached:
+                    c = min(b, n_cached)
+                    torch.addcmul(self.black, self.cached[a:c], win.crop,
+                                  out=rows[pos : pos + c - a])
+                    pos, a = pos + c - a, c
+                if b > a:
+                    out = rows[pos : pos + b - a]
+                    right = torch.matmul(self.grids[a:b], self.u_t_rep)
+                    torch.matmul(self.u, right, out=out)
+                    out.mul_(win.crop).add_(self.black)
+                    pos += b - a
+        with self.rt.inference():
+            h = self.model.features(x)
+            y = self.model.head(h)
+            h = h.float().cpu().numpy()
+            y = y.float().cpu().numpy()
+        s_h = row_cosine(self.h0[slots], h)
+        s_y = row_cosine(self.y0[slots], y)
+        out = np.concatenate([s_h[:, None], s_y[:, None], y.astype(np.float64)], axis=1)
+        pos = 0
+        for win, a, b in segments:
+            k = b - a
+            part = out[pos : pos + k]
+            self.moments.add(win.index, part[:, 0], part[:, 1:])
+            grids = self.grids_np[a:b]
+            self.rel_num[win.index] += part[:, 0] @ grids
+            self.rel_den[win.index] += grids.sum(axis=0)
+            if self.series is not None:
+                self.series[win.index].append(part.copy())
+            pos += k
+
+    def _decide(self, win: _Window) -> bool:
+        """Record snapshots at ``win.n``; True when the window is finished."""
+        if win.n in self.record_at:
+            one = np.array([win.index])
+            rho, _, se = self.moments.summary(one, np.array([win.target]))
+            at = self.record_at.index(win.n)
+            self.snapshots[win.index, at] = rho[0]
+            self.snapshot_se[win.index, at] = se[0]
+            self.snapshot_ci[win.index, at] = self.moments.halfwidth(one)[0]
+        finished = win.n >= win.target
+        if not finished and self.adaptive and win.n >= self.min_masks:
+            if self.is_check(win.n):
+                _, _, se = self.moments.summary(np.array([win.index]), np.array([win.target]))
+                finished = bool(se.max() <= self.tolerance)
+        if finished:
+            win.crop = None
+        return finished
+
+    # -- outputs -----------------------------------------------------------------------
+    def statistics(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rho, constant, se)`` for windows ``idx``, each ``(len(idx), 1 + C)``."""
+        return self.moments.summary(idx, np.maximum(self.targets[idx], 1))
+
+    def halfwidth(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx), 1 + C)`` half-widths of the 95 % confidence intervals."""
+        return self.moments.halfwidth(idx)
+
+    def relevance(self, idx: np.ndarray) -> np.ndarray:
+        """RELAX maps of windows ``idx``, ``(len(idx), S, S)`` float32.
+
+        ``up(Σ S_h G) / up(Σ G)``; 0 where no mask kept the pixel (never after ≥ 2
+        random masks in practice).
+        """
+        torch = self._torch
+        idx = np.asarray(idx, dtype=np.int64)
+        g = round(math.sqrt(self.rel_num.shape[1]))
+        u = interpolation_matrix(g, self.size, torch.zeros((), dtype=torch.float64)).numpy()
+        num = np.einsum("sa,kab,tb->kst", u, self.rel_num[idx].reshape(-1, g, g), u, optimize=True)
+        den = np.einsum("sa,kab,tb->kst", u, self.rel_den[idx].reshape(-1, g, g), u, optimize=True)
+        out = np.zeros(num.shape, dtype=np.float32)
+        np.divide(num, den, out=out, where=den > 1e-9, casting="unsafe")
+        return out
+
+    def window_series(self, w: int) -> WindowSeries:
+        """The stored series of window ``w`` (``keep_series`` must be on)."""
+        assert self.series is not None
+        parts = self.series[w]
+        data = np.concatenate(parts) if parts else np.zeros((0, self.n_series + 1))
+        return WindowSeries(data[:, 0].copy(), data[:, 1].copy(), data[:, 2:].copy())
+
+
+def model_device(model: Any) -> str:
+    try:
+        return str(next(model.parameters()).device)
+    except (AttributeError, StopIteration):
+        return "cpu"
+
+
+def black_level(model: ModelLike, device: str) -> torch.Tensor:
+    """``(3,)`` float32 tensor: the model's normalised value of a black pixel, ``n(0)``.
+
+    Zero for a model without ``normalize``; ``−μ / σ`` for ImageNet normalisation.
+    """
+    import torch
+
+    zero = torch.zeros((1, 3, 1, 1), dtype=torch.float32, device=device)
+    normalize = getattr(model, "normalize", None)
+    with torch.inference_mode():
+        return (normalize(zero) if normalize is not None else zero).reshape(3).float().clone()
+
+
+def normalized_windows(model: ModelLike, windows: torch.Tensor | np.ndarray, device: str
+                       ) -> torch.Tensor:
+    """``(B, 3, S, S)`` [0, 1] windows → the model's normalised input, channels_last."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(windows) if not torch.is_tensor(windows) else windows)
+    if x.ndim != 4 or x.shape[0] < 1 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise CorrelaxError(f"windows must be (B ≥ 1, 3, S, S), not {tuple(x.shape)}")
+    x = x.to(device=device, dtype=torch.float32)
+    normalize = getattr(model, "normalize", None)
+    with torch.inference_mode():
+        if normalize is not None:
+            x = normalize(x)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def unmasked_outputs(model: Any, rt: Runtime, x: Any, batch_size: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(h, ŷ)`` float32 numpy arrays of model-ready windows ``x`` (B ≥ 1), in batches."""
+    hs, ys = [], []
+    for start in range(0, x.shape[0], batch_size):
+        with rt.inference():
+            h = model.features(x[start : start + batch_size])
+            y = model.head(h)
+            hs.append(h.float().cpu().numpy())
+            ys.append(y.float().cpu().numpy())
+    return np.concatenate(hs), np.concatenate(ys)
+
+
+def unmasked_pass(
+    feeder: WindowFeeder, todo: np.ndarray
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """Prediction pass over windows ``todo`` keeping ``h`` and ``ŷ`` (float32 numpy)."""
+    model, rt = feeder.model, feeder.rt
+    hs, ys = [], []
+    yield Progress("window", 0, len(todo))
+    done = 0
+    for flat, x in feeder.batches(todo):
+        with rt.inference():
+            h = model.features(x)
+            y = model.head(h)
+            hs.append(h.float().cpu().numpy())
+            ys.append(y.float().cpu().numpy())
+        done += len(flat)
+        yield Progress("window", done, len(todo))
+    if not hs:
+        return np.zeros((0, 1), np.float32), np.zeros((0, len(model.labels)), np.float32)
+    return np.concatenate(hs), np.concatenate(ys)
