@@ -237,27 +237,38 @@ def run_with_progress(steps: Generator[Any, None, _R], label: str, *,
             line.show(*shown)
 
 
-def announce_excluded(command: str, announced: set[str], event: Any) -> None:
-    """Print the images a split run leaves out (its
-    :class:`~napari_correlax.evaluate.split_run.Excluded` event), one line each, on rank
-    0 only, and add their ids to ``announced`` (other events are ignored)."""
+def run_split_job(steps: Generator[Any, None, _R], command: str) -> _R:
+    """Run a job over a data set split (``evaluate``, ``compare``, ``gmic evaluate``)
+    with :func:`run_with_progress`, a line per image.
+
+    Rank 0 names each image left out once, on stderr: the missing and unreadable files
+    when the job's :class:`~napari_correlax.evaluate.split_run.Excluded` event comes
+    (before any model work), then the images that failed later (the report's ``failed``).
+    Returns the job's report (None on ranks other than 0).
+    """
     from ..distributed import rank
     from ..evaluate.split_run import Excluded
 
-    if not isinstance(event, Excluded) or rank() != 0:
-        return
-    for image_id in event.missing:
-        print(f"correlax {command}: missing image file for {image_id}", file=sys.stderr)
-    for image_id, why in event.unreadable.items():
+    named: set[str] = set()
+
+    def left_out(image_id: str, why: str) -> None:
+        named.add(image_id)
         print(f"correlax {command}: left out {image_id}: {why}", file=sys.stderr)
-    announced.update(event.missing, event.unreadable)
 
+    def on_event(event: Any) -> None:
+        if not isinstance(event, Excluded) or rank() != 0:
+            return
+        for image_id in event.missing:
+            named.add(image_id)
+            print(f"correlax {command}: missing image file for {image_id}", file=sys.stderr)
+        for image_id, why in event.unreadable.items():
+            left_out(image_id, why)
 
-def report_failed(command: str, failed: dict[str, str], announced: set[str]) -> None:
-    """Print the images a run left out that :func:`announce_excluded` did not name."""
-    for image_id, why in failed.items():
-        if image_id not in announced:
-            print(f"correlax {command}: left out {image_id}: {why}", file=sys.stderr)
+    report = run_with_progress(steps, f"correlax {command}", on_event=on_event, every_s=0.0)
+    for image_id, why in getattr(report, "failed", {}).items():
+        if image_id not in named:
+            left_out(image_id, why)
+    return report
 
 
 def tune_cpu_allocator() -> bool:

@@ -6,7 +6,6 @@ napari_correlax.cli compare ...`` shares the images among N processes."""
 from __future__ import annotations
 
 import argparse
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,9 +13,7 @@ from .common import (
     add_check_option,
     add_map_options,
     add_runtime_options,
-    announce_excluded,
-    report_failed,
-    run_with_progress,
+    run_split_job,
     settings_from,
 )
 
@@ -74,12 +71,9 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, methods=methods, model=args.model, split=args.split,
         settings=settings_from(args, "correlax"), options={"mode": args.mode},
         limit=args.limit, check=args.check)
-    announced: set[str] = set()
-    report = run_with_progress(compare_steps(config), "correlax compare", every_s=0.0,
-                               on_event=partial(announce_excluded, "compare", announced))
+    report = run_split_job(compare_steps(config), "compare")
     if report is None:
         return 0
-    report_failed("compare", dict(sorted(report.failed.items())), announced)
     for name in ("pointing", "detection", "times"):
         print(report.tables[name].to_markdown())
     print(f"{report.images} images, {len(report.methods)} methods; tables in {report.out}")

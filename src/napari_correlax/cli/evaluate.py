@@ -13,7 +13,6 @@ images among N processes; rank 0 writes the tables. See
 from __future__ import annotations
 
 import argparse
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,9 +20,7 @@ from .common import (
     add_check_option,
     add_map_options,
     add_runtime_options,
-    announce_excluded,
-    report_failed,
-    run_with_progress,
+    run_split_job,
     settings_from,
 )
 
@@ -81,12 +78,9 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, model=args.model, split=args.split, settings=settings,
         limit=args.limit, check=args.check, froc=args.froc, threshold=args.threshold,
     )
-    announced: set[str] = set()
-    report = run_with_progress(evaluate_steps(config), "correlax evaluate", every_s=0.0,
-                               on_event=partial(announce_excluded, "evaluate", announced))
+    report = run_split_job(evaluate_steps(config), "evaluate")
     if report is None:
         return 0
-    report_failed("evaluate", report.failed, announced)
     print(report.tables["pointing"].to_markdown())
     if "classification" in report.tables:
         print(report.tables["classification"].to_markdown())

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import signal
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import add_check_option, announce_excluded, report_failed, run_with_progress
+from .common import add_check_option, run_split_job
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -226,12 +225,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         split=args.split, positive=args.positive, negatives=args.negatives,
         detect_on=args.detect_on, threshold=args.threshold, limit=args.limit,
         device=args.device, check=args.check)
-    announced: set[str] = set()
-    report = run_with_progress(gmic_evaluate_steps(config), "correlax gmic evaluate",
-                               on_event=partial(announce_excluded, "gmic evaluate", announced))
+    report = run_split_job(gmic_evaluate_steps(config), "gmic evaluate")
     if report is None:
         return 0
-    report_failed("gmic evaluate", report.failed, announced)
     print(report.tables["table1"].to_markdown())
     print(report.tables["table2"].to_markdown())
     print(f"tables in {report.out}")
