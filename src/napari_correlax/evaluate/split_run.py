@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import CorrelaxError
-from ..maps.runtime import Progress
 
 if TYPE_CHECKING:
     from ..distributed import ProcessGroup
     from ..io.image import Mammogram
     from ..io.vindr import ImageRecord, VinDrIndex
+    from ..maps.runtime import Progress
 
 __all__ = ["CHECKS", "Excluded", "SplitImages", "SplitJob", "SplitSource", "read_record",
            "split_steps"]
@@ -172,6 +172,7 @@ def _checked(records: list[ImageRecord], check: str, group: ProcessGroup
              ) -> Generator[Progress, None, dict[str, str]]:
     """File check of ``records`` shared among the ranks; every rank gets all reasons."""
     from ..io.vindr import check_readable
+    from ..maps.runtime import Progress
 
     failures: dict[str, str] = {}
     if check != "none":
@@ -188,6 +189,8 @@ def _checked(records: list[ImageRecord], check: str, group: ProcessGroup
 def _computed(job: SplitJob[Any], usable: list[ImageRecord], group: ProcessGroup
               ) -> Generator[Progress, None, None]:
     """This rank's share of ``usable``, computed unless cached."""
+    from ..maps.runtime import Progress
+
     mine = shard(usable, group.rank, group.world_size)
     yield Progress("image", 0, len(mine))
     for done, record in enumerate(mine, start=1):
