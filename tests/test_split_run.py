@@ -255,3 +255,17 @@ def test_progress_runner_hands_other_events_over_and_tags_the_rank(capsys, monke
     assert common.run_with_progress(steps(), "job", on_event=seen.append,
                                     main_only=True) == 42
     assert seen == ["note"] and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("command", "options"), [
+    (["evaluate"], []), (["compare"], []), (["gmic", "evaluate"], ["--model", "x.safetensors"]),
+])
+def test_the_three_split_commands_word_an_empty_split_alike(command, options, dataset,
+                                                            tmp_path, capsys):
+    from napari_correlax.cli import main
+
+    assert main([*command, str(dataset), *options, "--out", str(tmp_path / "out"),
+                 "--split", "training"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].endswith(f"{dataset}: split 'training' has no images (splits here: test)")
