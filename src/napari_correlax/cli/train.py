@@ -1,10 +1,10 @@
 """``correlax train DATA --out RUN``: train the classifier of method §4 with the recipe of §5.
 
-Progress goes to stderr (a bar when it is a terminal), warnings to stderr as one line
-each, and one line per epoch to stdout; ``--progress json`` writes every event
-(warnings included) as one JSON object per line on stdout instead (what the napari
-training dock reads). Under ``torchrun --nproc-per-node N`` the same command trains with
-DistributedDataParallel; only rank 0 prints and writes.
+Progress goes to stderr (a bar on a terminal, a line every few seconds in a log file),
+warnings to stderr as one line each, and one line per epoch to stdout; ``--progress
+json`` writes every event (warnings included) as one JSON object per line on stdout
+instead (what the napari training dock reads). Under ``torchrun --nproc-per-node N`` the
+same command trains with DistributedDataParallel; only rank 0 prints and writes.
 
 The checkpoint is chosen on a validation share of the training studies (``--select
 best``, the default) or is the last epoch (``--select last``); the test split is read
