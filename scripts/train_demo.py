@@ -169,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
+    from napari_correlax.cli.common import run_with_progress
+    from napari_correlax.cli.train import train_progress
     from napari_correlax.evaluate.classification import LabelMetrics, format_table
     from napari_correlax.files import atomic_write_text
     from napari_correlax.models import load_classifier, save_checkpoint
     from napari_correlax.synth import write_vindr_dataset
-    from napari_correlax.train import TrainConfig, train_steps
+    from napari_correlax.train import TrainConfig, TrainEvent, train_steps
     from napari_correlax.train.crops import CropConfig
 
     if args.threads:
@@ -195,15 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                              crop=crop, val_split="test")
         t1 = time.perf_counter()
         counts: dict = {}
-        steps = train_steps(config)
-        while True:
-            try:
-                event = next(steps)
-            except StopIteration as stop:
-                result = stop.value
-                break
+
+        def report(event: TrainEvent) -> None:
             if event.kind == "start":
-                counts = event.data
+                counts.update(event.data)
                 print(f"{counts['train_samples']} training / {counts['val_samples']} validation "
                       f"samples", flush=True)
             elif event.kind == "epoch":
@@ -211,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"epoch {d['epoch']:>3}: train {d['train_loss']:.4f} val {d['val_loss']:.4f} "
                       f"macro F1 {d['macro_f1']:.3f} ({d['seconds']:.0f} s)"
                       f"{' *' if d['best'] else ''}", flush=True)
+
+        result = run_with_progress(train_steps(config), "train_demo", on_event=report,
+                                   progress_of=train_progress)
         seconds = time.perf_counter() - t1
         model = load_classifier(result.best)
         best = next(h for h in result.history if h["epoch"] == result.best_epoch)

@@ -85,8 +85,7 @@ def test_cli_run_without_cached_imagenet_warns_once_and_records_none(
 def test_cli_prints_a_warning_as_one_console_line(capsys):
     from napari_correlax.cli.train import print_event
 
-    print_event(TrainEvent("warning", 0, 0, {"message": "no ImageNet weights for resnet18"}),
-                tty=False)
+    print_event(TrainEvent("warning", 0, 0, {"message": "no ImageNet weights for resnet18"}))
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "correlax train: warning: no ImageNet weights for resnet18\n"

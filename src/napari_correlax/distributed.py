@@ -5,7 +5,8 @@ Under ``torchrun --nproc-per-node N`` the environment names this process's rank
 group and picks the device of this rank: ``cuda:<LOCAL_RANK>`` on a machine with GPUs
 when the device is ``auto``/``cuda``, else the device asked for (``auto`` → ``cpu``).
 Without ``torchrun`` it returns a group of one and touches nothing in
-``torch.distributed``.
+``torch.distributed``. :func:`rank`, :func:`world_size` and :func:`rank_tag` read the
+same environment without joining (for what a process prints).
 """
 
 from __future__ import annotations
@@ -15,9 +16,24 @@ import os
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["ProcessGroup", "join"]
+__all__ = ["ProcessGroup", "join", "rank", "rank_tag", "world_size"]
 
 _T = TypeVar("_T")
+
+
+def rank() -> int:
+    """This process's rank under ``torchrun`` (``RANK``), 0 without it."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """The number of processes under ``torchrun`` (``WORLD_SIZE``), 1 without it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank_tag() -> str:
+    """``"[rank 1] "`` before a line a process prints when there are several, else ``""``."""
+    return f"[rank {rank()}] " if world_size() > 1 else ""
 
 
 @dataclass
@@ -80,8 +96,7 @@ def join(device: str = "auto", *, gpu_backend: bool = True,
     """
     from .maps.runtime import resolve_device
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world_size() <= 1:
         return ProcessGroup(device=resolve_device(device))
     import torch
     import torch.distributed as dist
@@ -92,12 +107,12 @@ def join(device: str = "auto", *, gpu_backend: bool = True,
         backend = "nccl" if use_cuda and gpu_backend else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(hours=timeout_hours))
         owns = True
-    rank = dist.get_rank()
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    global_rank = dist.get_rank()
+    local = int(os.environ.get("LOCAL_RANK", str(global_rank)))
     if use_cuda:
         local_device = local % torch.cuda.device_count()
         torch.cuda.set_device(local_device)
         chosen = f"cuda:{local_device}"
     else:
         chosen = "cpu" if device in ("auto", "") else device
-    return ProcessGroup(rank, dist.get_world_size(), local, chosen, owns)
+    return ProcessGroup(global_rank, dist.get_world_size(), local, chosen, owns)

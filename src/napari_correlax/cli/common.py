@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from ..errors import CorrelaxError
 
@@ -90,6 +90,15 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
+def add_check_option(parser: Any) -> None:
+    """``--check``: the file check before a run over a data set split."""
+    from ..evaluate.split_run import CHECKS
+
+    parser.add_argument("--check", choices=CHECKS, default="quick",
+                        help="file check before the run: quick (headers, default), decode "
+                        "(read every image fully) or none")
+
+
 def settings_from(args: argparse.Namespace, method: str) -> MapSettings:
     """The :class:`~napari_correlax.maps.settings.MapSettings` the options ask for.
 
@@ -143,40 +152,123 @@ def existing_files(paths: Iterable[str]) -> list[Path]:
 LOG_EVERY_S = 5.0
 
 
-def run_with_progress(steps: Generator[Progress, None, _R], label: str) -> _R:
-    """Drain a progress generator, reporting on stderr with the time left.
+#: What ``progress_of`` of :func:`run_with_progress` returns for an event: nothing to
+#: draw, a :class:`Progress`, or one with a note drawn after it (e.g. the loss).
+Shown: TypeAlias = "Progress | tuple[Progress, str] | None"
 
-    On a terminal: a one-line bar redrawn in place. Otherwise (a log file, a batch job):
-    one line every :data:`LOG_EVERY_S` seconds and one when a stage ends.
+
+class _ProgressLine:
+    """Progress on stderr: a bar redrawn in place on a terminal, else a line now and then."""
+
+    def __init__(self, label: str, every_s: float) -> None:
+        from ..maps.runtime import TimeLeft
+
+        self.label = label
+        self.every_s = every_s
+        self.tty = sys.stderr.isatty()
+        self.left = TimeLeft()
+        self.last_line = float("-inf")
+        self.open = False
+
+    def show(self, event: Progress, note: str = "") -> None:
+        import time
+
+        self.left.update(event)
+        if not event.total:
+            return
+        eta = self.left.text() if event.done < event.total else ""
+        if self.tty:
+            bar = "#" * int(30 * event.done / event.total)
+            sys.stderr.write(f"\r{self.label} {event.stage:<8} [{bar:<30}] {event.done}/"
+                             f"{event.total}{note}  {eta:<20}")
+            sys.stderr.flush()
+            self.open = True
+        elif time.monotonic() - self.last_line >= self.every_s or event.done == event.total:
+            self.last_line = time.monotonic()
+            print(f"{self.label}: {event.stage} {event.done}/{event.total} "
+                  f"({event.done / event.total:.0%}){note}{', ' + eta if eta else ''}",
+                  file=sys.stderr, flush=True)
+
+    def end_line(self) -> None:
+        """End a bar drawn in place, so that what is printed next starts a line."""
+        if self.open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.open = False
+
+
+def run_with_progress(steps: Generator[Any, None, _R], label: str, *,
+                      on_event: Callable[[Any], None] | None = None,
+                      progress_of: Callable[[Any], Shown] | None = None,
+                      every_s: float | None = None, main_only: bool = False) -> _R:
+    """Drain a generator of events and return its result, reporting progress on stderr.
+
+    Every ``correlax`` command runs its work through this. A
+    :class:`~napari_correlax.maps.runtime.Progress` event, or what ``progress_of`` makes
+    of another event, is shown with the time left: on a terminal a one-line bar redrawn
+    in place, otherwise (a log file, a batch job) one line at most every ``every_s``
+    seconds (default :data:`LOG_EVERY_S`) and one when a stage ends. Any other event
+    goes to ``on_event`` (ignored without one), after a bar being drawn is ended, so
+    what it prints starts a line. Under ``torchrun`` the label starts with the rank
+    (``[rank 1] ``); ``main_only`` keeps every rank but 0 silent.
     """
-    import time
+    from ..distributed import rank, rank_tag
+    from ..maps.runtime import Progress
 
-    from ..maps.runtime import TimeLeft
-
-    tty = sys.stderr.isatty()
-    left = TimeLeft()
-    last_line = 0.0
+    silent = main_only and rank() != 0
+    line = _ProgressLine(f"{rank_tag()}{label}", LOG_EVERY_S if every_s is None else every_s)
     while True:
         try:
             event = next(steps)
         except StopIteration as stop:
-            if tty:
-                sys.stderr.write("\n")
+            line.end_line()
             return stop.value
-        left.update(event)
-        if not event.total:
+        if silent:
             continue
-        eta = left.text()
-        if tty:
-            bar = "#" * int(30 * event.done / event.total)
-            sys.stderr.write(f"\r{label} {event.stage:<8} [{bar:<30}] {event.done}/{event.total}"
-                             f"  {eta:<20}")
-            sys.stderr.flush()
-        elif time.monotonic() - last_line >= LOG_EVERY_S or event.done == event.total:
-            last_line = time.monotonic()
-            print(f"{label}: {event.stage} {event.done}/{event.total} "
-                  f"({event.done / event.total:.0%}){', ' + eta if eta else ''}",
-                  file=sys.stderr, flush=True)
+        shown = event if isinstance(event, Progress) else (
+            progress_of(event) if progress_of is not None else None)
+        if shown is None:
+            line.end_line()
+            if on_event is not None:
+                on_event(event)
+        elif isinstance(shown, Progress):
+            line.show(shown)
+        else:
+            line.show(*shown)
+
+
+def run_split_job(steps: Generator[Any, None, _R], command: str) -> _R:
+    """Run a job over a data set split (``evaluate``, ``compare``, ``gmic evaluate``)
+    with :func:`run_with_progress`, a line per image.
+
+    Rank 0 names each image left out once, on stderr: the missing and unreadable files
+    when the job's :class:`~napari_correlax.evaluate.split_run.Excluded` event comes
+    (before any model work), then the images that failed later (the report's ``failed``).
+    Returns the job's report (None on ranks other than 0).
+    """
+    from ..distributed import rank
+    from ..evaluate.split_run import Excluded
+
+    named: set[str] = set()
+
+    def left_out(image_id: str, why: str) -> None:
+        named.add(image_id)
+        print(f"correlax {command}: left out {image_id}: {why}", file=sys.stderr)
+
+    def on_event(event: Any) -> None:
+        if not isinstance(event, Excluded) or rank() != 0:
+            return
+        for image_id in event.missing:
+            named.add(image_id)
+            print(f"correlax {command}: missing image file for {image_id}", file=sys.stderr)
+        for image_id, why in event.unreadable.items():
+            left_out(image_id, why)
+
+    report = run_with_progress(steps, f"correlax {command}", on_event=on_event, every_s=0.0)
+    for image_id, why in getattr(report, "failed", {}).items():
+        if image_id not in named:
+            left_out(image_id, why)
+    return report
 
 
 def tune_cpu_allocator() -> bool:

@@ -6,12 +6,16 @@ napari_correlax.cli compare ...`` shares the images among N processes."""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import add_map_options, add_runtime_options, settings_from
+from .common import (
+    add_check_option,
+    add_map_options,
+    add_runtime_options,
+    run_split_job,
+    settings_from,
+)
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -30,7 +34,8 @@ def register(sub: Subparsers) -> None:
         "scored map's maximum within 48 px of a box of the label; prediction maps also "
         "≥ 0.25, correlation maps > 0, saliency maps whatever the value) and TPR@FPPI "
         "with IoU > 0.3. Maps are cached per image and method under DIR/cache/ (running "
-        "again resumes; the test-set reader reads the same cache). Writes compare.csv "
+        "again resumes; the test-set reader reads the same cache). Missing or unreadable "
+        "images are listed before any model work starts and left out. Writes compare.csv "
         "(one row per method × label), compare.md (one row per method), froc.csv, "
         "froc.png and compare.json. For several processes: `torchrun --nproc-per-node N "
         "-m napari_correlax.cli compare ...`.",
@@ -44,6 +49,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: demo model")
     p.add_argument("--split", default="test", help="split to compare on (default: test)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    add_check_option(p)
     p.add_argument("--mode", choices=("windowed", "global"), default="windowed",
                    help="CAM methods: per 256 px window at full resolution, stitched "
                    "(windowed, default), or once on the breast resized (global)")
@@ -64,22 +70,10 @@ def run(args: argparse.Namespace) -> int:
     config = CompareConfig(
         data=args.data, out=args.out, methods=methods, model=args.model, split=args.split,
         settings=settings_from(args, "correlax"), options={"mode": args.mode},
-        limit=args.limit)
-    rank = int(os.environ.get("RANK", "0"))
-    tag = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-    steps = compare_steps(config)
-    while True:
-        try:
-            _stage, done, total = next(steps)
-        except StopIteration as stop:
-            report = stop.value
-            break
-        if done:
-            print(f"{tag}image {done}/{total}", file=sys.stderr, flush=True)
+        limit=args.limit, check=args.check)
+    report = run_split_job(compare_steps(config), "compare")
     if report is None:
         return 0
-    for image_id, why in sorted(report.failed.items()):
-        print(f"correlax compare: left out {image_id}: {why}", file=sys.stderr)
     for name in ("pointing", "detection", "times"):
         print(report.tables[name].to_markdown())
     print(f"{report.images} images, {len(report.methods)} methods; tables in {report.out}")

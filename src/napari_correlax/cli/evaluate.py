@@ -13,12 +13,16 @@ images among N processes; rank 0 writes the tables. See
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import add_map_options, add_runtime_options, settings_from
+from .common import (
+    add_check_option,
+    add_map_options,
+    add_runtime_options,
+    run_split_job,
+    settings_from,
+)
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -51,9 +55,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--predict-only", action="store_true",
                    help="prediction maps only (same as --method prediction)")
     e = p.add_argument_group("evaluation")
-    e.add_argument("--check", choices=("quick", "decode", "none"), default="quick",
-                   help="file check before the run: quick (headers, default), decode (read "
-                   "every image fully) or none")
+    add_check_option(e)
     e.add_argument("--no-froc", dest="froc", action="store_false",
                    help="skip the detection (FROC) summary")
     e.add_argument("--threshold", type=float, default=0.5,
@@ -64,7 +66,7 @@ def register(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import CorrelaxError
-    from ..evaluate.runner import EvaluationConfig, Excluded, evaluate_steps
+    from ..evaluate.runner import EvaluationConfig, evaluate_steps
 
     if args.masks < 1:
         raise CorrelaxError("--masks must be at least 1")
@@ -76,40 +78,9 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, model=args.model, split=args.split, settings=settings,
         limit=args.limit, check=args.check, froc=args.froc, threshold=args.threshold,
     )
-    rank = int(os.environ.get("RANK", "0"))
-    tag = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-    tty = sys.stderr.isatty()
-    announced: set[str] = set()
-    steps = evaluate_steps(config)
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as stop:
-            report = stop.value
-            break
-        if isinstance(event, Excluded):
-            if rank == 0:
-                for image_id in event.missing:
-                    print(f"correlax evaluate: missing image file for {image_id}",
-                          file=sys.stderr)
-                for image_id, why in event.unreadable.items():
-                    print(f"correlax evaluate: left out {image_id}: {why}", file=sys.stderr)
-                announced = set(event.missing) | set(event.unreadable)
-            continue
-        stage, done, total = event
-        if tty:
-            bar = "#" * int(30 * done / total) if total else ""
-            sys.stderr.write(f"\r{tag}{stage:<6} [{bar:<30}] {done}/{total}")
-            sys.stderr.flush()
-            if done == total:
-                sys.stderr.write("\n")
-        elif stage == "image" and done:
-            print(f"{tag}image {done}/{total}", file=sys.stderr, flush=True)
+    report = run_split_job(evaluate_steps(config), "evaluate")
     if report is None:
         return 0
-    for image_id, why in report.failed.items():
-        if image_id not in announced:
-            print(f"correlax evaluate: left out {image_id}: {why}", file=sys.stderr)
     print(report.tables["pointing"].to_markdown())
     if "classification" in report.tables:
         print(report.tables["classification"].to_markdown())

@@ -18,12 +18,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .common import add_check_option, run_split_job
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -93,8 +92,7 @@ def _register_evaluate(actions: Any) -> None:
     p.add_argument("--threshold", type=float, default=0.5,
                    help="fusion output counted positive at or above this (0.5)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
-    p.add_argument("--check", choices=("quick", "decode", "none"), default="quick",
-                   help="file check before the run (default quick)")
+    add_check_option(p)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.set_defaults(func=run_evaluate)
 
@@ -196,7 +194,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..errors import CorrelaxError
     from ..gmic.config import INPUT_SIZE
     from ..gmic.train import GMICTrainConfig, train_gmic_steps
-    from .train import print_event
+    from .train import run_train_events
 
     if not args.data.exists():
         raise CorrelaxError("data folder not found", args.data)
@@ -215,20 +213,11 @@ def run_train(args: argparse.Namespace) -> int:
     )
     # Stop (the napari dock, torchrun tearing down) unwinds normally: finished epochs stay.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    main = int(os.environ.get("RANK", "0")) == 0
-    tty = sys.stderr.isatty()
-    for event in train_gmic_steps(config):
-        if not main:
-            continue
-        if args.progress == "json":
-            print(json.dumps(event.as_json()), flush=True)
-        else:
-            print_event(event, tty, "correlax gmic train")
+    run_train_events(train_gmic_steps(config), args.progress, "correlax gmic train")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate.runner import Excluded
     from ..gmic.evaluate import GMICEvaluationConfig, gmic_evaluate_steps
 
     config = GMICEvaluationConfig(
@@ -236,31 +225,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         split=args.split, positive=args.positive, negatives=args.negatives,
         detect_on=args.detect_on, threshold=args.threshold, limit=args.limit,
         device=args.device, check=args.check)
-    rank = int(os.environ.get("RANK", "0"))
-    tag = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-    steps = gmic_evaluate_steps(config)
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as stop:
-            report = stop.value
-            break
-        if isinstance(event, Excluded):
-            if rank == 0:
-                for image_id in event.missing:
-                    print(f"correlax gmic evaluate: missing image file for {image_id}",
-                          file=sys.stderr)
-                for image_id, why in event.unreadable.items():
-                    print(f"correlax gmic evaluate: left out {image_id}: {why}",
-                          file=sys.stderr)
-            continue
-        stage, done, total = event
-        if stage == "image" and done and (done == total or sys.stderr.isatty()):
-            print(f"{tag}image {done}/{total}", file=sys.stderr, flush=True)
+    report = run_split_job(gmic_evaluate_steps(config), "gmic evaluate")
     if report is None:
         return 0
-    for image_id, why in report.failed.items():
-        print(f"correlax gmic evaluate: left out {image_id}: {why}", file=sys.stderr)
     print(report.tables["table1"].to_markdown())
     print(report.tables["table2"].to_markdown())
     print(f"tables in {report.out}")

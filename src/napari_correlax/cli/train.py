@@ -1,10 +1,10 @@
 """``correlax train DATA --out RUN``: train the classifier of method §4 with the recipe of §5.
 
-Progress goes to stderr (a bar when it is a terminal), warnings to stderr as one line
-each, and one line per epoch to stdout; ``--progress json`` writes every event
-(warnings included) as one JSON object per line on stdout instead (what the napari
-training dock reads). Under ``torchrun --nproc-per-node N`` the same command trains with
-DistributedDataParallel; only rank 0 prints and writes.
+Progress goes to stderr (a bar on a terminal, a line every few seconds in a log file),
+warnings to stderr as one line each, and one line per epoch to stdout; ``--progress
+json`` writes every event (warnings included) as one JSON object per line on stdout
+instead (what the napari training dock reads). Under ``torchrun --nproc-per-node N`` the
+same command trains with DistributedDataParallel; only rank 0 prints and writes.
 
 The checkpoint is chosen on a validation share of the training studies (``--select
 best``, the default) or is the last epoch (``--select last``); the test split is read
@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
+from collections.abc import Generator
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CorrelaxError
+from .common import run_with_progress
 
 if TYPE_CHECKING:
-    from .common import Subparsers
+    from .common import Shown, Subparsers
+
+_R = TypeVar("_R")
 
 
 def register(sub: Subparsers) -> None:
@@ -114,9 +118,10 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
-def print_event(event: Any, tty: bool, prog: str = "correlax train") -> None:
-    """Print one :class:`~napari_correlax.train.TrainEvent` as text: the start and each
-    epoch on stdout, warnings and (on a terminal) a progress bar on stderr."""
+def print_event(event: Any, prog: str = "correlax train") -> None:
+    """Print one :class:`~napari_correlax.train.TrainEvent` as text: the start, each epoch
+    and the chosen checkpoint on stdout, warnings on stderr (``prog: warning: …``).
+    Fusing and batch counts are the progress bar's (:func:`train_progress`)."""
     d = event.data
     if event.kind == "start" and "positives" in d:  # a GMIC run: image-level labels
         counts = ", ".join(f"{n} {lab}" for lab, n in d["positives"].items())
@@ -134,15 +139,7 @@ def print_event(event: Any, tty: bool, prog: str = "correlax train") -> None:
               f"({d['device']}, {d['world_size']} process(es))", flush=True)
     elif event.kind == "warning":
         print(f"{prog}: warning: {d['message']}", file=sys.stderr, flush=True)
-    elif event.kind in ("cache", "batch") and tty:
-        label = "caching" if event.kind == "cache" else f"epoch {d['epoch']}/{d['epochs']}"
-        bar = "#" * int(30 * event.done / max(event.total, 1))
-        loss = f" loss {d['loss']:.4f}" if "loss" in d else ""
-        sys.stderr.write(f"\r{label:<14} [{bar:<30}] {event.done}/{event.total}{loss}   ")
-        sys.stderr.flush()
     elif event.kind == "epoch":
-        if tty:
-            sys.stderr.write("\n")
         val = "" if d.get("val_loss") is None else (
             f" val_loss {d['val_loss']:.4f} macro_F1 {d['macro_f1']:.4f}")
         mark = " *best*" if d.get("best") else ""
@@ -151,6 +148,34 @@ def print_event(event: Any, tty: bool, prog: str = "correlax train") -> None:
     elif event.kind == "done":
         rule = "last epoch" if d["selection"]["rule"] == "last" else "best validation macro F1"
         print(f"checkpoint: {d['checkpoint']} (epoch {d['epoch']}, {rule})", flush=True)
+
+
+def train_progress(event: Any) -> Shown:
+    """What the progress bar shows for a training event: images fused into the cache, or
+    batches of the current epoch with the running loss; None for the other events."""
+    from ..maps.runtime import Progress
+
+    d = event.data
+    if event.kind == "cache":
+        return Progress("caching", event.done, event.total)
+    if event.kind == "batch":
+        loss = f" loss {d['loss']:.4f}" if "loss" in d else ""
+        return Progress(f"epoch {d['epoch']}/{d['epochs']}", event.done, event.total), loss
+    return None
+
+
+def _print_json(event: Any) -> None:
+    print(json.dumps(event.as_json()), flush=True)
+
+
+def run_train_events(steps: Generator[Any, None, _R], progress: str, prog: str) -> _R:
+    """Run a training generator to the end, rank 0 reporting: ``progress`` ``"json"``
+    prints every event as a JSON line on stdout (what the napari training dock reads),
+    ``"text"`` prints :func:`print_event` lines with a progress bar on stderr."""
+    if progress == "json":
+        return run_with_progress(steps, prog, on_event=_print_json, main_only=True)
+    return run_with_progress(steps, prog, on_event=partial(print_event, prog=prog),
+                             progress_of=train_progress, main_only=True)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -169,13 +194,5 @@ def run(args: argparse.Namespace) -> int:
     # A stop request (the napari dock's Stop, torchrun tearing down) unwinds normally, so
     # temp files of an unfinished write are removed; finished epochs stay on disk.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    main = int(os.environ.get("RANK", "0")) == 0
-    tty = sys.stderr.isatty()
-    for event in train_steps(config):
-        if not main:
-            continue
-        if args.progress == "json":
-            print(json.dumps(event.as_json()), flush=True)
-        else:
-            print_event(event, tty)
+    run_train_events(train_steps(config), args.progress, "correlax train")
     return 0

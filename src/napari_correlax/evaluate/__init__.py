@@ -7,7 +7,10 @@
 - :mod:`.verdicts`: the reader's verdict CSV (atomic, resumable) and reader state.
 - :mod:`.review`: a reader's pass over a split (:class:`~.review.Review`): list, filter,
   navigation, status, prefetch, verdicts and saved state; the test-set reader binds it.
-- :mod:`.runner`: ``correlax evaluate``: per-image cache, resume, torchrun sharding.
+- :mod:`.split_run`: the runner every per-image job over a split shares: file checks,
+  images left out, torchrun sharding, cache skip, rank-0 merge.
+- :mod:`.runner`: ``correlax evaluate``: per-image cache, resume, the tables.
+- :mod:`.compare`: ``correlax compare``: several map methods scored the same way.
 
 Nothing here imports napari or Qt; torch is imported only where a model runs.
 """

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..boxes import Box
+
 if TYPE_CHECKING:
     from ..maps.result import MapResult
 
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "IOU_MIN",
     "PIXEL_BLOCK",
+    "Corners",
     "Detection",
     "FrocPoint",
     "GridMap",
@@ -72,7 +75,9 @@ PIXEL_BLOCK = 4
 #: Threshold sweep used when none is given: 0.05, 0.10, …, 0.95.
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
-Box = tuple[float, float, float, float]
+#: Box corners ``(xmin, ymin, xmax, ymax)`` in image pixels (VinDr frame), the tuple
+#: :attr:`napari_correlax.boxes.Box.corners` gives.
+Corners = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ class Detection:
     score: float
 
     @property
-    def box(self) -> Box:
+    def box(self) -> Corners:
         """The corners as a tuple."""
         return (self.xmin, self.ymin, self.xmax, self.ymax)
 
@@ -161,7 +166,7 @@ def block_max(values: np.ndarray, block: int) -> np.ndarray:
     return out
 
 
-def box_iou(a: Box, b: Box) -> float:
+def box_iou(a: Corners, b: Corners) -> float:
     """Intersection over union of two boxes ``(xmin, ymin, xmax, ymax)``; 0 if either is empty."""
     iw = min(a[2], b[2]) - max(a[0], b[0])
     ih = min(a[3], b[3]) - max(a[1], b[1])
@@ -209,7 +214,7 @@ def detect(grid_map: GridMap, threshold: float) -> list[Detection]:
 
 
 def match_detections(
-    detections: Sequence[Detection], truth: Sequence[Box], iou_min: float = IOU_MIN
+    detections: Sequence[Detection], truth: Sequence[Corners], iou_min: float = IOU_MIN
 ) -> tuple[list[bool], list[bool]]:
     """``(true positive per detection, found per ground-truth box)`` at IoU > ``iou_min``."""
     iou = np.array([[box_iou(d.box, t) for t in truth] for d in detections],
@@ -237,11 +242,12 @@ class FrocPoint:
 
 def froc_curve(
     maps: Sequence[GridMap],
-    truth: Sequence[Sequence[Box]],
+    truth: Sequence[Sequence[Corners | Box]],
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     iou_min: float = IOU_MIN,
 ) -> list[FrocPoint]:
-    """FROC sweep over images: ``maps[i]`` with ground-truth boxes ``truth[i]`` (one label).
+    """FROC sweep over images: ``maps[i]`` with ground-truth boxes ``truth[i]`` (one label),
+    each a :class:`~napari_correlax.boxes.Box` or its :data:`Corners`.
 
     Returns one :class:`FrocPoint` per threshold, in the given order. With no boxes at
     all, TPR is 0.
@@ -255,7 +261,7 @@ def froc_curve(
         found = fps = 0
         for grid_map, boxes in zip(maps, truth):
             dets = detect(grid_map, threshold)
-            tp, hit = match_detections(dets, [tuple(map(float, b)) for b in boxes], iou_min)
+            tp, hit = match_detections(dets, [_corners(b) for b in boxes], iou_min)
             found += sum(hit)
             fps += len(tp) - sum(tp)
         out.append(FrocPoint(
@@ -265,6 +271,12 @@ def froc_curve(
             found=found, boxes=n_boxes, false_positives=fps, images=n_images,
         ))
     return out
+
+
+def _corners(box: Corners | Box) -> Corners:
+    """The corners of a :class:`~napari_correlax.boxes.Box` or of a 4-tuple, as floats."""
+    x0, y0, x1, y1 = box.corners if isinstance(box, Box) else box
+    return (float(x0), float(y0), float(x1), float(y1))
 
 
 def operating_point(curve: Sequence[FrocPoint]) -> FrocPoint | None:

@@ -9,6 +9,9 @@
   recall, F1 score and support on the test crops.
 - :func:`froc_report`: the second paper's Table II style — per label and map the
   operating point ``TPR@FPPI`` and the TPR at fixed FPPI budgets.
+- :func:`write_froc_csv` (every point of every FROC curve), :func:`write_froc_figure`
+  (one panel per label) and :func:`write_report` (``report.md``): the files every
+  evaluation command writes the same way.
 
 A :class:`Table` holds cells as numbers or text; numbers are written with four
 decimals (the papers' precision), counts as integers, and a missing value (a label
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from .pointing import PointingTable
 
 __all__ = [
+    "FROC_POINT_COLUMNS",
     "HITS_PER_IMAGE",
     "MEAN_BY_SUPPORT",
     "Table",
@@ -42,8 +46,16 @@ __all__ = [
     "froc_report",
     "pointing_report",
     "reader_report",
+    "report_markdown",
+    "write_froc_csv",
+    "write_froc_figure",
+    "write_report",
     "write_table",
 ]
+
+#: Columns of a FROC point in ``froc.csv``, after the columns naming the curve.
+FROC_POINT_COLUMNS = ("threshold", "tpr", "fppi", "found", "boxes", "false_positives",
+                      "images")
 
 
 #: Pointing-table row: accuracy averaged over labels weighted by support (= all hits over
@@ -238,3 +250,80 @@ def reader_report(rows: Iterable[Any], title: str = "Reader's verdicts beside th
                      "counted apart. \"No Finding\" rows are normal images: a hit there "
                      "means the map raised no alarm.")
     return out
+
+
+def write_froc_csv(path: str | os.PathLike[str],
+                   curves: Mapping[tuple[str, ...], Sequence[FrocPoint]],
+                   names: Sequence[str]) -> Path:
+    """Write every point of every FROC curve as CSV, atomically; returns the path.
+
+    ``curves`` maps a key naming the curve (as many strings as ``names``, e.g.
+    ``("Mass", "correlation")`` for ``names = ("label", "map")``) to its points. One row
+    per point: the key, then :data:`FROC_POINT_COLUMNS` (threshold to 4 decimals, TPR and
+    FPPI to 6, counts as integers). Cells are quoted only where CSV needs it.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*names, *FROC_POINT_COLUMNS])
+    for key, curve in curves.items():
+        if len(key) != len(names):
+            raise ValueError(f"curve key {key!r} does not match the columns {list(names)}")
+        for p in curve:
+            writer.writerow([*key, f"{p.threshold:.4f}", f"{p.tpr:.6f}", f"{p.fppi:.6f}",
+                             p.found, p.boxes, p.false_positives, p.images])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def write_froc_figure(path: str | os.PathLike[str],
+                      panels: Mapping[str, Mapping[str, Sequence[FrocPoint]]]) -> Path:
+    """FROC curves as a PNG (written atomically): one panel per label, one line per curve.
+
+    ``panels`` maps a label to ``{line name: points}``; each line runs through its
+    points from the highest threshold (TPR against false positives per image). Curves
+    without points or images are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from ..files import atomic_write
+
+    fig = Figure(figsize=(5.5 * max(len(panels), 1), 4.5))
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    for ax, (label, lines) in zip(axes, panels.items()):
+        for name, curve in lines.items():
+            if not curve or not curve[0].images:
+                continue
+            pts = sorted(curve, key=lambda q: -q.threshold)
+            ax.plot([p.fppi for p in pts], [p.tpr for p in pts], marker=".", label=name)
+        ax.set(title=f"FROC: {label} (IoU > 0.3)", xlabel="false positives per image (FPPI)",
+               ylabel="true positive rate (TPR)", ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+
+
+def report_markdown(title: str, facts: Sequence[str], tables: Iterable[Table],
+                    missing: Sequence[str] = (), failed: Mapping[str, str] | None = None
+                    ) -> str:
+    """A run's ``report.md``: ``# title``, the ``facts`` as a bullet list, every table,
+    then the images left out (``missing`` ids: file missing; ``failed``: id → reason)."""
+    failed = failed or {}
+    lines = [f"# {title}", "", *[f"- {fact}" for fact in facts], ""]
+    lines += [table.to_markdown() for table in tables]
+    if missing or failed:
+        lines += ["### Images left out", ""]
+        lines += [f"- `{i}`: file missing" for i in missing]
+        lines += [f"- `{i}`: {why}" for i, why in failed.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(path: str | os.PathLike[str], title: str, facts: Sequence[str],
+                 tables: Iterable[Table], missing: Sequence[str] = (),
+                 failed: Mapping[str, str] | None = None) -> Path:
+    """Write :func:`report_markdown` atomically to ``path``; returns the path."""
+    return atomic_write_text(path, report_markdown(title, facts, tables, missing, failed))

@@ -23,7 +23,8 @@ Files under ``out``:
 ``pointing-verdicts.csv`` (one row per image × label × rule, the
 :mod:`.verdicts` format), ``report.md`` and ``report.json``.
 
-Data-parallel: under ``torchrun --nproc-per-node N`` (``WORLD_SIZE`` > 1) a gloo process
+Data-parallel (:func:`~.split_run.split_steps`, the runner ``compare`` and ``gmic
+evaluate`` share): under ``torchrun --nproc-per-node N`` (``WORLD_SIZE`` > 1) a gloo process
 group is joined; rank ``r`` checks and computes images ``r, r + N, r + 2N, …`` of the
 split, then all ranks meet at a barrier and rank 0 reads every image's cache files and
 writes the tables. Each image is computed alone, with the same seed, so the tables do not
@@ -49,7 +50,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..distributed import join
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from ..maps.cache import ResultCache, image_maps_steps, model_fingerprint, settings_key
@@ -64,8 +64,11 @@ from .pointing import (
     pointing_verdicts,
     rules_for,
 )
+from .report import write_report, write_table
+from .split_run import Excluded, SplitImages, SplitSource, read_record, split_steps
 
 if TYPE_CHECKING:
+    from ..distributed import ProcessGroup
     from ..io.vindr import ImageRecord
     from ..maps.result import MapResult
     from ..maps.runtime import Runtime
@@ -125,15 +128,9 @@ def load_image_steps(
     Raises CorrelaxError for an unreadable image, a size that disagrees with the CSV, or
     a broken checkpoint.
     """
-    from ..io import read_mammogram
     from ..models import load_model
 
-    mammogram = read_mammogram(record.path)
-    if record.height and record.width and \
-            mammogram.pixels.shape != (record.height, record.width):
-        raise CorrelaxError(f"image is {mammogram.pixels.shape[0]}×{mammogram.pixels.shape[1]}"
-                            f" pixels but the CSV says {record.height}×{record.width}",
-                            record.path)
+    mammogram = read_record(record)
     shown = partial(LoadedImage, record, mammogram.pixels, mammogram.spacing_mm)
     yield Preview(shown(None, "", "", final=False))
     yield Progress("model", 0, 1)
@@ -231,18 +228,6 @@ class EvaluationConfig:
     timeout_hours: float = 24.0
 
 
-@dataclass(frozen=True)
-class Excluded:
-    """Yielded once by :func:`evaluate_steps` before any model work: images left out.
-
-    ``missing`` lists image ids whose file does not exist; ``unreadable`` maps image ids
-    to the reason the file check gave.
-    """
-
-    missing: list[str]
-    unreadable: dict[str, str]
-
-
 @dataclass
 class EvaluationReport:
     """What rank 0 wrote: the tables, the files, and which images were left out."""
@@ -276,79 +261,59 @@ def evaluate_steps(
 
     Once the files are checked, and before any model work, it yields an :class:`Excluded`
     event listing the images left out (the same on every rank). Returns the
-    :class:`EvaluationReport` on rank 0 and None on the other ranks.
+    :class:`EvaluationReport` on rank 0 and None on the other ranks
+    (:func:`~.split_run.split_steps` runs it).
 
     Raises:
         CorrelaxError: no data set, an empty split, a broken checkpoint, or a split
             with no usable image.
     """
-    from ..io.vindr import check_readable, load_vindr
-    from ..models import load_classifier
+    source = SplitSource(config.data, config.split, config.limit, config.check,
+                         config.settings.device, config.timeout_hours)
+    return (yield from split_steps(source, partial(_EvaluationJob, config)))
 
-    t_start = time.perf_counter()
-    data = Path(config.data).expanduser()
-    out = Path(config.out).expanduser()
-    index = load_vindr(data)
-    records = index.split(config.split)
-    if not records:
-        splits = sorted({r.split for r in index.images})
-        raise CorrelaxError(f"split {config.split!r} has no images (splits here: "
-                            f"{', '.join(splits) or 'none'})", data)
-    if config.limit is not None:
-        records = records[: max(int(config.limit), 0)]
-    missing_paths = {str(p) for p in index.missing}
-    missing = [r.image_id for r in records if str(r.path) in missing_paths]
-    present = [r for r in records if str(r.path) not in missing_paths]
 
-    group = join(config.settings.device, gpu_backend=False, timeout_hours=config.timeout_hours)
-    try:
-        settings = config.settings.with_(device=group.device)
-        runtime = settings.runtime()
-        model = load_classifier(config.model, device=runtime.device)
-        key = settings_key(model, settings)
-        cache = ResultCache(out / "cache", key, {
-            "model": getattr(model, "checkpoint_path", None),
-            "fingerprint": model_fingerprint(model)[1], "settings": settings.as_dict(),
-            "labels": list(model.labels)})
+class _EvaluationJob:
+    """The :class:`~.split_run.SplitJob` of ``correlax evaluate``: maps and crop scores of
+    each image into one cache; the tables from it."""
 
-        mine = present[group.rank :: group.world_size]
-        failures: dict[str, str] = {}
-        if config.check in ("quick", "decode"):
-            yield Progress("check", 0, len(mine))
-            found = check_readable(mine, decode=config.check == "decode")
-            failures = {r.image_id: reason for r, reason in found}
-            yield Progress("check", len(mine), len(mine))
-        unreadable: dict[str, str] = {}
-        for part in group.gather(failures):
-            unreadable.update(part)
-        todo = [r for r in present if r.image_id not in unreadable]
-        yield Excluded(list(missing), dict(unreadable))
-        if not todo:
-            raise CorrelaxError(f"no usable image in split {config.split!r} "
-                                f"({len(missing)} missing, {len(unreadable)} unreadable)", data)
-        if group.rank == 0:
-            cache.describe()
-        reference = _reference_size(index, todo, model.labels, int(model.input_size))
+    def __init__(self, config: EvaluationConfig, group: ProcessGroup) -> None:
+        from ..models import load_classifier
 
-        mine = todo[group.rank :: group.world_size]
-        yield Progress("image", 0, len(mine))
-        for done, record in enumerate(mine, start=1):
-            if not cache.is_done(record.image_id):
-                _compute_image(record, model, settings, runtime, cache, reference)
-            yield Progress("image", done, len(mine))
-        group.barrier()
-        if group.rank != 0:
-            return None
-        return _merge(config, data, out, index, records, todo, missing, unreadable, model,
-                      cache, time.perf_counter() - t_start)
-    finally:
-        group.close()
+        self.config = config
+        self.out = Path(config.out).expanduser()
+        self.settings = config.settings.with_(device=group.device)
+        self.runtime = self.settings.runtime()
+        self.model = load_classifier(config.model, device=self.runtime.device)
+        self.cache = ResultCache(self.out / "cache", settings_key(self.model, self.settings), {
+            "model": getattr(self.model, "checkpoint_path", None),
+            "fingerprint": model_fingerprint(self.model)[1],
+            "settings": self.settings.as_dict(), "labels": list(self.model.labels)})
+        self.reference = (0.0, 0.0)
+
+    def select(self, present: list[ImageRecord]) -> list[ImageRecord]:
+        return present
+
+    def start(self, images: SplitImages, main: bool) -> None:
+        if main:
+            self.cache.describe()
+        self.reference = _reference_size(images.index, images.usable, self.model.labels,
+                                         int(self.model.input_size))
+
+    def is_done(self, record: ImageRecord) -> bool:
+        return self.cache.is_done(record.image_id)
+
+    def compute(self, record: ImageRecord) -> None:
+        _compute_image(record, self.model, self.settings, self.runtime, self.cache,
+                       self.reference)
+
+    def merge(self, images: SplitImages) -> EvaluationReport:
+        return _merge(self.config, self.out, images, self.model, self.cache)
 
 
 def _compute_image(record: Any, model: Any, settings: MapSettings, runtime: Any,
                    cache: ResultCache, reference: tuple[float, float]) -> None:
     """Maps and crop scores of one image into the cache; errors are recorded, not raised."""
-    from ..io import read_mammogram
     from ..maps.sliding import drain
     from ..preprocess import preprocessing_of
 
@@ -358,12 +323,7 @@ def _compute_image(record: Any, model: Any, settings: MapSettings, runtime: Any,
     try:
         # read as the model's preprocessing asks (VOI LUT), so the maps and the crop
         # scores see the same pixels and the file is decoded once
-        mammogram = read_mammogram(record.path, voi_lut=preprocessing_of(model).voi_lut)
-        if record.height and record.width and \
-                mammogram.pixels.shape != (record.height, record.width):
-            raise CorrelaxError(f"image is {mammogram.pixels.shape[0]}×"
-                                f"{mammogram.pixels.shape[1]} pixels but the CSV says "
-                                f"{record.height}×{record.width}", record.path)
+        mammogram = read_record(record, voi_lut=preprocessing_of(model).voi_lut)
         t1 = time.perf_counter()
         drain(image_maps_steps(mammogram, record.image_id, model, settings, cache))
         t2 = time.perf_counter()
@@ -377,108 +337,104 @@ def _compute_image(record: Any, model: Any, settings: MapSettings, runtime: Any,
     cache.save_info(record.image_id, doc)
 
 
-def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records: list[Any],
-           todo: list[Any], missing: list[str], unreadable: dict[str, str], model: Any,
-           cache: ResultCache, seconds: float) -> EvaluationReport:
-    """Rank 0: read every image's cache files and write the tables (module docstring)."""
-    from .classification import per_label_metrics
-    from .detection import GridMap, froc_curve
-    from .report import (
-        classification_report,
-        froc_report,
-        pointing_report,
-        reader_report,
-        write_table,
-    )
-    from .verdicts import VERDICTS_FILE, VerdictStore
+@dataclass
+class _Collected:
+    """What rank 0 read back from the cache for the tables."""
 
-    labels = list(model.labels)
-    # Table 4's columns: the pointing rules of the kinds the method makes
-    rules = rules_for(get_method(config.settings.method).kinds)
-    failed = dict(unreadable)
-    verdicts = []
-    crop_targets: list[np.ndarray] = []
-    crop_probs: list[np.ndarray] = []
-    evaluated: list[str] = []
-    detection_inputs: list[tuple[Any, Any]] = []
-    image_seconds: list[float] = []
-    store_path = out / "pointing-verdicts.csv"
-    store_rows = []
-    for record in todo:
+    failed: dict[str, str]
+    evaluated: list[str] = field(default_factory=list)
+    verdicts: list[Any] = field(default_factory=list)
+    store_rows: list[tuple[Any, list[Any]]] = field(default_factory=list)
+    crop_targets: list[np.ndarray] = field(default_factory=list)
+    crop_probs: list[np.ndarray] = field(default_factory=list)
+    results: list[tuple[Any, MapResult]] = field(default_factory=list)
+    image_seconds: list[float] = field(default_factory=list)
+
+
+def _collect(images: SplitImages, cache: ResultCache, labels: list[str], rules: Any
+             ) -> _Collected:
+    """Every usable image's cached maps and crop scores: verdicts, crops, results."""
+    got = _Collected(failed=dict(images.unreadable))
+    for record in images.usable:
         info = cache.load_info(record.image_id)
         result = cache.load_maps(record.image_id) if info and not info.get("error") else None
         if result is None:
-            failed[record.image_id] = (info or {}).get("error") or "not computed (a rank stopped?)"
+            got.failed[record.image_id] = ((info or {}).get("error")
+                                           or "not computed (a rank stopped?)")
             continue
-        evaluated.append(record.image_id)
-        image_seconds.append(sum((info.get("seconds") or {}).values()))
+        got.evaluated.append(record.image_id)
+        got.image_seconds.append(sum((info.get("seconds") or {}).values()))
         found = pointing_verdicts(result, record.boxes, record.image_id, rules=rules)
-        verdicts.extend(found)
+        got.verdicts.extend(found)
         # normal images: "did the map stay quiet?" rows for the reader, not Table 4
-        store_rows.append((record, found if lesion_labels(record.labels) else
-                           normal_verdicts(result, record.image_id, rules=rules)))
+        got.store_rows.append((record, found if lesion_labels(record.labels) else
+                               normal_verdicts(result, record.image_id, rules=rules)))
         for crop in info.get("crops", []):
             target = np.zeros(len(labels), dtype=np.float32)
             for lab in crop["target"]:
                 if lab in labels:
                     target[labels.index(lab)] = 1.0
-            crop_targets.append(target)
-            crop_probs.append(np.asarray(crop["probabilities"], dtype=np.float64))
-        if config.froc:
-            detection_inputs.append((record, result))
+            got.crop_targets.append(target)
+            got.crop_probs.append(np.asarray(crop["probabilities"], dtype=np.float64))
+        got.results.append((record, result))
+    return got
 
-    files: list[Path] = []
-    tables: dict[str, Any] = {}
-    point = pointing_table(verdicts, labels, rules)
-    tables["pointing"] = pointing_report(point)
-    if crop_targets:
-        metrics = per_label_metrics(np.stack(crop_targets), np.stack(crop_probs), labels,
-                                    config.threshold)
-        tables["classification"] = classification_report(metrics)
+
+def _detection_curves(results: list[tuple[Any, MapResult]], labels: list[str], rules: Any
+                      ) -> dict[tuple[str, str], Any]:
+    """FROC curve per lesion label with boxes and per scored per-label map kind."""
+    from .detection import GridMap, froc_curve
+
     curves: dict[tuple[str, str], Any] = {}
-    if config.froc and detection_inputs:
-        for label in lesion_labels(labels):
-            truth = [[(b.xmin, b.ymin, b.xmax, b.ymax) for b in rec.boxes if b.label == label]
-                     for rec, _ in detection_inputs]
-            if not any(truth):
+    if not results:
+        return curves
+    for label in lesion_labels(labels):
+        truth = [[b.corners for b in rec.boxes if b.label == label] for rec, _ in results]
+        if not any(truth):
+            continue
+        for name in dict.fromkeys(rule.map for rule in rules):  # the scored kinds
+            if results[0][1].get(name) is None or not map_kind(name).per_label:
                 continue
-            for name in dict.fromkeys(rule.map for rule in rules):  # the scored kinds
-                if detection_inputs[0][1].get(name) is None or not map_kind(name).per_label:
-                    continue
-                maps = [GridMap.from_result(res, name, label) for _, res in detection_inputs]
-                curves[(label, name)] = froc_curve(maps, truth)
-        if curves:
-            tables["detection"] = froc_report(curves)
+            maps = [GridMap.from_result(res, name, label) for _, res in results]
+            curves[(label, name)] = froc_curve(maps, truth)
+    return curves
+
+
+def _merge(config: EvaluationConfig, out: Path, images: SplitImages, model: Any,
+           cache: ResultCache) -> EvaluationReport:
+    """Rank 0: read every image's cache files and write the tables (module docstring)."""
+    from .classification import per_label_metrics
+    from .report import classification_report, froc_report, pointing_report, write_froc_csv
+
+    labels = list(model.labels)
+    # Table 4's columns: the pointing rules of the kinds the method makes
+    rules = rules_for(get_method(config.settings.method).kinds)
+    got = _collect(images, cache, labels, rules)
+    tables: dict[str, Any] = {}
+    point = pointing_table(got.verdicts, labels, rules)
+    tables["pointing"] = pointing_report(point)
+    if got.crop_targets:
+        metrics = per_label_metrics(np.stack(got.crop_targets), np.stack(got.crop_probs),
+                                    labels, config.threshold)
+        tables["classification"] = classification_report(metrics)
+    curves = _detection_curves(got.results, labels, rules) if config.froc else {}
+    if curves:
+        tables["detection"] = froc_report(curves)
+    files: list[Path] = []
     for name, table in tables.items():
         files += write_table(table, out / name)
     if curves:
-        rows = ["label,map,threshold,tpr,fppi,found,boxes,false_positives,images"]
-        for (label, name), curve in curves.items():
-            rows += [f'"{label}",{name},{p.threshold:.4f},{p.tpr:.6f},{p.fppi:.6f},{p.found},'
-                     f"{p.boxes},{p.false_positives},{p.images}" for p in curve]
-        files.append(atomic_write_text(out / "froc.csv", "\n".join(rows) + "\n"))
-
-    store = VerdictStore(store_path, load=False)
-    model_name = model_fingerprint(model)[0]
-    for record, found in store_rows:
-        store.add_automatic(found, study_id=record.study_id, split=record.split,
-                            model=model_name, settings=cache.key, save=False)
-    files.append(store.save())
-    # The reader's own verdicts when it reviewed in this folder (the test-set reader's
-    # work folder), else the automatic ones: per label, reader beside automatic.
-    reviewed = out / VERDICTS_FILE
-    source = VerdictStore(reviewed) if reviewed.is_file() else store
-    mine = [r for r in source.rows() if r.settings == cache.key] or store.rows()
-    files += write_table(reader_report(mine), out / "reader-report")
-
+        files.append(write_froc_csv(out / "froc.csv", curves, ("label", "map")))
+    files += _write_verdicts(out, got, model, cache)
     doc = {
-        "data": str(data), "split": config.split, "model": getattr(model, "checkpoint_path", None),
+        "data": str(images.data), "split": config.split,
+        "model": getattr(model, "checkpoint_path", None),
         "key": cache.key, "settings": config.settings.as_dict(), "labels": labels,
-        "images_in_split": len(records), "images_evaluated": len(evaluated),
-        "missing": missing, "failed": failed,
-        "seconds_total": round(seconds, 3),
-        "seconds_per_image_mean": round(float(np.mean(image_seconds)), 3)
-        if image_seconds else None,
+        "images_in_split": len(images.records), "images_evaluated": len(got.evaluated),
+        "missing": images.missing, "failed": got.failed,
+        "seconds_total": round(images.seconds, 3),
+        "seconds_per_image_mean": round(float(np.mean(got.image_seconds)), 3)
+        if got.image_seconds else None,
         "pointing": point.as_dict(),
         "classification": tables["classification"].as_records()
         if "classification" in tables else None,
@@ -486,29 +442,41 @@ def _merge(config: EvaluationConfig, data: Path, out: Path, index: Any, records:
                       for (lab, name), curve in curves.items()},
     }
     files.append(atomic_write_text(out / "report.json", json.dumps(doc, indent=2) + "\n"))
-    files.append(atomic_write_text(out / "report.md", _markdown(doc, tables)))
-    return EvaluationReport(out, cache.key, len(records), evaluated, failed, missing, tables,
-                            files, seconds)
+    files.append(write_report(out / "report.md", "CorRELAX evaluation", _facts(doc),
+                              tables.values(), images.missing, got.failed))
+    return EvaluationReport(out, cache.key, len(images.records), got.evaluated, got.failed,
+                            images.missing, tables, files, images.seconds)
 
 
-def _markdown(doc: dict[str, Any], tables: dict[str, Any]) -> str:
-    lines = ["# CorRELAX evaluation", "",
-             f"- data: `{doc['data']}`, split `{doc['split']}`",
-             f"- model: `{doc['model']}` (cache key `{doc['key']}`)",
-             f"- settings: {json.dumps(doc['settings'])}",
-             f"- images: {doc['images_evaluated']} evaluated of {doc['images_in_split']}"
-             f" ({len(doc['missing'])} missing, {len(doc['failed'])} failed)",
-             f"- time: {doc['seconds_total']} s in total"
-             + (f", {doc['seconds_per_image_mean']} s per image"
-                if doc["seconds_per_image_mean"] is not None else ""), ""]
-    for table in tables.values():
-        lines.append(table.to_markdown())
-    if doc["missing"] or doc["failed"]:
-        lines += ["### Images left out", ""]
-        lines += [f"- `{i}`: file missing" for i in doc["missing"]]
-        lines += [f"- `{i}`: {why}" for i, why in doc["failed"].items()]
-        lines.append("")
-    return "\n".join(lines)
+def _write_verdicts(out: Path, got: _Collected, model: Any, cache: ResultCache) -> list[Path]:
+    """``pointing-verdicts.csv`` (the automatic verdicts) and ``reader-report.{csv,md}``."""
+    from .report import reader_report
+    from .verdicts import VERDICTS_FILE, VerdictStore
+
+    store = VerdictStore(out / "pointing-verdicts.csv", load=False)
+    model_name = model_fingerprint(model)[0]
+    for record, found in got.store_rows:
+        store.add_automatic(found, study_id=record.study_id, split=record.split,
+                            model=model_name, settings=cache.key, save=False)
+    files = [store.save()]
+    # The reader's own verdicts when it reviewed in this folder (the test-set reader's
+    # work folder), else the automatic ones: per label, reader beside automatic.
+    reviewed = out / VERDICTS_FILE
+    source = VerdictStore(reviewed) if reviewed.is_file() else store
+    mine = [r for r in source.rows() if r.settings == cache.key] or store.rows()
+    return files + write_table(reader_report(mine), out / "reader-report")
+
+
+def _facts(doc: dict[str, Any]) -> list[str]:
+    """The bullet lines of ``report.md``."""
+    per_image = doc["seconds_per_image_mean"]
+    return [f"data: `{doc['data']}`, split `{doc['split']}`",
+            f"model: `{doc['model']}` (cache key `{doc['key']}`)",
+            f"settings: {json.dumps(doc['settings'])}",
+            f"images: {doc['images_evaluated']} evaluated of {doc['images_in_split']}"
+            f" ({len(doc['missing'])} missing, {len(doc['failed'])} failed)",
+            f"time: {doc['seconds_total']} s in total"
+            + (f", {per_image} s per image" if per_image is not None else "")]
 
 
 def evaluate(config: EvaluationConfig) -> EvaluationReport | None:

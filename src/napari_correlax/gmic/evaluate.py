@@ -38,10 +38,11 @@ output's label. Images counted: those with a box of the label (``detect_on="posi
 as [CAM-GMIC] analysed only the test images with masses) or every evaluated image
 (``"all"``, so normal images add false positives).
 
-Data-parallel: under ``torchrun --nproc-per-node N`` (``WORLD_SIZE`` > 1) a gloo group is
-joined; rank ``r`` computes images ``r, r + N, …`` for every checkpoint, then rank 0
-reads the cache and writes the tables. Each image is computed alone, so the tables do
-not depend on the number of processes.
+Data-parallel (:func:`~napari_correlax.evaluate.split_run.split_steps`, shared with
+``correlax evaluate`` and ``compare``): under ``torchrun --nproc-per-node N``
+(``WORLD_SIZE`` > 1) a gloo group is joined; rank ``r`` computes images ``r, r + N, …``
+for every checkpoint, then rank 0 reads the cache and writes the tables. Each image is
+computed alone, so the tables do not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -53,22 +54,23 @@ import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..distributed import join
 from ..errors import CorrelaxError
+from ..evaluate.split_run import Excluded, SplitImages, SplitSource, split_steps
 from ..files import atomic_write, atomic_write_text
 from ..maps.runtime import Progress
 from .cams import TRAIN_CAMS, cam_title, check_cams
 from .data import NEGATIVES, check_classes, image_targets
 
 if TYPE_CHECKING:
+    from ..distributed import ProcessGroup
     from ..evaluate.detection import FrocPoint
     from ..evaluate.report import Table
-    from ..evaluate.runner import Excluded
     from ..io.vindr import ImageRecord
     from ..maps.cache import ResultCache
     from .network import GMIC
@@ -148,8 +150,8 @@ class _Checkpoint:
     labels: list[str]
     train_cam: str
     cache: ResultCache
-    records: list[ImageRecord]
-    targets: np.ndarray
+    records: list[ImageRecord] = field(default_factory=list)
+    targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 def image_metrics(targets: np.ndarray, scores: np.ndarray, threshold: float = 0.5
@@ -205,35 +207,29 @@ def _cache_key(path: Path, config: GMICEvaluationConfig, labels: Sequence[str]) 
     return f"{_slug(name)}-{digest}"
 
 
-def _open_checkpoints(config: GMICEvaluationConfig, records: list[ImageRecord], device: str,
-                      out: Path) -> list[_Checkpoint]:
+def _open_checkpoint(path: Path, name: str, config: GMICEvaluationConfig, device: str,
+                     out: Path) -> _Checkpoint:
+    """Load one checkpoint and name the data set label of each of its outputs."""
     from ..maps.cache import ResultCache
     from .checkpoint import load_gmic
 
-    paths = [Path(m).expanduser() for m in config.models]
-    paths = [p / "last.safetensors" if p.is_dir() else p for p in paths]
-    opened = []
-    for path, name in zip(paths, _display_names(paths)):
-        model = load_gmic(path, device=device)
-        classes = list(model.config.class_names)
-        if config.positive is not None:
-            if len(config.positive) != len(classes):
-                raise CorrelaxError(f"{len(config.positive)} positive labels for "
-                                    f"{len(classes)} outputs ({', '.join(classes)})", path)
-            labels = list(config.positive)
-        else:
-            try:
-                labels = check_classes(classes)
-            except CorrelaxError:
-                raise CorrelaxError(
-                    f"the outputs ({', '.join(classes)}) are not data set labels; give "
-                    f"--positive LABEL for each output, in order", path) from None
-        chosen, targets = image_targets(records, labels, config.negatives)
-        cache = ResultCache(out / "cache", _cache_key(path, config, labels), {
-            "model": str(path), "labels": labels, "test_cams": config.test_cams})
-        opened.append(_Checkpoint(path, name, model, labels, _train_cam(model), cache,
-                                  chosen, targets))
-    return opened
+    model = load_gmic(path, device=device)
+    classes = list(model.config.class_names)
+    if config.positive is not None:
+        if len(config.positive) != len(classes):
+            raise CorrelaxError(f"{len(config.positive)} positive labels for "
+                                f"{len(classes)} outputs ({', '.join(classes)})", path)
+        labels = list(config.positive)
+    else:
+        try:
+            labels = check_classes(classes)
+        except CorrelaxError:
+            raise CorrelaxError(
+                f"the outputs ({', '.join(classes)}) are not data set labels; give "
+                f"--positive LABEL for each output, in order", path) from None
+    cache = ResultCache(out / "cache", _cache_key(path, config, labels), {
+        "model": str(path), "labels": labels, "test_cams": config.test_cams})
+    return _Checkpoint(path, name, model, labels, _train_cam(model), cache)
 
 
 def gmic_evaluate_steps(
@@ -241,70 +237,55 @@ def gmic_evaluate_steps(
 ) -> Generator[Progress | Excluded, None, GMICEvaluationReport | None]:
     """Run the evaluation; yields ``Progress("check" | "image", done, total)`` of this
     rank and, before any model work, one
-    :class:`~napari_correlax.evaluate.runner.Excluded` (the same on every rank). Returns
-    the report on rank 0, None on the others.
+    :class:`~napari_correlax.evaluate.split_run.Excluded` (the same on every rank).
+    Returns the report on rank 0, None on the others
+    (:func:`~napari_correlax.evaluate.split_run.split_steps` runs it).
 
     Raises CorrelaxError: no data set, an empty split, a checkpoint that is not GMIC or
     whose outputs name no label, no usable image.
     """
-    from ..evaluate.runner import Excluded
-    from ..io.vindr import check_readable, load_vindr
+    source = SplitSource(config.data, config.split, config.limit, config.check,
+                         config.device, config.timeout_hours, scope=" for these outputs")
+    return (yield from split_steps(source, partial(_GMICJob, config)))
 
-    t_start = time.perf_counter()
-    data = Path(config.data).expanduser()
-    out = Path(config.out).expanduser()
-    index = load_vindr(data)
-    records = index.split(config.split)
-    if not records:
-        splits = sorted({r.split for r in index.images})
-        raise CorrelaxError(f"split {config.split!r} has no images (splits here: "
-                            f"{', '.join(splits) or 'none'})", data)
-    if config.limit is not None:
-        records = records[: max(int(config.limit), 0)]
-    missing_paths = {str(p) for p in index.missing}
-    missing = [r.image_id for r in records if str(r.path) in missing_paths]
-    present = [r for r in records if str(r.path) not in missing_paths]
 
-    group = join(config.device, gpu_backend=False, timeout_hours=config.timeout_hours)
-    try:
-        checkpoints = _open_checkpoints(config, present, group.device, out)
-        wanted = {r.image_id for c in checkpoints for r in c.records}
-        todo = [r for r in present if r.image_id in wanted]
-        mine = todo[group.rank :: group.world_size]
-        failures: dict[str, str] = {}
-        if config.check in ("quick", "decode"):
-            yield Progress("check", 0, len(mine))
-            failures = {r.image_id: why for r, why in
-                        check_readable(mine, decode=config.check == "decode")}
-            yield Progress("check", len(mine), len(mine))
-        unreadable: dict[str, str] = {}
-        for part in group.gather(failures):
-            unreadable.update(part)
-        todo = [r for r in todo if r.image_id not in unreadable]
-        yield Excluded(list(missing), dict(unreadable))
-        if not todo:
-            raise CorrelaxError(f"no usable image in split {config.split!r} for these "
-                                f"outputs ({len(missing)} missing, {len(unreadable)} "
-                                "unreadable)", data)
-        if group.main:
-            for c in checkpoints:
+class _GMICJob:
+    """The :class:`~napari_correlax.evaluate.split_run.SplitJob` of ``correlax gmic
+    evaluate``: every checkpoint's outputs, maps and FROC counts of the images it scores."""
+
+    def __init__(self, config: GMICEvaluationConfig, group: ProcessGroup) -> None:
+        self.config = config
+        self.out = Path(config.out).expanduser()
+        paths = [Path(m).expanduser() for m in config.models]
+        paths = [p / "last.safetensors" if p.is_dir() else p for p in paths]
+        self.checkpoints = [_open_checkpoint(path, name, config, group.device, self.out)
+                            for path, name in zip(paths, _display_names(paths))]
+        self.members: list[set[str]] = []
+
+    def select(self, present: list[ImageRecord]) -> list[ImageRecord]:
+        for c in self.checkpoints:
+            c.records, c.targets = image_targets(present, c.labels, self.config.negatives)
+        self.members = [{r.image_id for r in c.records} for c in self.checkpoints]
+        wanted = set().union(*self.members)
+        return [r for r in present if r.image_id in wanted]
+
+    def start(self, images: SplitImages, main: bool) -> None:
+        if main:
+            for c in self.checkpoints:
                 c.cache.describe()
-        mine = todo[group.rank :: group.world_size]
-        members = [{r.image_id for r in c.records} for c in checkpoints]
-        yield Progress("image", 0, len(mine))
-        for done, record in enumerate(mine, start=1):
-            needed = [c for c, ids in zip(checkpoints, members) if record.image_id in ids
-                      and not c.cache.is_done(record.image_id)]
-            if needed:
-                _compute_image(record, needed, config)
-            yield Progress("image", done, len(mine))
-        group.barrier()
-        if not group.main:
-            return None
-        return _merge(config, data, out, checkpoints, unreadable, missing,
-                      time.perf_counter() - t_start)
-    finally:
-        group.close()
+
+    def _needed(self, record: ImageRecord) -> list[_Checkpoint]:
+        return [c for c, ids in zip(self.checkpoints, self.members)
+                if record.image_id in ids and not c.cache.is_done(record.image_id)]
+
+    def is_done(self, record: ImageRecord) -> bool:
+        return not self._needed(record)
+
+    def compute(self, record: ImageRecord) -> None:
+        _compute_image(record, self._needed(record), self.config)
+
+    def merge(self, images: SplitImages) -> GMICEvaluationReport:
+        return _merge(self.config, self.out, self.checkpoints, images)
 
 
 def _compute_image(record: ImageRecord, checkpoints: list[_Checkpoint],
@@ -312,17 +293,12 @@ def _compute_image(record: ImageRecord, checkpoints: list[_Checkpoint],
     """Outputs, grid maps and per-image FROC counts of one image for each checkpoint into
     its cache; errors are recorded, not raised."""
     from ..evaluate.detection import GridMap, froc_curve
-    from ..io import read_mammogram
+    from ..evaluate.split_run import read_record
     from .method import analyse, to_result
 
     t0 = time.perf_counter()
     try:
-        mammogram = read_mammogram(record.path)
-        if record.height and record.width and \
-                mammogram.pixels.shape != (record.height, record.width):
-            raise CorrelaxError(f"image is {mammogram.pixels.shape[0]}×"
-                                f"{mammogram.pixels.shape[1]} pixels but the CSV says "
-                                f"{record.height}×{record.width}", record.path)
+        mammogram = read_record(record)
     except CorrelaxError as exc:
         for c in checkpoints:
             c.cache.save_info(record.image_id, {"image_id": record.image_id,
@@ -342,8 +318,7 @@ def _compute_image(record: ImageRecord, checkpoints: list[_Checkpoint],
                 result = to_result(analysis, mammogram, cam, c.model)
                 froc[cam] = {}
                 for k, label in enumerate(c.labels):
-                    truth = [(b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes
-                             if b.label == label]
+                    truth = [b for b in record.boxes if b.label == label]
                     grid = GridMap.from_result(result, "saliency", result.labels[k])
                     froc[cam][label] = [[p.found, p.boxes, p.false_positives]
                                         for p in froc_curve([grid], [truth])]
@@ -380,69 +355,62 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
     atomic_write(path, write)
 
 
-def _merge(config: GMICEvaluationConfig, data: Path, out: Path, checkpoints: list[_Checkpoint],
-           unreadable: dict[str, str], missing: list[str], seconds: float
-           ) -> GMICEvaluationReport:
-    """Rank 0: read every image's cache file, write the tables (module notes)."""
-    from ..evaluate.detection import (
-        DEFAULT_THRESHOLDS,
-        FrocPoint,
-        operating_point,
-        operating_point_text,
-    )
-    from ..evaluate.report import Table, write_table
+def _usable_docs(c: _Checkpoint, images: SplitImages, failed: dict[str, str]
+                 ) -> list[tuple[ImageRecord, np.ndarray, dict[str, Any]]]:
+    """``(record, targets, cached info)`` of the images ``c`` scored; failures into
+    ``failed``."""
+    docs = []
+    for record, target in zip(c.records, c.targets):
+        if record.image_id in images.unreadable:
+            continue
+        info = c.cache.load_info(record.image_id)
+        if not info or info.get("error"):
+            failed[record.image_id] = (info or {}).get("error") or \
+                "not computed (a rank stopped?)"
+            continue
+        docs.append((record, target, info))
+    return docs
 
-    failed = dict(unreadable)
-    evaluated: dict[str, list[str]] = {}
+
+def _summed_curve(docs: list[tuple[ImageRecord, np.ndarray, dict[str, Any]]], label: str,
+                  cam: str, detect_on: str) -> list[FrocPoint]:
+    """The FROC curve of one output and test CAM: the per-image counts summed."""
+    from ..evaluate.detection import DEFAULT_THRESHOLDS, FrocPoint
+
+    counts = np.zeros((len(DEFAULT_THRESHOLDS), 3), dtype=np.int64)
+    images = 0
+    for record, _, d in docs:
+        if detect_on == "positives" and not any(b.label == label for b in record.boxes):
+            continue
+        counts += np.asarray(d["froc"][cam][label], dtype=np.int64)
+        images += 1
+    return [FrocPoint(threshold=float(th), tpr=float(f) / float(b) if b else 0.0,
+                      fppi=float(fp) / images if images else 0.0, found=int(f), boxes=int(b),
+                      false_positives=int(fp), images=images)
+            for th, (f, b, fp) in zip(DEFAULT_THRESHOLDS, counts)]
+
+
+@dataclass
+class _Tables:
+    """Tables I and II as rank 0 fills them, with the curves and Table I's records."""
+
+    table1: Table
+    table2: Table
+    curves: dict[tuple[str, str, str], list[FrocPoint]] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _new_tables(config: GMICEvaluationConfig) -> _Tables:
+    """Empty Tables I and II with their columns and notes."""
+    from ..evaluate.report import Table
+
     table1 = Table("GMIC classification on images ([CAM-GMIC] Table I): ŷ_fusion at "
                    f"{config.threshold:g}", ["Model", "Training CAM", "Output", "Accuracy",
                                              "AUC", "TPR", "TNR", "FNR", "Positives",
                                              "Negatives"])
-    cams = config.test_cams
     table2 = Table("GMIC detection ([CAM-GMIC] Table II): TPR@FPPI, IoU > 0.3",
-                   ["Model", "Training CAM", "Output", *[cam_title(c) for c in cams]])
-    curves: dict[tuple[str, str, str], list[FrocPoint]] = {}
-    metrics_doc: list[dict[str, Any]] = []
-    for c in checkpoints:
-        docs = []
-        for record, target in zip(c.records, c.targets):
-            if record.image_id in unreadable:
-                continue
-            info = c.cache.load_info(record.image_id)
-            if not info or info.get("error"):
-                failed[record.image_id] = (info or {}).get("error") or \
-                    "not computed (a rank stopped?)"
-                continue
-            docs.append((record, target, info))
-        evaluated[c.name] = [r.image_id for r, _, _ in docs]
-        trained = cam_title(c.train_cam) if c.train_cam in TRAIN_CAMS else c.train_cam
-        for k, label in enumerate(c.labels):
-            targets = np.array([t[k] for _, t, _ in docs], dtype=np.float64)
-            scores = np.array([d["y_fusion"][k] for _, _, d in docs], dtype=np.float64)
-            m = image_metrics(targets, scores, config.threshold)
-            metrics_doc.append({"model": c.name, "path": str(c.path), "train_cam": c.train_cam,
-                                "output": c.model.config.class_names[k], "label": label, **m})
-            table1.rows.append([c.name, trained, label, m["accuracy"], m["auc"], m["tpr"],
-                                m["tnr"], m["fnr"], m["positives"], m["negatives"]])
-            cells = []
-            for cam in cams:
-                counts = np.zeros((len(DEFAULT_THRESHOLDS), 3), dtype=np.int64)
-                images = 0
-                for record, _, d in docs:
-                    if config.detect_on == "positives" and not any(
-                            b.label == label for b in record.boxes):
-                        continue
-                    counts += np.asarray(d["froc"][cam][label], dtype=np.int64)
-                    images += 1
-                curve = [FrocPoint(threshold=float(th),
-                                   tpr=float(f) / float(b) if b else 0.0,
-                                   fppi=float(fp) / images if images else 0.0,
-                                   found=int(f), boxes=int(b), false_positives=int(fp),
-                                   images=images)
-                         for th, (f, b, fp) in zip(DEFAULT_THRESHOLDS, counts)]
-                curves[(c.name, label, cam)] = curve
-                cells.append(operating_point_text(operating_point(curve)) if images else None)
-            table2.rows.append([c.name, trained, label, *cells])
+                   ["Model", "Training CAM", "Output",
+                    *[cam_title(c) for c in config.test_cams]])
     table1.notes = [
         "TPR = TP/(TP+FN), TNR = TN/(TN+FP), FNR = FN/(TP+FN) of ŷ_fusion ≥ "
         f"{config.threshold:g}; AUC from the ranks of ŷ_fusion (blank with one class only).",
@@ -457,77 +425,79 @@ def _merge(config: GMICEvaluationConfig, data: Path, out: Path, checkpoints: lis
         "Images counted: " + ("those with a box of the label (as [CAM-GMIC])."
                               if config.detect_on == "positives" else "every evaluated image."),
     ]
-    files = write_table(table1, out / "table1-classification")
-    files += write_table(table2, out / "table2-detection")
-    rows = ["model,train_cam,label,test_cam,threshold,tpr,fppi,found,boxes,false_positives,"
-            "images"]
-    for (name, label, cam), curve in curves.items():
-        train_cam = next(c.train_cam for c in checkpoints if c.name == name)
-        rows += [f'"{name}",{train_cam},"{label}",{cam},{p.threshold:.4f},{p.tpr:.6f},'
-                 f"{p.fppi:.6f},{p.found},{p.boxes},{p.false_positives},{p.images}"
-                 for p in curve]
-    files.append(atomic_write_text(out / "froc.csv", "\n".join(rows) + "\n"))
-    files.append(_froc_plot(curves, out / "froc.png"))
+    return _Tables(table1, table2)
+
+
+def _add_rows(tables: _Tables, c: _Checkpoint, docs: list[Any],
+              config: GMICEvaluationConfig) -> None:
+    """One row of Table I and of Table II per output of checkpoint ``c``."""
+    from ..evaluate.detection import operating_point, operating_point_text
+
+    trained = cam_title(c.train_cam) if c.train_cam in TRAIN_CAMS else c.train_cam
+    for k, label in enumerate(c.labels):
+        targets = np.array([t[k] for _, t, _ in docs], dtype=np.float64)
+        scores = np.array([d["y_fusion"][k] for _, _, d in docs], dtype=np.float64)
+        m = image_metrics(targets, scores, config.threshold)
+        tables.metrics.append({"model": c.name, "path": str(c.path), "train_cam": c.train_cam,
+                               "output": c.model.config.class_names[k], "label": label, **m})
+        tables.table1.rows.append([c.name, trained, label, m["accuracy"], m["auc"], m["tpr"],
+                                   m["tnr"], m["fnr"], m["positives"], m["negatives"]])
+        cells = []
+        for cam in config.test_cams:
+            curve = _summed_curve(docs, label, cam, config.detect_on)
+            tables.curves[(c.name, label, cam)] = curve
+            cells.append(operating_point_text(operating_point(curve))
+                         if curve[0].images else None)
+        tables.table2.rows.append([c.name, trained, label, *cells])
+
+
+def _merge(config: GMICEvaluationConfig, out: Path, checkpoints: list[_Checkpoint],
+           images: SplitImages) -> GMICEvaluationReport:
+    """Rank 0: read every image's cache file, write the tables (module notes)."""
+    from ..evaluate.report import write_froc_csv, write_froc_figure, write_report, write_table
+
+    failed = dict(images.unreadable)
+    evaluated: dict[str, list[str]] = {}
+    tables = _new_tables(config)
+    for c in checkpoints:
+        docs = _usable_docs(c, images, failed)
+        evaluated[c.name] = [r.image_id for r, _, _ in docs]
+        _add_rows(tables, c, docs, config)
+    files = write_table(tables.table1, out / "table1-classification")
+    files += write_table(tables.table2, out / "table2-detection")
+    train_cam = {c.name: c.train_cam for c in checkpoints}
+    files.append(write_froc_csv(
+        out / "froc.csv", {(n, train_cam[n], lab, cam): curve
+                           for (n, lab, cam), curve in tables.curves.items()},
+        ("model", "train_cam", "label", "test_cam")))
+    panels: dict[str, dict[str, list[FrocPoint]]] = {}
+    for (name, label, cam), curve in tables.curves.items():
+        panels.setdefault(label, {})[f"{name} · {cam_title(cam)}"] = curve
+    files.append(write_froc_figure(out / "froc.png", panels))
     doc = {
-        "data": str(data), "split": config.split, "settings": {
+        "data": str(images.data), "split": config.split, "settings": {
             k: v for k, v in asdict(config).items() if k not in ("data", "out")},
         "models": [{"name": c.name, "path": str(c.path), "train_cam": c.train_cam,
                     "labels": c.labels, "classes": list(c.model.config.class_names),
                     "cache_key": c.cache.key, "images": len(evaluated[c.name])}
                    for c in checkpoints],
-        "missing": missing, "failed": failed, "seconds_total": round(seconds, 3),
-        "table1": metrics_doc,
-        "table2": table2.as_records(),
+        "missing": images.missing, "failed": failed,
+        "seconds_total": round(images.seconds, 3), "table1": tables.metrics,
+        "table2": tables.table2.as_records(),
         "froc": {f"{n} | {lab} | {cam}": [p.as_dict() for p in curve]
-                 for (n, lab, cam), curve in curves.items()},
+                 for (n, lab, cam), curve in tables.curves.items()},
     }
     files.append(atomic_write_text(out / "report.json", json.dumps(doc, indent=2) + "\n"))
-    lines = ["# GMIC evaluation", "", f"- data: `{data}`, split `{config.split}`",
-             *[f"- `{c.name}`: {c.path} (trained with {c.train_cam}; "
+    facts = [f"data: `{images.data}`, split `{config.split}`",
+             *[f"`{c.name}`: {c.path} (trained with {c.train_cam}; "
                f"{len(evaluated[c.name])} images)" for c in checkpoints],
-             f"- test CAMs: {', '.join(cams)}", f"- time: {seconds:.1f} s", "",
-             table1.to_markdown(), table2.to_markdown()]
-    if missing or failed:
-        lines += ["### Images left out", ""]
-        lines += [f"- `{i}`: file missing" for i in missing]
-        lines += [f"- `{i}`: {why}" for i, why in failed.items()]
-    files.append(atomic_write_text(out / "report.md", "\n".join(lines) + "\n"))
+             f"test CAMs: {', '.join(config.test_cams)}", f"time: {images.seconds:.1f} s"]
+    files.append(write_report(out / "report.md", "GMIC evaluation", facts,
+                              (tables.table1, tables.table2), images.missing, failed))
     return GMICEvaluationReport(out, [c.name for c in checkpoints],
-                                {"table1": table1, "table2": table2}, curves, evaluated,
-                                failed, missing, files, seconds)
-
-
-def _froc_plot(curves: dict[tuple[str, str, str], list[FrocPoint]], path: Path) -> Path:
-    """FROC curves (TPR against FPPI), one panel per label, one line per model and test
-    CAM through its thresholds from the highest; written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    labels = list(dict.fromkeys(lab for _, lab, _ in curves))
-    fig = Figure(figsize=(6.0 * max(len(labels), 1), 4.5))
-    axes = fig.subplots(1, max(len(labels), 1), squeeze=False)[0]
-    for ax, label in zip(axes, labels):
-        for (name, lab, cam), curve in curves.items():
-            if lab != label or not curve or not curve[0].images:
-                continue
-            pts = [(p.fppi, p.tpr) for p in sorted(curve, key=lambda q: -q.threshold)]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".",
-                    label=f"{name} · {cam_title(cam)}")
-        ax.set_xlabel("false positives per image (FPPI)")
-        ax.set_ylabel("true positive rate (TPR)")
-        ax.set_ylim(0, 1.02)
-        ax.set_title(f"FROC: {label} (IoU > 0.3)")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize="small")
-    fig.tight_layout()
-
-    def write(fh: Any) -> None:
-        fig.savefig(fh, format="png", dpi=100)
-
-    return atomic_write(path, write)
+                                {"table1": tables.table1, "table2": tables.table2},
+                                tables.curves, evaluated, failed, images.missing, files,
+                                images.seconds)
 
 
 def gmic_evaluate(config: GMICEvaluationConfig) -> GMICEvaluationReport | None:
