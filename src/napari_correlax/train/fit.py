@@ -572,7 +572,7 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
 
         from torch.utils.data import DataLoader
 
-        from ..evaluate.classification import macro_f1, per_label_metrics
+        from ..metrics import macro_f1, per_label_metrics
         from .losses import focal_loss
 
         per_rank_batch = math.ceil(config.batch_size / dist_ctx.world_size)
