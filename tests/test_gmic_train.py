@@ -36,8 +36,9 @@ def _tiny_model(seed: int = 0, classes: tuple[str, ...] = ("Mass", "Suspicious C
 
 
 def _config(data, out, **changes) -> GMICTrainConfig:
+    model = {("top_t" if k == "percent_t" else k): v for k, v in TINY.items()}
     settings = {"input_size": (256, 160), "lr": 1e-3, "batch_size": 3, "epochs": 2,
-                "device": "cpu", "threads": 1, **TINY, **changes}
+                "device": "cpu", "threads": 1, **model, **changes}
     return GMICTrainConfig(data=str(data), out=str(out), **settings)
 
 
@@ -182,12 +183,12 @@ def test_settings_that_cannot_work_are_refused(small_mass_phantoms, tmp_path):
 
 def test_cli_progress_json_feeds_the_training_dock_watcher(small_mass_phantoms, tmp_path,
                                                             capsys):
-    from napari_correlax.train.watch import EventLines, GMICTrainRequest, TrainWatch
+    from napari_correlax.train.watch import EventLines, TrainWatch, train_command
 
     out = tmp_path / "run"
-    request = GMICTrainRequest(str(small_mass_phantoms), str(out), train_cam="gradcam++",
-                               epochs=1, batch_size=4, device="cpu")
-    argv = request.command()
+    request = GMICTrainConfig(str(small_mass_phantoms), str(out), train_cam="gradcam++",
+                              epochs=1, batch_size=4, device="cpu")
+    argv = train_command(request)
     assert argv[1:5] == ["-m", "napari_correlax.cli", "gmic", "train"]
     extra = ["--input-size", "256", "160", "--crop-size", "32", "32", "--k", "2",
              "--global-filters", "8", "--global-stages", "2", "--local-width", "8",

@@ -301,6 +301,9 @@ class GMICTrainConfig:
     workers: int = option(0, group="runtime", help="data loader processes (%(default)s)")
     threads: int | None = option(None, type=int, group="runtime", help="torch CPU threads")
 
+    #: The ``correlax`` action that trains with these settings.
+    command = ("gmic", "train")
+
     #: A GMIC run keeps its last epoch (the training dock's watcher reads this).
     select = "last"
 

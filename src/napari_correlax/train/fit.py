@@ -102,6 +102,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_VAL_FRACTION",
+    "NoValidationError",
     "StartingWeights",
     "TrainConfig",
     "TrainEvent",
@@ -121,6 +122,10 @@ RUN_KEYS = ("backbone", "labels", "input_size", "epochs", "batch_size", "lr", "l
 OWN_BACKBONES = ("lite", "tiny")
 #: Salt of the seed of the sampler's generator.
 SAMPLER_SALT = 0x5A3
+
+
+class NoValidationError(CorrelaxError):
+    """Best-epoch selection without validation images or samples to choose on."""
 
 
 @dataclass
@@ -216,7 +221,7 @@ def split_records(index: VinDrIndex, config: TrainConfig) -> TrainSplit:
         validation, described = [], None
     # (without any training study, train_steps reports that there is nothing to train on)
     if config.select == "best" and not validation and studies:
-        raise CorrelaxError(
+        raise NoValidationError(
             "choosing the best epoch needs validation images, but "
             + (f"the training split has only {len(studies)} "
                f"stud{'y' if len(studies) == 1 else 'ies'} to hold out from"
@@ -369,7 +374,7 @@ class _ClassifierTask:
             raise CorrelaxError("no training samples (no boxes or No Finding images in the "
                                 "'training' split)", self.data)
         if s.select == "best" and not val_samples:
-            raise CorrelaxError("choosing the best epoch needs validation samples, but the "
+            raise NoValidationError("choosing the best epoch needs validation samples, but the "
                                 "validation images have none with the run's labels; keep "
                                 "the last epoch instead (--select last)", self.data)
         self.reference = median_box_size(train_samples) or (float(s.input_size),) * 2

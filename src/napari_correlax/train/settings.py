@@ -115,14 +115,27 @@ def command_line(settings: Any, always: Sequence[str] = ()) -> list[str]:
     argv = [str(settings.data), "--out", str(settings.out)]
     for path, f in cli_fields(type(settings)):
         value = _get(settings, path)
-        default = default_of(f)
-        if path[-1] not in always and value == default:
+        if path[-1] not in always and _at_default(settings, path, f):
             continue
         if isinstance(value, bool):
             argv += [flag_of(f)] if value else []
         elif value is not None:
             argv += [flag_of(f), *_words(value)]
     return argv
+
+
+def _at_default(settings: Any, path: tuple[str, ...], f: dataclasses.Field) -> bool:
+    """True when the option adds nothing: the settings with the field at its default (and
+    resolved by the class, e.g. ``val_fraction=None``) hold the same value."""
+    value = _get(settings, path)
+    if value == default_of(f):
+        return True
+    if len(path) > 1:
+        return False
+    try:
+        return _get(dataclasses.replace(settings, **{path[0]: default_of(f)}), path) == value
+    except CorrelaxError:
+        return False
 
 
 def _set(obj: Any, **values: Any) -> None:
@@ -245,6 +258,9 @@ class TrainConfig:
                             help="autocast precision (bfloat16 is faster on recent GPUs)")
     workers: int = option(0, group="runtime", help="data loader processes (%(default)s)")
     threads: int | None = option(None, type=int, group="runtime", help="torch CPU threads")
+
+    #: The ``correlax`` action that trains with these settings.
+    command = ("train",)
 
     def __post_init__(self) -> None:
         fraction = self.val_fraction
