@@ -291,12 +291,12 @@ def test_closing_napari_during_training_asks_and_keeps_finished_epochs(
     window = viewer.window._qt_window
     monkeypatch.setattr(_training_widget.QMessageBox, "question",
                         answer(QMessageBox.StandardButton.No))
-    window.close()
+    assert window.close() is False  # the close was refused
     assert answers == [QMessageBox.StandardButton.No]
-    assert widget.running and window.isVisible()  # not closed, still training
+    assert widget.running
     monkeypatch.setattr(_training_widget.QMessageBox, "question",
                         answer(QMessageBox.StandardButton.Yes))
-    window.close()
+    assert window.close() is True
     assert len(answers) == 2 and not widget.running
     assert "stopped" in widget.status_label.text()
     state = json.loads((tmp_path / "run" / "last.train.json").read_text())
