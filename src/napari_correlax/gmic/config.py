@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import CorrelaxError
-from ..train.settings import option
+from ..train.settings import option, shared_option
 from .cams import TRAIN_CAMS, check_cam
 from .data import NEGATIVES, check_classes
 
@@ -292,14 +292,14 @@ class GMICTrainConfig:
     crop_noise: float = option(
         0.1, help="random crops keep 1 − u of each side, u uniform in [0, this] (default "
         "%(default)s)")
-    seed: int = option(0, help="seed of every random draw (%(default)s)")
+    seed: int = shared_option("seed")
     cache: str | None = option(None, type=str,
                                help="input cache folder (default RUN/cache); share it "
                                "between runs")
-    fresh: bool = option(False, help="start over even if RUN holds a run")
-    device: str = option("auto", group="runtime", help="cpu, cuda, cuda:N or auto")
-    workers: int = option(0, group="runtime", help="data loader processes (%(default)s)")
-    threads: int | None = option(None, type=int, group="runtime", help="torch CPU threads")
+    fresh: bool = shared_option("fresh")
+    device: str = shared_option("device")
+    workers: int = shared_option("workers")
+    threads: int | None = shared_option("threads")
 
     #: The ``correlax`` action that trains with these settings.
     command = ("gmic", "train")

@@ -36,6 +36,7 @@ __all__ = [
     "flag_of",
     "help_of",
     "option",
+    "shared_option",
 ]
 
 #: Share of the training studies held out for validation when ``select="best"``.
@@ -61,6 +62,23 @@ def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = 
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+#: Options both training commands take, with the same meaning (:func:`shared_option`).
+SHARED_OPTIONS: dict[str, dict[str, Any]] = {
+    "seed": {"default": 0, "help": "seed of every random draw (%(default)s)"},
+    "fresh": {"default": False, "help": "start over even if RUN holds a run"},
+    "device": {"default": "auto", "group": "runtime", "help": "cpu, cuda, cuda:N or auto"},
+    "workers": {"default": 0, "group": "runtime",
+                "help": "data loader processes (%(default)s)"},
+    "threads": {"default": None, "type": int, "group": "runtime",
+                "help": "torch CPU threads"},
+}
+
+
+def shared_option(name: str) -> Any:
+    """The field of an option both training commands take (:data:`SHARED_OPTIONS`)."""
+    return option(**SHARED_OPTIONS[name])
 
 
 def cli_fields(cls: type) -> Iterator[tuple[tuple[str, ...], dataclasses.Field]]:
@@ -232,7 +250,7 @@ class TrainConfig:
     gamma: float = 2.5
     input_size: int = option(256, help="crop side in pixels (%(default)s)")
     labels: list[str] = field(default_factory=lambda: list(LABELS))
-    seed: int = option(0, help="seed of every random draw (%(default)s)")
+    seed: int = shared_option("seed")
     select: str = option(
         "best", choices=tuple(SELECT_RULES),
         help="checkpoint to keep: 'best' validation macro F1 (default) or the 'last' epoch "
@@ -252,12 +270,12 @@ class TrainConfig:
     cache: str | None = option(None, type=str,
                                help="fused-image cache folder (default RUN/cache); share it "
                                "between runs")
-    fresh: bool = option(False, help="start over even if RUN holds a run")
-    device: str = option("auto", group="runtime", help="cpu, cuda, cuda:N or auto")
+    fresh: bool = shared_option("fresh")
+    device: str = shared_option("device")
     precision: str = option("float32", group="runtime", choices=("float32", "bfloat16"),
                             help="autocast precision (bfloat16 is faster on recent GPUs)")
-    workers: int = option(0, group="runtime", help="data loader processes (%(default)s)")
-    threads: int | None = option(None, type=int, group="runtime", help="torch CPU threads")
+    workers: int = shared_option("workers")
+    threads: int | None = shared_option("threads")
 
     #: The ``correlax`` action that trains with these settings.
     command = ("train",)
