@@ -43,6 +43,16 @@ def test_errors_name_the_dock_controls_not_the_flags():
     assert in_dock_terms(message).endswith("keep the last epoch instead (“Keep: last epoch”)")
     assert in_dock_terms("choose another --out or pass --fresh") == (
         "choose another “Output” or pass “start over”")
+    watch = TrainWatch()
+    watch.handle({"event": "warning", "message": "put torchvision's file there or pass "
+                  "--pretrained FILE (--pretrained none silences this)"})
+    assert watch.warnings == ["put torchvision's file there or pass “Pretrained: a weights "
+                              "file” (“Pretrained: none” silences this)"]
+    watch.add_stderr("correlax train: run: a run with other settings; choose another --out "
+                     "or pass --fresh\n")
+    end = watch.end(2, False, False)
+    assert end.error.endswith("choose another “Output” or pass “start over”")
+    assert end.status == f"failed (exit 2): {end.error}"
 
 
 def test_event_lines_wait_for_whole_lines_and_skip_what_is_not_an_object():

@@ -180,7 +180,7 @@ class TrainWatch:
                     f"validation samples{f' ({split})' if split else ''} on "
                     f"{event['device']}; starting weights: {event.get('pretrained', 'none')}")
         if kind == "warning":
-            self.warnings.append(str(event.get("message", "")))
+            self.warnings.append(in_dock_terms(str(event.get("message", ""))))
         elif kind == "epoch":
             self.history = [h for h in self.history if h.get("epoch") != event.get("epoch")]
             self.history.append(event)
