@@ -125,7 +125,8 @@ class TrainingWidget(QWidget):
         self.start_button.setToolTip("Train in a separate process (napari stays responsive)")
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after saving the current epoch (resumable)")
+        self.stop_button.setToolTip("Stop now: the finished epochs stay in the output folder "
+                                    "and Start resumes after them")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(lambda: self.stop())
         self.use_button = QPushButton("Use in analysis")
@@ -150,15 +151,7 @@ class TrainingWidget(QWidget):
         self.notice_label.setWordWrap(True)
         self.notice_label.setVisible(False)
 
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4, 4), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(260)
-        self.loss_ax, self.f1_ax = self.figure.subplots(2, 1, sharex=True)
-        self._draw()
-
+        self._make_plot()
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -170,6 +163,17 @@ class TrainingWidget(QWidget):
         window = getattr(self.viewer.window, "_qt_window", None)
         if window is not None:
             window.installEventFilter(self)
+
+    def _make_plot(self) -> None:
+        """The loss and F1 plot (:meth:`_draw`)."""
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 4), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(260)
+        self.loss_ax, self.f1_ax = self.figure.subplots(2, 1, sharex=True)
+        self._draw()
 
     def _page(self) -> QFormLayout:
         page = QWidget()
