@@ -1,8 +1,11 @@
-"""The training loop of docs/method.md §5 (paper §3.3): resumable, single process or DDP.
+"""Training the classifier (docs/method.md §5, paper §3.3): resumable, single process or DDP.
 
 :func:`train_steps` is a generator: it yields :class:`TrainEvent` s (image caching,
 every batch, every epoch) and returns a :class:`TrainResult`; :func:`train` drains it.
-The CLI prints the events, the napari dock reads them as JSON lines.
+The CLI prints the events, the napari dock reads them as JSON lines. The run itself is
+the shared fit loop (:func:`~.loop.fit_steps`); this module supplies the classifier's
+part (crop data sets, focal loss, validation, best/last checkpoints). The settings and
+their defaults are :class:`~.settings.TrainConfig`.
 
 Recipe: focal loss (α = 0.95, γ = 2.5) on the logits, Adam (lr 1e-3), cosine annealing
 of the learning rate to 1e-7 over the run's epochs (stepped once per epoch), the crop
