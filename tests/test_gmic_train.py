@@ -36,8 +36,9 @@ def _tiny_model(seed: int = 0, classes: tuple[str, ...] = ("Mass", "Suspicious C
 
 
 def _config(data, out, **changes) -> GMICTrainConfig:
+    model = {("top_t" if k == "percent_t" else k): v for k, v in TINY.items()}
     settings = {"input_size": (256, 160), "lr": 1e-3, "batch_size": 3, "epochs": 2,
-                "device": "cpu", "threads": 1, **TINY, **changes}
+                "device": "cpu", "threads": 1, **model, **changes}
     return GMICTrainConfig(data=str(data), out=str(out), **settings)
 
 
@@ -182,12 +183,12 @@ def test_settings_that_cannot_work_are_refused(small_mass_phantoms, tmp_path):
 
 def test_cli_progress_json_feeds_the_training_dock_watcher(small_mass_phantoms, tmp_path,
                                                             capsys):
-    from napari_correlax.train.watch import EventLines, GMICTrainRequest, TrainWatch
+    from napari_correlax.train.watch import EventLines, TrainWatch, train_command
 
     out = tmp_path / "run"
-    request = GMICTrainRequest(str(small_mass_phantoms), str(out), train_cam="gradcam++",
-                               epochs=1, batch_size=4, device="cpu")
-    argv = request.command()
+    request = GMICTrainConfig(str(small_mass_phantoms), str(out), train_cam="gradcam++",
+                              epochs=1, batch_size=4, device="cpu")
+    argv = train_command(request)
     assert argv[1:5] == ["-m", "napari_correlax.cli", "gmic", "train"]
     extra = ["--input-size", "256", "160", "--crop-size", "32", "32", "--k", "2",
              "--global-filters", "8", "--global-stages", "2", "--local-width", "8",
@@ -261,3 +262,24 @@ def test_short_training_points_at_masses_more_often_than_random_maps(mass_phanto
     hits, baseline, n = _pointing(mass_phantoms, out / "last.safetensors", cam)
     assert n == 32
     assert hits >= 2 * baseline and hits - baseline >= 8, (hits, baseline)
+
+
+def test_top_t_comes_from_the_settings_else_the_initial_weights_else_model_1(
+        small_mass_phantoms, tmp_path):
+    """The pooling fraction the trained model uses: given, else the initial weights', else
+    the first published model's 0.02 (GMIC's official table)."""
+    torch.manual_seed(3)
+    source = GMIC(GMICConfig(num_classes=1, class_names=("Mass",), input_size=(256, 160),
+                             **{**TINY, "percent_t": 0.1}))
+    path = save_gmic(source, tmp_path / "start.safetensors")
+
+    def trained_top_t(name, **settings):
+        train_gmic(_config(small_mass_phantoms, tmp_path / name, epochs=1, lr=1e-12,
+                           **settings))
+        doc = json.loads((tmp_path / name / "last.json").read_text())
+        assert doc["info"]["training"]["top_t"] == doc["config"]["percent_t"]
+        return doc["config"]["percent_t"]
+
+    assert trained_top_t("given", init=str(path), top_t=0.2) == 0.2
+    assert trained_top_t("from-init", init=str(path), top_t=None) == 0.1
+    assert trained_top_t("default", top_t=None) == 0.02

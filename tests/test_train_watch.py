@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import sys
 
+from napari_correlax.train.settings import TrainConfig
 from napari_correlax.train.watch import (
     EventLines,
     RunEnd,
-    TrainRequest,
     TrainWatch,
+    in_dock_terms,
     progress_of,
     read_history,
+    train_command,
 )
 
 
@@ -20,15 +22,37 @@ def epoch(n, train_loss, best=False, val_loss=None, f1=None, metrics=()):
             "val_loss": val_loss, "macro_f1": f1, "best": best, "metrics": list(metrics)}
 
 
-def test_request_builds_the_train_command_line():
-    request = TrainRequest(data="d", out="o", backbone="tiny", epochs=3, batch_size=8,
+def test_settings_build_the_train_command_line():
+    settings = TrainConfig(data="d", out="o", backbone="tiny", epochs=3, batch_size=8,
                            pretrained="w.pth", select="last", device="cpu", fresh=True)
-    assert request.command() == [
+    assert train_command(settings) == [
         sys.executable, "-m", "napari_correlax.cli", "train", "d", "--out", "o",
-        "--backbone", "tiny", "--epochs", "3", "--batch-size", "8", "--select", "last",
-        "--device", "cpu", "--progress", "json", "--pretrained", "w.pth", "--fresh"]
-    assert TrainRequest(data="d", out="o").command()[-4:] == [
-        "--device", "auto", "--progress", "json"]
+        "--backbone", "tiny", "--pretrained", "w.pth", "--epochs", "3", "--batch-size", "8",
+        "--select", "last", "--fresh", "--device", "cpu",
+        "--progress", "json"]
+    # defaults are left out unless asked for
+    assert train_command(TrainConfig(data="d", out="o"))[3:] == [
+        "train", "d", "--out", "o", "--progress", "json"]
+    assert train_command(TrainConfig(data="d", out="o"), ("device", "epochs"))[7:] == [
+        "--epochs", "50", "--device", "auto", "--progress", "json"]
+
+
+def test_errors_name_the_dock_controls_not_the_flags():
+    message = ("choosing the best epoch needs validation images, but the training split has "
+               "only 1 study to hold out from; keep the last epoch instead (--select last)")
+    assert in_dock_terms(message).endswith("keep the last epoch instead (“Keep: last epoch”)")
+    assert in_dock_terms("choose another --out or pass --fresh") == (
+        "choose another “Output” or pass “start over”")
+    watch = TrainWatch()
+    watch.handle({"event": "warning", "message": "put torchvision's file there or pass "
+                  "--pretrained FILE (--pretrained none silences this)"})
+    assert watch.warnings == ["put torchvision's file there or pass “Pretrained: a weights "
+                              "file” (“Pretrained: none” silences this)"]
+    watch.add_stderr("correlax train: run: a run with other settings; choose another --out "
+                     "or pass --fresh\n")
+    end = watch.end(2, False, False)
+    assert end.error.endswith("choose another “Output” or pass “start over”")
+    assert end.status == f"failed (exit 2): {end.error}"
 
 
 def test_event_lines_wait_for_whole_lines_and_skip_what_is_not_an_object():
@@ -56,19 +80,19 @@ def test_a_resumed_run_starts_from_the_epochs_on_disk(tmp_path):
         "\n".join([json.dumps(rows[0]), "not json", json.dumps(rows[1]), "[]",
                    json.dumps(rows[2])]) + "\n")
     assert read_history(tmp_path) == rows
-    best = TrainWatch(TrainRequest(data="d", out=str(tmp_path)))
+    best = TrainWatch(TrainConfig(data="d", out=str(tmp_path)))
     assert (best.last_epoch, best.chosen_epoch) == (3, 3)
     rows[2]["best"] = False
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert TrainWatch(TrainRequest(data="d", out=str(tmp_path))).chosen_epoch == 1
-    assert TrainWatch(TrainRequest(data="d", out=str(tmp_path), select="last")).chosen_epoch == 3
-    fresh = TrainWatch(TrainRequest(data="d", out=str(tmp_path), fresh=True))
+    assert TrainWatch(TrainConfig(data="d", out=str(tmp_path))).chosen_epoch == 1
+    assert TrainWatch(TrainConfig(data="d", out=str(tmp_path), select="last")).chosen_epoch == 3
+    fresh = TrainWatch(TrainConfig(data="d", out=str(tmp_path), fresh=True))
     assert (fresh.history, fresh.chosen_epoch) == ([], 0)
     assert read_history(tmp_path / "nothing here") == []
 
 
 def test_events_give_status_history_and_the_chosen_checkpoint(tmp_path):
-    watch = TrainWatch(TrainRequest(data="d", out=str(tmp_path)))
+    watch = TrainWatch(TrainConfig(data="d", out=str(tmp_path)))
     start = {"event": "start", "train_samples": 40, "val_samples": 6, "device": "cpu",
              "selection": {"split": "training[val 10% of studies, seed 0]"}}
     assert watch.handle(start) == ("40 training samples, 6 validation samples (training[val "

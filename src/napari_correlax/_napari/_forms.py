@@ -1,11 +1,16 @@
 """Form pieces the docks share: spin boxes, the device list, tooltips, a path box with a
 browse button, keyboard shortcuts, and the controls
-bound to :class:`~napari_correlax.maps.settings.MapSettings` (both ways).
+bound to :class:`~napari_correlax.maps.settings.MapSettings` (both ways) or to a training
+settings class (:class:`TrainingForm`).
 
 The binding is the only place where widget values become settings: a dock builds a
 :class:`SettingsForm` for the fields it offers, :meth:`SettingsForm.settings` reads them
 into a copy of a base :class:`MapSettings` (the fields it does not offer keep the base's
 values) and :meth:`SettingsForm.show` writes settings back into the controls.
+:class:`TrainingForm` does the same for the frozen training settings
+(:class:`~napari_correlax.train.settings.TrainConfig`,
+:class:`~napari_correlax.gmic.config.GMICTrainConfig`): its controls start at the
+fields' defaults and their tooltips are the fields' help texts.
 """
 
 from __future__ import annotations
@@ -33,15 +38,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..gmic.cams import TRAIN_CAMS
 from ..labels import HEADLINE_LABELS, lesion_labels
 from ..maps.methods import METHODS
 from ..maps.settings import MapSettings
+from ..train.settings import default_of, help_of
 
 __all__ = [
     "TOOLTIPS",
     "ImageLayerCombo",
     "LabelList",
     "SettingsForm",
+    "TrainingForm",
     "ask_path",
     "bind_keys",
     "button_row",
@@ -78,15 +86,6 @@ TOOLTIPS: dict[str, str] = {
     "seed": "Seed of the masks: the same seed gives the same maps",
     "min_masks": "Fewest masks per window (128 balanced masks: as stable as the 256 "
                  "i.i.d. masks of the paper's Fig. 7)",
-    "epochs": "Passes over the training samples (the recipe: 50)",
-    "train_batch": "Crops per optimisation step (the recipe: 48); lower it when memory runs out",
-    "pretrained": "starting backbone weights (.safetensors/.pth), 'imagenet' or 'none'; "
-                  "empty: torchvision backbones use the ImageNet file when the torch cache "
-                  "holds it (never downloaded), else random weights with a warning",
-    "select": "best on validation share: the epoch with the best validation macro F1 on 10% "
-              "of the training studies, held out from training; last epoch: train on all "
-              "training studies and keep the last epoch (as the paper's authors did). The "
-              "test split is never read.",
 }
 
 
@@ -117,7 +116,7 @@ def devices() -> list[str]:
 #: Method options (:attr:`MapSettings.options`) with a control: name -> choices.
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("windowed", "global"),
-    "cam": ("cam", "gradcam", "gradcam++", "xgradcam", "layercam"),
+    "cam": TRAIN_CAMS,
     "laterality": ("auto", "L", "R"),
 }
 
@@ -231,6 +230,89 @@ class SettingsForm:
                 widget.setChecked(bool(value))
             else:
                 widget.setValue(value)
+
+
+class TrainingForm:
+    """Controls for some fields of a frozen training settings class, added to a
+    ``QFormLayout`` and bound both ways (:meth:`settings`, :meth:`show`).
+
+    ``fields``: ``(field name, row label)`` pairs in order. A field becomes a combo box
+    when ``choices`` gives it ``(shown text, value)`` pairs or its metadata has choices,
+    a device list for ``device``, a path box with a browse button for the ``paths``
+    (empty text: None), otherwise a spin box. Controls are in :attr:`widgets`; a path
+    field's line edit is the control, its row in :attr:`rows`.
+    """
+
+    def __init__(self, layout: QFormLayout, cls: type, fields: Sequence[tuple[str, str]], *,
+                 choices: dict[str, Sequence[tuple[str, Any]]] | None = None,
+                 paths: dict[str, str] | None = None) -> None:
+        import dataclasses
+
+        self.cls = cls
+        self.fields = [name for name, _ in fields]
+        self.widgets: dict[str, Any] = {}
+        self.rows: dict[str, QWidget] = {}
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for name, label in fields:
+            f = known[name]
+            row = self._make(name, f, (choices or {}).get(name), (paths or {}).get(name))
+            layout.addRow(label, row)
+        self.show(cls(data="", out=""))
+
+    def _make(self, name: str, f: Any, choices: Sequence[tuple[str, Any]] | None,
+              path_title: str | None) -> QWidget:
+        tip = help_of(f)
+        if path_title is not None:
+            edit, row = path_row("", lambda: self._browse(name, path_title), tip)
+            self.widgets[name], self.rows[name] = edit, row
+            return row
+        if name == "device" or choices or f.metadata.get("choices"):
+            box = QComboBox()
+            pairs = choices or [(str(c), c) for c in (devices() if name == "device"
+                                                       else f.metadata["choices"])]
+            for text, value in pairs:
+                box.addItem(text, value)
+            widget: QWidget = box
+        else:
+            widget = spin(1, 100_000, int(default_of(f)), "")
+        widget.setToolTip(tip)
+        self.widgets[name] = widget
+        return widget
+
+    def _browse(self, name: str, title: str) -> None:
+        path = ask_path(self.widgets[name], title, "Weights (*.safetensors *.pth *.pt *.p);;"
+                        "All files (*)")
+        if path:
+            self.widgets[name].setText(path)
+
+    def settings(self, **given: Any) -> Any:
+        """The settings class with the controls' values and ``given`` (``data``, ``out``,
+        ``fresh``, ...); CorrelaxError for values the settings refuse."""
+        values: dict[str, Any] = {}
+        for name, widget in self.widgets.items():
+            if isinstance(widget, QLineEdit):
+                values[name] = widget.text().strip() or None
+            elif isinstance(widget, QComboBox):
+                data = widget.currentData()
+                values[name] = data if data is not None else widget.currentText()
+            else:
+                values[name] = widget.value()
+        return self.cls(**given, **values)
+
+    def show(self, settings: Any) -> None:
+        """Put ``settings``' values into the controls."""
+        for name, widget in self.widgets.items():
+            value = getattr(settings, name)
+            if isinstance(widget, QLineEdit):
+                widget.setText("" if value is None else str(value))
+            elif isinstance(widget, QComboBox):
+                index = widget.findData(value)
+                if index < 0:
+                    widget.addItem(str(value), value)
+                    index = widget.count() - 1
+                widget.setCurrentIndex(index)
+            else:
+                widget.setValue(int(value))
 
 
 def path_row(placeholder: str, browse: Callable[[], Any], tip: str = ""

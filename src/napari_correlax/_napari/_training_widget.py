@@ -1,4 +1,5 @@
-"""The "Train classifier" dock: runs ``correlax train`` in a child process and watches it.
+"""The "Train classifier" dock: runs ``correlax train`` (or ``correlax gmic train``) in a
+child process and watches it.
 
 Training happens in a separate Python process (``python -m napari_correlax.cli train
 ... --progress json``) started with ``QProcess``, so a crash or an out-of-memory kill
@@ -9,12 +10,23 @@ shows a progress bar, a status line, a notice line for warnings (no ImageNet wei
 found, so training starts from random weights) and a plot of the training / validation
 loss and the validation F1 per epoch. Stop sends SIGTERM (the run keeps every
 finished epoch; Start on the same output folder resumes it) and kills the process if it
-has not exited 10 s later.
+has not exited 10 s later. Closing napari while a run trains asks first; ending the run
+stops the child the same way (finished epochs kept, resumable), closing is otherwise
+cancelled.
 
-"Keep" chooses the checkpoint: the best validation macro F1 on a held-out share of the
-training studies (``--select best``) or the last epoch (``--select last``); the test
-split is never read. When the chosen checkpoint exists, "Use in analysis" hands it to
-the CorRELAX analysis dock (opened if needed).
+"Model" picks the family: the classifier or GMIC. Each has its own form, bound to its
+settings (:class:`~napari_correlax.train.settings.TrainConfig`,
+:class:`~napari_correlax.gmic.config.GMICTrainConfig`: :class:`~._forms.TrainingForm`),
+so the controls start at that family's defaults and the command line is written from the
+settings (:func:`~napari_correlax.train.watch.train_command`).
+
+"Keep" chooses the classifier's checkpoint: the best validation macro F1 on a held-out
+share of the training studies (``--select best``) or the last epoch (``--select
+last``); the test split is never read. When the data set has too few training studies to
+hold out a share, the dock switches Keep to the last epoch and says so in its status
+line. Errors are shown in the status line in the dock's terms (Keep, Output, …), not the
+command line's. When the chosen checkpoint exists, "Use in analysis" hands it to the
+CorRELAX analysis dock (opened if needed).
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
+from qtpy.QtCore import QEvent, QObject, QProcess, QProcessEnvironment, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,26 +46,31 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from ..errors import CorrelaxError
+from ..gmic.config import GMICTrainConfig
+from ..train.settings import TrainConfig
 from ..train.watch import (
     PLOTTED_LABELS,
     SELECTIONS,
     EventLines,
-    GMICTrainRequest,
-    TrainRequest,
     TrainWatch,
+    in_dock_terms,
     progress_of,
+    train_command,
 )
-from ._forms import TOOLTIPS, devices, path_row, spin
+from ._forms import TrainingForm, path_row
 from ._progress import ThrottledProgress
 
-#: Prefix of the model choices that train GMIC (``"GMIC · xgradcam"``).
-GMIC = "GMIC"
+#: Model families, as the "Model" choice shows them (each has its form, in this order).
+FAMILIES = ("classifier", "GMIC")
 
 log = logging.getLogger(__name__)
 
@@ -84,46 +101,32 @@ class TrainingWidget(QWidget):
         self.data_edit, data_row = path_row("folder with finding_annotations.csv",
                                             self._browse_data,
                                             "A data set in the VinDr-Mammo layout to train on")
-        self.backbone_combo = QComboBox()
-        self.backbone_combo.setToolTip("The network under the paper's head (the paper: "
-                                       "efficientnet_v2_s); lite is fast on CPUs. GMIC · X: "
-                                       "GMIC from image-level labels (normal vs mass), "
-                                       "patches picked with the CAM X")
-        self.backbone_combo.addItems(_backbones())
-        self.backbone_combo.addItems([f"{GMIC} · {c}" for c in
-                                      ("cam", "gradcam", "gradcam++", "xgradcam", "layercam")])
-        self.backbone_combo.setCurrentText("efficientnet_v2_s")
-        self.epochs_spin = spin(1, 10_000, 50, TOOLTIPS["epochs"])
-        self.batch_spin = spin(1, 4096, 48, TOOLTIPS["train_batch"])
-        self.pretrained_edit, pretrained_row = path_row(
-            "default: ImageNet from the torch cache", self._browse_pretrained,
-            TOOLTIPS["pretrained"])
-        self.select_combo = QComboBox()
-        for text, value in SELECTIONS:
-            self.select_combo.addItem(text, value)
-        self.select_combo.setToolTip(TOOLTIPS["select"])
+        self.data_edit.editingFinished.connect(lambda: self.fit_keep_to_data())
+        self.fresh_check = QCheckBox("start over (ignore a run in the output folder)")
+        self.fresh_check.setToolTip("Off: an interrupted run in the output folder resumes")
         self.out_edit, out_row = path_row("run folder (resumed if it holds a run)",
                                           self._browse_out,
                                           "Where checkpoints and the training log go")
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(devices())
-        self.device_combo.setToolTip(TOOLTIPS["device"])
-        self.fresh_check = QCheckBox("start over (ignore a run in the output folder)")
-        self.fresh_check.setToolTip("Off: an interrupted run in the output folder resumes")
+        self.family_combo = QComboBox()
+        self.family_combo.setToolTip("The model to train: the classifier (the paper's recipe, "
+                                     "box crops) or GMIC (from image-level labels, normal vs "
+                                     "mass; the CAM-GMIC recipe)")
+        self.family_combo.addItems(list(FAMILIES))
+        self.pages = QStackedWidget()
+        self.forms = {"classifier": self._classifier_form(), "GMIC": self._gmic_form()}
+        self.family_combo.currentIndexChanged.connect(self.pages.setCurrentIndex)
 
         form = QFormLayout()
-        for label, control in (("Data", data_row), ("Backbone", self.backbone_combo),
-                               ("Epochs", self.epochs_spin), ("Batch", self.batch_spin),
-                               ("Pretrained", pretrained_row), ("Keep", self.select_combo),
-                               ("Output", out_row), ("Device", self.device_combo),
-                               ("", self.fresh_check)):
+        for label, control in (("Data", data_row), ("Model", self.family_combo),
+                               ("", self.pages), ("Output", out_row), ("", self.fresh_check)):
             form.addRow(label, control)
 
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Train in a separate process (napari stays responsive)")
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after saving the current epoch (resumable)")
+        self.stop_button.setToolTip("Stop now: the finished epochs stay in the output folder "
+                                    "and Start resumes after them")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(lambda: self.stop())
         self.use_button = QPushButton("Use in analysis")
@@ -148,6 +151,21 @@ class TrainingWidget(QWidget):
         self.notice_label.setWordWrap(True)
         self.notice_label.setVisible(False)
 
+        self._make_plot()
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.notice_label)
+        layout.addWidget(self.canvas)
+        layout.addStretch(1)
+        window = getattr(self.viewer.window, "_qt_window", None)
+        if window is not None:
+            window.installEventFilter(self)
+
+    def _make_plot(self) -> None:
+        """The loss and F1 plot (:meth:`_draw`)."""
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
@@ -157,14 +175,31 @@ class TrainingWidget(QWidget):
         self.loss_ax, self.f1_ax = self.figure.subplots(2, 1, sharex=True)
         self._draw()
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.notice_label)
-        layout.addWidget(self.canvas)
-        layout.addStretch(1)
+    def _page(self) -> QFormLayout:
+        page = QWidget()
+        layout = QFormLayout(page)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.pages.addWidget(page)
+        return layout
+
+    def _classifier_form(self) -> TrainingForm:
+        backbones = [(name, name) for name in _backbones()]
+        return TrainingForm(
+            self._page(), TrainConfig,
+            (("backbone", "Backbone"), ("epochs", "Epochs"), ("batch_size", "Batch"),
+             ("pretrained", "Pretrained"), ("select", "Keep"), ("device", "Device")),
+            choices={"backbone": backbones, "select": SELECTIONS},
+            paths={"pretrained": "Backbone weights"})
+
+    def _gmic_form(self) -> TrainingForm:
+        from ..gmic.cams import TRAIN_CAMS
+
+        return TrainingForm(
+            self._page(), GMICTrainConfig,
+            (("train_cam", "Patches by"), ("epochs", "Epochs"), ("batch_size", "Batch"),
+             ("init", "Initial weights"), ("device", "Device")),
+            choices={"train_cam": [(c, c) for c in TRAIN_CAMS]},
+            paths={"init": "GMIC weights"})
 
     # -- run state (kept by :attr:`watch`) ---------------------------------------------
     @property
@@ -193,39 +228,75 @@ class TrainingWidget(QWidget):
             self.data_edit.setText(path)
             if not self.out_edit.text():
                 self.out_edit.setText(str(Path(path).parent / "correlax-run"))
-
-    def _browse_pretrained(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Backbone weights", "", "Weights (*.safetensors *.pth *.pt);;All files (*)"
-        )
-        if path:
-            self.pretrained_edit.setText(path)
+            self.fit_keep_to_data()
 
     def _browse_out(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Run folder")
         if path:
             self.out_edit.setText(path)
 
-    def request(self) -> TrainRequest | GMICTrainRequest:
-        """The current settings (a GMIC run when a "GMIC · <cam>" model is chosen)."""
-        model = self.backbone_combo.currentText()
-        if model.startswith(GMIC):
-            return GMICTrainRequest(
-                data=self.data_edit.text().strip(), out=self.out_edit.text().strip(),
-                train_cam=model.split(" · ")[-1], init=self.pretrained_edit.text().strip(),
-                epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value(),
-                device=self.device_combo.currentText(), fresh=self.fresh_check.isChecked())
-        return TrainRequest(
-            data=self.data_edit.text().strip(),
-            out=self.out_edit.text().strip(),
-            backbone=self.backbone_combo.currentText(),
-            epochs=self.epochs_spin.value(),
-            batch_size=self.batch_spin.value(),
-            pretrained=self.pretrained_edit.text().strip(),
-            select=self.select_combo.currentData(),
-            device=self.device_combo.currentText(),
-            fresh=self.fresh_check.isChecked(),
-        )
+    @property
+    def family(self) -> str:
+        """The model family chosen: ``"classifier"`` or ``"GMIC"``."""
+        return self.family_combo.currentText()
+
+    @property
+    def form(self) -> TrainingForm:
+        """The chosen family's form."""
+        return self.forms[self.family]
+
+    # The chosen family's controls, by what they set.
+    @property
+    def backbone_combo(self) -> QComboBox:
+        return self.forms["classifier"].widgets["backbone"]
+
+    @property
+    def select_combo(self) -> QComboBox:
+        return self.forms["classifier"].widgets["select"]
+
+    @property
+    def epochs_spin(self) -> Any:
+        return self.form.widgets["epochs"]
+
+    @property
+    def batch_spin(self) -> Any:
+        return self.form.widgets["batch_size"]
+
+    @property
+    def device_combo(self) -> QComboBox:
+        return self.form.widgets["device"]
+
+    def settings(self) -> TrainConfig | GMICTrainConfig:
+        """The chosen family's settings from the controls; CorrelaxError for values the
+        settings refuse."""
+        return self.form.settings(data=self.data_edit.text().strip(),
+                                  out=self.out_edit.text().strip(),
+                                  fresh=self.fresh_check.isChecked())
+
+    def command(self, settings: TrainConfig | GMICTrainConfig) -> list[str]:
+        """The child's argv: the form's fields always written, then :attr:`extra_args`."""
+        return train_command(settings, self.form.fields) + list(self.extra_args)
+
+    def fit_keep_to_data(self) -> str | None:
+        """Switch Keep to the last epoch when the data set cannot give the best epoch a
+        validation share (too few training studies); the note shown, if any."""
+        data = self.data_edit.text().strip()
+        if self.family != "classifier" or self.select_combo.currentData() != "best" or \
+                not data or not Path(data).is_dir():
+            return None
+        from ..io.vindr import load_vindr
+        from ..train.fit import NoValidationError, split_records
+
+        try:
+            split_records(load_vindr(data), self.form.settings(data=data, out=""))
+        except NoValidationError as exc:
+            self.select_combo.setCurrentIndex(self.select_combo.findData("last"))
+            note = f"Keep set to “last epoch”: {exc.reason.split(';')[0]}"
+            self._status(note)
+            return note
+        except CorrelaxError:
+            return None  # the run reports it
+        return None
 
     # -- process -------------------------------------------------------------------------
     @property
@@ -233,21 +304,33 @@ class TrainingWidget(QWidget):
         """True while the training process is alive."""
         return self._process is not None
 
+    def _refuse(self, message: str) -> None:
+        """A start refused: the whole message in the status line, and as a notification."""
+        self._status(message)
+        show_error(message)
+
     def start(self) -> None:
-        """Start ``correlax train`` with the dock's settings (plus :attr:`extra_args`)."""
+        """Start the chosen family's training with the dock's settings (plus
+        :attr:`extra_args`)."""
         if self.running:
             return
-        req = self.request()
-        if not req.data or not Path(req.data).is_dir():
-            show_error(f"data folder not found: {req.data or '(none given)'}")
+        data = self.data_edit.text().strip()
+        if not data or not Path(data).is_dir():
+            self._refuse(f"data folder not found: {data or '(none given)'}")
             return
-        if not req.out:
-            show_error("choose an output folder for the run")
+        if not self.out_edit.text().strip():
+            self._refuse("choose an output folder for the run")
             return
-        argv = req.command() + list(self.extra_args)
+        note = self.fit_keep_to_data()
+        try:
+            settings = self.settings()
+        except CorrelaxError as exc:
+            self._refuse(in_dock_terms(str(exc)))
+            return
+        argv = self.command(settings)
         # "start over" applies to this start only; Stop then Start must resume, not restart.
         self.fresh_check.setChecked(False)
-        self.watch = TrainWatch(req)
+        self.watch = TrainWatch(settings)
         self.notice_label.setText("")
         self.notice_label.setVisible(False)
         self.use_button.setEnabled(False)
@@ -262,7 +345,7 @@ class TrainingWidget(QWidget):
         proc.errorOccurred.connect(self._process_error)
         self._process = proc
         self._set_running(True)
-        self._status("starting…")
+        self._status(f"{note}\nstarting…" if note else "starting…")
         self._draw()
         proc.start(argv[0], argv[1:])
 
@@ -300,7 +383,7 @@ class TrainingWidget(QWidget):
         self._read_stdout()
         self._read_stderr()
         end = self.watch.end(code, status == QProcess.ExitStatus.CrashExit, self._stopping)
-        self._status(end.status)
+        self._status(end.status)  # the whole reason: a notification may cut it off
         if end.error:
             show_error(f"training failed: {end.error}")
         elif end.finished:
@@ -317,6 +400,45 @@ class TrainingWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
+
+    def stop_and_wait(self) -> None:
+        """Stop the run as Stop does and wait for the child to exit (killed after
+        :data:`STOP_GRACE_S` seconds); its finished epochs stay resumable."""
+        proc = self._process
+        if proc is None:
+            return
+        self._stopping = True
+        proc.terminate()
+        if not proc.waitForFinished(STOP_GRACE_S * 1000):
+            proc.kill()
+            proc.waitForFinished(5000)
+        if self._process is proc:  # finished was not delivered while waiting
+            self._finished(proc.exitCode(), proc.exitStatus())
+
+    def confirm_close(self) -> bool:
+        """Closing napari during a run: ask; on yes stop the run (:meth:`stop_and_wait`).
+        True when napari may close."""
+        if not self.running:
+            return True
+        epochs = self.watch.last_epoch
+        answer = QMessageBox.question(
+            self, "Training is running",
+            f"Closing napari ends the training run in {self.watch.out}.\n\n"
+            f"The finished epochs ({epochs} so far) stay in the run folder, and Start on "
+            "it resumes from there; the epoch in progress is lost.\n\nEnd the run and close?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        self.stop_and_wait()
+        return True
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Ask before napari's main window closes during a run (:meth:`confirm_close`)."""
+        if event.type() == QEvent.Type.Close and self.running and not self.confirm_close():
+            event.ignore()
+            return True
+        return super().eventFilter(watched, event)
 
     # -- events --------------------------------------------------------------------------
     def handle_event(self, event: dict[str, Any]) -> None:

@@ -98,7 +98,8 @@ def _register_evaluate(actions: Any) -> None:
 
 
 def _register_train(actions: Any) -> None:
-    from ..gmic.cams import TRAIN_CAMS
+    from ..gmic.config import GMICTrainConfig
+    from .options import add_options
 
     p = actions.add_parser(
         "train",
@@ -116,62 +117,8 @@ def _register_train(actions: Any) -> None:
     p.add_argument("data", type=Path, help="folder with finding_annotations.csv and images/")
     p.add_argument("--out", required=True, type=Path, help="run folder (created; resumed if "
                    "it holds a run)")
-    p.add_argument("--train-cam", default="cam", metavar="NAME",
-                   help=f"map that picks the patches: {', '.join(TRAIN_CAMS)} (default cam: "
-                   "GMIC's own saliency; the others are pytorch-grad-cam's on the global "
-                   "network's last layer, ds_net.relu, explaining each class's global logit)")
-    p.add_argument("--positive", nargs="+", default=["Mass"], metavar="LABEL",
-                   help="labels trained as outputs, one each (default: Mass); an image is "
-                   "positive for a label when it has a finding of it")
-    p.add_argument("--negatives", choices=("normal", "all"), default="normal",
-                   help="images trained as negatives: normal (No Finding) images only "
-                   "(default, as the CAM-GMIC paper), or every image without a positive label")
-    p.add_argument("--init", default=None, metavar="FILE",
-                   help="initial weights: official GMIC weights (sample_model_<i>.p) or a GMIC "
-                   "checkpoint; class-dependent heads start afresh when the class count "
-                   "differs. Default: from scratch")
-    p.add_argument("--epochs", type=int, default=50, help="epochs (default 50)")
-    p.add_argument("--batch-size", "--batch", type=int, default=6, dest="batch_size",
-                   help="global batch size, split over processes (default 6)")
-    p.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate (default 1e-5)")
-    p.add_argument("--beta", type=float, default=3.26,
-                   help="weight β of the saliency regulariser (default 3.26, the paper's). "
-                   "The paper writes the regulariser as the sum of the saliency over the "
-                   "46×30 cells, but with β = 3.26 that sum outweighs the BCE terms by "
-                   "about 500 times; this reads it as the mean over the cells (see --reg)")
-    p.add_argument("--reg", choices=("mean", "sum"), default="mean",
-                   help="regulariser: mean (default) or sum of the saliency over the grid "
-                   "cells; with sum give β on that scale (e.g. 3.26e-5)")
-    p.add_argument("--input-size", nargs=2, type=int, default=None, metavar=("H", "W"),
-                   help="input size in pixels (default 2944 1920; smaller for quick tests)")
-    p.add_argument("--fit", choices=("resize", "window"), default="resize",
-                   help="resize the breast to the input size (default, as the CAM-GMIC paper) "
-                   "or cut the official native-resolution window")
-    p.add_argument("--k", type=int, default=6, dest="K", help="patches per image (default 6)")
-    p.add_argument("--crop-size", nargs=2, type=int, default=(256, 256), metavar=("H", "W"),
-                   help="patch size in input pixels (default 256 256)")
-    p.add_argument("--top-t", type=float, default=None, metavar="T",
-                   help="top-t pooling fraction (default: the initial weights', else 0.02)")
-    p.add_argument("--global-filters", type=int, default=16,
-                   help="first-stage channels of the global network (default 16)")
-    p.add_argument("--global-stages", type=int, default=5,
-                   help="stages of the global network (default 5: ResNet-22)")
-    p.add_argument("--local-width", type=int, default=64,
-                   help="first-stage channels of the local network (default 64: ResNet-18)")
-    p.add_argument("--flip-p", type=float, default=0.5,
-                   help="probability of a horizontal flip (default 0.5)")
-    p.add_argument("--crop-noise", type=float, default=0.1,
-                   help="random crops keep 1 − u of each side, u uniform in [0, this] "
-                   "(default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (0)")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="input cache folder (default RUN/cache); share it between runs")
-    p.add_argument("--fresh", action="store_true", help="start over even if RUN holds a run")
-    g = p.add_argument_group("runtime")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    g.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    g.add_argument("--progress", choices=("text", "json"), default="text",
+    add_options(p, GMICTrainConfig)
+    p.add_argument("--progress", choices=("text", "json"), default="text",
                    help="text (default) or JSON lines on stdout (the napari dock's format)")
     p.set_defaults(func=run_train)
 
@@ -192,25 +139,17 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from ..errors import CorrelaxError
-    from ..gmic.config import INPUT_SIZE
-    from ..gmic.train import GMICTrainConfig, train_gmic_steps
+    from ..gmic.config import GMICTrainConfig
+    from ..gmic.train import train_gmic_steps
+    from .options import settings_from_args
     from .train import run_train_events
 
     if not args.data.exists():
         raise CorrelaxError("data folder not found", args.data)
     if args.init and not Path(args.init).is_file():
         raise CorrelaxError("initial weights not found", args.init)
-    config = GMICTrainConfig(
-        data=str(args.data), out=str(args.out), train_cam=args.train_cam,
-        positive=list(args.positive), negatives=args.negatives, init=args.init,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
-        reg=args.reg, input_size=tuple(args.input_size or INPUT_SIZE), fit=args.fit,
-        K=args.K, crop_shape=tuple(args.crop_size), percent_t=args.top_t,
-        global_filters=args.global_filters, global_stages=args.global_stages,
-        local_width=args.local_width, flip_p=args.flip_p, crop_noise=args.crop_noise,
-        seed=args.seed, device=args.device, workers=args.workers, threads=args.threads,
-        cache=str(args.cache) if args.cache else None, fresh=args.fresh,
-    )
+    config = settings_from_args(GMICTrainConfig, args, data=str(args.data),
+                                out=str(args.out))
     # Stop (the napari dock, torchrun tearing down) unwinds normally: finished epochs stay.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     run_train_events(train_gmic_steps(config), args.progress, "correlax gmic train")

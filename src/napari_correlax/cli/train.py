@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CorrelaxError
+from ..train.settings import TrainConfig
 from .common import run_with_progress
+from .options import add_options, settings_from_args
 
 if TYPE_CHECKING:
     from .common import Shown, Subparsers
@@ -49,73 +51,14 @@ def register(sub: Subparsers) -> None:
     p.add_argument("data", type=Path, help="folder with finding_annotations.csv and images/")
     p.add_argument("--out", required=True, type=Path, help="run folder (created; resumed if "
                    "it holds an unfinished run)")
-    p.add_argument("--backbone", default="efficientnet_v2_s",
-                   help="efficientnet_v2_s (default), resnet50, densenet121, "
-                   "mobilenet_v3_large, lite, tiny, ...")
-    p.add_argument("--pretrained", default=None, metavar="FILE",
-                   help="starting backbone weights (.safetensors or .pth state dict); "
-                   "'imagenet' to require torchvision's file in the torch hub cache; 'none' "
-                   "for random weights. Default: torchvision backbones use the cached "
-                   "ImageNet file when present, else random weights with a warning; lite "
-                   "and tiny start from random weights. Never downloaded")
-    p.add_argument("--epochs", type=int, default=50, help="epochs (default 50)")
-    p.add_argument("--batch-size", "--batch", type=int, default=48, dest="batch_size",
-                   help="global batch size, split over processes (default 48)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--lr-min", type=float, default=1e-7,
-                   help="end of the cosine schedule (default 1e-7)")
-    p.add_argument("--input-size", type=int, default=256, help="crop side in pixels (256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (0)")
-    p.add_argument("--select", choices=("best", "last"), default="best",
-                   help="checkpoint to keep: 'best' validation macro F1 (default) or the "
-                   "'last' epoch (as the paper's authors did; needs no validation set)")
-    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
-                   help="share of the training studies held out for validation, whole "
-                   "studies drawn from --seed (default 0.1 with --select best, 0 with "
-                   "--select last)")
-    p.add_argument("--val-split", default=None, metavar="NAME",
-                   help="validate on this split of the data set instead of a share of the "
-                   "training studies, e.g. 'test' (not recommended: choosing the epoch on "
-                   "test images makes the test scores optimistic)")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="fused-image cache folder (default RUN/cache); share it between runs")
-    p.add_argument("--window-share", type=float, default=0.0, metavar="P",
-                   help="opt-in: share of positive samples drawn as native-scale windows of "
-                   "input-size pixels around the box (sliding-window scale; default 0 = off)")
-    p.add_argument("--window-negatives", type=int, default=0, metavar="K",
-                   help="opt-in: K native-scale tissue windows overlapping no box added per "
-                   "epoch as No Finding samples (default 0 = off)")
-    p.add_argument("--fresh", action="store_true", help="start over even if RUN holds a run")
-    g = p.add_argument_group("runtime")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    g.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
-                   help="autocast precision (bfloat16 is faster on recent GPUs)")
-    g.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    g.add_argument("--progress", choices=("text", "json"), default="text",
+    add_options(p, TrainConfig)
+    p.add_argument("--progress", choices=("text", "json"), default="text",
                    help="text (default) or JSON lines on stdout")
     p.set_defaults(func=run)
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from ..train.crops import CropConfig
-    from ..train.fit import TrainConfig
-
-    if not 0.0 <= args.window_share <= 1.0 or args.window_negatives < 0:
-        raise CorrelaxError("--window-share must be in [0, 1] and --window-negatives at least 0")
-    if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
-        raise CorrelaxError("--val-fraction must be in [0, 1)")
-    if args.val_split and args.val_fraction:
-        raise CorrelaxError("give --val-split or --val-fraction, not both")
-    return TrainConfig(
-        data=str(args.data), out=str(args.out), backbone=args.backbone,
-        pretrained=args.pretrained, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, lr_min=args.lr_min, input_size=args.input_size, seed=args.seed,
-        select=args.select, val_split=args.val_split, val_fraction=args.val_fraction,
-        cache=str(args.cache) if args.cache else None, fresh=args.fresh, device=args.device,
-        precision=args.precision, workers=args.workers, threads=args.threads,
-        crop=CropConfig(window_share=args.window_share, window_negatives=args.window_negatives),
-    )
+def _config(args: argparse.Namespace) -> TrainConfig:
+    return settings_from_args(TrainConfig, args, data=str(args.data), out=str(args.out))
 
 
 def print_event(event: Any, prog: str = "correlax train") -> None:

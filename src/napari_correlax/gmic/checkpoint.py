@@ -22,14 +22,13 @@ with ``strict=False``, which silently leaves misnamed layers with random weights
 from __future__ import annotations
 
 import os
-import re
 import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CorrelaxError
-from .config import DEFAULT_CLASS_NAMES, OFFICIAL_TOP_T, GMICConfig
+from .config import DEFAULT_CLASS_NAMES, GMICConfig, official_top_t
 
 if TYPE_CHECKING:
     from .network import GMIC
@@ -40,7 +39,6 @@ __all__ = ["CLASS_HEAD_KEYS", "FORMAT", "import_gmic", "load_gmic", "load_initia
 FORMAT = "napari-correlax-gmic"
 #: Counters the state dict may lack (batch norm's, unused in eval mode).
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
-_OFFICIAL_NAME = re.compile(r"sample_model_(\d+)$")
 #: Parameters whose shape follows the number of classes: a model trained for other
 #: outputs starts them afresh when its class count differs.
 CLASS_HEAD_KEYS = ("left_postprocess_net.gn_conv_last.weight", "classifier_linear.weight",
@@ -183,11 +181,7 @@ def _official_config(p: Path, state: dict[str, Any]) -> tuple[GMICConfig, str]:
     classes = int(weight.shape[0]) if weight is not None and weight.ndim == 2 else 2
     names = (DEFAULT_CLASS_NAMES if classes == len(DEFAULT_CLASS_NAMES)
              else tuple(f"class {i}" for i in range(classes)))
-    found = _OFFICIAL_NAME.search(p.stem)
-    if found and int(found.group(1)) in OFFICIAL_TOP_T:
-        t, why = OFFICIAL_TOP_T[int(found.group(1))], f"official table ({p.stem})"
-    else:
-        t, why = OFFICIAL_TOP_T[1], "default (model 1)"
+    t, why = official_top_t(p.stem)
     return GMICConfig(num_classes=classes, class_names=names, percent_t=t), why
 
 

@@ -1,24 +1,38 @@
-"""GMIC hyper-parameters (docs/method.md §9): one small dataclass stored with checkpoints.
+"""GMIC settings (docs/method.md §9): the model's hyper-parameters, stored with checkpoints
+(:class:`GMICConfig`), and the training settings of ``correlax gmic train``
+(:class:`GMICTrainConfig`, the one home of their defaults).
 
-Field names follow the official GMIC implementation's parameter dictionary (``K``,
-``crop_shape``, ``percent_t``, ``post_processing_dim``, ``num_classes``, ``cam_size``) so
-a reader of both can match them; the values default to the official ones.
+:class:`GMICConfig`'s field names follow the official GMIC implementation's parameter
+dictionary (``K``, ``crop_shape``, ``percent_t``, ``post_processing_dim``,
+``num_classes``, ``cam_size``) so a reader of both can match them; the values default to
+the official ones. Everywhere else (the command line, the training settings, the
+loaders' keyword) the top-t pooling fraction is called ``top_t``; the official
+``percent_t`` is that fraction, and :func:`official_top_t` maps a published file to its
+value.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import CorrelaxError
+from ..train.settings import option, shared_option
+from .cams import TRAIN_CAMS, check_cam
+from .data import NEGATIVES, check_classes
 
 __all__ = [
     "DEFAULT_CLASS_NAMES",
+    "DEFAULT_TOP_T",
     "FITS",
     "INPUT_SIZE",
     "OFFICIAL_TOP_T",
+    "REGULARISERS",
     "GMICConfig",
+    "GMICTrainConfig",
     "feature_grid_size",
+    "official_top_t",
 ]
 
 #: Input size (rows, columns) in pixels of the published models.
@@ -28,6 +42,9 @@ DEFAULT_CLASS_NAMES: tuple[str, ...] = ("benign", "malignant")
 #: Top-t pooling fraction of each published model, by the number in its file name
 #: (``sample_model_<i>.p``).
 OFFICIAL_TOP_T: dict[int, float] = {1: 0.02, 2: 0.03, 3: 0.03, 4: 0.05, 5: 0.1}
+#: Top-t pooling fraction when nothing else gives one: the first published model's.
+DEFAULT_TOP_T: float = OFFICIAL_TOP_T[1]
+_OFFICIAL_NAME = re.compile(r"sample_model_(\d+)$")
 
 #: Ways of bringing the breast to the input size (:func:`~.preprocess.gmic_input`):
 #: a native-resolution window (the official pipeline) or a resize ([CAM-GMIC]).
@@ -42,6 +59,15 @@ GLOBAL_STAGES = 5
 LOCAL_WIDTH = 64
 #: Width of the gated attention's hidden layer.
 ATTENTION_DIM = 128
+
+
+def official_top_t(file_stem: str) -> tuple[float, str]:
+    """Top-t pooling fraction of a published GMIC file by its name (``sample_model_<i>``,
+    :data:`OFFICIAL_TOP_T`), else :data:`DEFAULT_TOP_T`; with where the value came from."""
+    found = _OFFICIAL_NAME.search(file_stem)
+    if found and int(found.group(1)) in OFFICIAL_TOP_T:
+        return OFFICIAL_TOP_T[int(found.group(1))], f"official table ({file_stem})"
+    return DEFAULT_TOP_T, "default (model 1)"
 
 
 def feature_grid_size(input_size: tuple[int, int], stages: int = GLOBAL_STAGES
@@ -108,7 +134,7 @@ class GMICConfig:
     class_names: tuple[str, ...] = field(default=DEFAULT_CLASS_NAMES)
     K: int = 6
     crop_shape: tuple[int, int] = (256, 256)
-    percent_t: float = 0.02
+    percent_t: float = DEFAULT_TOP_T
     post_processing_dim: int | None = None
     input_size: tuple[int, int] = INPUT_SIZE
     fit: str = "window"
@@ -153,6 +179,11 @@ class GMICConfig:
             raise CorrelaxError("invalid GMIC configuration: " + "; ".join(problems))
 
     @property
+    def top_t(self) -> float:
+        """The top-t pooling fraction (the official name: ``percent_t``)."""
+        return float(self.percent_t)
+
+    @property
     def cam_size(self) -> tuple[int, int]:
         """Saliency grid (rows, columns) at :attr:`input_size` (46×30 for 2944×1920)."""
         return feature_grid_size(self.input_size, self.global_stages)
@@ -175,3 +206,148 @@ class GMICConfig:
             return cls(**known)
         except TypeError as exc:
             raise CorrelaxError(f"invalid GMIC configuration ({exc})") from exc
+
+
+#: How the saliency regulariser reduces over the grid cells (:mod:`.train`'s notes).
+REGULARISERS: tuple[str, ...] = ("mean", "sum")
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return int(value[0]), int(value[1])
+
+
+@dataclass(frozen=True)
+class GMICTrainConfig:
+    """Everything ``correlax gmic train`` takes (:mod:`.train`'s notes for the recipe).
+
+    ``data``: VinDr-layout folder; ``out``: run folder; ``cache``: input cache (default
+    ``out/cache``). ``train_cam``: the map that picks the patches (:data:`~.cams.TRAIN_CAMS`).
+    ``positive``: the labels trained as outputs (one each); ``negatives``: ``"normal"``
+    or ``"all"`` (:mod:`.data`). ``init``: initial weights (official or a checkpoint;
+    None: from scratch). ``beta``, ``reg``: the saliency regulariser. ``input_size``
+    (rows, cols), ``fit``, ``K``, ``crop_shape``, ``top_t`` (None: the initial weights'
+    value, else :data:`DEFAULT_TOP_T`), ``global_filters`` / ``global_stages`` /
+    ``local_width``: the model (:class:`GMICConfig`). ``flip_p``, ``crop_noise``:
+    augmentation. ``batch_size`` is the global batch. ``device``:
+    ``auto``/``cpu``/``cuda``/``cuda:N``; ``workers``: DataLoader processes; ``threads``:
+    torch's CPU threads; ``fresh``: ignore a run in ``out``.
+    """
+
+    data: str
+    out: str
+    train_cam: str = option(
+        "cam", metavar="NAME",
+        help=f"map that picks the patches: {', '.join(TRAIN_CAMS)} (default %(default)s: "
+        "GMIC's own saliency; the others are pytorch-grad-cam's on the global network's "
+        "last layer, ds_net.relu, explaining each class's global logit)")
+    positive: list[str] = option(  # noqa: RUF009 (a field with a default factory)
+        factory=lambda: ["Mass"], metavar="LABEL",
+        help="labels trained as outputs, one each (default: %(default)s); an image is "
+        "positive for a label when it has a finding of it")
+    negatives: str = option(
+        "normal", choices=NEGATIVES,
+        help="images trained as negatives: normal (No Finding) images only (default, as "
+        "the CAM-GMIC paper), or every image without a positive label")
+    init: str | None = option(
+        None, type=str, metavar="FILE",
+        help="initial weights: official GMIC weights (sample_model_<i>.p) or a GMIC "
+        "checkpoint; class-dependent heads start afresh when the class count differs. "
+        "Default: from scratch")
+    epochs: int = option(50, help="epochs (default %(default)s)")
+    batch_size: int = option(6, aliases=("--batch",),
+                             help="global batch size, split over processes (default "
+                             "%(default)s)")
+    lr: float = option(1e-5, help="Adam learning rate (default %(default)s)")
+    beta: float = option(
+        3.26, help="weight β of the saliency regulariser (default %(default)s, the "
+        "paper's). The paper writes the regulariser as the sum of the saliency over the "
+        "46×30 cells, but with β = 3.26 that sum outweighs the BCE terms by about 500 "
+        "times; this reads it as the mean over the cells (see --reg)")
+    reg: str = option(
+        "mean", choices=REGULARISERS,
+        help="regulariser: mean (default) or sum of the saliency over the grid cells; "
+        "with sum give β on that scale (e.g. 3.26e-5)")
+    input_size: tuple[int, int] = option(
+        INPUT_SIZE, metavar=("H", "W"),
+        help="input size in pixels (default %(default)s; smaller for quick tests)")
+    fit: str = option(
+        "resize", choices=FITS,
+        help="resize the breast to the input size (default, as the CAM-GMIC paper) or cut "
+        "the official native-resolution window")
+    K: int = option(6, flag="--k", help="patches per image (default %(default)s)")
+    crop_shape: tuple[int, int] = option(
+        (256, 256), flag="--crop-size", metavar=("H", "W"),
+        help="patch size in input pixels (default %(default)s)")
+    top_t: float | None = option(
+        None, type=float, metavar="T",
+        help=f"top-t pooling fraction (default: the initial weights', else {DEFAULT_TOP_T})")
+    global_filters: int = option(
+        GLOBAL_FILTERS, help="first-stage channels of the global network (default %(default)s)")
+    global_stages: int = option(
+        GLOBAL_STAGES, help="stages of the global network (default %(default)s: ResNet-22)")
+    local_width: int = option(
+        LOCAL_WIDTH,
+        help="first-stage channels of the local network (default %(default)s: ResNet-18)")
+    flip_p: float = option(0.5, help="probability of a horizontal flip (default %(default)s)")
+    crop_noise: float = option(
+        0.1, help="random crops keep 1 − u of each side, u uniform in [0, this] (default "
+        "%(default)s)")
+    seed: int = shared_option("seed")
+    cache: str | None = option(None, type=str,
+                               help="input cache folder (default RUN/cache); share it "
+                               "between runs")
+    fresh: bool = shared_option("fresh")
+    device: str = shared_option("device")
+    workers: int = shared_option("workers")
+    threads: int | None = shared_option("threads")
+
+    #: The ``correlax`` action that trains with these settings.
+    command = ("gmic", "train")
+
+    #: A GMIC run keeps its last epoch (the training dock's watcher reads this).
+    select = "last"
+
+    def __post_init__(self) -> None:
+        for name, value in (("train_cam", check_cam(self.train_cam)),
+                            ("positive", check_classes(self.positive)),
+                            ("input_size", _pair(self.input_size)),
+                            ("crop_shape", _pair(self.crop_shape)),
+                            ("data", str(self.data)), ("out", str(self.out))):
+            object.__setattr__(self, name, value)
+        problems = self._problems()
+        if problems:
+            raise CorrelaxError("invalid GMIC training settings: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch size must be at least 1")
+        if self.negatives not in NEGATIVES:
+            problems.append(f"negatives must be one of {list(NEGATIVES)}")
+        if self.reg not in REGULARISERS:
+            problems.append(f"reg must be one of {list(REGULARISERS)}")
+        if self.fit not in FITS:
+            problems.append(f"fit must be one of {list(FITS)}")
+        if self.lr <= 0 or self.beta < 0:
+            problems.append("the learning rate must be positive and β not negative")
+        if not 0.0 <= self.flip_p <= 1.0 or not 0.0 <= self.crop_noise < 1.0:
+            problems.append("flip_p must lie in [0, 1] and crop_noise in [0, 1)")
+        if min(self.crop_shape) < 1 or any(c > s for c, s in zip(self.crop_shape,
+                                                                   self.input_size)):
+            problems.append(f"the patch size {self.crop_shape} must fit in the input size "
+                            f"{self.input_size}")
+        return problems
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able copy (tuples as lists)."""
+        doc = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in doc.items()}
+
+    def model_config(self, top_t: float) -> GMICConfig:
+        """The :class:`GMICConfig` of the model trained, with top-t pooling fraction
+        ``top_t``."""
+        return GMICConfig(num_classes=len(self.positive), class_names=tuple(self.positive),
+                          K=self.K, crop_shape=self.crop_shape, percent_t=top_t,
+                          input_size=self.input_size, fit=self.fit,
+                          global_filters=self.global_filters, global_stages=self.global_stages,
+                          local_width=self.local_width)

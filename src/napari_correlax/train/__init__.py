@@ -1,4 +1,4 @@
-"""Training the classifier (docs/method.md §5, paper §3.3): crops, sampler, focal loss, fit loop.
+"""Training (docs/method.md §5, paper §3.3): settings, crops, sampler, focal loss, the fit loop.
 
 The names below load their module (and torch) on first use, so the Qt-free run watcher
 (:mod:`.watch`) imports without torch.
@@ -7,9 +7,10 @@ The names below load their module (and torch) on first use, so the Qt-free run w
 from typing import Any
 
 _MODULES = {
-    "CropConfig": "crops", "CropDataset": "crops", "FusedImageCache": "crops",
+    "CropConfig": "settings", "CropDataset": "crops", "FusedImageCache": "crops",
     "build_samples": "crops", "sample_weights": "crops",
-    "StartingWeights": "fit", "TrainConfig": "fit", "TrainEvent": "fit", "TrainResult": "fit",
+    "StartingWeights": "fit", "TrainConfig": "settings", "TrainEvent": "loop",
+    "TrainResult": "fit", "fit_steps": "loop",
     "TrainSplit": "fit", "evaluate_crops": "fit", "load_starting_weights": "fit",
     "split_records": "fit", "train": "fit", "train_steps": "fit",
     "focal_loss": "losses",
@@ -26,6 +27,7 @@ __all__ = [
     "TrainSplit",
     "build_samples",
     "evaluate_crops",
+    "fit_steps",
     "focal_loss",
     "load_starting_weights",
     "sample_weights",

@@ -67,7 +67,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +79,7 @@ from ..errors import CorrelaxError
 from ..files import atomic_write, atomic_write_text
 from ..labels import NO_FINDING
 from ..preprocess import Preprocessing
+from .settings import CropConfig
 
 if TYPE_CHECKING:
     from ..io.vindr import ImageRecord
@@ -101,28 +102,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class CropConfig:
-    """Crop and augmentation parameters (docs/method.md §5); ranges are inclusive."""
-
-    scale: tuple[float, float] = (0.05, 5.0)
-    aspect: tuple[float, float] = (0.33, 1.66)
-    flip_p: float = 0.5
-    rotate_p: float = 0.5
-    max_rotation_deg: float = 30.0
-    jitter_p: float = 0.5
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.05
-    window_share: float = 0.0
-    window_central: float = 0.5
-    window_negatives: int = 0
-    window_tissue: float = 0.75
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able copy."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+#: The recipe's crops (docs/method.md §5).
+DEFAULT_CROP = CropConfig()
 
 
 @dataclass(frozen=True)
@@ -246,7 +227,7 @@ def shard_indices(indices: Sequence[int], rank: int = 0, world_size: int = 1) ->
 
 
 def draw_window(centre: tuple[float, float], size: tuple[float, float], rng: np.random.Generator,
-                config: CropConfig = CropConfig()) -> Window:
+                config: CropConfig = DEFAULT_CROP) -> Window:
     """A crop window around ``centre`` = ``(cx, cy)`` for a reference box of ``size``.
 
     ``size`` = ``(width, height)`` in pixels. The area is ``s · width · height`` with
@@ -303,7 +284,7 @@ def render_window(region: np.ndarray, offset: tuple[int, int], window: Window, o
     return np.clip(out, 0.0, 1.0)
 
 
-def color_jitter(rgb: np.ndarray, rng: np.random.Generator, config: CropConfig = CropConfig()
+def color_jitter(rgb: np.ndarray, rng: np.random.Generator, config: CropConfig = DEFAULT_CROP
                  ) -> np.ndarray:
     """Brightness, contrast, saturation, then hue jitter of a float32 [0, 1] RGB image.
 
@@ -508,7 +489,7 @@ class CropDataset(Dataset):
     def __init__(self, records: Sequence[ImageRecord], samples: Sequence[CropSample],
                  cache: FusedImageCache, input_size: int, *, train: bool,
                  reference_size: tuple[float, float], seed: int = 0,
-                 config: CropConfig = CropConfig(),
+                 config: CropConfig = DEFAULT_CROP,
                  labels: Sequence[str] | None = None) -> None:
         self.records = list(records)
         self.samples = list(samples)

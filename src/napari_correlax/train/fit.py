@@ -1,8 +1,11 @@
-"""The training loop of docs/method.md §5 (paper §3.3): resumable, single process or DDP.
+"""Training the classifier (docs/method.md §5, paper §3.3): resumable, single process or DDP.
 
 :func:`train_steps` is a generator: it yields :class:`TrainEvent` s (image caching,
 every batch, every epoch) and returns a :class:`TrainResult`; :func:`train` drains it.
-The CLI prints the events, the napari dock reads them as JSON lines.
+The CLI prints the events, the napari dock reads them as JSON lines. The run itself is
+the shared fit loop (:func:`~.loop.fit_steps`); this module supplies the classifier's
+part (crop data sets, focal loss, validation, best/last checkpoints). The settings and
+their defaults are :class:`~.settings.TrainConfig`.
 
 Recipe: focal loss (α = 0.95, γ = 2.5) on the logits, Adam (lr 1e-3), cosine annealing
 of the learning rate to 1e-7 over the run's epochs (stepped once per epoch), the crop
@@ -79,11 +82,10 @@ Rank 0 validates and writes; the others wait at a barrier.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,28 +93,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..distributed import join
 from ..errors import CorrelaxError
-from ..files import atomic_write_text
-from ..labels import LABELS
-from .crops import CropConfig
-from .state import (
-    STATE_FILE,
-    gather_rng_states,
-    mix_seed,
-    read_state,
-    restore_state,
-    save_state,
-    seed_everything,
-)
+from .loop import Finish, Resume, Start, TrainEvent, fit_steps, per_rank_batch
+from .settings import DEFAULT_VAL_FRACTION, SELECT_RULES, CropConfig, TrainConfig
+from .state import STATE_FORMAT, mix_seed
 
 if TYPE_CHECKING:
     from ..io.vindr import ImageRecord, VinDrIndex
     from ..models.classifier import Classifier
-    from .crops import CropDataset
+    from .crops import CropDataset, FusedImageCache
 
 __all__ = [
     "DEFAULT_VAL_FRACTION",
+    "NoValidationError",
     "StartingWeights",
     "TrainConfig",
     "TrainEvent",
@@ -128,99 +121,14 @@ __all__ = [
 #: Settings that define a run: a resume must not change them.
 RUN_KEYS = ("backbone", "labels", "input_size", "epochs", "batch_size", "lr", "lr_min",
             "alpha", "gamma", "seed", "select", "val_split", "val_fraction", "crop")
-#: Share of the training studies held out for validation when ``select="best"``.
-DEFAULT_VAL_FRACTION = 0.1
-#: Checkpoint selection rules: highest validation macro F1, or the last epoch.
-SELECT_RULES = {"best": "best-val-macro-f1", "last": "last"}
 #: Backbones of this project without ImageNet weights (everything else is torchvision's).
 OWN_BACKBONES = ("lite", "tiny")
+#: Salt of the seed of the sampler's generator.
+SAMPLER_SALT = 0x5A3
 
 
-@dataclass
-class TrainConfig:
-    """Everything ``correlax train`` takes (docs/method.md §5 defaults).
-
-    Paths: ``data`` is the VinDr-layout folder (docs/method.md §11), ``out`` the run folder,
-    ``cache`` the fused-image cache (default ``out/cache``).
-
-    ``pretrained`` (fresh starts only; see :func:`load_starting_weights`): ``None``
-    (default) for torchvision's ImageNet file when the torch hub cache holds it (random
-    weights and a warning when it does not; random weights for ``lite``/``tiny``),
-    ``"imagenet"`` for that file or an error, ``"none"`` for random weights, or the path
-    of a weights file.
-
-    ``select``: ``"best"`` (highest validation macro F1) or ``"last"`` (last epoch).
-    ``val_fraction``: share of the training studies held out for validation (whole
-    studies, drawn from ``seed``); ``None`` resolves to :data:`DEFAULT_VAL_FRACTION`
-    with ``select="best"`` and to 0 with ``"last"`` or a ``val_split``. ``val_split``:
-    validate on this split of the data set instead (``"test"`` is possible but makes
-    the test scores of the chosen checkpoint optimistic); ``None`` by default.
-
-    ``batch_size`` is the global batch; ``input_size`` the crop side in pixels;
-    ``workers`` the DataLoader worker processes; ``threads`` torch's CPU threads;
-    ``device`` ``auto``/``cpu``/``cuda``/``cuda:N``; ``precision`` ``float32`` or
-    ``bfloat16`` (autocast). ``fresh`` ignores an existing run in ``out``.
-    """
-
-    data: str
-    out: str
-    backbone: str = "efficientnet_v2_s"
-    pretrained: str | None = None
-    epochs: int = 50
-    batch_size: int = 48
-    lr: float = 1e-3
-    lr_min: float = 1e-7
-    alpha: float = 0.95
-    gamma: float = 2.5
-    input_size: int = 256
-    labels: list[str] = field(default_factory=lambda: list(LABELS))
-    seed: int = 0
-    select: str = "best"
-    val_split: str | None = None
-    val_fraction: float | None = None
-    threshold: float = 0.5
-    crop: CropConfig = field(default_factory=CropConfig)
-    device: str = "auto"
-    precision: str = "float32"
-    workers: int = 0
-    threads: int | None = None
-    cache: str | None = None
-    fresh: bool = False
-
-    def __post_init__(self) -> None:
-        if self.val_fraction is None:
-            held_out = self.select == "best" and not self.val_split
-            self.val_fraction = DEFAULT_VAL_FRACTION if held_out else 0.0
-        self.val_fraction = float(self.val_fraction)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able copy (paths as strings)."""
-        doc = asdict(self)
-        doc["crop"] = self.crop.as_dict()
-        return doc
-
-
-@dataclass
-class TrainEvent:
-    """A progress event.
-
-    ``kind``: ``"start"`` (data summary, ``selection`` and ``pretrained``),
-    ``"warning"`` (something the user should know, in ``data["message"]``: no ImageNet
-    weights found, validation on the test split), ``"cache"`` (images fused so far),
-    ``"batch"`` (batches of the current epoch done), ``"epoch"`` (an epoch finished:
-    ``data`` holds its metrics record, also written to ``metrics.jsonl``) or
-    ``"done"`` (``data["checkpoint"]``: the chosen checkpoint, ``data["epoch"]``: its
-    epoch). ``done``/``total`` count what ``kind`` names.
-    """
-
-    kind: str
-    done: int
-    total: int
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        """One JSON-able object: ``{"event": kind, "done", "total", **data}``."""
-        return {"event": self.kind, "done": self.done, "total": self.total, **self.data}
+class NoValidationError(CorrelaxError):
+    """Best-epoch selection without validation images or samples to choose on."""
 
 
 @dataclass
@@ -288,17 +196,10 @@ def split_records(index: VinDrIndex, config: TrainConfig) -> TrainSplit:
     splits (``test``) are never part of either list unless named by ``val_split``.
 
     Raises CorrelaxError: a validation split that is the training split or has no
-    images, both a split and a share, a share outside [0, 1), or ``select="best"``
-    without validation images.
+    images, or ``select="best"`` without validation images (:class:`TrainConfig`
+    refuses both a split and a share, and a share outside [0, 1)).
     """
-    if config.select not in SELECT_RULES:
-        raise CorrelaxError(f"select must be 'best' or 'last', not {config.select!r}")
     fraction = float(config.val_fraction or 0.0)
-    if not 0.0 <= fraction < 1.0:
-        raise CorrelaxError(f"the validation share must be in [0, 1), not {fraction:g}")
-    if config.val_split and fraction > 0:
-        raise CorrelaxError("give a validation split or a validation share of the training "
-                            "studies, not both")
     missing = {str(p) for p in index.missing}
     usable = [r for r in index.images if str(r.path) not in missing]
     training = [r for r in usable if r.split == "training"]
@@ -323,7 +224,7 @@ def split_records(index: VinDrIndex, config: TrainConfig) -> TrainSplit:
         validation, described = [], None
     # (without any training study, train_steps reports that there is nothing to train on)
     if config.select == "best" and not validation and studies:
-        raise CorrelaxError(
+        raise NoValidationError(
             "choosing the best epoch needs validation images, but "
             + (f"the training split has only {len(studies)} "
                f"stud{'y' if len(studies) == 1 else 'ies'} to hold out from"
@@ -433,7 +334,180 @@ def evaluate_crops(model: Classifier, dataset: CropDataset, batch_size: int = 64
     return p, t, float(sum(losses) / t.size)
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the task
+
+
+class _ClassifierTask:
+    """The classifier's part of the fit loop (:class:`~.loop.FitTask`): crop data sets,
+    focal loss, validation macro F1 and best/last checkpoints."""
+
+    state_format = STATE_FORMAT
+    run_keys = RUN_KEYS
+    sampler_salt = SAMPLER_SALT
+
+    def __init__(self, settings: TrainConfig) -> None:
+        if settings.epochs < 1 or settings.batch_size < 1 or settings.input_size < 8:
+            raise CorrelaxError("epochs and batch size must be at least 1, input size at "
+                                "least 8")
+        if settings.precision not in ("float32", "bfloat16"):
+            raise CorrelaxError(f"precision must be float32 or bfloat16, not "
+                                f"{settings.precision!r}")
+        self.settings = settings
+        self.data = Path(settings.data).expanduser()
+        if not self.data.exists():
+            raise CorrelaxError("data folder not found", self.data)
+        self.best_score, self.best_epoch = -math.inf, 0
+        self.starting = StartingWeights("none")
+
+    def load(self) -> None:
+        from ..io.vindr import load_vindr
+        from .crops import (
+            CropDataset,
+            FusedImageCache,
+            build_samples,
+            median_box_size,
+            sample_weights,
+        )
+
+        s = self.settings
+        self.split = split_records(load_vindr(self.data), s)
+        train_samples = build_samples(self.split.training, s.labels)
+        val_samples = build_samples(self.split.validation, s.labels)
+        if not train_samples:
+            raise CorrelaxError("no training samples (no boxes or No Finding images in the "
+                                "'training' split)", self.data)
+        if s.select == "best" and not val_samples:
+            raise NoValidationError("choosing the best epoch needs validation samples, but the "
+                                "validation images have none with the run's labels; keep "
+                                "the last epoch instead (--select last)", self.data)
+        self.reference = median_box_size(train_samples) or (float(s.input_size),) * 2
+        self.image_cache: FusedImageCache = FusedImageCache(
+            s.cache or Path(s.out).expanduser() / "cache")
+        common = {"reference_size": self.reference, "seed": s.seed, "config": s.crop}
+        self.train_set = CropDataset(self.split.training, train_samples, self.image_cache,
+                                     s.input_size, train=True, labels=s.labels, **common)
+        self.val_set = CropDataset(self.split.validation, val_samples, self.image_cache,
+                                   s.input_size, train=False, **common)
+        self.weights = sample_weights(self.train_set.targets)
+
+    @staticmethod
+    def upgrade(saved: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(saved.get("crop"), dict):
+            # Runs saved before the window-scale options existed had them off.
+            saved["crop"] = CropConfig().as_dict() | saved["crop"]
+        saved.setdefault("select", "best")  # the only rule before it was a setting
+        return saved
+
+    def start(self, resume: Resume) -> Start:
+        from ..models.classifier import Classifier
+
+        s, split = self.settings, self.split
+        self.model = Classifier(s.backbone, s.labels, input_size=s.input_size)
+        self.starting = (StartingWeights(str(resume.doc.get("pretrained", "unknown")))
+                         if resume.active else load_starting_weights(self.model, s.pretrained))
+        warnings = [self.starting.warning] if self.starting.warning else []
+        if s.select == "best" and s.val_split == "test":
+            warnings.append(
+                "the best epoch is chosen on the test split: test scores of this checkpoint "
+                "will be optimistic (the default holds out a share of the training studies)")
+        return Start({
+            "train_images": len(split.training), "val_images": len(split.validation),
+            "train_samples": len(self.train_set), "val_samples": len(self.val_set),
+            "skipped_missing_files": split.skipped,
+            "train_support": _label_counts(self.train_set.targets, s.labels),
+            "val_support": _label_counts(self.val_set.targets, s.labels),
+            "reference_box": list(self.reference),
+            "selection": split.selection, "pretrained": self.starting.name}, warnings)
+
+    def cache(self, rank: int, world_size: int) -> Iterator[tuple[int, int]]:
+        return self.image_cache.prepare(self.split.training + self.split.validation, rank,
+                                        world_size)
+
+    def network(self) -> nn.Module:
+        return _LogitsNet(self.model)
+
+    def schedule(self, optimizer: torch.optim.Optimizer) -> Any:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=self.settings.epochs, eta_min=self.settings.lr_min)
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        self.best_score = float(doc.get("best_score", -math.inf))
+        self.best_epoch = int(doc.get("best_epoch", 0))
+
+    def begin(self, out: Path, resumed: bool) -> dict[str, Any]:
+        if not resumed:  # a best checkpoint of an earlier run here is not this run's
+            for stale in ("best.safetensors", "best.json"):
+                (out / stale).unlink(missing_ok=True)
+        return {"selection": self.split.selection, "pretrained": self.starting.name,
+                "validation_study_ids": self.split.validation_studies}
+
+    def batches(self, epoch: int, sampler: torch.Generator, rank: int, world_size: int
+                ) -> tuple[Any, list[int]]:
+        from .crops import epoch_indices
+
+        self.train_set.set_epoch(epoch)
+        order = epoch_indices(self.weights, len(self.train_set.samples), sampler, rank,
+                              world_size, extra=self.train_set.extra_negatives)
+        return self.train_set, order
+
+    def batch_loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor
+                   ) -> tuple[torch.Tensor, list[float]]:
+        from .losses import focal_loss
+
+        s = self.settings
+        with _autocast(str(x.device), s.precision):
+            logits = net(x)
+        loss = focal_loss(logits.float(), y, s.alpha, s.gamma)
+        return loss, [loss.detach().item() * len(y), len(y)]
+
+    def record(self, epoch: int, sums: torch.Tensor, lr: float, t0: float, group: Any
+               ) -> dict[str, Any]:
+        s = self.settings
+        record: dict[str, Any] = {"epoch": epoch, "epochs": s.epochs, "lr": lr,
+                                  "train_loss": float(sums[0] / max(float(sums[1]), 1.0))}
+        if group.main:
+            record.update(self._validate(epoch, group))
+            record["seconds"] = round(time.perf_counter() - t0, 3)
+            record["best"] = record.pop("_best")
+        return record
+
+    def _validate(self, epoch: int, group: Any) -> dict[str, Any]:
+        """Validation loss and per-label metrics of the epoch; updates the best epoch."""
+        from ..metrics import macro_f1, per_label_metrics
+
+        s = self.settings
+        probs, targets, val_loss = evaluate_crops(
+            self.model, self.val_set, per_rank_batch(s.batch_size, group.world_size),
+            group.device, s.precision, s.alpha, s.gamma)
+        rows = per_label_metrics(targets, probs, s.labels, s.threshold) if len(targets) else []
+        improved = False
+        if s.select == "last":
+            self.best_epoch = epoch
+        elif macro_f1(rows) > self.best_score:  # select="best" always has validation
+            self.best_score, self.best_epoch, improved = macro_f1(rows), epoch, True
+        return {"val_loss": val_loss if len(targets) else None,
+                "macro_f1": macro_f1(rows) if rows else None,
+                "metrics": [r.as_dict() for r in rows], "_best": improved}
+
+    def state_info(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch,
+                "selection": self.split.selection, "pretrained": self.starting.name}
+
+    def save(self, out: Path, epoch: int, record: dict[str, Any]) -> None:
+        from ..models.checkpoint import save_checkpoint
+
+        info = {"epoch": epoch, "train_config": self.settings.as_dict(), "metrics": record,
+                "selection": self.split.selection, "pretrained": self.starting.name}
+        save_checkpoint(self.model, out / "last.safetensors", info)
+        if record["best"]:
+            save_checkpoint(self.model, out / "best.safetensors", info)
+
+    def finish(self, out: Path) -> Finish:
+        best, last = out / "best.safetensors", out / "last.safetensors"
+        best_file = best if best.is_file() else None
+        last_file = last if last.is_file() else None
+        chosen = last_file if self.settings.select == "last" else best_file
+        return Finish(chosen, self.best_epoch, best_file, last_file, self.split.selection)
 
 
 def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]:
@@ -444,230 +518,16 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
     selection without validation samples, missing or unfitting ``pretrained`` weights,
     an unreadable image, a run folder holding a different run.
     """
-    from ..io.vindr import load_vindr
-    from ..models.checkpoint import save_checkpoint
-    from ..models.classifier import Classifier
-    from .crops import (
-        CropDataset,
-        FusedImageCache,
-        build_samples,
-        epoch_indices,
-        median_box_size,
-        sample_weights,
-    )
-
-    if config.epochs < 1 or config.batch_size < 1 or config.input_size < 8:
-        raise CorrelaxError("epochs and batch size must be at least 1, input size at least 8")
-    if config.precision not in ("float32", "bfloat16"):
-        raise CorrelaxError(f"precision must be float32 or bfloat16, not {config.precision!r}")
-    data = Path(config.data).expanduser()
-    if not data.exists():
-        raise CorrelaxError("data folder not found", data)
+    task = _ClassifierTask(config)
+    history = yield from fit_steps(task)
     out = Path(config.out).expanduser()
-    dist_ctx = join(config.device)
-    device = dist_ctx.device
-    try:
-        if config.threads:
-            torch.set_num_threads(int(config.threads))
-        index = load_vindr(data)
-        split = split_records(index, config)
-        training, validation = split.training, split.validation
-        train_samples = build_samples(training, config.labels)
-        val_samples = build_samples(validation, config.labels)
-        if not train_samples:
-            raise CorrelaxError("no training samples (no boxes or No Finding images in the "
-                                "'training' split)", data)
-        if config.select == "best" and not val_samples:
-            raise CorrelaxError("choosing the best epoch needs validation samples, but the "
-                                "validation images have none with the run's labels; keep "
-                                "the last epoch instead (--select last)", data)
-        reference = median_box_size(train_samples) or (float(config.input_size),) * 2
-        cache = FusedImageCache(config.cache or out / "cache")
-        train_set = CropDataset(training, train_samples, cache, config.input_size, train=True,
-                                reference_size=reference, seed=config.seed, config=config.crop,
-                                labels=config.labels)
-        val_set = CropDataset(validation, val_samples, cache, config.input_size, train=False,
-                              reference_size=reference, seed=config.seed, config=config.crop)
-        weights = sample_weights(train_set.targets)
-
-        state_path = out / STATE_FILE
-        resume = state_path.is_file() and not config.fresh
-        doc: dict[str, Any] = {}
-        tensors: dict[str, Any] = {}
-        if resume:
-            doc, tensors = read_state(state_path)
-            saved = dict(doc.get("config", {}))
-            current = config.as_dict()
-            if isinstance(saved.get("crop"), dict):
-                # Runs saved before the window-scale options existed had them off.
-                saved["crop"] = CropConfig().as_dict() | saved["crop"]
-            saved.setdefault("select", "best")  # the only rule before it was a setting
-            changed = [k for k in RUN_KEYS if saved.get(k) != current.get(k)]
-            if changed:
-                raise CorrelaxError(
-                    "run folder holds a run with other settings (" + ", ".join(
-                        f"{k}: {saved.get(k)!r} there, {current.get(k)!r} now" for k in changed)
-                    + "); choose another --out or pass --fresh", out)
-
-        seed_everything(config.seed)
-        model = Classifier(config.backbone, config.labels, input_size=config.input_size)
-        if resume:
-            starting = StartingWeights(str(doc.get("pretrained", "unknown")))
-        else:
-            starting = load_starting_weights(model, config.pretrained)
-        selection = split.selection
-        yield TrainEvent("start", 0, config.epochs, {
-            "run": str(out), "device": device, "world_size": dist_ctx.world_size,
-            "train_images": len(training), "val_images": len(validation),
-            "train_samples": len(train_samples), "val_samples": len(val_samples),
-            "skipped_missing_files": split.skipped,
-            "train_support": _label_counts(train_set.targets, config.labels),
-            "val_support": _label_counts(val_set.targets, config.labels),
-            "reference_box": list(reference),
-            "selection": selection, "pretrained": starting.name, "resumed": resume,
-        })
-        if starting.warning:
-            yield TrainEvent("warning", 0, 0, {"message": starting.warning})
-        if config.select == "best" and config.val_split == "test":
-            yield TrainEvent("warning", 0, 0, {"message": (
-                "the best epoch is chosen on the test split: test scores of this checkpoint "
-                "will be optimistic (the default holds out a share of the training studies)")})
-
-        for done, total in cache.prepare(training + validation, dist_ctx.rank,
-                                         dist_ctx.world_size):
-            yield TrainEvent("cache", done, total)
-        dist_ctx.barrier()
-
-        model.to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=config.epochs, eta_min=config.lr_min)
-        sampler = torch.Generator().manual_seed(mix_seed(config.seed, 0x5A3))
-        seed_everything(mix_seed(config.seed, dist_ctx.rank))
-        history: list[dict[str, Any]] = []
-        best_score, best_epoch, start = -math.inf, 0, 1
-        if resume:
-            restore_state(doc, tensors, model, optimizer, scheduler, sampler, dist_ctx.rank,
-                     dist_ctx.world_size)
-            history = list(doc.get("history", []))
-            best_score = float(doc.get("best_score", -math.inf))
-            best_epoch = int(doc.get("best_epoch", 0))
-            start = int(doc["epoch"]) + 1
-
-        net = _LogitsNet(model)
-        if dist_ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(
-                net, device_ids=[dist_ctx.local_rank] if device.startswith("cuda") else None)
-        if dist_ctx.main:
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume:  # a best checkpoint of an earlier run here is not this run's
-                for stale in ("best.safetensors", "best.json"):
-                    (out / stale).unlink(missing_ok=True)
-            atomic_write_text(out / "config.json", json.dumps(config.as_dict(), indent=2) + "\n")
-            atomic_write_text(out / "run.json", json.dumps({
-                "selection": selection, "pretrained": starting.name,
-                "validation_study_ids": split.validation_studies}, indent=1) + "\n")
-
-        from torch.utils.data import DataLoader
-
-        from ..evaluate.classification import macro_f1, per_label_metrics
-        from .losses import focal_loss
-
-        per_rank_batch = math.ceil(config.batch_size / dist_ctx.world_size)
-        for epoch in range(start, config.epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            train_set.set_epoch(epoch)
-            order = epoch_indices(weights, len(train_samples), sampler, dist_ctx.rank,
-                                  dist_ctx.world_size, extra=train_set.extra_negatives)
-            loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=order,
-                                num_workers=config.workers,
-                                pin_memory=device.startswith("cuda"))
-            lr = optimizer.param_groups[0]["lr"]
-            total = torch.zeros(2, dtype=torch.float64)
-            n_batches = len(loader)
-            for b, (x, y) in enumerate(loader):
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
-                with _autocast(device, config.precision):
-                    logits = net(x)
-                loss = focal_loss(logits.float(), y, config.alpha, config.gamma)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                value = loss.detach().item()
-                total += torch.tensor([value * len(y), len(y)], dtype=torch.float64)
-                yield TrainEvent("batch", b + 1, n_batches, {
-                    "epoch": epoch, "epochs": config.epochs, "loss": value})
-            scheduler.step()
-            if dist_ctx.enabled:
-                import torch.distributed as dist
-
-                reduced = total.to(device)
-                dist.all_reduce(reduced)
-                total = reduced.cpu()
-            train_loss = float(total[0] / max(float(total[1]), 1.0))
-
-            record: dict[str, Any] = {"epoch": epoch, "epochs": config.epochs, "lr": lr,
-                                      "train_loss": train_loss}
-            if dist_ctx.main:
-                probs, targets, val_loss = evaluate_crops(
-                    model, val_set, per_rank_batch, device, config.precision,
-                    config.alpha, config.gamma)
-                rows = per_label_metrics(targets, probs, config.labels, config.threshold) \
-                    if len(targets) else []
-                improved = False
-                if config.select == "last":
-                    best_epoch = epoch
-                elif macro_f1(rows) > best_score:  # select="best" always has validation
-                    best_score, best_epoch, improved = macro_f1(rows), epoch, True
-                record.update({
-                    "val_loss": val_loss if len(targets) else None,
-                    "macro_f1": macro_f1(rows) if rows else None,
-                    "metrics": [r.as_dict() for r in rows],
-                    "seconds": round(time.perf_counter() - t0, 3),
-                    "best": improved,
-                })
-                history.append(record)
-            rng_states = gather_rng_states(dist_ctx)
-            if dist_ctx.main:
-                info = {"epoch": epoch, "train_config": config.as_dict(), "metrics": record,
-                        "selection": selection, "pretrained": starting.name}
-                save_state(state_path, model, optimizer, scheduler, sampler, rng_states, {
-                    "epoch": epoch, "config": config.as_dict(), "history": history,
-                    "best_score": best_score, "best_epoch": best_epoch,
-                    "selection": selection, "pretrained": starting.name})
-                save_checkpoint(model, out / "last.safetensors", info)
-                if record["best"]:
-                    save_checkpoint(model, out / "best.safetensors", info)
-                atomic_write_text(out / "metrics.jsonl",
-                                  "".join(json.dumps(h) + "\n" for h in history))
-            dist_ctx.barrier()
-            yield TrainEvent("epoch", epoch, config.epochs, record)
-
-        best = out / "best.safetensors"
-        last = out / "last.safetensors"
-        result = TrainResult(out, best if best.is_file() else None,
-                             last if last.is_file() else None, best_epoch, history,
-                             selection=selection, pretrained=starting.name)
-        result.checkpoint = result.last if config.select == "last" else result.best
-        yield TrainEvent("done", config.epochs, config.epochs, {
-            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-            "epoch": best_epoch, "selection": selection,
-            "best": str(result.best) if result.best else None,
-            "last": str(result.last) if result.last else None, "best_epoch": best_epoch})
-        return result
-    finally:
-        dist_ctx.close()
+    finish = task.finish(out)
+    return TrainResult(out, finish.best, finish.last, task.best_epoch, history,
+                       finish.checkpoint, task.split.selection, task.starting.name)
 
 
 def train(config: TrainConfig) -> TrainResult:
     """Run :func:`train_steps` to the end and return its result."""
-    steps = train_steps(config)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    from ..maps.sliding import drain
+
+    return drain(train_steps(config))

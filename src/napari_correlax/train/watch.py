@@ -1,13 +1,14 @@
 """Watching a ``correlax train`` run from another process, without Qt.
 
 The napari training dock starts ``python -m napari_correlax.cli train ... --progress
-json`` as a child process (:meth:`TrainRequest.command`; a GMIC run:
-:meth:`GMICTrainRequest.command`, ``correlax gmic train``, whose events have the same
-kinds and fields), reads its standard output one
-JSON object per line (:class:`EventLines`; the objects are
+json`` as a child process (:func:`train_command` of the classifier's
+:class:`~.settings.TrainConfig`; for GMIC's :class:`~napari_correlax.gmic.config.
+GMICTrainConfig`, ``correlax gmic train``, whose events have the same kinds and fields),
+reads its standard output one JSON object per line (:class:`EventLines`; the objects are
 :meth:`~napari_correlax.train.TrainEvent.as_json`) and shows what :class:`TrainWatch`
 makes of them: the per-epoch history (losses and validation F1 to plot), warnings, the
-epoch and file of the chosen checkpoint, the status line and how the run ended.
+epoch and file of the chosen checkpoint, the status line and how the run ended, in the
+dock's own words (:func:`in_dock_terms`).
 """
 
 from __future__ import annotations
@@ -15,23 +16,26 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..labels import HEADLINE_LABELS
+from .settings import command_line
 
 __all__ = [
     "CHECKPOINT_FILES",
+    "DOCK_TERMS",
     "PLOTTED_LABELS",
     "SELECTIONS",
     "EventLines",
-    "GMICTrainRequest",
     "RunEnd",
-    "TrainRequest",
     "TrainWatch",
+    "in_dock_terms",
     "progress_of",
     "read_history",
+    "train_command",
 ]
 
 #: "Keep" choices: (shown text, ``--select`` value).
@@ -44,68 +48,29 @@ PLOTTED_LABELS = HEADLINE_LABELS
 STDERR_LINES = 40
 
 
-@dataclass
-class TrainRequest:
-    """What the dock passes to ``correlax train`` (copied out of the widgets)."""
-
-    data: str
-    out: str
-    backbone: str = "efficientnet_v2_s"
-    epochs: int = 50
-    batch_size: int = 48
-    pretrained: str = ""
-    select: str = "best"
-    device: str = "auto"
-    fresh: bool = False
-
-    def command(self) -> list[str]:
-        """The child process's argv (``sys.executable`` first)."""
-        argv = [sys.executable, "-m", "napari_correlax.cli", "train", self.data,
-                "--out", self.out, "--backbone", self.backbone,
-                "--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
-                "--select", self.select, "--device", self.device, "--progress", "json"]
-        if self.pretrained:
-            argv += ["--pretrained", self.pretrained]
-        if self.fresh:
-            argv.append("--fresh")
-        return argv
+#: Command-line wording in errors of the training commands, and the same in the terms
+#: of the training dock's controls.
+DOCK_TERMS = (("--select last", "Keep: last epoch"), ("--select best",
+               "Keep: best on validation share"), ("--out", "Output"),
+              ("--fresh", "start over"), ("--pretrained none", "Pretrained: none"),
+              ("--pretrained FILE", "Pretrained: a weights file"), ("--init", "Initial weights"))
 
 
-@dataclass
-class GMICTrainRequest:
-    """What a dock passes to ``correlax gmic train`` (docs/method.md §9).
+def in_dock_terms(message: str) -> str:
+    """``message`` with the command-line options it names replaced by the dock's controls
+    (:data:`DOCK_TERMS`)."""
+    for flag, control in DOCK_TERMS:
+        message = message.replace(flag, f"“{control}”")
+    return message
 
-    ``train_cam``: the map that picks the patches (``cam``, ``gradcam``, ``gradcam++``,
-    ``xgradcam``, ``layercam``); ``positive``: the labels trained as outputs; ``init``:
-    initial weights (official GMIC weights or a GMIC checkpoint; empty: from scratch).
-    ``select`` is always ``"last"``: a GMIC run keeps the last epoch's
-    ``last.safetensors``, so :class:`TrainWatch` and :data:`CHECKPOINT_FILES` apply as
-    for the classifier.
-    """
 
-    data: str
-    out: str
-    train_cam: str = "cam"
-    positive: tuple[str, ...] = ("Mass",)
-    init: str = ""
-    epochs: int = 50
-    batch_size: int = 6
-    device: str = "auto"
-    fresh: bool = False
-    select: str = "last"
-
-    def command(self) -> list[str]:
-        """The child process's argv (``sys.executable`` first)."""
-        argv = [sys.executable, "-m", "napari_correlax.cli", "gmic", "train", self.data,
-                "--out", self.out, "--train-cam", self.train_cam,
-                "--positive", *self.positive, "--epochs", str(self.epochs),
-                "--batch-size", str(self.batch_size), "--device", self.device,
-                "--progress", "json"]
-        if self.init:
-            argv += ["--init", self.init]
-        if self.fresh:
-            argv.append("--fresh")
-        return argv
+def train_command(settings: Any, always: Sequence[str] = ()) -> list[str]:
+    """The child process's argv (``sys.executable`` first) that trains with ``settings``
+    (classifier or GMIC: the class's ``command`` names the action) and prints JSON events;
+    the options named in ``always`` are written even at their defaults
+    (:func:`~.settings.command_line`)."""
+    return [sys.executable, "-m", "napari_correlax.cli", *settings.command,
+            *command_line(settings, always), "--progress", "json"]
 
 
 def read_history(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -183,11 +148,13 @@ class TrainWatch:
     ``chosen_epoch`` (0: none yet), ``chosen_checkpoint`` (path, once it exists).
     """
 
-    def __init__(self, request: TrainRequest | GMICTrainRequest | None = None) -> None:
-        self.out = Path(request.out) if request is not None else None
-        self.select = request.select if request is not None else "best"
-        resumed = request is not None and not request.fresh
-        self.history: list[dict[str, Any]] = read_history(request.out) if resumed else []
+    def __init__(self, settings: Any = None) -> None:
+        """``settings``: the run's classifier or GMIC training settings (``out``,
+        ``select``, ``fresh``); None before any run."""
+        self.out = Path(settings.out) if settings is not None else None
+        self.select = settings.select if settings is not None else "best"
+        resumed = settings is not None and not settings.fresh
+        self.history: list[dict[str, Any]] = read_history(settings.out) if resumed else []
         self.warnings: list[str] = []
         self.stderr: list[str] = []
         self.chosen_checkpoint: str | None = None
@@ -214,7 +181,7 @@ class TrainWatch:
                     f"validation samples{f' ({split})' if split else ''} on "
                     f"{event['device']}; starting weights: {event.get('pretrained', 'none')}")
         if kind == "warning":
-            self.warnings.append(str(event.get("message", "")))
+            self.warnings.append(in_dock_terms(str(event.get("message", ""))))
         elif kind == "epoch":
             self.history = [h for h in self.history if h.get("epoch") != event.get("epoch")]
             self.history.append(event)
@@ -250,7 +217,7 @@ class TrainWatch:
             which = "last" if self.select == "last" else "best"
             return RunEnd(f"finished: {which} epoch {self.chosen_epoch} → "
                           f"{self.chosen_checkpoint}", finished=True)
-        reason = self.stderr[-1] if self.stderr else ""
+        reason = in_dock_terms(self.stderr[-1]) if self.stderr else ""
         if crashed:
             reason = "the training process was killed (out of memory?) " + reason
         return RunEnd(f"failed (exit {code}): {reason}", error=reason or f"exit status {code}")
