@@ -14,13 +14,36 @@ value.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import CorrelaxError
+from ..labels import LABELS, NO_FINDING
 from ..train.settings import option, shared_option
 from .cams import TRAIN_CAMS, check_cam
-from .data import NEGATIVES, check_classes
+
+#: Which images are GMIC's negatives: the No Finding ones, or every image without a
+#: positive label (docs/method.md §9).
+NEGATIVES: tuple[str, ...] = ("normal", "all")
+
+
+def check_classes(positive: Sequence[str]) -> list[str]:
+    """The positive labels as given (docs/method.md §3 label names, case ignored), in
+    order without repeats; CorrelaxError naming the labels for an unknown one."""
+    lookup = {lab.lower(): lab for lab in LABELS if lab != NO_FINDING}
+    out = []
+    for name in positive:
+        label = lookup.get(str(name).strip().lower())
+        if label is None:
+            raise CorrelaxError(f"unknown positive label {name!r}; choose among "
+                                f"{', '.join(lookup.values())}")
+        out.append(label)
+    out = list(dict.fromkeys(out))
+    if not out:
+        raise CorrelaxError("no positive label given")
+    return out
+
 
 __all__ = [
     "DEFAULT_CLASS_NAMES",

@@ -32,7 +32,8 @@ import numpy as np
 
 from ..errors import CorrelaxError
 from ..files import atomic_write, atomic_write_text
-from ..labels import LABELS, NO_FINDING
+from ..labels import NO_FINDING
+from .config import NEGATIVES, check_classes
 
 if TYPE_CHECKING:
     import torch
@@ -41,27 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["NEGATIVES", "GMICImageSet", "InputCache", "check_classes", "image_targets"]
 
-#: Which images without a positive label are trained on as negatives.
-NEGATIVES: tuple[str, ...] = ("normal", "all")
 #: Pixel values are stored as ``round(v · 65535)`` (v in [0, 1]).
 _SCALE = 65535.0
-
-
-def check_classes(positive: Sequence[str]) -> list[str]:
-    """The positive labels as given (docs/method.md §3 label names, case ignored), in
-    order without repeats; CorrelaxError naming the labels for an unknown one."""
-    lookup = {lab.lower(): lab for lab in LABELS if lab != NO_FINDING}
-    out = []
-    for name in positive:
-        label = lookup.get(str(name).strip().lower())
-        if label is None:
-            raise CorrelaxError(f"unknown positive label {name!r}; choose among "
-                                f"{', '.join(lookup.values())}")
-        out.append(label)
-    out = list(dict.fromkeys(out))
-    if not out:
-        raise CorrelaxError("no positive label given")
-    return out
 
 
 def image_targets(records: Sequence[ImageRecord], classes: Sequence[str],
