@@ -279,6 +279,7 @@ def sanity_steps(image: Mammogram | np.ndarray, model: Any, methods: Sequence[st
                 if k:
                     raise
                 errors[spec.name] = str(exc)
+                total -= n_steps
                 continue
             if k == 0:
                 original[spec.name] = maps
