@@ -25,6 +25,11 @@ minutes, e.g.::
 
     python benchmarks/compare_phantoms.py --work /tmp/hard --images 6 --size 512 320 \\
         --methods prediction,gradcam,gradcam++,eigencam --global scorecam --reference prediction
+
+Measured on a shared 2-core CPU (demo model, 6 images of 512 x 320, stride 48, one torch
+thread; wall seconds per image): prediction 1.1, Grad-CAM 6.8, Grad-CAM++ 3.3, Eigen-CAM
+3.2, CorRELAX (default settings) 184, Score-CAM global 104. Windowed methods grow with the
+number of windows (about 4x at 1024 x 640); global ones do not.
 """
 
 from __future__ import annotations
