@@ -20,7 +20,6 @@ PENDING = frozenset({
     "src/napari_correlax/train/loop.py",
     "src/napari_correlax/train/settings.py",
     "src/napari_correlax/evaluate/split_run.py",
-    "src/napari_correlax/evaluate/paired.py",
     "src/napari_correlax/gmic/predict.py",
     "src/napari_correlax/dicom_out/",
 })

@@ -217,3 +217,26 @@ def test_many_rows_are_indexed(tmp_path):
 
 def test_required_columns_are_a_subset_of_the_vindr_header():
     assert set(REQUIRED_COLUMNS) <= set(HEADER)
+
+
+def test_two_categories_of_one_group_in_a_row_are_one_finding(tmp_path):
+    rows = [
+        _row("i1", cats="['Nipple Retraction', 'Skin Retraction']"),
+        _row("i2", cats="['Skin Retraction', 'Mass', 'Focal Asymmetry', 'Global Asymmetry']",
+             box=("5", "6", "70", "80")),
+        _row("i3", cats="['Skin Retraction']", box=("1", "2", "30", "40")),
+        _row("i3", cats="['Nipple Retraction']", box=("1", "2", "30", "40")),
+    ]
+    index = load_vindr(_write(tmp_path, rows), check_files=False)
+    assert [(b.label, b.category) for b in index.by_id("i1").boxes] == [
+        ("Retractions", "Nipple Retraction; Skin Retraction")]
+    i2 = index.by_id("i2").boxes
+    assert [(b.label, b.category) for b in i2] == [
+        ("Retractions", "Skin Retraction"), ("Mass", "Mass"),
+        ("Asymmetries", "Focal Asymmetry; Global Asymmetry")]
+    assert {b.corners for b in i2} == {(5.0, 6.0, 70.0, 80.0)}
+    # Two rows are two findings, even with the same box (the data set's annotators
+    # drew them separately).
+    assert [b.category for b in index.by_id("i3").boxes] == [
+        "Skin Retraction", "Nipple Retraction"]
+    assert index.problems == []

@@ -18,7 +18,7 @@ from ..errors import CorrelaxError
 #: Subcommand modules, in help order.
 COMMANDS = (
     "predict", "explain", "mask-sensitivity", "synth", "train", "evaluate", "compare",
-    "import-model", "gmic", "dicom",
+    "import-model", "gmic", "sanity", "dicom",
 )
 
 

@@ -24,6 +24,11 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--size", nargs=2, type=int, default=(2048, 1024), metavar=("H", "W"),
                    help="image height and width in pixels (default 2048 1024)")
     p.add_argument("--test-fraction", type=float, default=0.25, help="share of test images")
+    p.add_argument("--difficulty", choices=("standard", "hard"), default="standard",
+                   help="standard (default): the findings the demo model was trained on; "
+                   "hard: masses of radius 3-10 px with contrast at most 0.05, tight "
+                   "clusters of microcalcifications, about 40%% of them within 30 px of "
+                   "the skin line (same breasts as standard)")
     p.set_defaults(func=run)
 
 
@@ -34,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise CorrelaxError("--n must be at least 1")
     root = write_vindr_dataset(
-        args.out, args.n, seed=args.seed, shape=tuple(args.size), test_fraction=args.test_fraction
+        args.out, args.n, seed=args.seed, shape=tuple(args.size),
+        test_fraction=args.test_fraction, difficulty=args.difficulty,
     )
     print(f"wrote {args.n} images to {root}")
     return 0

@@ -8,8 +8,11 @@ No pixels are read; image files are only checked for existence.
 Choices the method reference (docs/method.md) leaves open, written down here:
 
 * Box coordinates are kept as written in the CSV, in pixels of the image as stored
-  (x = column, y = row). A row whose ``finding_categories`` holds several categories
-  gives one :class:`Box` per category, all with the same coordinates.
+  (x = column, y = row). A row is one finding per label: its categories are grouped
+  (docs/method.md §3), and each label they name gives one :class:`Box`, so a row naming
+  Nipple Retraction and Skin Retraction is one Retractions box whose ``category`` lists
+  both (``"Nipple Retraction; Skin Retraction"``), while a row naming Mass and
+  Suspicious Calcification gives two boxes with the same coordinates.
 * Categories outside :data:`~napari_correlax.labels.VINDR_GROUPS` (VinDr's "Other"
   findings) are ignored and counted in ``problems``. A category with empty
   coordinates gives no box (noted in ``problems`` unless it is "No Finding"), so an
@@ -42,6 +45,7 @@ from ..labels import LABELS, NO_FINDING, group_category
 
 __all__ = [
     "BREAST_CSV",
+    "CATEGORY_SEPARATOR",
     "FINDINGS_CSV",
     "REQUIRED_COLUMNS",
     "Box",
@@ -62,6 +66,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 _SPLITS = {"training": "training", "train": "training", "test": "test",
            "val": "validation", "valid": "validation", "validation": "validation"}
 _IMAGE_SUFFIXES = (".dicom", ".dcm", "", ".png")
+#: Joins the categories of one row that group into one label (``Box.category``).
+CATEGORY_SEPARATOR = "; "
 
 
 @dataclass
@@ -172,6 +178,20 @@ def _parse_categories(text: str, cache: dict[str, list[str] | None]) -> list[str
     return parsed
 
 
+def _group_row(categories: list[str], unknown: Counter[str]) -> dict[str, list[str]]:
+    """The lesion labels one row's categories name, each with its categories in row order
+    (a category listed twice counts once). Categories outside the groups are counted in
+    ``unknown``; "No Finding" names no label."""
+    grouped: dict[str, list[str]] = {}
+    for category in categories:
+        label = group_category(category)
+        if label is None:
+            unknown[category] += 1
+        elif label != NO_FINDING and category not in grouped.setdefault(label, []):
+            grouped[label].append(category)
+    return grouped
+
+
 def _number(text: str) -> float | None:
     try:
         value = float(text)
@@ -266,13 +286,8 @@ def load_vindr(root: str | PathLike[str], *, check_files: bool = True) -> VinDrI
             continue
         coords = [row[k] for k in ("xmin", "ymin", "xmax", "ymax")]
         birads = row.get("finding_birads") or None
-        for category in categories:
-            label = group_category(category)
-            if label is None:
-                unknown[category] += 1
-                continue
-            if label == NO_FINDING:
-                continue
+        for label, names in _group_row(categories, unknown).items():
+            category = CATEGORY_SEPARATOR.join(names)
             if not any(coords):
                 problems.append(f"{name} line {line}: {category!r} has no box; skipped")
                 continue

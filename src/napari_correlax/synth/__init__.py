@@ -9,6 +9,9 @@ model and the ``correlax synth`` command use phantoms made here:
 - :func:`write_dicom` stores a phantom as an uncompressed DICOM file.
 - :func:`write_vindr_dataset` writes a whole data set: ``images/<study>/<image>.dicom``
   plus ``finding_annotations.csv`` and ``breast-level_annotations.csv``.
+- ``difficulty="hard"`` (both functions) draws findings the demo model never saw in
+  training: masses of radius 3-10 px with at most 0.05 contrast, tight clusters of
+  microcalcifications, and some findings within 30 px of the skin line.
 
 Conventions (all in pixels of the image, row ``y`` down, column ``x`` right):
 
@@ -41,11 +44,12 @@ from .dataset import (
     write_vindr_dataset,
 )
 from .dicom import write_dicom
-from .phantom import CATEGORIES, Finding, Phantom, make_phantom
+from .phantom import CATEGORIES, DIFFICULTIES, Finding, Phantom, make_phantom
 
 __all__ = [
     "BREAST_COLUMNS",
     "CATEGORIES",
+    "DIFFICULTIES",
     "FINDING_COLUMNS",
     "Finding",
     "Phantom",

@@ -21,6 +21,7 @@ class _Canvas:
     fine: np.ndarray  # fine texture, unit variance
     depth_scale: float  # subcutaneous fall-off length (px)
     skin_w: float  # skin line thickness (px)
+    hard: bool = False  # difficulty "hard": small, faint findings, some near the skin
     pixels: np.ndarray = field(init=False)
     d: np.ndarray = field(init=False)  # depth below the skin (px), 0 off the breast
     pect_mask: np.ndarray = field(init=False)

@@ -16,7 +16,8 @@ import numpy as np
 from ..labels import NO_FINDING
 from ._categories import _COVERAGE, _DENSITIES, _DENSITY_P, _WEIGHTS
 from .dicom import write_dicom
-from .phantom import Phantom, make_phantom
+from .findings import _HARD_RENDERERS
+from .phantom import DIFFICULTIES, Phantom, make_phantom
 
 __all__ = [
     "BREAST_COLUMNS",
@@ -67,6 +68,17 @@ def _assign_categories(rng: np.random.Generator, n_images: int) -> list[list[str
     return slots
 
 
+def _hard_categories(assigned: list[list[str]]) -> list[list[str]]:
+    """The same number of findings per image, alternating Mass and Suspicious
+    Calcification over the data set (so both appear as soon as there are two findings)."""
+    names = list(_HARD_RENDERERS)
+    out, k = [], 0
+    for slots in assigned:
+        out.append([names[(k + j) % len(names)] for j in range(len(slots))])
+        k += len(slots)
+    return out
+
+
 def _birads_value(text: str) -> int:
     digits = "".join(ch for ch in text if ch.isdigit())
     return int(digits) if digits else 0
@@ -87,15 +99,17 @@ class PlannedImage:
     categories: list[str]
     photometric: str
     bits_stored: int
+    difficulty: str = "standard"
 
     def phantom(self, shape: tuple[int, int]) -> Phantom:
         """The phantom of this image (the same one the data set writer stores)."""
         return make_phantom(self.seed, shape, self.view, self.laterality, self.categories,
-                            density=self.density)
+                            density=self.density, difficulty=self.difficulty)
 
 
 def plan_vindr_dataset(n_images: int, seed: int = 0, test_fraction: float = 0.25,
-                       no_finding_fraction: float = 0.3) -> list[PlannedImage]:
+                       no_finding_fraction: float = 0.3, difficulty: str = "standard"
+                       ) -> list[PlannedImage]:
     """Decide ids, views, splits and findings of a synthetic data set (docs/method.md §11).
 
     Studies hold up to four images (R CC, L CC, R MLO, L MLO) and are split whole into
@@ -106,9 +120,16 @@ def plan_vindr_dataset(n_images: int, seed: int = 0, test_fraction: float = 0.25
     groups into one) appears as soon as the split has room for it; further findings are
     drawn with Mass and Suspicious Calcification the most frequent. Images alternate
     MONOCHROME2/MONOCHROME1 and BitsStored 12/14/16. Deterministic in ``seed``.
+
+    ``difficulty="hard"`` (see :func:`~napari_correlax.synth.make_phantom`): images with
+    findings carry 1-3 hard masses and microcalcification clusters, both present as soon
+    as the split has two findings; ids, views, splits and breasts are those of the
+    standard plan of the same seed.
     """
     if n_images < 1:
         raise ValueError("n_images must be at least 1")
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, not {difficulty!r}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     n_studies = math.ceil(n_images / 4)
     studies = [_hex_id(rng) for _ in range(n_studies)]
@@ -131,7 +152,10 @@ def plan_vindr_dataset(n_images: int, seed: int = 0, test_fraction: float = 0.25
         shuffled = [members[k] for k in rng.permutation(len(members))]
         with_findings = sorted(shuffled[n_nf:])
         if with_findings:
-            for i, c in zip(with_findings, _assign_categories(rng, len(with_findings))):
+            assigned = _assign_categories(rng, len(with_findings))
+            if difficulty == "hard":
+                assigned = _hard_categories(assigned)
+            for i, c in zip(with_findings, assigned):
                 cats[i] = c
 
     plan = []
@@ -142,13 +166,13 @@ def plan_vindr_dataset(n_images: int, seed: int = 0, test_fraction: float = 0.25
             laterality=laterality, view=view, split=split_of[i], density=densities[i // 4],
             seed=int(np.random.SeedSequence([seed, i]).generate_state(1)[0]),
             categories=cats[i], photometric=("MONOCHROME2", "MONOCHROME1")[i % 2],
-            bits_stored=(12, 14, 16)[i % 3]))
+            bits_stored=(12, 14, 16)[i % 3], difficulty=difficulty))
     return plan
 
 
 def write_vindr_dataset(root: str | PathLike[str], n_images: int, seed: int = 0,
                         shape: tuple[int, int] = (1024, 640), test_fraction: float = 0.25,
-                        no_finding_fraction: float = 0.3) -> Path:
+                        no_finding_fraction: float = 0.3, difficulty: str = "standard") -> Path:
     """Write a synthetic data set in the VinDr-Mammo layout (docs/method.md §11) under ``root``.
 
     Files: ``root/images/<study_id>/<image_id>.dicom``, ``root/finding_annotations.csv``
@@ -165,7 +189,8 @@ def write_vindr_dataset(root: str | PathLike[str], n_images: int, seed: int = 0,
     root = Path(root)
     finding_rows: list[list[str]] = []
     breast_rows: list[list[str]] = []
-    for item in plan_vindr_dataset(n_images, seed, test_fraction, no_finding_fraction):
+    for item in plan_vindr_dataset(n_images, seed, test_fraction, no_finding_fraction,
+                                   difficulty):
         ph = item.phantom(shape)
         write_dicom(root / "images" / item.study_id / f"{item.image_id}.dicom", ph,
                     photometric=item.photometric, bits_stored=item.bits_stored,

@@ -16,6 +16,10 @@ import numpy as np
 from ._categories import _BIRADS, _WEIGHTS, CATEGORIES
 from ._primitives import _grid, _segments, _smooth_blobs, _soft_ellipse, _tight_box
 
+#: Hard masses: radius range (px) and the largest change of a pixel value they make.
+HARD_MASS_RADIUS = (3.0, 10.0)
+HARD_MAX_CONTRAST = 0.05
+
 
 def _render_mass(rng: np.random.Generator, s: float) -> np.ndarray:
     r = rng.uniform(15.0, 75.0) * s
@@ -141,6 +145,55 @@ def _render_lymph_node(rng: np.random.Generator, s: float) -> np.ndarray:
     return (amp * outer - (amp + 0.03) * hilum).astype(np.float32)
 
 
+def _render_small_mass(rng: np.random.Generator, s: float) -> np.ndarray:
+    """A hard mass: radius 3-10 px, peak change at most :data:`HARD_MAX_CONTRAST`."""
+    r = rng.uniform(*HARD_MASS_RADIUS) * max(s, 0.5)
+    aspect = rng.uniform(1.0, 1.3)
+    edge = rng.uniform(0.6, 1.5)
+    amp = rng.uniform(0.6, 1.0) * HARD_MAX_CONTRAST
+    angle = rng.uniform(0, np.pi)
+    hs = math.ceil(r * aspect + 3.0 * edge + 2.0)
+    yy, xx = _grid(hs, hs)
+    core = _soft_ellipse(yy, xx, r, r * aspect, angle, edge)
+    return (amp * core).astype(np.float32)
+
+
+def _render_microcalcifications(rng: np.random.Generator, s: float) -> np.ndarray:
+    """A hard calcification finding: a tight cluster (radius 6-20 px) of up to 15 dots of
+    0.5-1.2 px radius and 0.1-0.25 contrast, at least 5 px apart, centred on its box."""
+    n = int(rng.integers(5, 16))
+    radius = rng.uniform(6.0, 20.0) * max(s, 0.5)
+    hs = math.ceil(radius + 4)
+    pts: list[tuple[float, float]] = []
+    for _ in range(50 * n):
+        if len(pts) == n:
+            break
+        rho, th = radius * math.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
+        py, px = hs + rho * math.sin(th), hs + rho * math.cos(th)
+        if all((py - qy) ** 2 + (px - qx) ** 2 >= 25.0 for qy, qx in pts):
+            pts.append((py, px))
+    delta = np.zeros((2 * hs + 1, 2 * hs + 1), np.float32)
+    yy, xx = _grid(hs, hs)
+    for py, px in pts:
+        rd, amp = rng.uniform(0.5, 1.2), rng.uniform(0.1, 0.25)
+        dist = np.hypot(yy + hs - py, xx + hs - px)
+        np.maximum(delta, amp * np.clip(rd + 0.5 - dist, 0.0, 1.0), out=delta)
+    return _centred_on_box(delta)
+
+
+def _centred_on_box(delta: np.ndarray) -> np.ndarray:
+    """``delta`` padded with zeros so that its box centre is the patch centre."""
+    box = _tight_box(delta)
+    if box is None:
+        return delta
+    x0, y0, x1, y1 = box
+    shift_y = (y0 + y1 - 1) - (delta.shape[0] - 1)  # twice the offset of the box centre
+    shift_x = (x0 + x1 - 1) - (delta.shape[1] - 1)
+    pad_y = (max(-shift_y, 0), max(shift_y, 0))  # a box centre below: rows added below
+    pad_x = (max(-shift_x, 0), max(shift_x, 0))
+    return np.pad(delta, (pad_y, pad_x))
+
+
 _BLOB_RENDERERS: dict[str, Callable[[np.random.Generator, float], np.ndarray]] = {
     "Mass": _render_mass,
     "Suspicious Calcification": _render_calcifications,
@@ -149,6 +202,12 @@ _BLOB_RENDERERS: dict[str, Callable[[np.random.Generator, float], np.ndarray]] =
     "Global Asymmetry": lambda rng, s: _render_asymmetry(rng, s, "Global Asymmetry"),
     "Architectural Distortion": _render_distortion,
     "Suspicious Lymph Node": _render_lymph_node,
+}
+#: ``difficulty="hard"``: renderers that replace the standard ones (small, faint masses and
+#: clustered microcalcifications, outside what the demo model was trained on).
+_HARD_RENDERERS: dict[str, Callable[[np.random.Generator, float], np.ndarray]] = {
+    "Mass": _render_small_mass,
+    "Suspicious Calcification": _render_microcalcifications,
 }
 # Larger findings are placed first so the small ones fill the gaps.
 _PLACE_ORDER = ("Global Asymmetry", "Asymmetry", "Mass", "Focal Asymmetry",
@@ -167,8 +226,11 @@ def _extent(delta: np.ndarray) -> float:
     return math.hypot(dy, dx)
 
 
-def _choose_categories(rng: np.random.Generator, findings: Sequence[str] | None) -> list[str]:
-    if findings is None:
+def _choose_categories(rng: np.random.Generator, findings: Sequence[str] | None, *,
+                       hard: bool = False) -> list[str]:
+    if findings is None and hard:
+        cats = [str(c) for c in rng.choice(list(_HARD_RENDERERS), size=int(rng.integers(1, 4)))]
+    elif findings is None:
         names = list(_WEIGHTS)
         p = np.array([_WEIGHTS[c] for c in names])
         cats = [str(c) for c in rng.choice(names, size=int(rng.integers(0, 4)), p=p / p.sum())]

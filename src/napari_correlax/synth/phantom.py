@@ -20,9 +20,11 @@ from .placement import (
     _cut_retractions,
 )
 
-__all__ = ["CATEGORIES", "Finding", "Phantom", "make_phantom"]
+__all__ = ["CATEGORIES", "DIFFICULTIES", "Finding", "Phantom", "make_phantom"]
 
 _SPACING_MM = 0.1
+#: What :func:`make_phantom`'s ``difficulty`` accepts.
+DIFFICULTIES = ("standard", "hard")
 
 
 @dataclass
@@ -63,7 +65,7 @@ class Phantom:
 
 def make_phantom(seed: int, shape: tuple[int, int] = (1024, 640), view: str = "CC",
                  laterality: str = "L", findings: Sequence[str] | None = None, *,
-                 density: str | None = None) -> Phantom:
+                 density: str | None = None, difficulty: str = "standard") -> Phantom:
     """Draw one synthetic mammogram with ground-truth boxes (docs/method.md §3, §11).
 
     Args:
@@ -77,6 +79,13 @@ def make_phantom(seed: int, shape: tuple[int, int] = (1024, 640), view: str = "C
             ``None`` draws 0-3 random findings, ``[]`` gives a No Finding image.
         density: ``"DENSITY A"`` .. ``"DENSITY D"`` (fibroglandular fraction), drawn
             from the seed when None.
+        difficulty: ``"standard"`` (the findings the demo model was trained on) or
+            ``"hard"``: masses of radius 3-10 px that change pixel values by at most
+            0.05, tight clusters of microcalcifications (dots of 0.5-1.2 px radius, 5 px apart,
+            contrast 0.1-0.25), and about 40 % of the compact findings with their box
+            centre within 30 px of the skin line; ``None`` findings then draws 1-3 masses
+            and calcifications. Other categories are drawn as in ``"standard"``. The
+            breast, texture and noise are the same as the standard phantom of the seed.
 
     Returns:
         A :class:`Phantom` whose findings are listed in the order requested, each with a
@@ -93,7 +102,10 @@ def make_phantom(seed: int, shape: tuple[int, int] = (1024, 640), view: str = "C
         raise ValueError(f"phantom shape must be at least 128×128, not {shape}")
     shape_rng, tex_rng, find_rng, noise_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
-    cats = _choose_categories(find_rng, findings)
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, not {difficulty!r}")
+    hard = difficulty == "hard"
+    cats = _choose_categories(find_rng, findings, hard=hard)
     if density is None:
         density = str(shape_rng.choice(_DENSITIES, p=_DENSITY_P))
     if density not in _DENSITY_THRESHOLD:
@@ -105,7 +117,7 @@ def make_phantom(seed: int, shape: tuple[int, int] = (1024, 640), view: str = "C
     cv = _Canvas(mask=(mask0 if "Nipple Retraction" in cats else mask_ref).copy(),
                  nipple=nipple, half=half, pect_edge=pect_edge, gland=gland, fine=fine,
                  depth_scale=float(np.clip(0.06 * w, 8.0, 80.0)),
-                 skin_w=float(np.clip(0.009 * w, 3.0, 14.0)))
+                 skin_w=float(np.clip(0.009 * w, 3.0, 14.0)), hard=hard)
     cv.occupied = np.zeros((h, w), bool)
 
     # Retractions change the outline, so they come before the tissue is drawn.

@@ -11,7 +11,12 @@ import numpy as np
 from ._canvas import _Canvas
 from ._primitives import _disk, _distance, _segments
 from .anatomy import _tissue
-from .findings import _BLOB_RENDERERS, _PLACE_ORDER, _extent
+from .findings import _BLOB_RENDERERS, _HARD_RENDERERS, _PLACE_ORDER, _extent
+
+#: ``difficulty="hard"``: share of compact findings whose box centre lies within
+#: :data:`HARD_SKIN_PX` px of the skin line (depth by the distance transform of the breast).
+HARD_SKIN_SHARE = 0.4
+HARD_SKIN_PX = 30.0
 
 
 def _pick(rng: np.random.Generator, allowed: np.ndarray, step: int) -> tuple[int, int] | None:
@@ -137,10 +142,23 @@ def _lymph_node_region(cv: _Canvas) -> np.ndarray:
     return (xx < 0.35 * cv.nipple[1]) & (np.abs(yy - cv.nipple[0]) > 0.25 * cv.half)
 
 
+def _near_skin(cv: _Canvas, d_place: np.ndarray, extent: float) -> np.ndarray:
+    """Free centres within :data:`HARD_SKIN_PX` of the skin line (the breast outline), for
+    a finding of ``extent`` px that stays inside the breast, off the pectoral muscle.
+
+    2 px are kept in hand for the approximate distance transform and for a box centre
+    that falls between two pixels, so an exact distance transform also finds the box
+    centre within :data:`HARD_SKIN_PX`.
+    """
+    return (cv.d <= HARD_SKIN_PX - 2.0) & (d_place >= extent + 1.0) & ~cv.occupied
+
+
 def _add_blobs(cv: _Canvas, rng: np.random.Generator, cats: list[str]) -> None:
     """Place compact findings fully inside the breast, off the pectoral, apart if possible.
 
-    A finding too large for the breast is redrawn smaller (×0.75 at a time).
+    A finding too large for the breast is redrawn smaller (×0.75 at a time). In a hard
+    phantom (``cv.hard``) masses and calcifications use the hard renderers and a share
+    :data:`HARD_SKIN_SHARE` of the findings goes near the skin line when there is room.
     """
     h, w = cv.shape
     yy, xx = cv.grids()
@@ -152,10 +170,11 @@ def _add_blobs(cv: _Canvas, rng: np.random.Generator, cats: list[str]) -> None:
     step = 4 if min(h, w) >= 256 else 2
     order = sorted((i for i, c in enumerate(cats) if c in _BLOB_RENDERERS),
                    key=lambda i: _PLACE_ORDER.index(cats[i]))
+    renderers = {**_BLOB_RENDERERS, **(_HARD_RENDERERS if cv.hard else {})}
     for i in order:
         scale = 1.0
         for _ in range(10):
-            delta = _BLOB_RENDERERS[cats[i]](rng, scale)
+            delta = renderers[cats[i]](rng, scale)
             free = d_place >= _extent(delta) + gap
             if free.any():
                 break
@@ -163,6 +182,8 @@ def _add_blobs(cv: _Canvas, rng: np.random.Generator, cats: list[str]) -> None:
         choices = [free & ~cv.occupied, free]
         if cats[i] == "Suspicious Lymph Node":
             choices.insert(0, choices[0] & _lymph_node_region(cv))
+        if cv.hard and rng.random() < HARD_SKIN_SHARE:
+            choices.insert(0, _near_skin(cv, d_place, _extent(delta)))
         spot = next((s for s in (_pick(rng, a, step) for a in choices) if s is not None), None)
         if spot is None:  # the breast is too small even at the smallest size
             spot = np.unravel_index(int(np.argmax(d_place)), d_place.shape)
