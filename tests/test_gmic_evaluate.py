@@ -36,7 +36,8 @@ def _checkpoint(path: Path, seed: int, train_cam: str | None,
     from napari_correlax.io.vindr import load_vindr
 
     torch.manual_seed(seed)
-    model = GMIC(GMICConfig(num_classes=len(classes), class_names=classes, **TINY)).eval()
+    model = GMIC(GMICConfig(num_classes=len(classes), class_names=classes,
+                            train_cam=train_cam or "cam", **TINY)).eval()
     if data is not None:
         x = torch.cat([gmic_input(read_mammogram(r.path), r.laterality, size=(256, 160),
                                   fit="resize").tensor()
@@ -80,6 +81,9 @@ def test_evaluate_writes_tables_one_and_two_with_the_froc(evaluated):
         assert (evaluated / name).is_file(), name
     table2 = _rows(evaluated / "table2-detection.csv")
     assert [r["Training CAM"] for r in table2] == ["XGrad-CAM", "CAM"]
+    # each model's patches are picked by the CAM it was trained with
+    table1 = _rows(evaluated / "table1-classification.csv")
+    assert [r["Patches by"] for r in table1] == ["XGrad-CAM", "CAM"]
     assert list(table2[0])[3:] == ["CAM", "Grad-CAM"]
     assert all("@" in r["CAM"] and "@" in r["Grad-CAM"] for r in table2)
     assert (evaluated / "froc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -316,3 +320,31 @@ def test_training_under_torchrun_with_two_processes(small_mass_phantoms, tmp_pat
     assert epoch["images_per_second"] > 0 and np.isfinite(epoch["train_loss"])
     state = json.loads((out / "last.train.json").read_text())
     assert len(state["rng"]) == 2 and state["epoch"] == 1
+
+
+def test_retrieval_cam_override_changes_the_fusion_output_as_a_direct_run(
+        small_mass_phantoms, checkpoints, tmp_path):
+    """--retrieval-cam cam runs the XGrad-CAM-trained model with GMIC's saliency picking
+    the patches: Table I's outputs are those of model(x, "cam") computed here."""
+    from napari_correlax.gmic import load_gmic
+    from napari_correlax.gmic.method import analyse
+    from napari_correlax.io import read_mammogram
+    from napari_correlax.io.vindr import load_vindr
+
+    out = tmp_path / "override"
+    assert _evaluate(small_mass_phantoms, checkpoints[:1], out, "--retrieval-cam", "cam") == 0
+    assert [r["Patches by"] for r in _rows(out / "table1-classification.csv")] == ["CAM"]
+    model = load_gmic(checkpoints[0])
+    assert model.config.train_cam == "xgradcam"
+    report = json.loads((out / "report.json").read_text())
+    assert report["table1"][0]["retrieval_cam"] == "cam"
+    record = next(r for r in load_vindr(small_mass_phantoms).split("test") if r.boxes)
+    own = analyse(read_mammogram(record.path), model, laterality=record.laterality)
+    picked = analyse(read_mammogram(record.path), model, laterality=record.laterality,
+                     retrieval_cam="cam")
+    assert own.retrieval_cam == "xgradcam" and picked.retrieval_cam == "cam"
+    with torch.no_grad():
+        x = gmic_input(read_mammogram(record.path), record.laterality, size=(256, 160),
+                       fit="resize").tensor()
+        direct = model(x, "cam").y_fusion[0].numpy()
+    np.testing.assert_allclose(picked.y_fusion, direct, rtol=1e-6)

@@ -623,3 +623,36 @@ def test_standardisation_and_missing_laterality():
     assert prepared.tensor().shape == (1, 1, *SIZE)
     with pytest.raises(CorrelaxError, match="laterality unknown"):
         gmic_input(Mammogram(image, None, {"laterality": None}, path="x.dcm"), size=SIZE)
+
+
+def test_the_training_cam_is_kept_with_the_checkpoint_and_used_by_default(tmp_path):
+    model = _model(5, num_classes=1, class_names=("Mass",), input_size=SMALL, K=3,
+                   crop_shape=(64, 64), train_cam="xgradcam")
+    path = save_gmic(model, tmp_path / "xgrad.safetensors")
+    loaded = load_gmic(path)
+    assert loaded.config.train_cam == "xgradcam"
+    x = torch.randn(1, 1, *SMALL)
+    own, named, saliency = loaded.run(x), loaded.run(x, "xgradcam"), loaded.run(x, "cam")
+    np.testing.assert_array_equal(own.patch_cells, named.patch_cells)
+    np.testing.assert_array_equal(own.y_fusion, named.y_fusion)
+    expected = _brute_force_distinct_windows(
+        loaded(x.float(), "xgradcam").retrieval_map[0].numpy(), saliency.saliency[0],
+        (1, 1), 3)
+    assert [tuple(c) for c in own.patch_cells[0].tolist()] == expected
+
+
+def test_a_checkpoint_saved_before_the_config_kept_the_cam_reads_it_from_its_training(
+        tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = _model(6, num_classes=1, class_names=("Mass",), input_size=SMALL, K=3,
+                   crop_shape=(64, 64))
+    path = save_gmic(model, tmp_path / "old.safetensors",
+                     info={"training": {"train_cam": "layercam"}})
+    from napari_correlax.models.checkpoint import META_KEY, read_header
+
+    doc = read_header(path)
+    doc["config"].pop("train_cam")
+    save_file(load_file(path), str(path), metadata={META_KEY: json.dumps(doc)})
+    assert "train_cam" not in read_header(path)["config"]
+    assert load_gmic(path).config.train_cam == "layercam"

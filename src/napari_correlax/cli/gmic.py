@@ -22,7 +22,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import add_check_option, run_split_job
+from .common import add_check_option, run_split_job, run_with_progress
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "gmic",
-        help="GMIC: import published weights, train, evaluate",
+        help="GMIC: import published weights, train, evaluate, predict single images",
         description="The Globally-Aware Multiple Instance Classifier (GMIC).",
     )
     actions = p.add_subparsers(dest="gmic_command", metavar="ACTION", required=True)
@@ -54,6 +54,42 @@ def register(sub: Subparsers) -> None:
     imp.set_defaults(func=run_import)
     _register_train(actions)
     _register_evaluate(actions)
+    _register_predict(actions)
+
+
+def _retrieval_option(p: argparse.ArgumentParser) -> None:
+    from ..gmic.cams import TRAIN_CAMS
+
+    p.add_argument("--retrieval-cam", default=None, choices=TRAIN_CAMS, metavar="CAM",
+                   help="the map that picks the patches (default: each model's own, the CAM "
+                   f"it was trained with; one of {', '.join(TRAIN_CAMS)})")
+
+
+def _register_predict(actions: Any) -> None:
+    from ..gmic.cams import TRAIN_CAMS
+
+    p = actions.add_parser(
+        "predict",
+        help="GMIC's outputs and figure for single images, as the official runner",
+        description="Run one GMIC, or several averaged (--model M1 M2 ..., e.g. the five "
+        "published models: the NaN-mean of their outputs), on each image. Writes "
+        "predictions.csv (per class: y_global, y_local, y_fusion) and per image a PNG: the "
+        "input with its ground-truth boxes (when --data names its data set), the patch "
+        "map, a saliency panel per class and the K patches with their attention.",
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="mammograms")
+    p.add_argument("--model", "--models", nargs="+", required=True, dest="models",
+                   type=Path, metavar="CKPT", help="GMIC checkpoints (.safetensors)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--cam", default="cam", choices=TRAIN_CAMS, metavar="CAM",
+                   help="map drawn per class (default: GMIC's saliency, cam)")
+    _retrieval_option(p)
+    p.add_argument("--laterality", default="auto", choices=("auto", "L", "R"),
+                   help="breast side (default auto: the file's metadata, else detected)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data set in the VinDr-Mammo layout holding the images, for boxes")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.set_defaults(func=run_predict)
 
 
 def _register_evaluate(actions: Any) -> None:
@@ -94,6 +130,7 @@ def _register_evaluate(actions: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
     add_check_option(p)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    _retrieval_option(p)
     p.set_defaults(func=run_evaluate)
 
 
@@ -163,11 +200,40 @@ def run_evaluate(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, models=list(args.models), test_cams=args.test_cam,
         split=args.split, positive=args.positive, negatives=args.negatives,
         detect_on=args.detect_on, threshold=args.threshold, limit=args.limit,
-        device=args.device, check=args.check)
+        device=args.device, check=args.check, retrieval_cam=args.retrieval_cam)
     report = run_split_job(gmic_evaluate_steps(config), "gmic evaluate")
     if report is None:
         return 0
     print(report.tables["table1"].to_markdown())
     print(report.tables["table2"].to_markdown())
     print(f"tables in {report.out}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..errors import CorrelaxError
+    from ..gmic.checkpoint import load_gmic
+    from ..gmic.predict import gmic_predict_steps
+
+    for path in [*args.images, *args.models]:
+        if not path.is_file():
+            raise CorrelaxError("file not found", path)
+    boxes = None
+    if args.data is not None:
+        from ..io.vindr import load_vindr
+
+        boxes = {Path(r.path).resolve(): list(r.boxes) for r in load_vindr(args.data).images}
+    from ..maps.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    models = [load_gmic(m, device=device) for m in args.models]
+    side = None if args.laterality == "auto" else args.laterality
+    done = run_with_progress(
+        gmic_predict_steps(args.images, models, args.out, cam=args.cam,
+                           retrieval_cam=args.retrieval_cam, laterality=side, boxes=boxes),
+        "correlax gmic predict")
+    for p in done:
+        fused = ", ".join(f"{c} {v:.3f}" for c, v in zip(p.class_names, p.y_fusion))
+        print(f"{p.name}: y_fusion {fused}")
+    print(f"predictions.csv and figures in {args.out}")
     return 0

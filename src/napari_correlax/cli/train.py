@@ -69,7 +69,9 @@ def print_event(event: Any, prog: str = "correlax train") -> None:
     if event.kind == "start" and "positives" in d:  # a GMIC run: image-level labels
         counts = ", ".join(f"{n} {lab}" for lab, n in d["positives"].items())
         print(f"training GMIC on {d['train_images']} images ({counts}, {d['negatives']} "
-              f"negative), patches picked by {d['train_cam']}; keeping the last epoch; "
+              f"negative), patches picked by {d['train_cam']}"
+              f"{'' if d['train_cam'] == 'cam' else ' (by the saliency where it is empty)'}; "
+              "keeping the last epoch; "
               f"starting weights: {d['pretrained']} ({d['device']}, {d['world_size']} "
               "process(es))", flush=True)
     elif event.kind == "start":
@@ -86,8 +88,11 @@ def print_event(event: Any, prog: str = "correlax train") -> None:
         val = "" if d.get("val_loss") is None else (
             f" val_loss {d['val_loss']:.4f} macro_F1 {d['macro_f1']:.4f}")
         mark = " *best*" if d.get("best") else ""
+        empty = (f" empty CAM maps {d['empty_cam_maps']}/{d['cam_maps']}"
+                 if d.get("empty_cam_maps") else "")
         print(f"epoch {d['epoch']}/{d['epochs']} lr {d['lr']:.2e} train_loss "
-              f"{d['train_loss']:.4f}{val} ({d.get('seconds', 0):.1f} s){mark}", flush=True)
+              f"{d['train_loss']:.4f}{val}{empty} ({d.get('seconds', 0):.1f} s){mark}",
+              flush=True)
     elif event.kind == "done":
         rule = "last epoch" if d["selection"]["rule"] == "last" else "best validation macro F1"
         print(f"checkpoint: {d['checkpoint']} (epoch {d['epoch']}, {rule})", flush=True)

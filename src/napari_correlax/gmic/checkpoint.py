@@ -159,6 +159,10 @@ def _build(p: Path, top_t: float | None) -> tuple[GMIC, dict[str, Any]]:
             raise CorrelaxError(exc.reason, p) from exc
         info = dict(doc.get("info") or {})
         t_source = "checkpoint"
+        trained_with = (info.get("training") or {}).get("train_cam")
+        if "train_cam" not in (doc.get("config") or {}) and trained_with:
+            # checkpoints written before the configuration kept the training CAM
+            config = replace(config, train_cam=trained_with)
     else:
         config, t_source = _official_config(p, state)
         info = {"imported": {**source, "format": "official GMIC state dict",

@@ -151,6 +151,11 @@ class GMICConfig:
     local_width
         Channels of the local network's first stage (64 in the published ResNet-18,
         whose features then have ``8 · 64 = 512`` entries); smaller for tests.
+    train_cam
+        The map that picks the K patches (:data:`~.cams.TRAIN_CAMS`): ``"cam"``, GMIC's own
+        saliency (the official model), or the gradient CAM the model was trained with
+        ([CAM-GMIC]). :meth:`~.network.GMIC.forward` uses it when no other map is asked
+        for, so a model runs as it was trained.
     """
 
     num_classes: int = 2
@@ -164,9 +169,11 @@ class GMICConfig:
     global_filters: int = GLOBAL_FILTERS
     global_stages: int = GLOBAL_STAGES
     local_width: int = LOCAL_WIDTH
+    train_cam: str = "cam"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        object.__setattr__(self, "train_cam", check_cam(self.train_cam))
         object.__setattr__(self, "crop_shape", tuple(int(v) for v in self.crop_shape))
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         problems = []
@@ -311,7 +318,9 @@ class GMICTrainConfig:
     local_width: int = option(
         LOCAL_WIDTH,
         help="first-stage channels of the local network (default %(default)s: ResNet-18)")
-    flip_p: float = option(0.5, help="probability of a horizontal flip (default %(default)s)")
+    flip_p: float = option(
+        0.0, help="probability of mirroring a training image (default %(default)s: every "
+        "breast faces right, as GMIC's input and the published weights do)")
     crop_noise: float = option(
         0.1, help="random crops keep 1 − u of each side, u uniform in [0, this] (default "
         "%(default)s)")
@@ -373,4 +382,4 @@ class GMICTrainConfig:
                           K=self.K, crop_shape=self.crop_shape, percent_t=top_t,
                           input_size=self.input_size, fit=self.fit,
                           global_filters=self.global_filters, global_stages=self.global_stages,
-                          local_width=self.local_width)
+                          local_width=self.local_width, train_cam=self.train_cam)

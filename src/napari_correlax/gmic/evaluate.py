@@ -112,9 +112,12 @@ class GMICEvaluationConfig:
     device: str = "auto"
     check: str = "quick"
     timeout_hours: float = 24.0
+    retrieval_cam: str | None = None
 
     def __post_init__(self) -> None:
         self.test_cams = check_cams(self.test_cams)
+        if self.retrieval_cam:
+            self.retrieval_cam = check_cams([self.retrieval_cam])[0]
         if not self.models:
             raise CorrelaxError("no GMIC checkpoint given")
         if self.negatives not in NEGATIVES:
@@ -150,6 +153,7 @@ class _Checkpoint:
     labels: list[str]
     train_cam: str
     cache: ResultCache
+    retrieval_cam: str = "cam"
     records: list[ImageRecord] = field(default_factory=list)
     targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
@@ -188,21 +192,20 @@ def _display_names(paths: Sequence[Path]) -> list[str]:
 
 
 def _train_cam(model: Any) -> str:
-    info = getattr(model, "checkpoint_info", None) or {}
-    cam = (info.get("training") or {}).get("train_cam")
-    if cam:
-        return str(cam)
-    return "cam" if "imported" in info else "unknown"
+    """The CAM the model was trained with (its configuration; ``cam`` for published
+    weights and for checkpoints trained with GMIC's own saliency)."""
+    return str(model.config.train_cam)
 
 
-def _cache_key(path: Path, config: GMICEvaluationConfig, labels: Sequence[str]) -> str:
+def _cache_key(path: Path, config: GMICEvaluationConfig, labels: Sequence[str],
+               retrieval_cam: str) -> str:
     from ..evaluate.detection import DEFAULT_THRESHOLDS, IOU_MIN, PIXEL_BLOCK
     from ..maps.cache import _slug, checkpoint_fingerprint
 
     name, fingerprint = checkpoint_fingerprint(path)
     fields = {"model": fingerprint, "cams": config.test_cams, "labels": list(labels),
               "thresholds": list(DEFAULT_THRESHOLDS), "iou": IOU_MIN, "block": PIXEL_BLOCK,
-              "version": 1}
+              "retrieval": retrieval_cam, "version": 1}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     return f"{_slug(name)}-{digest}"
 
@@ -227,9 +230,11 @@ def _open_checkpoint(path: Path, name: str, config: GMICEvaluationConfig, device
             raise CorrelaxError(
                 f"the outputs ({', '.join(classes)}) are not data set labels; give "
                 f"--positive LABEL for each output, in order", path) from None
-    cache = ResultCache(out / "cache", _cache_key(path, config, labels), {
-        "model": str(path), "labels": labels, "test_cams": config.test_cams})
-    return _Checkpoint(path, name, model, labels, _train_cam(model), cache)
+    picker = config.retrieval_cam or _train_cam(model)
+    cache = ResultCache(out / "cache", _cache_key(path, config, labels, picker), {
+        "model": str(path), "labels": labels, "test_cams": config.test_cams,
+        "retrieval_cam": picker})
+    return _Checkpoint(path, name, model, labels, _train_cam(model), cache, picker)
 
 
 def gmic_evaluate_steps(
@@ -312,7 +317,7 @@ def _compute_image(record: ImageRecord, checkpoints: list[_Checkpoint],
         try:
             analysis = analyse(mammogram, c.model, tuple(config.test_cams),
                                laterality=record.laterality or None,
-                               view=record.view or None)
+                               view=record.view or None, retrieval_cam=c.retrieval_cam)
             froc: dict[str, dict[str, list[list[int]]]] = {}
             for cam in config.test_cams:
                 result = to_result(analysis, mammogram, cam, c.model)
@@ -405,9 +410,9 @@ def _new_tables(config: GMICEvaluationConfig) -> _Tables:
     from ..evaluate.report import Table
 
     table1 = Table("GMIC classification on images ([CAM-GMIC] Table I): ŷ_fusion at "
-                   f"{config.threshold:g}", ["Model", "Training CAM", "Output", "Accuracy",
-                                             "AUC", "TPR", "TNR", "FNR", "Positives",
-                                             "Negatives"])
+                   f"{config.threshold:g}", ["Model", "Training CAM", "Patches by", "Output",
+                                             "Accuracy", "AUC", "TPR", "TNR", "FNR",
+                                             "Positives", "Negatives"])
     table2 = Table("GMIC detection ([CAM-GMIC] Table II): TPR@FPPI, IoU > 0.3",
                    ["Model", "Training CAM", "Output",
                     *[cam_title(c) for c in config.test_cams]])
@@ -439,9 +444,11 @@ def _add_rows(tables: _Tables, c: _Checkpoint, docs: list[Any],
         scores = np.array([d["y_fusion"][k] for _, _, d in docs], dtype=np.float64)
         m = image_metrics(targets, scores, config.threshold)
         tables.metrics.append({"model": c.name, "path": str(c.path), "train_cam": c.train_cam,
+                               "retrieval_cam": c.retrieval_cam,
                                "output": c.model.config.class_names[k], "label": label, **m})
-        tables.table1.rows.append([c.name, trained, label, m["accuracy"], m["auc"], m["tpr"],
-                                   m["tnr"], m["fnr"], m["positives"], m["negatives"]])
+        tables.table1.rows.append([c.name, trained, cam_title(c.retrieval_cam), label,
+                                   m["accuracy"], m["auc"], m["tpr"], m["tnr"], m["fnr"],
+                                   m["positives"], m["negatives"]])
         cells = []
         for cam in config.test_cams:
             curve = _summed_curve(docs, label, cam, config.detect_on)

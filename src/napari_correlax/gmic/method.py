@@ -75,7 +75,8 @@ class GMICAnalysis:
     the saliency grid before any scaling (``cam``: the sigmoid saliency); ``boxes``:
     (K, 4) patch boxes ``(top, left, bottom, right)`` in original pixel edges;
     ``attention``: (K,); ``laterality_source``: ``"option"``, ``"metadata"`` or
-    ``"detected"``; ``seconds``: time of the run.
+    ``"detected"``; ``seconds``: time of the run; ``retrieval_cam``: the map that picked
+    the patches (the model's training CAM unless another was asked for).
     """
 
     prepared: GMICInput
@@ -88,6 +89,7 @@ class GMICAnalysis:
     attention: np.ndarray
     laterality_source: str
     seconds: float
+    retrieval_cam: str = "cam"
 
 
 def _laterality(image: Any, option: str | None) -> tuple[str, str]:
@@ -105,16 +107,19 @@ def _laterality(image: Any, option: str | None) -> tuple[str, str]:
 
 
 def analyse(image: Mammogram | np.ndarray, model: GMIC, cams: tuple[str, ...] = ("cam",), *,
-            laterality: str | None = None, view: str | None = None) -> GMICAnalysis:
+            laterality: str | None = None, view: str | None = None,
+            retrieval_cam: str | None = None) -> GMICAnalysis:
     """Run ``model`` on ``image`` and compute the maps of ``cams`` (module notes).
 
     ``laterality``: ``"L"``, ``"R"`` or None/``"auto"`` (metadata, else detection);
     ``view``: ``"CC"``/``"MLO"`` (default: the image's metadata). The input follows the
-    model's ``config.input_size`` and ``config.fit``.
+    model's ``config.input_size`` and ``config.fit``. ``retrieval_cam``: the map that picks
+    the K patches (and so ŷ_local, ŷ_fusion and the attention); None for the model's own,
+    the CAM it was trained with (``config.train_cam``).
     """
     import torch
 
-    from .cams import cam_maps, check_cams
+    from .cams import cam_maps, check_cam, check_cams
     from .network import GMIC
     from .preprocess import gmic_input
 
@@ -122,6 +127,7 @@ def analyse(image: Mammogram | np.ndarray, model: GMIC, cams: tuple[str, ...] = 
         raise CorrelaxError(f"the GMIC method needs a GMIC model, not a {type(model).__name__}; "
                             "load a GMIC checkpoint (correlax gmic import / train)")
     names = check_cams(list(cams))
+    picker = check_cam(retrieval_cam) if retrieval_cam else model.config.train_cam
     t0 = time.perf_counter()
     side, source = _laterality(image, laterality)
     cfg = model.config
@@ -132,7 +138,7 @@ def analyse(image: Mammogram | np.ndarray, model: GMIC, cams: tuple[str, ...] = 
     model.eval()
     try:
         with torch.no_grad():
-            out = model(x)
+            out = model(x, picker)
         maps = {name: cam_maps(model, out.features, out.saliency, name)[0].cpu().numpy()
                 for name in names}
     finally:
@@ -148,7 +154,7 @@ def analyse(image: Mammogram | np.ndarray, model: GMIC, cams: tuple[str, ...] = 
         y_fusion=out.y_fusion[0].cpu().numpy(), maps=maps,
         boxes=prepared.transform.box_to_original(boxes),
         attention=out.attention[0].cpu().numpy(), laterality_source=source,
-        seconds=time.perf_counter() - t0)
+        seconds=time.perf_counter() - t0, retrieval_cam=picker)
 
 
 def display_maps(raw: np.ndarray, cam: str) -> np.ndarray:
@@ -184,7 +190,8 @@ def to_result(analysis: GMICAnalysis, image: Any, cam: str, model: Any = None) -
         "y_global": [float(v) for v in analysis.y_global],
         "y_local": [float(v) for v in analysis.y_local],
         "y_fusion": [float(v) for v in analysis.y_fusion],
-        "cam": cam, "laterality": analysis.prepared.laterality,
+        "cam": cam, "retrieval_cam": analysis.retrieval_cam,
+        "laterality": analysis.prepared.laterality,
         "laterality_from": analysis.laterality_source, "view": analysis.prepared.view,
         "fit": getattr(getattr(model, "config", None), "fit", None),
         "input_size": list(t.input_shape), "target_layer": FEATURE_LAYER,
@@ -211,7 +218,7 @@ class GMICMethod(MapMethod):
     kinds = ("saliency", "prediction")
     scored = "saliency"
     uses = frozenset()
-    options = frozenset({"laterality", "cam"})
+    options = frozenset({"laterality", "cam", "retrieval_cam"})
     description = ("GMIC (a GMIC model is needed): the saliency map of its global network "
                    "(or a gradient CAM of it), its image-level prediction and the patches "
                    "its local network looked at.")
@@ -222,6 +229,7 @@ class GMICMethod(MapMethod):
 
         cam = str(settings.option("cam", "cam") or "cam")
         yield Progress("gmic", 0, 1)
-        analysis = analyse(image, model, (cam,), laterality=settings.option("laterality"))
+        analysis = analyse(image, model, (cam,), laterality=settings.option("laterality"),
+                           retrieval_cam=settings.option("retrieval_cam") or None)
         yield Progress("gmic", 1, 1)
         return to_result(analysis, image, cam, model)

@@ -279,8 +279,9 @@ class GMIC(nn.Module):
                 ) -> GMICOutput:
         """All outputs for an N×1×H×W standardised input (see :class:`GMICOutput`).
 
-        ``retrieval_map`` chooses the map that picks the patches: None or ``"cam"`` for
-        GMIC's own saliency (the official model); the name of a gradient CAM of
+        ``retrieval_map`` chooses the map that picks the patches: None for the model's
+        own, ``config.train_cam`` (the map it was trained with); ``"cam"`` for GMIC's own
+        saliency (the official model); the name of a gradient CAM of
         :data:`~.cams.TRAIN_CAMS` (``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``,
         ``"layercam"``) for that method's map of this forward pass's h_g
         (:func:`~.cams.cam_maps`); or a tensor (N, C', h', w'), any non-negative map on
@@ -293,7 +294,7 @@ class GMIC(nn.Module):
         saliency = self.left_postprocess_net(features)
         y_global = top_t_pool(saliency, cfg.percent_t)
         if retrieval_map is None or isinstance(retrieval_map, str):
-            picking = cam_maps(self, features, saliency, retrieval_map or "cam")
+            picking = cam_maps(self, features, saliency, retrieval_map or cfg.train_cam)
         else:
             picking = retrieval_map
         grid = (int(picking.shape[2]), int(picking.shape[3]))
@@ -337,7 +338,7 @@ class GMIC(nn.Module):
     def extra_repr(self) -> str:
         cfg = self.config
         return (f"classes={list(cfg.class_names)}, K={cfg.K}, crop_shape={cfg.crop_shape}, "
-                f"percent_t={cfg.percent_t}, grid={cfg.cam_size}")
+                f"percent_t={cfg.percent_t}, grid={cfg.cam_size}, train_cam={cfg.train_cam}")
 
 
 class GlobalScore(nn.Module):

@@ -19,7 +19,7 @@ import csv
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +30,12 @@ from ..errors import CorrelaxError
 
 if TYPE_CHECKING:
     from ..io.image import Mammogram
+    from ..maps.runtime import Progress
     from .method import GMICAnalysis
     from .network import GMIC
 
-__all__ = ["GMICPrediction", "predict_image", "prediction_table", "save_gmic_figure",
-           "write_predictions"]
+__all__ = ["GMICPrediction", "gmic_predict_steps", "predict_image", "prediction_table",
+           "save_gmic_figure", "write_predictions"]
 
 OUTPUTS = ("y_global", "y_local", "y_fusion")
 
@@ -58,20 +59,21 @@ class GMICPrediction:
 
 
 def predict_image(image: Mammogram | np.ndarray, models: Sequence[GMIC], *,
-                  name: str = "image", cam: str | None = None,
+                  name: str = "image", cam: str = "cam", retrieval_cam: str | None = None,
                   laterality: str | None = None) -> GMICPrediction:
     """Run every model of ``models`` on ``image``; the outputs are their NaN-mean.
 
-    ``cam``: the map that picks the patches and is drawn (None: each model's own default,
-    GMIC's saliency); ``laterality``: ``"L"``/``"R"``/None (metadata, else detection),
-    as :func:`~.method.analyse`.
+    ``cam``: the map drawn (default GMIC's saliency); ``retrieval_cam``: the map that
+    picks the patches (None: each model's own, the CAM it was trained with);
+    ``laterality``: ``"L"``/``"R"``/None (metadata, else detection), as
+    :func:`~.method.analyse`.
     """
     from .method import analyse
 
     if not models:
         raise CorrelaxError("no GMIC model given")
-    analyses = tuple(analyse(image, m, (cam or "cam",), laterality=laterality)
-                     for m in models)
+    analyses = tuple(analyse(image, m, (cam,), laterality=laterality,
+                             retrieval_cam=retrieval_cam) for m in models)
     names = {a.class_names for a in analyses}
     if len(names) > 1:
         raise CorrelaxError("the models of an ensemble must have the same outputs, not "
@@ -164,7 +166,7 @@ def save_gmic_figure(path: str | os.PathLike[str], pixels: np.ndarray,
         r0, c0, r1, c1 = (float(v) for v in b)
         ax.add_patch(plt.Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, ec="orange", lw=1))
         ax.text(c0, r0, f"{rank}: {a:.2f}", color="orange", fontsize=6, va="bottom")
-    ax.set_title("patch map (rank: attention)", fontsize=8)
+    ax.set_title(f"patch map by {analysis.retrieval_cam} (rank: attention)", fontsize=8)
     for i, name in enumerate(prediction.class_names):
         ax = axes[0, 2 + i]
         ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
@@ -186,3 +188,37 @@ def save_gmic_figure(path: str | os.PathLike[str], pixels: np.ndarray,
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def gmic_predict_steps(images: Sequence[str | os.PathLike[str]], models: Sequence[GMIC],
+                       out: str | os.PathLike[str], *, cam: str = "cam",
+                       retrieval_cam: str | None = None, laterality: str | None = None,
+                       boxes: dict[Path, list[Any]] | None = None,
+                       ) -> Generator[Progress, None, list[GMICPrediction]]:
+    """``correlax gmic predict``: every image through the models, a figure per image
+    (``<stem>.png``) and ``predictions.csv`` in ``out``; yields ``Progress("image", i, n)``.
+
+    ``boxes``: ground-truth boxes by resolved image path (from a data set), drawn on the
+    figures. An unreadable image raises CorrelaxError naming it, before any file is
+    written for it; the table holds the images done so far only when all succeed.
+    """
+    from ..io import read_mammogram
+    from ..maps.runtime import Progress
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    done: list[GMICPrediction] = []
+    n = len(images)
+    yield Progress("image", 0, n)
+    for i, path in enumerate(images, 1):
+        path = Path(path)
+        mammogram = read_mammogram(path)
+        prediction = predict_image(mammogram, models, name=path.stem, cam=cam,
+                                   retrieval_cam=retrieval_cam, laterality=laterality)
+        truth = (boxes or {}).get(path.resolve(), [])
+        save_gmic_figure(out / f"{path.stem}.png", mammogram.pixels, prediction,
+                         boxes=truth, title=path.stem)
+        done.append(prediction)
+        yield Progress("image", i, n)
+    write_predictions(out / "predictions.csv", done)
+    return done

@@ -219,12 +219,15 @@ class _GMICTask:
         }, self._warnings())
 
     def _warnings(self) -> list[str]:
-        info = self.init_info
-        if not info.get("started_afresh"):
-            return []
-        return [f"{info['file']} has outputs {', '.join(info['classes'])}; the "
-                f"class-dependent heads ({', '.join(info['started_afresh'])}) start from "
-                f"fresh weights for {', '.join(self.settings.positive)}"]
+        info, out = self.init_info, []
+        if not self.settings.init and self.pretrained == "none":
+            out.append("training from scratch: the CAM-GMIC recipe fine-tunes the NYU "
+                       "weights (--init sample_model_1.p, see docs/method.md §9)")
+        if info.get("started_afresh"):
+            out.append(f"{info['file']} has outputs {', '.join(info['classes'])}; the "
+                       f"class-dependent heads ({', '.join(info['started_afresh'])}) start "
+                       f"from fresh weights for {', '.join(self.settings.positive)}")
+        return out
 
     def cache(self, rank: int, world_size: int) -> Iterator[tuple[int, int]]:
         return self.input_cache.prepare(self.records, rank, world_size)
@@ -254,13 +257,17 @@ class _GMICTask:
     def batch_loss(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
                    ) -> tuple[torch.Tensor, list[float]]:
         s = self.settings
+        from .retrieval import empty_class_maps
+
         output = net(x, retrieval_map=s.train_cam)
         loss, parts = gmic_loss(output, y, s.beta, s.reg)
         value, n = float(loss.detach()), len(y)
         correct = ((output.y_fusion.detach() >= 0.5) == (y >= 0.5)).float().mean(dim=1)
-        # loss, its four parts, correct outputs, images
+        empty = empty_class_maps(output.retrieval_map)
+        # loss, its four parts, correct outputs, images, empty CAM maps, CAM maps
         return loss, [value * n, parts["global"] * n, parts["local"] * n,
-                      parts["fusion"] * n, parts["reg"] * n, float(correct.sum()), n]
+                      parts["fusion"] * n, parts["reg"] * n, float(correct.sum()), n,
+                      float(empty.sum()), float(empty.numel())]
 
     def record(self, epoch: int, sums: torch.Tensor, lr: float, t0: float, group: Any
                ) -> dict[str, Any]:
@@ -272,6 +279,9 @@ class _GMICTask:
             "loss_global": float(sums[1]) / images, "loss_local": float(sums[2]) / images,
             "loss_fusion": float(sums[3]) / images, "loss_reg": float(sums[4]) / images,
             "train_accuracy": float(sums[5]) / images,
+            # class maps of the training CAM that were flat (zero) for an image: their
+            # patches came from GMIC's saliency (docs/method.md §9, retrieval)
+            "empty_cam_maps": int(sums[7]), "cam_maps": int(sums[8]),
             "seconds": round(seconds, 3),
             "images_per_second": round(float(sums[6]) / max(seconds, 1e-9), 3),
         }
