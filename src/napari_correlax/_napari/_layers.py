@@ -738,5 +738,6 @@ def meaning(layer: Any) -> str:
         scale = f"{limits[0]:.3g} to {limits[1]:.3g}" + ("" if fixed else ", this image's range")
     else:
         scale = f"{spec.limits[0]:g} to {spec.limits[1]:g}" if spec.limits else "its own range"
-    title = kind_title(str(kind), str(info.get("method") or ""))
+    method = str(info.get("method") or "")
+    title = kind_title(str(kind), method) if spec.by_method else spec.title
     return f"{title[:1].upper()}{title[1:]} ({scale}): {spec.meaning}"

@@ -92,12 +92,25 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
     return [layer_data(m) for m in mammograms]
 
 
+#: Added to the layer name of a DICOM that gives no pixel spacing.
+PIXEL_UNITS = " (pixel units)"
+
+
+def layer_name(mammogram: Mammogram) -> str:
+    """The image layer's name: :attr:`~napari_correlax.io.Mammogram.display_name` (the
+    DICOM's case and view), with :data:`PIXEL_UNITS` for a DICOM without pixel spacing."""
+    name = mammogram.display_name or "mammogram"
+    if mammogram.spacing_mm is None and mammogram.meta.get("format") == "dicom":
+        name += PIXEL_UNITS
+    return name
+
+
 def layer_data(mammogram: Mammogram) -> LayerData:
     """napari ``LayerData`` tuple for one :class:`~napari_correlax.io.Mammogram`."""
     spacing = mammogram.spacing_mm
     limits = mammogram.meta.get("contrast_limits")
     kwargs = {
-        "name": mammogram.name or "mammogram",
+        "name": layer_name(mammogram),
         "scale": tuple(spacing) if spacing is not None else (1.0, 1.0),
         "contrast_limits": tuple(limits) if limits is not None else (0.0, 1.0),
         "colormap": "gray",
