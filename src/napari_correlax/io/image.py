@@ -151,14 +151,15 @@ class Mammogram:
     def display_name(self) -> str:
         """A name a reader recognises: the DICOM's case (``PatientID``, else
         ``StudyDescription``, else ``SeriesDescription``) and view, ``"P_00001 · L CC"``;
-        without a case description the file name, with the view when known."""
+        the file name (:attr:`name`) when the file has no case description."""
         case = next((self.meta.get(k) for k in ("patient_id", "study_description",
                                                   "series_description") if self.meta.get(k)),
                     None)
+        if not case:
+            return self.name
         view = " ".join(str(self.meta[k]) for k in ("laterality", "view_position")
                         if self.meta.get(k))
-        parts = [str(case or self.name), view]
-        return " · ".join(p for p in parts if p)
+        return " · ".join(p for p in (str(case), view) if p)
 
 
 def has_dicom_preamble(path: str | os.PathLike[str]) -> bool:

@@ -205,27 +205,39 @@ class ModelSummary:
     ``name``: the file's name (``"demo model"`` for the shipped one); ``labels``: its
     outputs; ``phantoms_only``: trained on synthetic phantoms only (the demo model, or a
     checkpoint whose model card or training data says so); ``model_card``: a
-    ``MODEL_CARD.md`` beside the file, if any.
+    ``MODEL_CARD.md`` beside the file, if any; ``kind``: ``"classifier"`` or ``"GMIC"``.
     """
 
     name: str
     labels: list[str]
     phantoms_only: bool
     model_card: Path | None
+    kind: str = "classifier"
 
 
 def model_summary(path: str | os.PathLike[str] | None = None) -> ModelSummary:
-    """:class:`ModelSummary` of a checkpoint (None: the default model); reads the header
-    only (no torch). CorrelaxError for a file that is not a checkpoint."""
+    """:class:`ModelSummary` of a classifier or GMIC checkpoint (None: the default
+    model); reads the header only (no torch). The kind is decided by the metadata's
+    ``format`` (as :func:`load_model` does); CorrelaxError for a file that is neither."""
+    from ..gmic.checkpoint import FORMAT as GMIC_FORMAT
+
     p = _resolve(path)
-    doc = read_metadata(p)
+    doc = read_header(p)
+    if doc is not None and doc.get("format") == GMIC_FORMAT and "config" in doc:
+        labels = doc["config"].get("class_names") or []
+        kind = "GMIC"
+    else:
+        doc = read_metadata(p)
+        labels = doc["config"].get("labels", [])
+        kind = "classifier"
     info = doc.get("info") or {}
     text = json.dumps(info).lower()
     demo = p.resolve() == DEMO_CHECKPOINT.resolve()
     card = p.parent / "MODEL_CARD.md"
     return ModelSummary(
         name="demo model" if demo else p.stem,
-        labels=[str(v) for v in doc["config"].get("labels", [])],
+        labels=[str(v) for v in labels],
         phantoms_only=demo or "phantom" in text,
         model_card=card if card.is_file() else None,
+        kind=kind,
     )
