@@ -686,3 +686,47 @@ def test_a_gmic_checkpoint_runs_in_the_dock_with_its_patches_and_outputs(
     np.testing.assert_allclose(patches.scale, image.scale)
     text = widget.status.text()
     assert text.startswith("GMIC Mass: global") and f"fusion {gmic['y_fusion'][0]:.2f}" in text
+
+
+def test_correlation_scale_option_uses_the_images_own_range_and_says_so(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=True, masks=16)
+    run_to_end(qtbot, widget)
+    corr = viewer.layers["Mass · corr · study · L CC"]
+    pred = viewer.layers["Mass · pred · study · L CC"]
+    assert tuple(corr.contrast_limits) == (-1.0, 1.0)  # the default: fixed, comparable
+    assert widget.contrast_combo.currentData() == "fixed"
+    assert "−1…1" in widget.contrast_combo.currentText()
+    assert "percentile" in widget.contrast_combo.toolTip()
+    widget.contrast_combo.setCurrentIndex(widget.contrast_combo.findData("percentile"))
+    qtbot.waitUntil(lambda: not widget.busy)
+    lo, hi = np.nanpercentile(corr.data, [2, 98])
+    np.testing.assert_allclose(corr.contrast_limits, (lo, hi), rtol=1e-5, atol=1e-6)
+    assert tuple(pred.contrast_limits) == (0.0, 1.0)  # predictions keep 0–1
+    viewer.layers.selection.active = corr
+    assert "this image's range" in widget.help.text()
+    assert f"{lo:.3g} to {hi:.3g}" in widget.help.text()
+    widget.contrast_combo.setCurrentIndex(widget.contrast_combo.findData("symmetric"))
+    qtbot.waitUntil(lambda: not widget.busy)
+    top = np.nanmax(np.abs(corr.data))
+    np.testing.assert_allclose(corr.contrast_limits, (-top, top), rtol=1e-6)
+    widget.contrast_combo.setCurrentIndex(widget.contrast_combo.findData("fixed"))
+    qtbot.waitUntil(lambda: not widget.busy)
+    assert tuple(corr.contrast_limits) == (-1.0, 1.0)
+    assert errors == []
+
+
+def test_dock_says_pixel_units_for_an_image_without_spacing(make_napari_viewer):
+    from napari_correlax._napari._analysis_widget import AnalysisWidget
+
+    viewer = make_napari_viewer()
+    widget = AnalysisWidget(viewer)
+    viewer.add_image(np.zeros((64, 48), np.float32), name="no spacing")
+    assert "pixel units" in widget.units.text()
+    viewer.add_image(np.zeros((64, 48), np.float32), name="mm", scale=(0.1, 0.1),
+                     metadata={"spacing_mm": (0.1, 0.1)})
+    widget.image_combo.setCurrentText("mm")
+    assert widget.units.text().startswith("Units: mm")

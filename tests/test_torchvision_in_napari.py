@@ -73,5 +73,5 @@ def test_efficientnet_checkpoint_runs_in_the_dock_of_a_fresh_napari(
     assert proc.returncode == 0, f"napari exited with {proc.returncode}:\n{proc.stderr[-3000:]}"
     outcome = json.loads(out.read_text())
     assert outcome["busy"] is False
-    assert "Mass · prediction · phantom" in outcome["layers"], outcome["layers"]
+    assert "Mass · pred · study · L CC" in outcome["layers"], outcome["layers"]
     assert outcome["triton"] in ("blocked", "absent")
