@@ -443,14 +443,14 @@ def test_file_open_of_a_saved_npz_restores_the_maps_on_their_image(
     # napari's own reader claims .npz too, so File › Open asks; the user picks the plugin
     opened = viewer.open(str(saved), plugin="napari-correlax")
     names = [layer.name for layer in opened]
-    assert "Mass · pred · study · L CC" in names and len(names) == len(result.labels)
+    # named after the image layer (the DICOM's case and view), with the analysed area
+    assert "Mass · pred · study · L CC" in names and len(names) == len(result.labels) + 1
+    assert names[-1] == "analysed area · study · L CC"
     layer = viewer.layers["Mass · pred · study · L CC"]
-    # cell (i, j) sits on window (i, j)'s centre, in the image layer's millimetres
-    centre = result.grid.centres()[1, 2]
-    world = layer.data_to_world((1, 2))
-    np.testing.assert_allclose(world, image.data_to_world(centre), atol=1e-6)
+    # the value at window (i, j)'s centre, in the image layer's millimetres, is cell (i, j)'s
     values = result.prediction[result.label_index("Mass")]
-    np.testing.assert_allclose(layer.data[result.window_mask], values[result.window_mask])
+    shown = cell_values(layer, result, image)
+    np.testing.assert_allclose(shown[result.window_mask], values[result.window_mask])
 
 
 def test_fresh_maps_are_selected_with_colour_bar_boxes_on_top_older_maps_hidden(

@@ -68,6 +68,7 @@ __all__ = [
     "layers_from_maps",
     "map_arrays",
     "meaning",
+    "outline_kwargs",
     "outline_layer",
     "outline_layer_name",
     "present",
@@ -348,18 +349,27 @@ def outline_layer(
 
     paths = [p for p in mask_outline(analysed_area(result, breast)) if len(p) >= 3]
     side = max(result.grid.image_shape)
-    kwargs: dict[str, Any] = {
-        "name": outline_layer_name(image_name),
-        "shape_type": "path",
+    kwargs = outline_kwargs(outline_layer_name(image_name), "path", image_scale,
+                            image_translate, max(2.0, round(0.002 * side, 1)), "#e8e8e8")
+    kwargs["opacity"] = 0.8
+    kwargs["metadata"] = {"correlax": {"image": image_name, "map": "analysed area"}}
+    return (paths, kwargs, "shapes")
+
+
+def outline_kwargs(name: str, shape_type: str, image_scale: Sequence[float],
+                   image_translate: Sequence[float], edge_width: float,
+                   edge_color: Any) -> dict[str, Any]:
+    """Keyword arguments of a Shapes layer of unfilled outlines placed over an image
+    layer (its scale and translate; ``edge_width`` in image pixels)."""
+    return {
+        "name": name,
+        "shape_type": shape_type,
         "scale": tuple(float(v) for v in image_scale),
         "translate": tuple(float(v) for v in image_translate),
-        "edge_width": max(2.0, round(0.002 * side, 1)),
-        "edge_color": "#e8e8e8",
+        "edge_width": edge_width,
+        "edge_color": edge_color,
         "face_color": "transparent",
-        "opacity": 0.8,
-        "metadata": {"correlax": {"image": image_name, "map": "analysed area"}},
     }
-    return (paths, kwargs, "shapes")
 
 
 def map_arrays(
@@ -535,14 +545,10 @@ def boxes_layer(
         for b in rows
     ]
     side = max(image_shape) if image_shape is not None else 1000
-    kwargs: dict[str, Any] = {
-        "name": boxes_layer_name(image_name),
-        "shape_type": "rectangle",
-        "scale": tuple(float(v) for v in image_scale),
-        "translate": tuple(float(v) for v in image_translate),
-        "edge_width": max(2.0, round(0.003 * side, 1)),
-        "edge_color": [label_colour(b.label) for b in rows] or "white",
-        "face_color": "transparent",
+    kwargs = outline_kwargs(boxes_layer_name(image_name), "rectangle", image_scale,
+                            image_translate, max(2.0, round(0.003 * side, 1)),
+                            [label_colour(b.label) for b in rows] or "white")
+    kwargs.update({
         "features": {
             "label": [b.label for b in rows],
             "category": [b.category for b in rows],
@@ -556,7 +562,7 @@ def boxes_layer(
             "translation": (-2.0, 0.0),
         },
         "metadata": {"correlax": {"image": image_name, "map": "ground truth"}},
-    }
+    })
     return (data, kwargs, "shapes")
 
 
@@ -667,13 +673,18 @@ def known_boxes(viewer: Any, layer: Any) -> list[Box]:
 
 
 def present(viewer: Any, names: Sequence[str]) -> None:
-    """Show the maps ``names`` just computed and hide every other map of the plugin;
-    select the first and show its colour bar (the fixed scale of its kind)."""
+    """Show the maps ``names`` just computed and hide every other map of the plugin (and
+    the analysed-area outlines of other images); select the first and show its colour
+    bar (the range of its kind)."""
     shown = [viewer.layers[n] for n in names if n in viewer.layers]
+    images = {layer.metadata["correlax"].get("image") for layer in shown}
     for layer in viewer.layers:
         if is_correlax_output(layer) and hasattr(layer, "colorbar") and layer not in shown:
             layer.visible = False
             layer.colorbar.visible = False
+        elif is_correlax_output(layer) and layer.metadata["correlax"].get("map") == \
+                "analysed area":
+            layer.visible = layer.metadata["correlax"].get("image") in images
     for layer in shown:
         layer.visible = True
     if shown:

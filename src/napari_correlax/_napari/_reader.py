@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_correlax.io.image import (
     SUPPORTED_SUFFIXES,
     Mammogram,
@@ -52,7 +54,8 @@ def read_map_layers(path: PathOrPaths) -> list[LayerData]:
 
     A result ``.npz`` (:meth:`~napari_correlax.maps.MapResult.save`) gives every map of
     every label, in millimetres when the result knows the pixel spacing, as the image
-    opened by :func:`read_layers` is; a saved map-layer file (``.npz`` or ``.tif``) gives
+    opened by :func:`read_layers` is, with the outline of the analysed area; a saved
+    map-layer file (``.npz`` or ``.tif``) gives
     its layers with their saved scale, translate and display.
     """
     from napari_correlax.errors import CorrelaxError
@@ -68,9 +71,7 @@ def read_map_layers(path: PathOrPaths) -> list[LayerData]:
         except CorrelaxError:
             out += _layers.layers_from_maps(read_maps(p))
             continue
-        source = result.meta.get("source")
-        image = Path(source).stem if source else Path(p).stem
-        out += _layers.result_layers(result, image)
+        out += _layers.result_layers(result, result_image_name(result, p), outline=True)
     return out
 
 
@@ -103,6 +104,15 @@ def layer_name(mammogram: Mammogram) -> str:
     if mammogram.spacing_mm is None and mammogram.meta.get("format") == "dicom":
         name += PIXEL_UNITS
     return name
+
+
+def result_image_name(result: Any, path: str) -> str:
+    """The name :func:`read_layers` gives the image a saved result was computed on (from
+    the image metadata and source file the result keeps), else ``path``'s stem."""
+    source = result.meta.get("source")
+    image = Mammogram(np.zeros((0, 0), np.float32), result.spacing_mm, dict(result.meta),
+                      source or path)
+    return layer_name(image)
 
 
 def layer_data(mammogram: Mammogram) -> LayerData:
