@@ -285,7 +285,8 @@ def test_boxes_from_the_vindr_csv_beside_the_image_come_with_the_maps(
     (image,) = viewer.open(str(path), plugin="napari-correlax")
     widget = open_dock(viewer, tiny_checkpoint, explain=False)
     run_to_end(qtbot, widget)
-    boxes = viewer.layers["ground truth · img1"]
+    assert image.name == IMG  # named by its DICOM case and view; boxes found by its file
+    boxes = viewer.layers["ground truth · study · L CC"]
     assert viewer.layers[-1] is boxes  # boxes on top
     assert list(boxes.features["label"]) == ["Mass", "Asymmetries"]
     assert list(boxes.features["birads"]) == ["BI-RADS 4", "BI-RADS 3"]
@@ -295,7 +296,7 @@ def test_boxes_from_the_vindr_csv_beside_the_image_come_with_the_maps(
     np.testing.assert_allclose(boxes.data_to_world(top_left), image.data_to_world((97, 107)))
     run_to_end(qtbot, widget)  # again: still one boxes layer, same two boxes
     assert sum(layer.name.startswith("ground truth") for layer in viewer.layers) == 1
-    assert len(viewer.layers["ground truth · img1"].data) == 2
+    assert len(viewer.layers["ground truth · study · L CC"].data) == 2
 
 
 def test_labels_toggle_redraws_without_recomputing(

@@ -571,11 +571,12 @@ def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
     """Add layers, or update same-named ones in place; returns the layers in order.
 
     An existing image layer keeps its identity, position, visibility, opacity and
-    colormap: only data, scale, translate, contrast limits and metadata change. A
-    Shapes layer is replaced at the same position (its shape count may change).
+    colormap: only data, scale, translate, contrast limits and metadata change; so does
+    a Shapes layer of plain outlines (the analysed area). A Shapes layer with features
+    (boxes) is replaced at the same position (its shape count may change).
     Ground-truth boxes stay on top of every map, whatever was added after them.
     """
-    from napari.layers import Image
+    from napari.layers import Image, Shapes
 
     out = []
     for data, kwargs, layer_type in layer_data:
@@ -590,6 +591,11 @@ def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
                 existing.contrast_limits = kwargs["contrast_limits"]
             out.append(existing)
             continue
+        if existing is not None and layer_type == "shapes" and "features" not in kwargs \
+                and isinstance(existing, Shapes):
+            _update_outlines(existing, data, kwargs)
+            out.append(existing)
+            continue
         index = viewer.layers.index(existing) if existing is not None else None
         new = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
         if existing is not None:
@@ -599,6 +605,17 @@ def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
         out.append(new)
     raise_boxes(viewer)
     return out
+
+
+def _update_outlines(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
+    """Replace the shapes of an outline layer in place (same layer object)."""
+    layer.metadata = kwargs.get("metadata", {})
+    layer.scale = kwargs["scale"]
+    layer.translate = kwargs["translate"]
+    layer.data = []
+    if len(data):
+        layer.add(data, shape_type=kwargs["shape_type"], edge_width=kwargs["edge_width"],
+                  edge_color=kwargs["edge_color"], face_color=kwargs["face_color"])
 
 
 def raise_boxes(viewer: Any) -> None:
