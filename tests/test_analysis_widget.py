@@ -627,7 +627,7 @@ def test_cam_methods_run_in_the_dock_and_compare_side_by_side(
         # titled with method, label and the map's own colour range; a colour bar each
         assert view.name_overlay.visible and shown.colorbar.visible
         lo, hi = shown.contrast_limits
-        assert " · Mass · " in view.name and view.name.endswith(f"{lo:.3g}…{hi:.3g}")
+        assert " · Mass · " in view.name and view.name.endswith(f"{lo:.2g}…{hi:.2g}")
         titles.append(view.name.split(" · ")[0])
     assert titles == ["CorRELAX", "Grad-CAM", "Eigen-CAM", "Prediction"]
     assert len({grid.position(2 * k, viewer.layers) for k in range(len(maps))}) == len(maps)

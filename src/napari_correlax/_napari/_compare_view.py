@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..maps.kinds import kind as map_kind
 from ..maps.methods import METHODS
 from . import _layers
 
@@ -127,6 +128,7 @@ class MethodComparison:
         grid.shape = (-1, -1)
         grid.enabled = True
         self.viewer.reset_view()
+        layers.selection.active = maps[0]
         return [str(m.name) for m in maps]
 
     def leave(self) -> None:
@@ -155,15 +157,18 @@ class MethodComparison:
 
 
 def panel_title(layer: Any) -> str:
-    """``"CorRELAX · Mass · corr −1…1"``: the method, label, kind and colour range of a
-    map layer, as the title of its side-by-side panel."""
+    """``"CorRELAX · Mass · corr -1…1"``, ``"Grad-CAM · Mass · 0…0.074"``: the method,
+    label, kind and colour range of a map layer, as the title of its side-by-side
+    panel."""
     info = _info(layer)
     method, kind = str(info.get("method") or ""), str(info.get("map") or "")
     shown = "Prediction" if kind == "prediction" or method not in METHODS else \
         METHODS[method].title
     lo, hi = (float(v) for v in layer.contrast_limits)
-    return _layers.SEP.join([shown, str(info.get("label") or ""),
-                             f"{_layers.kind_title(kind)} {lo:.3g}…{hi:.3g}"])
+    scale = f"{lo:.2g}…{hi:.2g}"
+    if not map_kind(kind).by_method:  # a saliency map is named by its method already
+        scale = f"{_layers.kind_title(kind)} {scale}"
+    return _layers.SEP.join([shown, str(info.get("label") or ""), scale])
 
 
 def describe_panels(layers: list[Any]) -> str:
