@@ -152,7 +152,9 @@ class AnalysisWidget(QWidget):
         self._request_sent = request
         self.progress.reset("starting…")
         self.run_button.setText("Cancel")
-        self.status.setText(f"Running on {request.image_name!r}…" + self._estimate(request))
+        units = " (pixel units: no pixel spacing)" if request.spacing_mm is None else ""
+        self.status.setText(f"Running on {request.image_name!r}{units}…"
+                            + self._estimate(request))
         worker.start()
 
     def _rate_key(self, request: AnalysisRequest) -> str:
