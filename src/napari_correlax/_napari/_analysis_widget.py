@@ -298,6 +298,7 @@ class AnalysisWidget(QWidget):
 
     def _layers_added(self) -> None:
         _layers.present(self.viewer, self._shown)
+        self._active_changed()  # the help line states the range the colours span now
         if self._worker is None:
             self._ready()
 
