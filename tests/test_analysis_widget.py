@@ -674,6 +674,7 @@ def test_a_gmic_checkpoint_runs_in_the_dock_with_its_patches_and_outputs(
     result = widget._analyses[IMG].result
     saliency = viewer.layers["Mass · GMIC · study · L CC"]
     assert saliency.data.shape == image.data.shape
+    assert tuple(saliency.contrast_limits) == (0.0, 1.0)  # a probability: fixed 0–1
     patches = viewer.layers["GMIC patches · study · L CC"]
     gmic = result.meta["gmic"]
     assert len(patches.data) == 3 == len(gmic["patches"])

@@ -61,6 +61,8 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
 ):
     from qtpy.QtCore import Qt
 
+    from napari_correlax._napari._layers import layer_name
+
     work = tmp_path / "work"
     viewer = make_napari_viewer(show=True)  # shortcuts need a visible, active window
     widget = open_reader(viewer, small_model, dataset, work)
@@ -85,7 +87,8 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
             qtbot.keyClick(widget.table, key)  # the map kind shown and judged
             rows = widget.visible_rows()
             assert [(r.label, r.kind) for r in rows] == [(lab, kind) for lab in labels]
-            assert all(viewer.layers[f"{lab} · {kind} · test set"].visible for lab in labels)
+            assert all(viewer.layers[layer_name("test set", kind, lab)].visible
+                       for lab in labels)
             for k, row in enumerate(rows):
                 widget.select_row(k)
                 verdict = ("hit", "miss", "unsure")[(n + k + len(kind)) % 3]

@@ -44,7 +44,8 @@ SCRIPT = textwrap.dedent(
         time.sleep(0.02)
     for _ in range(200):  # layers are added one per event-loop turn
         QApplication.processEvents()
-    layers = {layer.name: list(layer.data.shape) for layer in viewer.layers}
+    layers = {layer.name: list(getattr(layer.data, "shape", [len(layer.data)]))
+              for layer in viewer.layers}
     triton = sys.modules.get("triton", "absent")
     with open(out, "w") as fh:
         json.dump({"busy": widget.busy, "layers": layers,
