@@ -63,11 +63,12 @@ def test_title_and_demo_warning_are_on_the_figure(tmp_path, monkeypatch):
 
 def test_cli_figure_notes_find_the_sample_boxes_and_warn_about_the_demo_model():
     pytest.importorskip("safetensors")
-    from napari_correlax.cli.predict import DEMO_WARNING, figure_notes
+    from napari_correlax.cli.predict import figure_notes
+    from napari_correlax.figures import PHANTOM_WARNING
 
     notes = figure_notes(SAMPLE_IMAGE, None)  # no model given: the demo model
     assert notes["title"] == f"{SAMPLE_IMAGE.name} · model: demo model"
-    assert notes["warning"] == DEMO_WARNING
+    assert notes["warning"] == PHANTOM_WARNING
     # the sample CSV has a Mass (134, 237)–(329, 396) box for this image
     assert any(b.label == "Mass" and (b.xmin, b.ymin, b.xmax, b.ymax) == (134, 237, 329, 396)
                for b in notes["boxes"])

@@ -21,7 +21,11 @@ from .maps.kinds import kind as map_kind
 if TYPE_CHECKING:
     from .maps.result import MapResult
 
-__all__ = ["BOX_COLOUR", "grid_extent", "save_overlay"]
+__all__ = ["BOX_COLOUR", "PHANTOM_WARNING", "grid_extent", "save_overlay"]
+
+#: Under the title of a figure made with a model trained on synthetic phantoms only.
+PHANTOM_WARNING = ("Model trained on synthetic phantoms only (such as the demo model): "
+                   "these maps say nothing about real mammograms.")
 
 #: Edge colour of ground-truth boxes in figures.
 BOX_COLOUR = "#00ff00"

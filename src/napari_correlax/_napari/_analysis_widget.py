@@ -199,8 +199,24 @@ class AnalysisWidget(QWidget):
         for method, result in analysis.results.items():
             target = stem.with_name(f"{stem.name}-{method}") if several else stem
             written += export_analysis(result, target, pixels=analysis.pixels,
-                                       labels=self.chosen_labels() or None, boxes=analysis.boxes)
+                                       labels=self.chosen_labels() or None, boxes=analysis.boxes,
+                                       **self._figure_heading(result))
         return written
+
+    def _figure_heading(self, result: Any) -> dict[str, str]:
+        """Title (image, method, model) and demo-model warning of a saved figure."""
+        from ..figures import PHANTOM_WARNING
+        from ..maps.methods import METHODS
+        from ..models.checkpoint import model_summary
+
+        method = _method_of(result)
+        shown = METHODS[method].title if method in METHODS else method
+        try:
+            summary = model_summary(self.model_edit.text().strip() or None)
+        except CorrelaxError:
+            return {"title": f"{self.image_combo.currentText()} · {shown}"}
+        return {"title": f"{self.image_combo.currentText()} · {shown} · model: {summary.name}",
+                "warning": PHANTOM_WARNING if summary.phantoms_only else ""}
 
     def open_results(self, path: str | Path) -> None:
         """Bring a saved analysis (``MapResult`` .npz) or saved map layers back as layers."""

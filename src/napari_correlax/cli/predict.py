@@ -60,11 +60,6 @@ def summary(image_path: Path, mammo: Mammogram, result: MapResult,
     return doc
 
 
-#: Under the title of a figure made with a model trained on phantoms only.
-DEMO_WARNING = ("Demo model, trained on synthetic phantoms only: these maps say nothing "
-                "about real mammograms.")
-
-
 def figure_notes(image_path: Path, model: str | None) -> dict[str, Any]:
     """``title``, ``warning`` and ``boxes`` of an image's PNG figure: the image's file
     name and the model's; the demo-model warning when the model was trained on phantoms
@@ -72,6 +67,7 @@ def figure_notes(image_path: Path, model: str | None) -> dict[str, Any]:
     (none when there is none, or the CSV cannot be read: the figure is still written)."""
     from ..boxes import boxes_for_image
     from ..errors import CorrelaxError
+    from ..figures import PHANTOM_WARNING
     from ..models.checkpoint import model_summary
 
     summary = model_summary(model)
@@ -80,7 +76,7 @@ def figure_notes(image_path: Path, model: str | None) -> dict[str, Any]:
     except CorrelaxError:
         boxes = []
     return {"title": f"{Path(image_path).name} · model: {summary.name}",
-            "warning": DEMO_WARNING if summary.phantoms_only else "", "boxes": boxes}
+            "warning": PHANTOM_WARNING if summary.phantoms_only else "", "boxes": boxes}
 
 
 def run(args: argparse.Namespace) -> int:
