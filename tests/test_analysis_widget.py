@@ -9,6 +9,9 @@ pytestmark = pytest.mark.gui
 
 napari = pytest.importorskip("napari")
 
+#: The layer name of ``phantom_dicom``: its DICOM PatientID and view, not the file name.
+IMG = "study · L CC"
+
 
 @pytest.fixture
 def errors(monkeypatch):
@@ -55,6 +58,19 @@ def cells_in_breast(result, pixels):
     return on & breast[np.clip(centre[..., 0], 0, h - 1), np.clip(centre[..., 1], 0, w - 1)]
 
 
+def cell_values(layer, result, image):
+    """(gy, gx): what a grid-map layer shows at each window centre, read through napari's
+    own transforms of the image and the map layer (NaN for centres off the map)."""
+    centres = result.grid.centres()
+    out = np.full(result.grid.shape, np.nan, np.float32)
+    for i, j in np.ndindex(*result.grid.shape):
+        world = image.data_to_world(centres[i, j])
+        idx = np.floor(np.asarray(layer.world_to_data(world)) + 0.5).astype(int)
+        if all(0 <= v < n for v, n in zip(idx, layer.data.shape)):
+            out[i, j] = layer.data[tuple(idx)]
+    return out
+
+
 def run_to_end(qtbot, widget, timeout=120_000):
     widget.run()
     assert widget.busy
@@ -89,26 +105,30 @@ def test_predict_run_makes_named_layers_on_the_right_pixels(
     run_to_end(qtbot, widget)
     assert errors == []
     names = [layer.name for layer in viewer.layers]
-    assert names == ["phantom", "Mass · prediction · phantom", "Asymmetries · prediction · phantom"]
-    result = widget._analyses["phantom"].result
-    layer = viewer.layers["Mass · prediction · phantom"]
-    assert layer.data.shape == result.grid.shape
-    # window (i, j) covers pixels origin + stride·(i, j) … + 255: its centre is at +127.5
-    oy, ox = result.grid.origin
-    for i, j in [(0, 0), (result.grid.shape[0] - 1, result.grid.shape[1] - 1)]:
-        centre_px = (oy + 64 * i + 127.5, ox + 64 * j + 127.5)
-        world = image.data_to_world(centre_px)
-        np.testing.assert_allclose(layer.world_to_data(world), (i, j), atol=1e-9)
-    np.testing.assert_allclose(layer.scale, (6.4, 6.4))
-    assert (layer.scale, layer.translate) is not None
-    scale, translate = result.layer_transform(in_mm=True)
-    np.testing.assert_allclose(layer.scale, scale)
-    np.testing.assert_allclose(layer.translate, translate)
+    assert names == [IMG, "Mass · pred · study · L CC", "Asymmetries · pred · study · L CC",
+                     "analysed area · study · L CC"]
+    result = widget._analyses[IMG].result
+    layer = viewer.layers["Mass · pred · study · L CC"]
+    # each cell drawn as k × k sub-cells of stride / k px around its window's centre
+    k = layer.data.shape[0] // result.grid.shape[0]
+    assert layer.data.shape == (result.grid.shape[0] * k, result.grid.shape[1] * k)
+    np.testing.assert_allclose(layer.scale, (6.4 / k, 6.4 / k))
     mass = result.labels.index("Mass")
     ok = result.window_mask & cells_in_breast(result, image.data)
-    np.testing.assert_allclose(layer.data[ok], result.prediction[mass][ok])
-    assert np.isnan(layer.data[~ok]).all()  # skipped windows and the background: transparent
+    shown = cell_values(layer, result, image)
+    np.testing.assert_allclose(shown[ok], result.prediction[mass][ok])
+    assert np.isnan(shown[~ok]).all()  # skipped windows and the background: transparent
     assert tuple(layer.contrast_limits) == (0.0, 1.0)
+    # nothing is drawn beyond the image's edge: every finite sub-cell is centred on it
+    rows, cols = np.nonzero(np.isfinite(layer.data))
+    world = np.asarray(layer.translate) + np.asarray(layer.scale) * np.stack([rows, cols], 1)
+    pixel = np.floor((world - np.asarray(image.translate)) / np.asarray(image.scale) + 0.5)
+    assert (pixel >= 0).all() and (pixel < np.asarray(image.data.shape)).all()
+    # the outline runs around the drawn cells, on the image
+    outline = viewer.layers["analysed area · study · L CC"]
+    assert len(outline.data) >= 1
+    vertices = np.concatenate([np.asarray(p) for p in outline.data])
+    assert (vertices >= 0).all() and (vertices < np.asarray(image.data.shape)).all()
 
 
 def test_explain_run_makes_every_map_layer(
@@ -122,36 +142,34 @@ def test_explain_run_makes_every_map_layer(
     assert errors == []
     names = [layer.name for layer in viewer.layers]
     assert names == [
-        "phantom",
-        "relevance · phantom",
-        "masks used · phantom",
-        "distance · phantom",
-        "Mass · correlation ± · phantom",  # 95 % half-widths of the correlations
-        "Mass · product · phantom",
-        "Mass · correlation · phantom",
-        "Mass · prediction · phantom",
+        IMG,
+        "relevance · study · L CC",
+        "masks used · study · L CC",
+        "distance · study · L CC",
+        "Mass · corr 95% CI ± · study · L CC",  # 95 % half-widths of the correlations
+        "Mass · pred×corr · study · L CC",
+        "Mass · corr · study · L CC",
+        "Mass · pred · study · L CC",
+        "analysed area · study · L CC",
     ]
-    result = widget._analyses["phantom"].result
-    grid_scale, grid_translate = result.layer_transform(in_mm=True)
-    for layer in viewer.layers[1:]:
+    result = widget._analyses[IMG].result
+    for layer in viewer.layers[1:-1]:
         if layer.name.startswith("relevance"):
             assert layer.data.shape == image.data.shape
             np.testing.assert_allclose(layer.scale, image.scale)
             np.testing.assert_allclose(layer.translate, image.translate)
-        else:
-            assert layer.data.shape == result.grid.shape
-            np.testing.assert_allclose(layer.scale, grid_scale)
-            np.testing.assert_allclose(layer.translate, grid_translate)
     ok = result.window_mask & cells_in_breast(result, image.data)
-    assert (viewer.layers["masks used · phantom"].data[ok] == 64).all()
-    corr = viewer.layers["Mass · correlation · phantom"]
+    masks = cell_values(viewer.layers["masks used · study · L CC"], result, image)
+    assert (masks[ok] == 64).all()
+    corr = viewer.layers["Mass · corr · study · L CC"]
     assert tuple(corr.contrast_limits) == (-1.0, 1.0)  # fixed scale for correlations
-    ci = viewer.layers["Mass · correlation ± · phantom"]
+    ci = viewer.layers["Mass · corr 95% CI ± · study · L CC"]
     assert tuple(ci.contrast_limits) == (0.0, 1.0)
     mass = result.labels.index("Mass")
-    np.testing.assert_allclose(ci.data[ok], result.get("correlation_ci")[mass][ok])
+    np.testing.assert_allclose(cell_values(ci, result, image)[ok],
+                               result.get("correlation_ci")[mass][ok])
     visible = [layer.name for layer in viewer.layers if layer.visible]
-    assert visible == ["phantom", "Mass · correlation · phantom"]
+    assert visible == [IMG, "Mass · corr · study · L CC", "analysed area · study · L CC"]
 
 
 def test_running_again_updates_layers_in_place(
@@ -167,10 +185,11 @@ def test_running_again_updates_layers_in_place(
     widget.stride_spin.setValue(32)
     run_to_end(qtbot, widget)
     assert list(viewer.layers) == first  # same objects, same order, no duplicates
-    result = widget._analyses["phantom"].result
+    result = widget._analyses[IMG].result
     assert result.stride == 32
-    assert first[1].data.shape == result.grid.shape
-    np.testing.assert_allclose(first[1].scale, (3.2, 3.2))
+    k = first[1].data.shape[0] // result.grid.shape[0]
+    assert first[1].data.shape == (result.grid.shape[0] * k, result.grid.shape[1] * k)
+    np.testing.assert_allclose(first[1].scale, (3.2 / k, 3.2 / k))
     assert first[1].opacity == 0.3 and first[1].visible
 
 
@@ -201,14 +220,14 @@ def test_cancel_leaves_no_layers_and_the_widget_ready(
     assert (n, total) == (event.done, event.total)
     masks = [e for e in seen if e.stage == "masks"]
     assert masks and masks[-1].done < masks[-1].total  # stopped before the end
-    assert [layer.name for layer in viewer.layers] == ["phantom"]
+    assert [layer.name for layer in viewer.layers] == [IMG]
     assert widget.run_button.text() == "Run" and widget.run_button.isEnabled()
     assert widget.progress.latest is None and errors == []
     assert widget.progress_bar.text().startswith("cancelled")
     assert "Cancelled" in widget.status.text()
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("prediction"))
     run_to_end(qtbot, widget)  # ready for the next run
-    assert "Mass · prediction · phantom" in viewer.layers
+    assert "Mass · pred · study · L CC" in viewer.layers
 
 
 def test_broken_checkpoint_is_one_error_and_no_layers(
@@ -224,7 +243,7 @@ def test_broken_checkpoint_is_one_error_and_no_layers(
     assert len(errors) == 1 and "broken.safetensors" in errors[0]
     assert "Traceback" not in errors[0]
     assert len(notification_manager.records) == before  # nothing raised through napari
-    assert [layer.name for layer in viewer.layers] == ["phantom"]
+    assert [layer.name for layer in viewer.layers] == [IMG]
     assert widget.run_button.text() == "Run"
 
 
@@ -266,7 +285,8 @@ def test_boxes_from_the_vindr_csv_beside_the_image_come_with_the_maps(
     (image,) = viewer.open(str(path), plugin="napari-correlax")
     widget = open_dock(viewer, tiny_checkpoint, explain=False)
     run_to_end(qtbot, widget)
-    boxes = viewer.layers["ground truth · img1"]
+    assert image.name == IMG  # named by its DICOM case and view; boxes found by its file
+    boxes = viewer.layers["ground truth · study · L CC"]
     assert viewer.layers[-1] is boxes  # boxes on top
     assert list(boxes.features["label"]) == ["Mass", "Asymmetries"]
     assert list(boxes.features["birads"]) == ["BI-RADS 4", "BI-RADS 3"]
@@ -276,7 +296,7 @@ def test_boxes_from_the_vindr_csv_beside_the_image_come_with_the_maps(
     np.testing.assert_allclose(boxes.data_to_world(top_left), image.data_to_world((97, 107)))
     run_to_end(qtbot, widget)  # again: still one boxes layer, same two boxes
     assert sum(layer.name.startswith("ground truth") for layer in viewer.layers) == 1
-    assert len(viewer.layers["ground truth · img1"].data) == 2
+    assert len(viewer.layers["ground truth · study · L CC"].data) == 2
 
 
 def test_labels_toggle_redraws_without_recomputing(
@@ -291,10 +311,10 @@ def test_labels_toggle_redraws_without_recomputing(
     item = widget.labels_list.findItems("Retractions", Qt.MatchFlag.MatchExactly)[0]
     item.setCheckState(Qt.CheckState.Checked)
     qtbot.waitUntil(lambda: not widget.busy)
-    assert "Retractions · prediction · phantom" in viewer.layers
+    assert "Retractions · pred · study · L CC" in viewer.layers
     item.setCheckState(Qt.CheckState.Unchecked)
-    assert "Retractions · prediction · phantom" not in viewer.layers
-    assert "Mass · prediction · phantom" in viewer.layers
+    assert "Retractions · pred · study · L CC" not in viewer.layers
+    assert "Mass · pred · study · L CC" in viewer.layers
 
 
 def test_save_then_open_brings_the_analysis_back(
@@ -304,15 +324,16 @@ def test_save_then_open_brings_the_analysis_back(
     viewer.open(str(phantom_dicom), plugin="napari-correlax")
     widget = open_dock(viewer, tiny_checkpoint, explain=False)
     run_to_end(qtbot, widget)
-    original = viewer.layers["Mass · prediction · phantom"].data.copy()
+    original = viewer.layers["Mass · pred · study · L CC"].data.copy()
     written = widget.save_results(tmp_path / "analysis")
     assert [p.name for p in written] == ["analysis.npz", "analysis-windows.csv", "analysis.png"]
-    viewer.layers.remove("Mass · prediction · phantom")
+    viewer.layers.remove("Mass · pred · study · L CC")
     widget.open_results(written[0])
     qtbot.waitUntil(lambda: not widget.busy)
-    reopened = viewer.layers["Mass · prediction · phantom"]
+    reopened = viewer.layers["Mass · pred · study · L CC"]
     np.testing.assert_array_equal(reopened.data, original)
-    # the napari writer's files reopen too
+    # the napari writer's files reopen too (it writes image layers: drop the outline)
+    viewer.layers.remove("analysed area · study · L CC")
     saved = viewer.layers.save(
         str(tmp_path / "layers.npz"), selected=False, plugin="napari-correlax"
     )
@@ -321,7 +342,7 @@ def test_save_then_open_brings_the_analysis_back(
     viewer.layers.remove_selected()
     widget.open_results(tmp_path / "layers.npz")
     qtbot.waitUntil(lambda: not widget.busy)
-    assert [layer.name for layer in viewer.layers] == ["phantom", "Mass · prediction · phantom"]
+    assert [layer.name for layer in viewer.layers] == [IMG, "Mass · pred · study · L CC"]
 
 
 def test_phantom_sample_has_its_boxes(make_napari_viewer):
@@ -424,14 +445,14 @@ def test_file_open_of_a_saved_npz_restores_the_maps_on_their_image(
     # napari's own reader claims .npz too, so File › Open asks; the user picks the plugin
     opened = viewer.open(str(saved), plugin="napari-correlax")
     names = [layer.name for layer in opened]
-    assert "Mass · prediction · phantom" in names and len(names) == len(result.labels)
-    layer = viewer.layers["Mass · prediction · phantom"]
-    # cell (i, j) sits on window (i, j)'s centre, in the image layer's millimetres
-    centre = result.grid.centres()[1, 2]
-    world = layer.data_to_world((1, 2))
-    np.testing.assert_allclose(world, image.data_to_world(centre), atol=1e-6)
+    # named after the image layer (the DICOM's case and view), with the analysed area
+    assert "Mass · pred · study · L CC" in names and len(names) == len(result.labels) + 1
+    assert names[-1] == "analysed area · study · L CC"
+    layer = viewer.layers["Mass · pred · study · L CC"]
+    # the value at window (i, j)'s centre, in the image layer's millimetres, is cell (i, j)'s
     values = result.prediction[result.label_index("Mass")]
-    np.testing.assert_allclose(layer.data[result.window_mask], values[result.window_mask])
+    shown = cell_values(layer, result, image)
+    np.testing.assert_allclose(shown[result.window_mask], values[result.window_mask])
 
 
 def test_fresh_maps_are_selected_with_colour_bar_boxes_on_top_older_maps_hidden(
@@ -442,18 +463,20 @@ def test_fresh_maps_are_selected_with_colour_bar_boxes_on_top_older_maps_hidden(
     # a sample image with a Mass box in the VinDr CSV beside it
     first = (Path(__file__).parents[1] / "sample_data" / "images"
              / "086dbe02c27e8f8e06446a91f0d57509" / "0f312afd26d19c80a97850eb9c907272.dicom")
+    from napari_correlax._napari import _layers
+
     viewer = make_napari_viewer()
-    viewer.open(str(first), plugin="napari-correlax")
+    (image,) = viewer.open(str(first), plugin="napari-correlax")
     widget = open_dock(viewer, tiny_checkpoint, stride=128, labels=("Mass",))
     run_to_end(qtbot, widget)
-    old = f"Mass · prediction · {first.stem}"
+    old = _layers.layer_name(image.name, "prediction", "Mass")
     names = [layer.name for layer in viewer.layers]
-    assert names[-1] == f"ground truth · {first.stem}"  # boxes above every map
+    assert names[-1] == _layers.boxes_layer_name(image.name)  # boxes above every map
     assert viewer.layers[old].visible
     viewer.open(str(phantom_dicom), plugin="napari-correlax")
-    widget.image_combo.setCurrentText("phantom")
+    widget.image_combo.setCurrentText(IMG)
     run_to_end(qtbot, widget)
-    fresh = viewer.layers["Mass · prediction · phantom"]
+    fresh = viewer.layers["Mass · pred · study · L CC"]
     assert fresh.visible and fresh.colorbar.visible
     assert viewer.layers.selection.active is fresh
     assert not viewer.layers[old].visible and not viewer.layers[old].colorbar.visible
@@ -501,7 +524,7 @@ def test_changing_the_stride_mid_run_cancels_within_one_batch(
     # queued for the GUI may still arrive, but it never runs on to the end.
     assert masks[-1].done - masks[changed_at[0] - 1].done <= 8 * 128
     assert masks[-1].done < masks[-1].total
-    assert [layer.name for layer in viewer.layers] == ["phantom"]
+    assert [layer.name for layer in viewer.layers] == [IMG]
     assert "Settings changed" in widget.status.text() and errors == []
     assert widget.settings().stride == 64 and widget.run_button.text() == "Run"
 
@@ -514,7 +537,7 @@ def test_peak_summary_lists_each_label_and_centres_the_view_on_click(
     widget = open_dock(viewer, tiny_checkpoint, explain=True, masks=32, stride=64,
                        labels=("Mass", "Asymmetries"))
     run_to_end(qtbot, widget)
-    result = widget._analyses["phantom"].result
+    result = widget._analyses[IMG].result
     table = widget.peaks
     rows = [[table.item(r, c).text() for c in range(5)] for r in range(table.rowCount())]
     assert [(r[0], r[1]) for r in rows] == [("Mass", "prediction"), ("Mass", "correlation"),
@@ -541,7 +564,7 @@ def test_second_run_shows_an_estimate_before_it_starts(
     widget.run()
     assert "left" not in widget.status.text()  # nothing measured yet
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-    first = widget._analyses["phantom"].result.stats
+    first = widget._analyses[IMG].result.stats
     per_window = first.seconds_total / first.windows_evaluated
     widget.run()
     text = widget.status.text()
@@ -555,7 +578,7 @@ def test_second_run_shows_an_estimate_before_it_starts(
 
 
 def test_cam_methods_run_in_the_dock_and_compare_side_by_side(
-    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors, tmp_path
 ):
     viewer = make_napari_viewer()
     (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
@@ -567,19 +590,19 @@ def test_cam_methods_run_in_the_dock_and_compare_side_by_side(
         widget.form.mode.setCurrentText("global" if method == "eigencam" else "windowed")
         run_to_end(qtbot, widget)
     assert errors == []
-    maps = ["Mass · correlation · phantom", "Mass · Grad-CAM · phantom",
-            "Mass · Eigen-CAM · phantom", "Mass · prediction · phantom"]
+    maps = ["Mass · corr · study · L CC", "Mass · Grad-CAM · study · L CC",
+            "Mass · Eigen-CAM · study · L CC", "Mass · pred · study · L CC"]
     assert set(maps) <= {layer.name for layer in viewer.layers}
-    saliency = viewer.layers["Mass · Grad-CAM · phantom"]
+    saliency = viewer.layers["Mass · Grad-CAM · study · L CC"]
     # in original pixels over the image: one data pixel is one image pixel
     assert saliency.data.shape == image.data.shape
     np.testing.assert_allclose(saliency.scale, image.scale)
     info = saliency.metadata["correlax"]
     assert (info["method"], info["map"], info["label"]) == ("gradcam", "saliency", "Mass")
-    result = widget._analyses["phantom"].result  # the last run: Eigen-CAM, global mode
+    result = widget._analyses[IMG].result  # the last run: Eigen-CAM, global mode
     assert result.stats.method == "eigencam" and result.stats.settings["mode"] == "global"
     # N flips through the methods' maps of the selected map's label, one visible at a time
-    viewer.layers.selection.active = viewer.layers["Mass · correlation · phantom"]
+    viewer.layers.selection.active = viewer.layers["Mass · corr · study · L CC"]
     seen = []
     flip = {str(k): f for k, f in viewer.keymap.items()}["N"]  # the key on the canvas
     for _ in range(len(maps)):
@@ -594,17 +617,41 @@ def test_cam_methods_run_in_the_dock_and_compare_side_by_side(
 
     grid = grid_of(viewer)
     toggle_side_by_side(widget)
-    assert grid.enabled and grid.stride == 2
+    assert grid.enabled and grid.stride == 2  # no ground-truth boxes on this image
     visible = [layer for layer in viewer.layers if layer.visible]
     assert len(visible) == 2 * len(maps)
+    titles = []
     for k in range(len(maps)):  # pairs (view of the image, map) at the bottom of the list
         view, shown = viewer.layers[2 * k], viewer.layers[2 * k + 1]
         assert view.data is image.data and shown.name in maps
         assert grid.position(2 * k, viewer.layers) == grid.position(2 * k + 1, viewer.layers)
+        # titled with method, label and the map's own colour range; a colour bar each
+        assert view.name_overlay.visible and shown.colorbar.visible
+        lo, hi = shown.contrast_limits
+        assert " · Mass · " in view.name and view.name.endswith(f"{lo:.2g}…{hi:.2g}")
+        titles.append(view.name.split(" · ")[0])
+    assert titles == ["CorRELAX", "Grad-CAM", "Eigen-CAM", "Prediction"]
     assert len({grid.position(2 * k, viewer.layers) for k in range(len(maps))}) == len(maps)
+    help_text = widget.help.text()
+    assert "does not describe" not in help_text
+    assert "CorRELAX" in help_text and "CAM family" in help_text and "How likely" in help_text
     toggle_side_by_side(widget)
     assert not grid.enabled
     assert [(layer.name, layer.visible) for layer in viewer.layers] == before
+    # Save… keeps every method run on the image, not only the last
+    from napari_correlax.maps import load_result
+
+    written = widget.save_results(tmp_path / "all")
+    npz = {p.name: p for p in written if p.suffix == ".npz"}
+    assert set(npz) == {"all-correlax.npz", "all-gradcam.npz", "all-eigencam.npz"}
+    correlax = load_result(npz["all-correlax.npz"])
+    assert correlax.stats.method == "correlax" and correlax.get("correlation") is not None
+    mass = correlax.labels.index("Mass")
+    first = widget._analyses[IMG].results["correlax"]
+    np.testing.assert_array_equal(correlax.get("correlation")[mass],
+                                  first.get("correlation")[mass])
+    gradcam = load_result(npz["all-gradcam.npz"])
+    assert gradcam.stats.method == "gradcam" and gradcam.get("saliency") is not None
 
 
 def test_a_gmic_checkpoint_runs_in_the_dock_with_its_patches_and_outputs(
@@ -625,10 +672,11 @@ def test_a_gmic_checkpoint_runs_in_the_dock_with_its_patches_and_outputs(
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("gmic"))
     run_to_end(qtbot, widget)
     assert errors == []
-    result = widget._analyses["phantom"].result
-    saliency = viewer.layers["Mass · GMIC · phantom"]
+    result = widget._analyses[IMG].result
+    saliency = viewer.layers["Mass · GMIC · study · L CC"]
     assert saliency.data.shape == image.data.shape
-    patches = viewer.layers["GMIC patches · phantom"]
+    assert tuple(saliency.contrast_limits) == (0.0, 1.0)  # a probability: fixed 0–1
+    patches = viewer.layers["GMIC patches · study · L CC"]
     gmic = result.meta["gmic"]
     assert len(patches.data) == 3 == len(gmic["patches"])
     # each rectangle is the patch's box in image pixels (drawn on pixel centres)
@@ -641,3 +689,47 @@ def test_a_gmic_checkpoint_runs_in_the_dock_with_its_patches_and_outputs(
     np.testing.assert_allclose(patches.scale, image.scale)
     text = widget.status.text()
     assert text.startswith("GMIC Mass: global") and f"fusion {gmic['y_fusion'][0]:.2f}" in text
+
+
+def test_correlation_scale_option_uses_the_images_own_range_and_says_so(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors
+):
+    viewer = make_napari_viewer()
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=True, masks=16)
+    run_to_end(qtbot, widget)
+    corr = viewer.layers["Mass · corr · study · L CC"]
+    pred = viewer.layers["Mass · pred · study · L CC"]
+    assert tuple(corr.contrast_limits) == (-1.0, 1.0)  # the default: fixed, comparable
+    assert widget.contrast_combo.currentData() == "fixed"
+    assert "−1…1" in widget.contrast_combo.currentText()
+    assert "percentile" in widget.contrast_combo.toolTip()
+    widget.contrast_combo.setCurrentIndex(widget.contrast_combo.findData("percentile"))
+    qtbot.waitUntil(lambda: not widget.busy)
+    lo, hi = np.nanpercentile(corr.data, [2, 98])
+    np.testing.assert_allclose(corr.contrast_limits, (lo, hi), rtol=1e-5, atol=1e-6)
+    assert tuple(pred.contrast_limits) == (0.0, 1.0)  # predictions keep 0–1
+    viewer.layers.selection.active = corr
+    assert "this image's range" in widget.help.text()
+    assert f"{lo:.3g} to {hi:.3g}" in widget.help.text()
+    widget.contrast_combo.setCurrentIndex(widget.contrast_combo.findData("symmetric"))
+    qtbot.waitUntil(lambda: not widget.busy)
+    top = np.nanmax(np.abs(corr.data))
+    np.testing.assert_allclose(corr.contrast_limits, (-top, top), rtol=1e-6)
+    widget.contrast_combo.setCurrentIndex(widget.contrast_combo.findData("fixed"))
+    qtbot.waitUntil(lambda: not widget.busy)
+    assert tuple(corr.contrast_limits) == (-1.0, 1.0)
+    assert errors == []
+
+
+def test_dock_says_pixel_units_for_an_image_without_spacing(make_napari_viewer):
+    from napari_correlax._napari._analysis_widget import AnalysisWidget
+
+    viewer = make_napari_viewer()
+    widget = AnalysisWidget(viewer)
+    viewer.add_image(np.zeros((64, 48), np.float32), name="no spacing")
+    assert "pixel units" in widget.units.text()
+    viewer.add_image(np.zeros((64, 48), np.float32), name="mm", scale=(0.1, 0.1),
+                     metadata={"spacing_mm": (0.1, 0.1)})
+    widget.image_combo.setCurrentText("mm")
+    assert widget.units.text().startswith("Units: mm")

@@ -45,15 +45,30 @@ def by_name(data):
     return {kwargs["name"]: (d, kwargs, t) for d, kwargs, t in data}
 
 
+def at_centres(entry, result, image_scale=None, image_translate=(0.0, 0.0)):
+    """(gy, gx) values a drawn grid-map layer shows at each window centre, read through
+    napari's own world → data transform of the layer (independent of the drawing code)."""
+    values, kwargs, _ = entry
+    layer = Image(values, **kwargs)
+    if image_scale is None:
+        image_scale = result.spacing_mm or (1.0, 1.0)
+    centres = result.grid.centres()
+    out = np.empty(result.grid.shape, np.float32)
+    for i, j in np.ndindex(*result.grid.shape):
+        world = np.asarray(image_translate) + np.asarray(image_scale) * centres[i, j]
+        out[i, j] = values[tuple(np.floor(layer.world_to_data(world) + 0.5).astype(int))]
+    return out
+
+
 def test_names_follow_the_image_label_map_pattern():
     data = _layers.result_layers(hand_result(), "scan", ["Mass"])
     assert [kw["name"] for _, kw, _ in data] == [
         "relevance · scan",
         "masks used · scan",
         "distance · scan",
-        "Mass · product · scan",
-        "Mass · correlation · scan",
-        "Mass · prediction · scan",
+        "Mass · pred×corr · scan",
+        "Mass · corr · scan",
+        "Mass · pred · scan",
     ]
     assert _layers.boxes_layer_name("scan") == "ground truth · scan"
 
@@ -65,7 +80,7 @@ def test_hot_cell_lands_on_its_window_centre_through_the_image_transform():
             hand_result(), "scan", ["Mass"], image_scale=(0.1, 0.1), image_translate=(5.0, -3.0)
         )
     )
-    values, kwargs, kind = data["Mass · prediction · scan"]
+    values, kwargs, kind = data["Mass · pred · scan"]
     assert kind == "image"
     layer = Image(values, **kwargs)
     image = Image(np.zeros((400, 450), np.float32), scale=(0.1, 0.1), translate=(5.0, -3.0))
@@ -73,20 +88,29 @@ def test_hot_cell_lands_on_its_window_centre_through_the_image_transform():
     centre_px = (-10 + 96 + 127.5, 20 + 144 + 127.5)
     world = image.data_to_world(centre_px)
     np.testing.assert_allclose(world, (5 + 0.1 * 213.5, -3 + 0.1 * 291.5))
-    cell = np.round(layer.world_to_data(world)).astype(int)
-    assert tuple(cell) == (2, 3)
-    assert layer.data[tuple(cell)] == pytest.approx(0.9)
-    np.testing.assert_allclose(layer.world_to_data(world), (2, 3), atol=1e-9)
+    # the cell is 48 px square around that centre: every point within it shows 0.9,
+    # points half a pixel beyond its edge show the neighbouring cells (0)
+    for dy, dx in [(0, 0), (-23.5, -23.5), (23.5, 23.5), (-23.5, 23.5)]:
+        point = image.data_to_world((centre_px[0] + dy, centre_px[1] + dx))
+        assert values[tuple(np.floor(layer.world_to_data(point) + 0.5).astype(int))] == \
+            pytest.approx(0.9)
+    for dy, dx in [(-24.5, 0), (24.5, 0), (0, -24.5), (0, 24.5)]:
+        point = image.data_to_world((centre_px[0] + dy, centre_px[1] + dx))
+        assert values[tuple(np.floor(layer.world_to_data(point) + 0.5).astype(int))] == 0
 
 
 def test_default_transform_is_the_results_mm_transform():
     result = hand_result(spacing=(0.07, 0.05))
     data = by_name(_layers.result_layers(result, "scan", ["Mass"]))
-    _, kwargs, _ = data["Mass · correlation · scan"]
-    scale, translate = result.layer_transform(in_mm=True)
-    np.testing.assert_allclose(kwargs["scale"], scale)
-    np.testing.assert_allclose(kwargs["translate"], translate)
-    np.testing.assert_allclose(kwargs["scale"], (48 * 0.07, 48 * 0.05))
+    _, kwargs, _ = data["Mass · corr · scan"]
+    k = _layers.subcells_per_cell(result.grid)
+    # sub-cells of 48 / k px; the first centred k/2 − 1/2 sub-cells before window (0, 0)'s
+    # centre (-10 + 127.5, 20 + 127.5) px
+    np.testing.assert_allclose(kwargs["scale"], (48 * 0.07 / k, 48 * 0.05 / k))
+    first = (np.array([117.5, 147.5]) - 24 + 24 / k) * (0.07, 0.05)
+    np.testing.assert_allclose(kwargs["translate"], first)
+    np.testing.assert_allclose(at_centres(data["Mass · corr · scan"], result),
+                               result.correlation[1] * np.where(result.window_mask, 1, np.nan))
     _, rel, _ = data["relevance · scan"]
     np.testing.assert_allclose(rel["scale"], (0.07, 0.05))
     np.testing.assert_allclose(rel["translate"], (0.0, 0.0))
@@ -94,15 +118,17 @@ def test_default_transform_is_the_results_mm_transform():
 
 def test_pixel_units_without_spacing():
     data = by_name(_layers.result_layers(hand_result(spacing=None), "scan", ["Mass"]))
-    _, kwargs, _ = data["Mass · prediction · scan"]
-    np.testing.assert_allclose(kwargs["scale"], (48, 48))
-    np.testing.assert_allclose(kwargs["translate"], (-10 + 127.5, 20 + 127.5))
+    _, kwargs, _ = data["Mass · pred · scan"]
+    k = _layers.subcells_per_cell(hand_result().grid)
+    np.testing.assert_allclose(kwargs["scale"], (48 / k, 48 / k))
+    np.testing.assert_allclose(kwargs["translate"], (117.5 - 24 + 24 / k, 147.5 - 24 + 24 / k))
     assert kwargs["metadata"]["correlax"]["units"] == "px"
 
 
 def test_unevaluated_windows_are_transparent_nan():
     data = by_name(_layers.result_layers(hand_result(), "scan", ["Mass"]))
-    values, _, _ = data["Mass · prediction · scan"]
+    result = hand_result()
+    values = at_centres(data["Mass · pred · scan"], result)
     assert np.isnan(values[0, 0]) and np.isfinite(values[1:, :]).all()
     relevance, _, _ = data["relevance · scan"]
     # only window (0, 0) (rows -10…245, cols 20…275) covers pixel (0, 25); it was skipped
@@ -113,16 +139,16 @@ def test_unevaluated_windows_are_transparent_nan():
 
 def test_colormaps_sequential_for_predictions_diverging_centred_for_correlations():
     data = by_name(_layers.result_layers(hand_result(), "scan", ["Mass"]))
-    _, pred, _ = data["Mass · prediction · scan"]
+    _, pred, _ = data["Mass · pred · scan"]
     assert pred["contrast_limits"] == (0.0, 1.0)
-    _, corr, _ = data["Mass · correlation · scan"]
+    _, corr, _ = data["Mass · corr · scan"]
     # fixed per kind (maps compare across labels and images), not the map's own range
     np.testing.assert_allclose(corr["contrast_limits"], (-1.0, 1.0))
-    layer = Image(data["Mass · correlation · scan"][0], **corr)
+    layer = Image(data["Mass · corr · scan"][0], **corr)
     rgba = layer.colormap.map(np.array([0.0, 0.5, 1.0]))
     assert rgba[1, 3] == 0  # value 0 is see-through
     assert rgba[0, 2] > rgba[0, 0] and rgba[2, 0] > rgba[2, 2]  # negative blue, positive red
-    seq = Image(data["Mass · prediction · scan"][0], **pred).colormap.map(np.linspace(0, 1, 5))
+    seq = Image(data["Mass · pred · scan"][0], **pred).colormap.map(np.linspace(0, 1, 5))
     assert seq[0, 3] == 0 and np.all(np.diff(seq[:, 3]) > 0)
     assert np.all(np.diff(seq[:, :3].sum(axis=1)) > 0)  # brighter as probability rises
 
@@ -130,9 +156,9 @@ def test_colormaps_sequential_for_predictions_diverging_centred_for_correlations
 def test_only_one_map_starts_visible():
     data = _layers.result_layers(hand_result(), "scan", ["Mass", "Suspicious Calcification"])
     shown = [kw["name"] for _, kw, _ in data if kw["visible"]]
-    assert shown == ["Mass · correlation · scan"]
+    assert shown == ["Mass · corr · scan"]
     data = _layers.result_layers(hand_result(explained=False), "scan", ["Mass"])
-    assert [kw["name"] for _, kw, _ in data if kw["visible"]] == ["Mass · prediction · scan"]
+    assert [kw["name"] for _, kw, _ in data if kw["visible"]] == ["Mass · pred · scan"]
 
 
 def test_boxes_layer_edges_text_and_features():
@@ -228,11 +254,11 @@ def test_writer_tiff_one_file_per_layer(tmp_path):
     layers = [Image(d, **kw) for d, kw, _ in data]
     written = write_maps(str(tmp_path / "maps.tif"), [lay.as_layer_data_tuple() for lay in layers])
     assert [Path(p).name for p in written] == [
-        "maps-Mass-correlation-scan.tif",
-        "maps-Mass-prediction-scan.tif",
+        "maps-Mass-corr-scan.tif",
+        "maps-Mass-pred-scan.tif",
     ]
     (back,) = read_maps(written[1])
-    assert back.name == "Mass · prediction · scan"
+    assert back.name == "Mass · pred · scan"
     np.testing.assert_array_equal(back.data, layers[1].data)
     np.testing.assert_allclose(back.scale, layers[1].scale)
 
@@ -254,7 +280,7 @@ def test_maps_are_transparent_outside_the_breast_outline():
     breast = np.zeros((h, w), dtype=bool)
     breast[:, : w // 2] = True  # the breast fills the left half
     data = by_name(_layers.result_layers(result, "scan", ["Mass"], breast=breast))
-    values, _, _ = data["Mass · prediction · scan"]
+    values = at_centres(data["Mass · pred · scan"], result)
     centres = result.grid.centres()
     outside = np.floor(centres[..., 1] + 0.5) >= w // 2  # centre's pixel in the right half
     assert np.isnan(values[outside]).all()

@@ -61,6 +61,8 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
 ):
     from qtpy.QtCore import Qt
 
+    from napari_correlax._napari._layers import layer_name
+
     work = tmp_path / "work"
     viewer = make_napari_viewer(show=True)  # shortcuts need a visible, active window
     widget = open_reader(viewer, small_model, dataset, work)
@@ -77,7 +79,7 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
         names = [layer.name for layer in viewer.layers]
         assert names[0] == "test set"
         assert {"ground truth · test set", "maxima · test set"} <= set(names)
-        assert {f"{lab} · correlation · test set" for lab in labels} <= set(names)
+        assert {f"{lab} · corr · test set" for lab in labels} <= set(names)
         maxima = viewer.layers["maxima · test set"]
         assert len(maxima.data) == 2 * len(labels)  # one point per label and map
         for kind, key in (("correlation", Qt.Key.Key_C), ("prediction", Qt.Key.Key_P)):
@@ -85,7 +87,8 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
             qtbot.keyClick(widget.table, key)  # the map kind shown and judged
             rows = widget.visible_rows()
             assert [(r.label, r.kind) for r in rows] == [(lab, kind) for lab in labels]
-            assert all(viewer.layers[f"{lab} · {kind} · test set"].visible for lab in labels)
+            assert all(viewer.layers[layer_name("test set", kind, lab)].visible
+                       for lab in labels)
             for k, row in enumerate(rows):
                 widget.select_row(k)
                 verdict = ("hit", "miss", "unsure")[(n + k + len(kind)) % 3]
@@ -231,7 +234,7 @@ def test_reader_shows_the_image_and_predictions_before_correlax_is_done(
                     timeout=60_000)
     current = widget.current.image_id
     qtbot.waitUntil(lambda: PREFIX in viewer.layers and any(
-        f"· prediction · {PREFIX}" in layer.name for layer in viewer.layers), timeout=60_000)
+        f"· pred · {PREFIX}" in layer.name for layer in viewer.layers), timeout=60_000)
     assert jobs.worker is not None and current not in widget.review.loaded  # still running
     assert viewer.layers[PREFIX].data.shape == (widget.current.height, widget.current.width)
     assert "CorRELAX refining" in widget.image_label.text()
@@ -250,10 +253,10 @@ def test_keys_flip_map_kinds_and_a_settings_change_asks_before_hiding_verdicts(
     widget.layers.show_kind("prediction")
     shown = {layer.name for layer in viewer.layers if layer.visible}
     for label in findings:
-        assert f"{label} · prediction · test set" in shown
-        assert f"{label} · correlation · test set" not in shown
+        assert f"{label} · pred · test set" in shown
+        assert f"{label} · corr · test set" not in shown
     widget.layers.show_kind("correlation")
-    assert f"{findings[0]} · correlation · test set" in {
+    assert f"{findings[0]} · corr · test set" in {
         layer.name for layer in viewer.layers if layer.visible}
 
     widget.set_verdict("hit")

@@ -275,13 +275,17 @@ def export_analysis(
     pixels: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
     boxes: Sequence[Any] = (),
+    title: str = "",
+    warning: str = "",
 ) -> list[Path]:
     """Write ``<stem>.npz`` (the result), ``<stem>-windows.csv`` and ``<stem>.png``.
 
     The PNG only when ``pixels``, the H×W [0, 1] image the result was computed on, is
     given; ``labels`` limits the figure's panels; ``boxes`` are
     :class:`~napari_correlax.boxes.Box` records (or ``(label, xmin, ymin, xmax, ymax)``
-    tuples) in image pixels. Returns the paths written, in that order.
+    tuples) in image pixels; ``title`` and ``warning`` head the figure
+    (:func:`~napari_correlax.figures.save_overlay`). Returns the paths written, in that
+    order.
     """
     stem = Path(stem)
     if stem.suffix.lower() in (".npz", ".csv", ".png"):
@@ -304,6 +308,8 @@ def export_analysis(
                 maps=maps,
                 labels=labels,
                 boxes=boxes,
+                title=title,
+                warning=warning,
             )
         )
     return written

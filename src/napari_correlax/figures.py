@@ -21,7 +21,14 @@ from .maps.kinds import kind as map_kind
 if TYPE_CHECKING:
     from .maps.result import MapResult
 
-__all__ = ["grid_extent", "save_overlay"]
+__all__ = ["BOX_COLOUR", "PHANTOM_WARNING", "grid_extent", "save_overlay"]
+
+#: Under the title of a figure made with a model trained on synthetic phantoms only.
+PHANTOM_WARNING = ("Model trained on synthetic phantoms only (such as the demo model): "
+                   "these maps say nothing about real mammograms.")
+
+#: Edge colour of ground-truth boxes in figures.
+BOX_COLOUR = "#00ff00"
 
 
 def grid_extent(result: MapResult) -> tuple[float, float, float, float]:
@@ -41,12 +48,15 @@ def save_overlay(
     boxes: Sequence[Any] = (),
     alpha: float = 0.45,
     panel_inches: float = 3.0,
+    title: str = "",
+    warning: str = "",
 ) -> Path:
     """One panel per (map, label) of ``result`` over ``pixels`` (H×W, [0, 1]); PNG, atomic.
 
     ``boxes`` (:class:`~napari_correlax.boxes.Box`, or ``(label, xmin, ymin, xmax, ymax)``
-    in image pixels) are drawn on the panels of their label. Label-free maps (``distance``)
-    get one panel.
+    in image pixels) are drawn in :data:`BOX_COLOUR` on the panels of their label.
+    Label-free maps (``distance``) get one panel. ``title`` (the image and the model) heads
+    the figure; ``warning`` (a demo model's) is written in red under it.
     """
     import matplotlib
 
@@ -68,8 +78,10 @@ def save_overlay(
     rows = int(np.ceil(n / cols))
     h, w = pixels.shape
     aspect = h / max(w, 1)
+    head = 0.3 * (bool(title) + bool(warning))
     fig, axes = plt.subplots(
-        rows, cols, figsize=(panel_inches * cols, panel_inches * aspect * rows + 0.4), squeeze=False
+        rows, cols, figsize=(panel_inches * cols, panel_inches * aspect * rows + 0.4 + head),
+        squeeze=False,
     )
     extent = grid_extent(result)
     for ax in axes.ravel():
@@ -93,12 +105,20 @@ def save_overlay(
         for b in as_boxes(boxes):
             if lab is None or b.label == lab:
                 ax.add_patch(plt.Rectangle((b.xmin, b.ymin), b.xmax - b.xmin, b.ymax - b.ymin,
-                                           fill=False, ec="lime", lw=1))
+                                           fill=False, ec=BOX_COLOUR, lw=1.5))
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_title(f"{lab} · {spec.title}" if lab else spec.title, fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-    fig.tight_layout()
+    if title or warning:
+        text = title + ("\n" if title and warning else "")
+        fig.suptitle(text, fontsize=9)
+        if warning:
+            fig.text(0.5, 1.0 - 0.3 / fig.get_figheight() * (1 + bool(title)), warning,
+                     ha="center", va="top", color="#d00000", fontsize=8)
+        fig.tight_layout(rect=(0, 0, 1, 1 - head / fig.get_figheight()))
+    else:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WindowGrid", "iou_kernel", "smooth_map"]
+__all__ = ["WindowGrid", "iou_kernel", "mask_outline", "smooth_map"]
 
 
 def iou_kernel(window: int, stride: int) -> np.ndarray:
@@ -202,6 +202,52 @@ class WindowGrid:
         total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
         return total / float(self.window * self.window)
 
+    def coverage(self, evaluated: np.ndarray, *, cells: bool = False) -> np.ndarray:
+        """``(H, W)`` bool: original-image pixels covered by the ``evaluated`` windows.
+
+        ``evaluated`` is ``(gy, gx)`` bool. ``cells=False``: pixels inside at least one
+        evaluated window (the area the model looked at). ``cells=True``: pixels inside
+        the map cell of an evaluated window, the ``stride × stride`` square centred on
+        the window centre that a grid map draws: pixel ``r`` (centred at ``r``) belongs
+        to the cell centred at ``c`` when ``c − stride/2 ≤ r < c + stride/2``.
+        """
+        covered = np.zeros(self.image_shape, dtype=bool)
+        if cells:
+            low = np.ceil(self.centres() - self.stride / 2.0).astype(np.int64)
+            side = self.stride
+        else:
+            low, side = self.corners(), self.window
+        for r, c in low[np.asarray(evaluated, dtype=bool)]:
+            covered[max(int(r), 0): max(int(r) + side, 0),
+                    max(int(c), 0): max(int(c) + side, 0)] = True
+        return covered
+
+    def cells_on_image(self, values: np.ndarray, per_cell: int
+                       ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+        """Grid values ``(..., gy, gx)`` as cells clipped to the image's edge.
+
+        Each map cell (the ``stride × stride`` square centred on its window's centre) is
+        split into ``per_cell × per_cell`` sub-cells of equal value; sub-cells whose
+        centre lies off the image (row outside ``[−0.5, H − 0.5)``, likewise columns)
+        are NaN, so a map drawn from them stops at the image's edge instead of
+        overhanging it by up to half a stride. Returns the float32 array
+        ``(..., gy·per_cell, gx·per_cell)`` and its ``(scale, translate)`` in image
+        pixels (napari's convention: element ``(i, j)`` centred at
+        ``translate + scale · (i, j)``).
+        """
+        k = max(int(per_cell), 1)
+        data = np.repeat(np.repeat(np.asarray(values, dtype=np.float32), k, axis=-2), k, axis=-1)
+        (sy, sx), (ty, tx) = self.layer_transform(None)
+        scale = (sy / k, sx / k)
+        translate = (ty - sy / 2 + scale[0] / 2, tx - sx / 2 + scale[1] / 2)
+        for axis, (t, s, size) in enumerate(zip(translate, scale, self.image_shape)):
+            centre = t + s * np.arange(data.shape[-2 + axis])
+            off = (centre < -0.5) | (centre >= size - 0.5)
+            if off.any():
+                index = (Ellipsis, off, slice(None)) if axis == 0 else (Ellipsis, off)
+                data[index] = np.nan
+        return data, scale, translate
+
     def cell_of(self, row: float, col: float) -> tuple[int, int]:
         """Grid cell whose window centre is nearest to image point ``(row, col)`` (clipped)."""
         c = (self.window - 1) / 2.0
@@ -229,3 +275,23 @@ class WindowGrid:
             tuple(int(v) for v in d["shape"]),  # type: ignore[union-attr]
             tuple(int(v) for v in d["image_shape"]),  # type: ignore[union-attr]
         )
+
+
+def mask_outline(mask: np.ndarray) -> list[np.ndarray]:
+    """Outlines of the True regions of ``mask`` (H×W), outer edges and holes alike.
+
+    Each outline is an ``(N, 2)`` float array of ``(row, col)`` pixel coordinates (pixel
+    ``r`` centred at ``r``) of boundary pixels, in order around the region and closed
+    (the last point repeats the first); straight runs keep only their end points. A
+    boundary pixel is True in ``mask`` and has a False 4-neighbour or lies on the
+    image's edge.
+    """
+    import cv2
+
+    m = np.ascontiguousarray(np.asarray(mask, dtype=bool).view(np.uint8))
+    contours, _ = cv2.findContours(m, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for contour in contours:
+        points = contour.reshape(-1, 2)[:, ::-1].astype(np.float64)
+        out.append(np.concatenate([points, points[:1]]))
+    return out

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QFormLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
 
 from ._compare_view import MethodComparison, flip, toggle_side_by_side
 from ._forms import ImageLayerCombo, LabelList, SettingsForm, bind_keys, button_row, path_row
+from ._layers import CONTRASTS
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
 from ._reader_notice import ReaderNotice
@@ -31,6 +39,14 @@ def build_dock(dock: Any) -> None:
     form = QFormLayout()
     dock.image_combo = ImageLayerCombo(dock.viewer)
     form.addRow("Image", dock.image_combo)
+    dock.units = QLabel()
+    dock.units.setWordWrap(True)
+    dock.units.setToolTip("Millimetres when the file gives the pixel spacing; otherwise "
+                          "image pixels ('pixel units')")
+    form.addRow("", dock.units)
+    dock.image_combo.currentIndexChanged.connect(dock._image_changed)
+    dock.viewer.layers.events.inserted.connect(dock._image_changed)
+    dock.viewer.layers.events.removed.connect(dock._image_changed)
     dock.model_edit, row = path_row("demo model", dock._browse_checkpoint,
                                     "Classifier checkpoint (.safetensors); empty: demo model")
     dock.model_edit.editingFinished.connect(dock._model_changed)
@@ -52,6 +68,18 @@ def build_dock(dock: Any) -> None:
     dock.focus_check = dock.form.focus
     dock.method_combo.currentIndexChanged.connect(dock._method_changed)
     dock.form.on_change(dock._settings_changed)
+    dock.contrast_combo = QComboBox()
+    for key, text in CONTRASTS.items():
+        dock.contrast_combo.addItem(text, key)
+    dock.contrast_combo.setToolTip(
+        "Colour range of correlation, product and distance maps. Fixed −1…1 (default) "
+        "compares images and methods. 'This image: ±max |ρ|' stretches −m…m to the map's "
+        "largest |value| m (0 stays transparent). 'This image: 2–98 %' spans the map's "
+        "2nd to 98th percentile, showing structure in a map that is high everywhere; its "
+        "transparent middle is then the image's middle value, not 0, and blue means "
+        "'lower than the rest', not negative. The colour bar shows the range used.")
+    dock.contrast_combo.currentIndexChanged.connect(dock._contrast_changed)
+    form.addRow("Correlation scale", dock.contrast_combo)
     dock.labels_list = LabelList()
     dock.labels_list.itemChanged.connect(dock._labels_changed)
     form.addRow("Show labels", dock.labels_list)

@@ -91,7 +91,8 @@ def model_badge(summary: ModelSummary | str) -> str:
     card when it was trained on phantoms only."""
     if isinstance(summary, str):
         return f"<span style='color:#ff6060'>⚠ {html.escape(summary)}</span>"
-    text = f"<b>{html.escape(summary.name)}</b>, {len(summary.labels)} labels"
+    kind = " (GMIC)" if summary.kind == "GMIC" else ""
+    text = f"<b>{html.escape(summary.name)}</b>{kind}, {len(summary.labels)} labels"
     if summary.phantoms_only:
         text += ("<br><span style='color:#ffb020'>⚠ trained on synthetic phantoms only: "
                  "not for real mammograms.</span>")

@@ -51,10 +51,29 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Analysis:
-    result: Any
+    """Every method's result on one image (by method, in the order they were run), the
+    image's pixels and its ground-truth boxes."""
+
+    results: dict[str, Any]
     pixels: np.ndarray
     boxes: list[Any] = field(default_factory=list)
     _breast: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, result: Any, pixels: np.ndarray, boxes: list[Any] | None = None) -> _Analysis:
+        """An analysis holding one result."""
+        return cls({_method_of(result): result}, pixels, list(boxes or []))
+
+    @property
+    def result(self) -> Any:
+        """The result of the method run last."""
+        return list(self.results.values())[-1]
+
+    def add(self, result: Any) -> None:
+        """Keep ``result`` beside the other methods' (replacing the same method's)."""
+        method = _method_of(result)
+        self.results.pop(method, None)
+        self.results[method] = result
 
     @property
     def breast(self) -> np.ndarray | None:
@@ -65,6 +84,10 @@ class _Analysis:
             mask = breast_roi(self.pixels).mask
             self._breast = mask if mask.any() else None
         return self._breast
+
+
+def _method_of(result: Any) -> str:
+    return str(getattr(result.stats, "method", "") or "maps")
 
 
 class AnalysisWidget(QWidget):
@@ -85,6 +108,7 @@ class AnalysisWidget(QWidget):
         self.viewer.layers.selection.events.active.connect(self._active_changed)
         self._set_labels(list(LABELS))
         self._model_changed()
+        self._image_changed()
 
     # -- construction ------------------------------------------------------------------
     def _build(self) -> None:
@@ -127,7 +151,9 @@ class AnalysisWidget(QWidget):
         self._request_sent = request
         self.progress.reset("starting…")
         self.run_button.setText("Cancel")
-        self.status.setText(f"Running on {request.image_name!r}…" + self._estimate(request))
+        units = " (pixel units: no pixel spacing)" if request.spacing_mm is None else ""
+        self.status.setText(f"Running on {request.image_name!r}{units}…"
+                            + self._estimate(request))
         worker.start()
 
     def _rate_key(self, request: AnalysisRequest) -> str:
@@ -156,20 +182,40 @@ class AnalysisWidget(QWidget):
             self.run_button.setText("Cancelling…")
 
     def save_results(self, stem: str | Path) -> list[Path]:
-        """Write the chosen image's analysis: ``.npz``, ``-windows.csv`` and ``.png``."""
+        """Write every method's analysis of the chosen image: ``.npz``, ``-windows.csv``
+        and ``.png`` each, under ``<stem>-<method>`` when several methods were run on it
+        (CorRELAX, then Grad-CAM: both kept), else under ``<stem>``."""
         from ..export import export_analysis
 
         analysis = self._analyses.get(self.image_combo.currentText())
         if analysis is None:
             raise CorrelaxError("no analysis of this image to save yet: run it or open one first")
-        boxes = analysis.boxes
-        return export_analysis(
-            analysis.result,
-            stem,
-            pixels=analysis.pixels,
-            labels=self.chosen_labels() or None,
-            boxes=boxes,
-        )
+        stem = Path(stem)
+        if stem.suffix.lower() in (".npz", ".csv", ".png"):
+            stem = stem.with_suffix("")
+        several = len(analysis.results) > 1
+        written: list[Path] = []
+        for method, result in analysis.results.items():
+            target = stem.with_name(f"{stem.name}-{method}") if several else stem
+            written += export_analysis(result, target, pixels=analysis.pixels,
+                                       labels=self.chosen_labels() or None, boxes=analysis.boxes,
+                                       **self._figure_heading(result))
+        return written
+
+    def _figure_heading(self, result: Any) -> dict[str, str]:
+        """Title (image, method, model) and demo-model warning of a saved figure."""
+        from ..figures import PHANTOM_WARNING
+        from ..maps.methods import METHODS
+        from ..models.checkpoint import model_summary
+
+        method = _method_of(result)
+        shown = METHODS[method].title if method in METHODS else method
+        try:
+            summary = model_summary(self.model_edit.text().strip() or None)
+        except CorrelaxError:
+            return {"title": f"{self.image_combo.currentText()} · {shown}"}
+        return {"title": f"{self.image_combo.currentText()} · {shown} · model: {summary.name}",
+                "warning": PHANTOM_WARNING if summary.phantoms_only else ""}
 
     def open_results(self, path: str | Path) -> None:
         """Bring a saved analysis (``MapResult`` .npz) or saved map layers back as layers."""
@@ -186,7 +232,7 @@ class AnalysisWidget(QWidget):
         pixels = (
             image_pixels(layer) if layer is not None else np.zeros(result.image_shape, np.float32)
         )
-        self._analyses[name] = _Analysis(result, pixels)
+        self._keep(name, result, pixels)
         self._draw(name)
 
     def load_boxes(self, csv_path: str | Path | None = None) -> None:
@@ -222,7 +268,7 @@ class AnalysisWidget(QWidget):
         pixels = (
             self._request_sent.pixels if self._request_sent is not None else image_pixels(layer)
         )
-        self._analyses[name] = _Analysis(outcome, pixels, self._known_boxes(layer))
+        self._keep(name, outcome, pixels, self._known_boxes(layer))
         self._draw(name)
         st = outcome.stats
         self.status.setText(outputs_text(outcome) or f"Done: {st.windows_evaluated} windows "
@@ -249,12 +295,25 @@ class AnalysisWidget(QWidget):
         self.run_button.setEnabled(True)
         self.run_button.setText("Run")
 
+    def _keep(self, name: str, result: Any, pixels: np.ndarray,
+              boxes: list[Any] | None = None) -> None:
+        """Add ``result`` to the image's analysis (a new one when the image changed)."""
+        kept = self._analyses.get(name)
+        if kept is None or kept.pixels.shape != pixels.shape or not np.array_equal(
+                kept.pixels, pixels):
+            self._analyses[name] = _Analysis.of(result, pixels, boxes)
+            return
+        kept.add(result)
+        if boxes:
+            kept.boxes = list(boxes)
+
     # -- drawing -----------------------------------------------------------------------
     def _show(self, data: list[_layers.LayerData]) -> None:
         self.layer_queue.add(data)
 
     def _layers_added(self) -> None:
         _layers.present(self.viewer, self._shown)
+        self._active_changed()  # the help line states the range the colours span now
         if self._worker is None:
             self._ready()
 
@@ -263,6 +322,8 @@ class AnalysisWidget(QWidget):
         self.help.setText(text or "Select a map layer to read what it shows.")
 
     def _draw(self, image_name: str) -> None:
+        """(Re)draw every method's maps of an image: the last run's shown, the older
+        methods' kept hidden, the analysed area's outline above them, boxes on top."""
         analysis = self._analyses[image_name]
         layer = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
         if layer is not None:
@@ -270,29 +331,55 @@ class AnalysisWidget(QWidget):
         else:
             scale, translate = None, (0.0, 0.0)
         chosen = self.chosen_labels()
-        data = _layers.result_layers(
-            analysis.result, image_name, chosen, image_scale=scale, image_translate=translate,
-            breast=analysis.breast,
-        )
+        contrast = self.contrast_combo.currentData() or "fixed"
+        latest = analysis.result
+        data: list[_layers.LayerData] = []
+        for result in analysis.results.values():
+            maps = _layers.map_arrays(result, image_name, chosen, image_scale=scale,
+                                      image_translate=translate, breast=analysis.breast)
+            data += _layers.layers_from_maps(
+                maps, visible=None if result is latest else [], contrast=contrast)
         stale = [
-            _layers.layer_name(image_name, kind, lab, analysis.result.stats.method)
-            for lab in analysis.result.labels
+            _layers.layer_name(image_name, kind, lab, result.stats.method)
+            for result in analysis.results.values()
+            for lab in result.labels
             if lab not in chosen
-            for kind in analysis.result.maps()
+            for kind in result.maps()
             if map_kind(kind).per_label
         ]
         _layers.remove_layers(self.viewer, stale)
         self.layer_queue.discard(stale)
+        data.append(_layers.outline_layer(latest, image_name, image_scale=scale,
+                                          image_translate=translate, breast=analysis.breast))
         if analysis.boxes and layer is not None:
             data.append(_layers.boxes_layer_over(layer, analysis.boxes))
-        patches = patches_layer(analysis.result, image_name, image_scale=scale or (1.0, 1.0),
+        patches = patches_layer(latest, image_name, image_scale=scale or (1.0, 1.0),
                                 image_translate=translate)
         if patches is not None:
             data.append(patches)
         if layer is not None:
-            self.peaks.show_result(analysis.result, layer, chosen)
+            self.peaks.show_result(latest, layer, chosen)
         self._shown = [kw["name"] for _, kw, kind in data if kind == "image" and kw["visible"]]
         self._show(data)
+
+    def _contrast_changed(self, _index: int = 0) -> None:
+        """Redraw the chosen image's maps with the contrast the dock now shows."""
+        name = self.image_combo.currentText()
+        if name in self._analyses and not self.busy:
+            self._draw(name)
+
+    def _image_changed(self, _index: int = 0) -> None:
+        """Say in the dock whether the chosen image is in millimetres or pixel units."""
+        name = self.image_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is None:
+            self.units.setText("")
+            return
+        spacing = _layers.spacing_of(layer)
+        self.units.setText(
+            f"Units: mm ({spacing[0]:.3g} × {spacing[1]:.3g} mm per pixel)" if spacing else
+            "Units: pixel units: the file gives no pixel spacing, so sizes and positions "
+            "are in image pixels, not mm.")
 
     def _known_boxes(self, layer: Any) -> list[Any]:
         try:

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import SEP, LayerData
+from ._layers import SEP, LayerData, image_tag
 
 __all__ = ["outputs_text", "patches_layer", "patches_layer_name"]
 
 
 def patches_layer_name(image: str) -> str:
-    """Name of the Shapes layer of GMIC's patches over an image."""
-    return f"GMIC patches{SEP}{image}"
+    """Name of the Shapes layer of GMIC's patches over an image (its short tag)."""
+    return f"GMIC patches{SEP}{image_tag(image)}"
 
 
 def patches_layer(result: Any, image_name: str, *,

@@ -32,43 +32,51 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..boxes import Box, as_boxes
+from ..boxes import Box, as_boxes, boxes_for_image, find_annotations
 from ..export import MapArray
 from ..maps.kinds import KINDS
 from ..maps.kinds import kind as map_kind
 from ._layer_data import LayerData
 
 __all__ = [
+    "CONTRASTS",
     "DIVERGING_CMAP",
     "SEQUENTIAL_CMAP",
     "LayerData",
     "add_or_update",
+    "analysed_area",
     "boxes_for_image",
     "boxes_layer",
     "boxes_layer_name",
     "boxes_layer_over",
     "boxes_of_layer",
     "compose_transform",
+    "contrast_limits",
     "display_for",
+    "evaluated_cells",
     "find_annotations",
+    "image_tag",
     "image_transform",
     "is_correlax_output",
+    "kind_title",
     "known_boxes",
     "label_colour",
     "layer_name",
     "layers_from_maps",
     "map_arrays",
     "meaning",
+    "outline_kwargs",
+    "outline_layer",
+    "outline_layer_name",
     "present",
     "remove_layers",
     "result_layers",
     "spacing_of",
-    "window_coverage",
+    "subcells_per_cell",
 ]
 
 SEP = " · "
@@ -114,22 +122,54 @@ _LABEL_COLOURS = {
 _SPARE_COLOURS = ("#8dd3c7", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5")
 
 
-def layer_name(image: str, kind: str, label: str | None = None, method: str = "") -> str:
-    """Predictable layer name, label first so a narrow layer list still tells maps apart:
-    ``"<label> · <kind> · <image>"`` or ``"<kind> · <image>"``. Kinds several methods
-    make (:attr:`~napari_correlax.maps.kinds.MapKind.by_method`, saliency) are named
-    after the ``method`` instead: ``"Mass · Grad-CAM++ · <image>"``."""
-    shown = map_kind(kind).title
-    if method and map_kind(kind).by_method:
+#: Short kind names in layer names: napari elides a long name in its middle, so the
+#: label and kind go first and stay short ("Mass · corr · R MLO…b9c907").
+SHORT_KINDS = {
+    "prediction": "pred",
+    "correlation": "corr",
+    "correlation_ci": "corr 95% CI ±",
+    "product": "pred×corr",
+    "masks_used": "masks used",
+}
+#: Image names longer than this are shortened to their head and tail in map layer names.
+TAG_CHARS = 16
+
+
+def image_tag(image: str) -> str:
+    """A short tag of an image layer's name for map layer names: the name itself when it
+    has at most :data:`TAG_CHARS` characters, else its first 7 and last 6 characters
+    (``"850eb9c…907272"``; VinDr ids differ in their tails)."""
+    return image if len(image) <= TAG_CHARS else f"{image[:7]}…{image[-6:]}"
+
+
+def kind_title(kind: str, method: str = "") -> str:
+    """The kind's short name in layer names (:data:`SHORT_KINDS`, else its title); kinds
+    several methods make (saliency) are named after the ``method`` (``"Grad-CAM++"``)."""
+    spec = map_kind(kind)
+    if method and spec.by_method:
         from ..maps.methods import METHODS
 
-        shown = METHODS[method].title if method in METHODS else method
-    return SEP.join([label, shown, image] if label else [shown, image])
+        return METHODS[method].title if method in METHODS else method
+    return SHORT_KINDS.get(kind, spec.title)
+
+
+def layer_name(image: str, kind: str, label: str | None = None, method: str = "") -> str:
+    """Predictable layer name, label and kind first so napari's middle elision keeps
+    them: ``"<label> · <kind> · <image tag>"`` or ``"<kind> · <image tag>"``
+    (:func:`kind_title`, :func:`image_tag`): ``"Mass · corr · scan"``,
+    ``"Mass · Grad-CAM++ · scan"``."""
+    shown, tag = kind_title(kind, method), image_tag(image)
+    return SEP.join([label, shown, tag] if label else [shown, tag])
 
 
 def boxes_layer_name(image: str) -> str:
-    """Name of the ground-truth Shapes layer of an image."""
-    return f"ground truth{SEP}{image}"
+    """Name of the ground-truth Shapes layer of an image (its :func:`image_tag`)."""
+    return f"ground truth{SEP}{image_tag(image)}"
+
+
+def outline_layer_name(image: str) -> str:
+    """Name of the Shapes layer outlining where an image's maps were computed."""
+    return f"analysed area{SEP}{image_tag(image)}"
 
 
 def label_colour(label: str) -> str:
@@ -175,23 +215,68 @@ def _range_limits(values: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
-def display_for(kind: str, values: np.ndarray) -> dict[str, Any]:
-    """Colormap, contrast limits and opacity of a map kind (:mod:`~napari_correlax.maps.kinds`).
+#: Contrast of correlation-type maps (diverging kinds with a fixed range), as the
+#: analysis dock offers it: the kind's fixed range (default; compares images), or this
+#: image's own map, ±max |value| (0 stays the transparent centre) or its 2nd–98th
+#: percentiles (shows structure in a saturated map; the centre is then the image's
+#: middle value, not 0).
+CONTRASTS = {
+    "fixed": "fixed −1…1 (compare images)",
+    "symmetric": "this image: ±max |ρ|",
+    "percentile": "this image: 2–98 %",
+}
+#: Methods whose saliency is a probability, drawn on a fixed 0–1 scale (GMIC's saliency
+#: is a sigmoid; its gradient CAMs are scaled to 0–1, docs/method.md §9).
+UNIT_SALIENCY_METHODS = frozenset({"gmic"})
 
-    Kinds with fixed limits (predictions 0–1, correlations −1–1) always use them, so
-    maps compare across labels, images and methods; the others use their own range.
-    """
+
+def _percentile_limits(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (-1.0, 1.0)
+    lo, hi = (float(v) for v in np.percentile(finite, [2.0, 98.0]))
+    return (lo, hi) if hi - lo > 1e-6 else (lo - 0.5, lo + 0.5)
+
+
+def contrast_limits(kind: str, values: np.ndarray, contrast: str = "fixed",
+                    method: str = "") -> tuple[float, float]:
+    """Display range of a map of ``kind``: see :func:`display_for`."""
     spec = map_kind(kind)
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {sorted(CONTRASTS)}, not {contrast!r}")
     if spec.scale == "count":
         finite = values[np.isfinite(values)]
-        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-        return {"colormap": "viridis", "contrast_limits": (0.0, top), "opacity": 0.5}
+        return (0.0, float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
     if spec.scale == "diverging":
-        limits = spec.limits or _symmetric_limits(values)
-        return {"colormap": DIVERGING_CMAP, "contrast_limits": limits, "opacity": 0.75}
+        if contrast == "symmetric" or spec.limits is None:
+            return _symmetric_limits(values)
+        if contrast == "percentile":
+            return _percentile_limits(values)
+        return spec.limits
     if spec.limits is not None:
-        return {"colormap": SEQUENTIAL_CMAP, "contrast_limits": spec.limits, "opacity": 0.75}
-    return {"colormap": SEQUENTIAL_CMAP, "contrast_limits": _range_limits(values), "opacity": 0.6}
+        return spec.limits
+    if spec.by_method and method in UNIT_SALIENCY_METHODS:
+        return (0.0, 1.0)
+    return _range_limits(values)
+
+
+def display_for(kind: str, values: np.ndarray, contrast: str = "fixed",
+                method: str = "") -> dict[str, Any]:
+    """Colormap, contrast limits and opacity of a map kind (:mod:`~napari_correlax.maps.kinds`).
+
+    Kinds with fixed limits (predictions 0–1, correlations −1–1) use them by default, so
+    maps compare across labels, images and methods; ``contrast`` (:data:`CONTRASTS`)
+    gives diverging kinds this map's own range instead. GMIC's saliency (``method``
+    ``"gmic"``) is a probability on 0–1; other kinds without limits use their own range.
+    """
+    spec = map_kind(kind)
+    limits = contrast_limits(kind, values, contrast, method)
+    if spec.scale == "count":
+        return {"colormap": "viridis", "contrast_limits": limits, "opacity": 0.5}
+    if spec.scale == "diverging":
+        return {"colormap": DIVERGING_CMAP, "contrast_limits": limits, "opacity": 0.75}
+    opacity = 0.75 if spec.limits is not None else 0.6
+    return {"colormap": SEQUENTIAL_CMAP, "contrast_limits": limits, "opacity": opacity}
 
 
 def centres_inside(grid: Any, mask: np.ndarray) -> np.ndarray:
@@ -209,13 +294,82 @@ def centres_inside(grid: Any, mask: np.ndarray) -> np.ndarray:
     return inside & mask[rows, cols]
 
 
-def window_coverage(grid: Any, evaluated: np.ndarray) -> np.ndarray:
-    """``(H, W)`` bool: original-image pixels inside at least one evaluated window."""
-    covered = np.zeros(grid.image_shape, dtype=bool)
-    s = grid.window
-    for r, c in grid.corners()[np.asarray(evaluated, dtype=bool)]:
-        covered[max(int(r), 0) : max(int(r) + s, 0), max(int(c), 0) : max(int(c) + s, 0)] = True
-    return covered
+#: Grid maps are drawn with each cell split into sub-cells (clipped at the image's
+#: edge), at most this many along the longer side of the grid, …
+MAX_GRID_SIDE = 512
+#: … and sub-cells of at least this many image pixels.
+MIN_SUBCELL_PX = 4
+
+
+def subcells_per_cell(grid: Any) -> int:
+    """How many sub-cells per cell side a grid map is drawn with (:data:`MAX_GRID_SIDE`,
+    :data:`MIN_SUBCELL_PX`; at least 1)."""
+    return max(1, min(grid.stride // MIN_SUBCELL_PX, MAX_GRID_SIDE // max(grid.shape)))
+
+
+def evaluated_cells(result: Any, breast: np.ndarray | None = None) -> np.ndarray:
+    """``(gy, gx)`` bool: the windows whose maps are drawn — evaluated ones, and with
+    ``breast`` (H×W bool) only those whose centre lies in the breast."""
+    evaluated = np.asarray(result.window_mask, dtype=bool)
+    if breast is not None:
+        evaluated = evaluated & centres_inside(result.grid, breast)
+    return evaluated
+
+
+def analysed_area(result: Any, breast: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W)`` bool: where the result's maps are drawn over the image.
+
+    Results whose per-label maps are in image pixels (CAM saliency) cover the evaluated
+    windows themselves, inside the breast when ``breast`` is given; grid-map results
+    cover the map cells of the evaluated windows
+    (:meth:`~napari_correlax.windows.WindowGrid.coverage`), clipped to the image.
+    """
+    evaluated = evaluated_cells(result, breast)
+    pixel_maps = any(map_kind(n).resolution == "pixel" and map_kind(n).per_label
+                     for n in result.maps())
+    area = result.grid.coverage(evaluated, cells=not pixel_maps)
+    if pixel_maps and breast is not None:
+        area &= np.asarray(breast, dtype=bool)
+    return area
+
+
+def outline_layer(
+    result: Any,
+    image_name: str,
+    *,
+    image_scale: Sequence[float] | None = None,
+    image_translate: Sequence[float] = (0.0, 0.0),
+    breast: np.ndarray | None = None,
+) -> LayerData:
+    """A Shapes ``LayerData`` of closed paths around :func:`analysed_area`, placed over
+    the image layer like :func:`map_arrays`: where the maps stop, and holes left out."""
+    if image_scale is None:
+        image_scale = result.spacing_mm if result.spacing_mm is not None else (1.0, 1.0)
+    from ..windows import mask_outline
+
+    paths = [p for p in mask_outline(analysed_area(result, breast)) if len(p) >= 3]
+    side = max(result.grid.image_shape)
+    kwargs = outline_kwargs(outline_layer_name(image_name), "path", image_scale,
+                            image_translate, max(2.0, round(0.002 * side, 1)), "#e8e8e8")
+    kwargs["opacity"] = 0.8
+    kwargs["metadata"] = {"correlax": {"image": image_name, "map": "analysed area"}}
+    return (paths, kwargs, "shapes")
+
+
+def outline_kwargs(name: str, shape_type: str, image_scale: Sequence[float],
+                   image_translate: Sequence[float], edge_width: float,
+                   edge_color: Any) -> dict[str, Any]:
+    """Keyword arguments of a Shapes layer of unfilled outlines placed over an image
+    layer (its scale and translate; ``edge_width`` in image pixels)."""
+    return {
+        "name": name,
+        "shape_type": shape_type,
+        "scale": tuple(float(v) for v in image_scale),
+        "translate": tuple(float(v) for v in image_translate),
+        "edge_width": edge_width,
+        "edge_color": edge_color,
+        "face_color": "transparent",
+    }
 
 
 def map_arrays(
@@ -231,42 +385,37 @@ def map_arrays(
 
     ``labels`` picks the per-label maps (default: all of the result's labels, in order);
     ``image_scale``/``image_translate`` are the image layer's (default: the result's
-    spacing in mm, or 1 when unknown, and 0 — what the plugin's reader gives). Grid cells
-    of windows that were not evaluated, and relevance pixels outside every evaluated
-    window, are NaN (napari draws them transparent). With ``breast`` (H×W bool, the
-    breast outline of :func:`~napari_correlax.preprocess.breast_roi`), grid cells whose
-    window centre and relevance pixels that lie outside the breast are NaN too, so maps
-    stop at the skin line.
+    spacing in mm, or 1 when unknown, and 0 — what the plugin's reader gives). Grid maps
+    are drawn cell by cell, clipped at the image's edge
+    (:meth:`~napari_correlax.windows.WindowGrid.cells_on_image`, :func:`subcells_per_cell`
+    sub-cells per cell side); cells of windows that were not evaluated, and relevance
+    pixels outside every evaluated window, are NaN (napari draws them transparent).
+    With ``breast`` (H×W bool, the breast outline of
+    :func:`~napari_correlax.preprocess.breast_roi`), grid cells whose window centre and
+    pixels that lie outside the breast are NaN too, so maps stop at the skin line.
     """
     if image_scale is None:
         image_scale = result.spacing_mm if result.spacing_mm is not None else (1.0, 1.0)
     chosen = (
         list(result.labels) if labels is None else [lab for lab in labels if lab in result.labels]
     )
-    grid_scale, grid_translate = result.grid.layer_transform(None)
-    g_scale, g_translate = compose_transform(
-        grid_scale, grid_translate, image_scale, image_translate
-    )
+    per_cell = subcells_per_cell(result.grid)
     px_scale, px_translate = compose_transform((1.0, 1.0), (0.0, 0.0), image_scale, image_translate)
     units = "mm" if result.spacing_mm is not None else "px"
     method = str(getattr(result.stats, "method", "") or "")
     base = {"image": image_name, "window": result.window, "stride": result.stride,
             "units": units, "method": method}
-    evaluated = np.asarray(result.window_mask, dtype=bool)
-    if breast is not None:
-        evaluated = evaluated & centres_inside(result.grid, breast)
-
-    def grid_map(values: np.ndarray) -> np.ndarray:
-        return np.where(evaluated, np.asarray(values, dtype=np.float32), np.float32(np.nan))
-
+    evaluated = evaluated_cells(result, breast)
     covered: np.ndarray | None = None
 
     def placed(spec: Any, values: np.ndarray) -> tuple[np.ndarray, Any, Any]:
         nonlocal covered
         if spec.resolution == "grid":
-            return grid_map(values), g_scale, g_translate
+            cells = np.where(evaluated, np.asarray(values, dtype=np.float32), np.float32(np.nan))
+            data, scale, translate = result.grid.cells_on_image(cells, per_cell)
+            return (data, *compose_transform(scale, translate, image_scale, image_translate))
         if covered is None:
-            covered = window_coverage(result.grid, evaluated)
+            covered = result.grid.coverage(evaluated)
             if breast is not None:
                 covered &= np.asarray(breast, dtype=bool)
         data = np.where(covered, np.asarray(values, dtype=np.float32), np.float32(np.nan))
@@ -297,13 +446,16 @@ def map_arrays(
 
 
 def layers_from_maps(
-    maps: Iterable[MapArray], *, visible: Sequence[str] | None = None
+    maps: Iterable[MapArray], *, visible: Sequence[str] | None = None,
+    contrast: str = "fixed",
 ) -> list[LayerData]:
     """Image ``LayerData`` for maps (from :func:`map_arrays` or a reopened map file).
 
     ``visible`` lists the names shown at first (default: the first label's correlation
     map, or its prediction map when there is no correlation); the others start hidden,
-    so one map at a time is read over the mammogram.
+    so one map at a time is read over the mammogram. ``contrast``: see
+    :func:`display_for`. Grid maps are drawn without interpolation (one value per
+    window cell, as computed).
     """
     maps = list(maps)
     if visible is None:
@@ -316,12 +468,12 @@ def layers_from_maps(
             "scale": tuple(m.scale),
             "translate": tuple(m.translate),
             "blending": "translucent",
-            "interpolation2d": "nearest" if map_kind(kind).scale == "count" or
-            map_kind(kind).resolution == "pixel" else "linear",
+            "interpolation2d": "nearest",
             "visible": m.name in visible,
             "metadata": {"correlax": dict(m.attrs)} if kind else {},
         }
-        kwargs.update(display_for(kind, np.asarray(m.data)))
+        kwargs.update(display_for(kind, np.asarray(m.data), contrast,
+                                  str(m.attrs.get("method", "") or "")))
         shown = m.attrs.get("display", {})
         if kind not in KINDS and isinstance(shown.get("colormap"), str):
             kwargs["colormap"] = shown["colormap"]
@@ -351,16 +503,24 @@ def result_layers(
     image_scale: Sequence[float] | None = None,
     image_translate: Sequence[float] = (0.0, 0.0),
     breast: np.ndarray | None = None,
+    contrast: str = "fixed",
+    outline: bool = False,
 ) -> list[LayerData]:
     """``LayerData`` for all maps of a result over an image layer, bottom to top.
 
-    See :func:`map_arrays` for the arguments and :func:`layers_from_maps` for display.
+    See :func:`map_arrays` for the arguments and :func:`layers_from_maps` for display
+    (``contrast``); with ``outline``, the :func:`outline_layer` of the analysed area
+    comes last, above the maps.
     """
     maps = map_arrays(
         result, image_name, labels, image_scale=image_scale, image_translate=image_translate,
         breast=breast,
     )
-    return layers_from_maps(maps)
+    out = layers_from_maps(maps, contrast=contrast)
+    if outline:
+        out.append(outline_layer(result, image_name, image_scale=image_scale,
+                                 image_translate=image_translate, breast=breast))
+    return out
 
 
 # -- ground truth ------------------------------------------------------------------------
@@ -385,14 +545,10 @@ def boxes_layer(
         for b in rows
     ]
     side = max(image_shape) if image_shape is not None else 1000
-    kwargs: dict[str, Any] = {
-        "name": boxes_layer_name(image_name),
-        "shape_type": "rectangle",
-        "scale": tuple(float(v) for v in image_scale),
-        "translate": tuple(float(v) for v in image_translate),
-        "edge_width": max(2.0, round(0.003 * side, 1)),
-        "edge_color": [label_colour(b.label) for b in rows] or "white",
-        "face_color": "transparent",
+    kwargs = outline_kwargs(boxes_layer_name(image_name), "rectangle", image_scale,
+                            image_translate, max(2.0, round(0.003 * side, 1)),
+                            [label_colour(b.label) for b in rows] or "white")
+    kwargs.update({
         "features": {
             "label": [b.label for b in rows],
             "category": [b.category for b in rows],
@@ -406,45 +562,8 @@ def boxes_layer(
             "translation": (-2.0, 0.0),
         },
         "metadata": {"correlax": {"image": image_name, "map": "ground truth"}},
-    }
+    })
     return (data, kwargs, "shapes")
-
-
-def find_annotations(image_path: str | Path) -> Path | None:
-    """The VinDr ``finding_annotations.csv`` beside an image, if any.
-
-    Looks in the image's folder and up to two folders above it (VinDr keeps images in
-    ``<root>/images/<study_id>/``).
-    """
-    from ..io.vindr import FINDINGS_CSV
-
-    folder = Path(image_path).resolve().parent
-    for candidate in (folder, *list(folder.parents)[:3]):
-        csv_path = candidate / FINDINGS_CSV
-        if csv_path.is_file():
-            return csv_path
-    return None
-
-
-def boxes_for_image(image_path: str | Path, csv_path: str | Path | None = None) -> list[Any]:
-    """Ground-truth boxes of one image from a VinDr CSV (found beside it when not given).
-
-    The image is matched by ``image_id`` = its file name without extension. Returns an
-    empty list when there is no CSV or no row for this image; a CSV that cannot be read
-    raises :class:`~napari_correlax.errors.CorrelaxError`.
-    """
-    from ..errors import CorrelaxError
-    from ..io.vindr import load_vindr
-
-    csv_file = Path(csv_path) if csv_path is not None else find_annotations(image_path)
-    if csv_file is None:
-        return []
-    index = load_vindr(csv_file, check_files=False)
-    try:
-        record = index.by_id(Path(image_path).stem.split(".")[0])
-    except CorrelaxError:
-        return []
-    return list(record.boxes)
 
 
 # -- viewer helpers (the only functions here that touch napari) -------------------------
@@ -452,11 +571,12 @@ def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
     """Add layers, or update same-named ones in place; returns the layers in order.
 
     An existing image layer keeps its identity, position, visibility, opacity and
-    colormap: only data, scale, translate, contrast limits and metadata change. A
-    Shapes layer is replaced at the same position (its shape count may change).
+    colormap: only data, scale, translate, contrast limits and metadata change; so does
+    a Shapes layer of plain outlines (the analysed area). A Shapes layer with features
+    (boxes) is replaced at the same position (its shape count may change).
     Ground-truth boxes stay on top of every map, whatever was added after them.
     """
-    from napari.layers import Image
+    from napari.layers import Image, Shapes
 
     out = []
     for data, kwargs, layer_type in layer_data:
@@ -471,6 +591,11 @@ def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
                 existing.contrast_limits = kwargs["contrast_limits"]
             out.append(existing)
             continue
+        if existing is not None and layer_type == "shapes" and "features" not in kwargs \
+                and isinstance(existing, Shapes):
+            _update_outlines(existing, data, kwargs)
+            out.append(existing)
+            continue
         index = viewer.layers.index(existing) if existing is not None else None
         new = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
         if existing is not None:
@@ -480,6 +605,17 @@ def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
         out.append(new)
     raise_boxes(viewer)
     return out
+
+
+def _update_outlines(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
+    """Replace the shapes of an outline layer in place (same layer object)."""
+    layer.metadata = kwargs.get("metadata", {})
+    layer.scale = kwargs["scale"]
+    layer.translate = kwargs["translate"]
+    layer.data = []
+    if len(data):
+        layer.add(data, shape_type=kwargs["shape_type"], edge_width=kwargs["edge_width"],
+                  edge_color=kwargs["edge_color"], face_color=kwargs["face_color"])
 
 
 def raise_boxes(viewer: Any) -> None:
@@ -554,13 +690,18 @@ def known_boxes(viewer: Any, layer: Any) -> list[Box]:
 
 
 def present(viewer: Any, names: Sequence[str]) -> None:
-    """Show the maps ``names`` just computed and hide every other map of the plugin;
-    select the first and show its colour bar (the fixed scale of its kind)."""
+    """Show the maps ``names`` just computed and hide every other map of the plugin (and
+    the analysed-area outlines of other images); select the first and show its colour
+    bar (the range of its kind)."""
     shown = [viewer.layers[n] for n in names if n in viewer.layers]
+    images = {layer.metadata["correlax"].get("image") for layer in shown}
     for layer in viewer.layers:
         if is_correlax_output(layer) and hasattr(layer, "colorbar") and layer not in shown:
             layer.visible = False
             layer.colorbar.visible = False
+        elif is_correlax_output(layer) and layer.metadata["correlax"].get("map") == \
+                "analysed area":
+            layer.visible = layer.metadata["correlax"].get("image") in images
     for layer in shown:
         layer.visible = True
     if shown:
@@ -569,10 +710,24 @@ def present(viewer: Any, names: Sequence[str]) -> None:
 
 
 def meaning(layer: Any) -> str:
-    """One plain-language line on what a map layer of the plugin shows ("" otherwise)."""
-    kind = ((layer.metadata or {}).get("correlax") or {}).get("map") if layer else None
+    """One plain-language line on what a map layer of the plugin shows, with the range
+    its colours span now ("" for other layers)."""
+    info = ((getattr(layer, "metadata", None) or {}).get("correlax") or {}) if layer else {}
+    kind = info.get("map")
     if not kind:
         return ""
+    if kind == "analysed area":
+        return ("Analysed area: the maps were computed inside this outline only; outside "
+                "it nothing was evaluated (too little tissue, or beyond the window grid).")
+    if kind not in KINDS:
+        return ""
     spec = map_kind(str(kind))
-    scale = (f"{spec.limits[0]:g} to {spec.limits[1]:g}" if spec.limits else "its own range")
-    return f"{spec.title.capitalize()} ({scale}): {spec.meaning}"
+    limits = getattr(layer, "contrast_limits", None)
+    if limits is not None:
+        fixed = spec.limits is not None and tuple(limits) == tuple(spec.limits)
+        scale = f"{limits[0]:.3g} to {limits[1]:.3g}" + ("" if fixed else ", this image's range")
+    else:
+        scale = f"{spec.limits[0]:g} to {spec.limits[1]:g}" if spec.limits else "its own range"
+    method = str(info.get("method") or "")
+    title = kind_title(str(kind), method) if spec.by_method else spec.title
+    return f"{title[:1].upper()}{title[1:]} ({scale}): {spec.meaning}"

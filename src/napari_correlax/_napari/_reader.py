@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_correlax.io.image import (
     SUPPORTED_SUFFIXES,
     Mammogram,
@@ -53,7 +55,8 @@ def read_map_layers(path: PathOrPaths) -> list[LayerData]:
 
     A result ``.npz`` (:meth:`~napari_correlax.maps.MapResult.save`) gives every map of
     every label, in millimetres when the result knows the pixel spacing, as the image
-    opened by :func:`read_layers` is; a saved map-layer file (``.npz`` or ``.tif``) gives
+    opened by :func:`read_layers` is, with the outline of the analysed area; a saved
+    map-layer file (``.npz`` or ``.tif``) gives
     its layers with their saved scale, translate and display.
     """
     from napari_correlax.errors import CorrelaxError
@@ -69,9 +72,7 @@ def read_map_layers(path: PathOrPaths) -> list[LayerData]:
         except CorrelaxError:
             out += _layers.layers_from_maps(read_maps(p))
             continue
-        source = result.meta.get("source")
-        image = Path(source).stem if source else Path(p).stem
-        out += _layers.result_layers(result, image)
+        out += _layers.result_layers(result, result_image_name(result, p), outline=True)
     return out
 
 
@@ -98,12 +99,34 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
     return [layer for group in groups for layer in group]
 
 
+#: Added to the layer name of a DICOM that gives no pixel spacing.
+PIXEL_UNITS = " (pixel units)"
+
+
+def layer_name(mammogram: Mammogram) -> str:
+    """The image layer's name: :attr:`~napari_correlax.io.Mammogram.display_name` (the
+    DICOM's case and view), with :data:`PIXEL_UNITS` for a DICOM without pixel spacing."""
+    name = mammogram.display_name or "mammogram"
+    if mammogram.spacing_mm is None and mammogram.meta.get("format") == "dicom":
+        name += PIXEL_UNITS
+    return name
+
+
+def result_image_name(result: Any, path: str) -> str:
+    """The name :func:`read_layers` gives the image a saved result was computed on (from
+    the image metadata and source file the result keeps), else ``path``'s stem."""
+    source = result.meta.get("source")
+    image = Mammogram(np.zeros((0, 0), np.float32), result.spacing_mm, dict(result.meta),
+                      source or path)
+    return layer_name(image)
+
+
 def layer_data(mammogram: Mammogram) -> LayerData:
     """napari ``LayerData`` tuple for one :class:`~napari_correlax.io.Mammogram`."""
     spacing = mammogram.spacing_mm
     limits = mammogram.meta.get("contrast_limits")
     kwargs = {
-        "name": mammogram.name or "mammogram",
+        "name": layer_name(mammogram),
         "scale": tuple(spacing) if spacing is not None else (1.0, 1.0),
         "contrast_limits": tuple(limits) if limits is not None else (0.0, 1.0),
         "colormap": "gray",

@@ -104,14 +104,19 @@ def explain_summary(path: Path, mammo: Mammogram, result: MapResult) -> dict[str
 
 def run(args: argparse.Namespace) -> int:
     from ..figures import save_overlay
+    from .predict import figure_notes
 
     def write(path: Path, mammo: Mammogram, result: MapResult, stem: Path) -> None:
         labels = png_labels(result, args.labels)
+        notes = figure_notes(path, args.model)
+        if not args.labels:  # the labels of the image's boxes too, so every box is drawn
+            labels += [b.label for b in notes["boxes"]
+                       if b.label in result.labels and b.label not in labels]
         result.save(stem.with_suffix(".npz"))
         save_overlay(
             stem.with_suffix(".png"), mammo.pixels, result,
             maps=("prediction", "correlation", "product", "distance", "relevance"),
-            labels=labels,
+            labels=labels, **notes,
         )
         doc = explain_summary(path, mammo, result)
         atomic_write_text(stem.with_suffix(".json"), json.dumps(doc, indent=2, default=str))

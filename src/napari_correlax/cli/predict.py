@@ -60,12 +60,32 @@ def summary(image_path: Path, mammo: Mammogram, result: MapResult,
     return doc
 
 
+def figure_notes(image_path: Path, model: str | None) -> dict[str, Any]:
+    """``title``, ``warning`` and ``boxes`` of an image's PNG figure: the image's file
+    name and the model's; the demo-model warning when the model was trained on phantoms
+    only; the ground-truth boxes of a VinDr ``finding_annotations.csv`` beside the image
+    (none when there is none, or the CSV cannot be read: the figure is still written)."""
+    from ..boxes import boxes_for_image
+    from ..errors import CorrelaxError
+    from ..figures import PHANTOM_WARNING
+    from ..models.checkpoint import model_summary
+
+    summary = model_summary(model)
+    try:
+        boxes = boxes_for_image(image_path)
+    except CorrelaxError:
+        boxes = []
+    return {"title": f"{Path(image_path).name} · model: {summary.name}",
+            "warning": PHANTOM_WARNING if summary.phantoms_only else "", "boxes": boxes}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..figures import save_overlay
 
     def write(path: Path, mammo: Mammogram, result: MapResult, stem: Path) -> None:
         result.save(stem.with_suffix(".npz"))
-        save_overlay(stem.with_suffix(".png"), mammo.pixels, result, labels=args.labels)
+        save_overlay(stem.with_suffix(".png"), mammo.pixels, result, labels=args.labels,
+                     **figure_notes(path, args.model))
         doc = summary(path, mammo, result)
         atomic_write_text(stem.with_suffix(".json"), json.dumps(doc, indent=2, default=str))
         print(f"{path}: {result.stats.windows_evaluated} windows in "

@@ -62,6 +62,9 @@ MAX_PIXELS = 2**28
 META_KEYS: tuple[str, ...] = (
     "laterality",
     "view_position",
+    "patient_id",
+    "study_description",
+    "series_description",
     "sop_instance_uid",
     "study_instance_uid",
     "series_instance_uid",
@@ -121,7 +124,8 @@ class Mammogram:
         (row, col) millimetres per pixel, or ``None`` when the file does not say.
     meta
         Dict with the keys in :data:`META_KEYS` (``None`` where unknown):
-        ``laterality`` ("L"/"R"), ``view_position`` ("CC", "MLO", ...), the SOP,
+        ``laterality`` ("L"/"R"), ``view_position`` ("CC", "MLO", ...), the DICOM
+        ``patient_id``, ``study_description`` and ``series_description``, the SOP,
         study and series instance UIDs, ``photometric`` (DICOM photometric
         interpretation), ``bits_stored``, ``transfer_syntax`` (UID string),
         ``source_range`` ((min, max) of the values before scaling: modality-LUT
@@ -142,6 +146,20 @@ class Mammogram:
     def name(self) -> str:
         """File name without its extension ("" when there is no path)."""
         return Path(self.path).stem if self.path else ""
+
+    @property
+    def display_name(self) -> str:
+        """A name a reader recognises: the DICOM's case (``PatientID``, else
+        ``StudyDescription``, else ``SeriesDescription``) and view, ``"P_00001 · L CC"``;
+        the file name (:attr:`name`) when the file has no case description."""
+        case = next((self.meta.get(k) for k in ("patient_id", "study_description",
+                                                  "series_description") if self.meta.get(k)),
+                    None)
+        if not case:
+            return self.name
+        view = " ".join(str(self.meta[k]) for k in ("laterality", "view_position")
+                        if self.meta.get(k))
+        return " · ".join(p for p in (str(case), view) if p)
 
 
 def has_dicom_preamble(path: str | os.PathLike[str]) -> bool:
@@ -590,6 +608,9 @@ def _dicom_meta(ds: Any) -> dict[str, Any]:
     meta["laterality"] = laterality if laterality in ("L", "R") else None
     view = _text(ds, "ViewPosition")
     meta["view_position"] = view.upper() if view else None
+    meta["patient_id"] = _text(ds, "PatientID")
+    meta["study_description"] = _text(ds, "StudyDescription")
+    meta["series_description"] = _text(ds, "SeriesDescription")
     meta["sop_instance_uid"] = _text(ds, "SOPInstanceUID")
     meta["study_instance_uid"] = _text(ds, "StudyInstanceUID")
     meta["series_instance_uid"] = _text(ds, "SeriesInstanceUID")

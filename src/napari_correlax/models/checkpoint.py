@@ -223,27 +223,39 @@ class ModelSummary:
     ``name``: the file's name (``"demo model"`` for the shipped one); ``labels``: its
     outputs; ``phantoms_only``: trained on synthetic phantoms only (the demo model, or a
     checkpoint whose model card or training data says so); ``model_card``: a
-    ``MODEL_CARD.md`` beside the file, if any.
+    ``MODEL_CARD.md`` beside the file, if any; ``kind``: ``"classifier"`` or ``"GMIC"``.
     """
 
     name: str
     labels: list[str]
     phantoms_only: bool
     model_card: Path | None
+    kind: str = "classifier"
 
 
 def model_summary(path: str | os.PathLike[str] | None = None) -> ModelSummary:
-    """:class:`ModelSummary` of a checkpoint (None: the default model); reads the header
-    only (no torch). CorrelaxError for a file that is not a checkpoint."""
+    """:class:`ModelSummary` of a checkpoint of any registered format (None: the default
+    model); reads the header only (no torch). A classifier's labels come from its
+    configuration, another format's (GMIC) from its ``class_names``; the kind shown is
+    the format's short name. CorrelaxError for a file that is not a checkpoint."""
     p = resolve_checkpoint(path)
-    doc = read_metadata(p)
+    doc = read_header(p)
+    fmt = (doc or {}).get("format")
+    if doc is not None and fmt != FORMAT and fmt in CHECKPOINT_FORMATS and "config" in doc:
+        labels = doc["config"].get("class_names") or []
+        kind = str(fmt).removeprefix("napari-correlax-").upper()
+    else:
+        doc = read_metadata(p)
+        labels = doc["config"].get("labels", [])
+        kind = "classifier"
     info = doc.get("info") or {}
     text = json.dumps(info).lower()
     demo = p.resolve() == DEMO_CHECKPOINT.resolve()
     card = p.parent / "MODEL_CARD.md"
     return ModelSummary(
         name="demo model" if demo else p.stem,
-        labels=[str(v) for v in doc["config"].get("labels", [])],
+        labels=[str(v) for v in labels],
         phantoms_only=demo or "phantom" in text,
         model_card=card if card.is_file() else None,
+        kind=kind,
     )
