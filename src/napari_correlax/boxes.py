@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-__all__ = ["Box", "as_box", "as_boxes", "boxes_for_image", "find_annotations"]
+__all__ = ["Box", "as_box", "as_boxes"]
 
 
 @dataclass(frozen=True)
@@ -58,40 +57,3 @@ def as_box(item: Any) -> Box:
 def as_boxes(items: Iterable[Any]) -> list[Box]:
     """:func:`as_box` of each item."""
     return [as_box(item) for item in items]
-
-
-def find_annotations(image_path: str | Path) -> Path | None:
-    """The VinDr ``finding_annotations.csv`` beside an image, if any.
-
-    Looks in the image's folder and up to two folders above it (VinDr keeps images in
-    ``<root>/images/<study_id>/``).
-    """
-    from .io.vindr import FINDINGS_CSV
-
-    folder = Path(image_path).resolve().parent
-    for candidate in (folder, *list(folder.parents)[:3]):
-        csv_path = candidate / FINDINGS_CSV
-        if csv_path.is_file():
-            return csv_path
-    return None
-
-
-def boxes_for_image(image_path: str | Path, csv_path: str | Path | None = None) -> list[Any]:
-    """Ground-truth boxes of one image from a VinDr CSV (found beside it when not given).
-
-    The image is matched by ``image_id`` = its file name without extension. Returns an
-    empty list when there is no CSV or no row for this image; a CSV that cannot be read
-    raises :class:`~napari_correlax.errors.CorrelaxError`.
-    """
-    from .errors import CorrelaxError
-    from .io.vindr import load_vindr
-
-    csv_file = Path(csv_path) if csv_path is not None else find_annotations(image_path)
-    if csv_file is None:
-        return []
-    index = load_vindr(csv_file, check_files=False)
-    try:
-        record = index.by_id(Path(image_path).stem.split(".")[0])
-    except CorrelaxError:
-        return []
-    return list(record.boxes)

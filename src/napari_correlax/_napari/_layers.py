@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from ..boxes import Box, as_boxes, boxes_for_image, find_annotations
+from ..boxes import Box, as_boxes
 from ..export import MapArray
+from ..io.vindr import boxes_for_image, find_annotations
 from ..maps.kinds import KINDS
 from ..maps.kinds import kind as map_kind
 from ._layer_data import LayerData

@@ -65,9 +65,9 @@ def figure_notes(image_path: Path, model: str | None) -> dict[str, Any]:
     name and the model's; the demo-model warning when the model was trained on phantoms
     only; the ground-truth boxes of a VinDr ``finding_annotations.csv`` beside the image
     (none when there is none, or the CSV cannot be read: the figure is still written)."""
-    from ..boxes import boxes_for_image
     from ..errors import CorrelaxError
     from ..figures import PHANTOM_WARNING
+    from ..io.vindr import boxes_for_image
     from ..models.checkpoint import model_summary
 
     summary = model_summary(model)

@@ -51,7 +51,9 @@ __all__ = [
     "Box",
     "ImageRecord",
     "VinDrIndex",
+    "boxes_for_image",
     "check_readable",
+    "find_annotations",
     "load_vindr",
 ]
 
@@ -428,3 +430,35 @@ def _check_pixel_length(path: Path, item: object, syntax: object, ds: object,
     if available < expected:
         raise CorrelaxError(f"pixel data is cut off ({available} of {expected} bytes); the "
                             "file may be truncated", path)
+
+
+def find_annotations(image_path: str | Path) -> Path | None:
+    """The VinDr ``finding_annotations.csv`` beside an image, if any.
+
+    Looks in the image's folder and up to two folders above it (VinDr keeps images in
+    ``<root>/images/<study_id>/``).
+    """
+    folder = Path(image_path).resolve().parent
+    for candidate in (folder, *list(folder.parents)[:3]):
+        csv_path = candidate / FINDINGS_CSV
+        if csv_path.is_file():
+            return csv_path
+    return None
+
+
+def boxes_for_image(image_path: str | Path, csv_path: str | Path | None = None) -> list[Box]:
+    """Ground-truth boxes of one image from a VinDr CSV (found beside it when not given).
+
+    The image is matched by ``image_id`` = its file name without extension. Returns an
+    empty list when there is no CSV or no row for this image; a CSV that cannot be read
+    raises :class:`~napari_correlax.errors.CorrelaxError`.
+    """
+    csv_file = Path(csv_path) if csv_path is not None else find_annotations(image_path)
+    if csv_file is None:
+        return []
+    index = load_vindr(csv_file, check_files=False)
+    try:
+        record = index.by_id(Path(image_path).stem.split(".")[0])
+    except CorrelaxError:
+        return []
+    return list(record.boxes)
