@@ -689,6 +689,20 @@ def test_a_gmic_checkpoint_runs_in_the_dock_with_its_patches_and_outputs(
     np.testing.assert_allclose(patches.scale, image.scale)
     text = widget.status.text()
     assert text.startswith("GMIC Mass: global") and f"fusion {gmic['y_fusion'][0]:.2f}" in text
+    assert gmic["retrieval_cam"] == "cam" and text.endswith("patches by cam")
+    # the crops the local network saw, side by side right of the image, cut by hand here
+    crops = viewer.layers["GMIC crops · study · L CC"]
+    col = 0
+    for patch in gmic["patches"]:
+        r, c, h, w = (round(v) for v in patch["box"])
+        np.testing.assert_array_equal(crops.data[:h, col:col + w], image.data[r:r + h, c:c + w])
+        col += w + 8
+    assert crops.translate[1] > image.translate[1] + image.scale[1] * image.data.shape[1]
+    # another CAM picks the patches when asked for
+    widget.form.retrieval_cam.setCurrentText("gradcam")
+    run_to_end(qtbot, widget)
+    assert widget._analyses[IMG].result.meta["gmic"]["retrieval_cam"] == "gradcam"
+    assert widget.status.text().endswith("patches by gradcam")
 
 
 def test_correlation_scale_option_uses_the_images_own_range_and_says_so(

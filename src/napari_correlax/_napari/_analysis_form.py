@@ -57,7 +57,8 @@ def build_dock(dock: Any) -> None:
     dock.model_badge.setToolTip("What the model is; read its model card before trusting maps")
     form.addRow("", dock.model_badge)
     dock.form = SettingsForm(
-        form, ("method", "mode", "cam", "laterality", "device", "batch_size", "stride",
+        form, ("method", "mode", "cam", "retrieval_cam", "laterality", "device",
+               "batch_size", "stride",
                "masks", "adaptive", "focus"))
     dock.method_combo = dock.form.method
     dock.device_combo = dock.form.device

@@ -42,7 +42,7 @@ from ._analysis_jobs import (
     model_badge,
 )
 from ._forms import ask_path
-from ._gmic_layers import outputs_text, patches_layer
+from ._gmic_layers import crops_layer, outputs_text, patches_layer
 from ._layer_queue import LayerQueue
 
 log = logging.getLogger(__name__)
@@ -357,6 +357,10 @@ class AnalysisWidget(QWidget):
                                 image_translate=translate)
         if patches is not None:
             data.append(patches)
+            crops = crops_layer(latest, getattr(layer, "data", None), image_name,
+                                image_scale=scale or (1.0, 1.0), image_translate=translate)
+            if crops is not None:
+                data.append(crops)
         if layer is not None:
             self.peaks.show_result(latest, layer, chosen)
         self._shown = [kw["name"] for _, kw, kind in data if kind == "image" and kw["visible"]]
@@ -432,7 +436,7 @@ class AnalysisWidget(QWidget):
         for name, widget in self.form.widgets.items():
             if name in ("masks", "adaptive", "focus"):
                 widget.setEnabled(name in method.uses)
-            elif name in ("mode", "cam", "laterality"):
+            elif name in ("mode", "cam", "retrieval_cam", "laterality"):
                 widget.setEnabled(name in method.options)
 
     def _labels_changed(self, item: Any = None) -> None:

@@ -68,6 +68,9 @@ TOOLTIPS: dict[str, str] = {
               "family (a saliency map per label)",
     "cam": "GMIC: the map shown, GMIC's own saliency (cam) or a gradient CAM of its global "
            "network (the second paper's test-time CAM)",
+    "retrieval_cam": "GMIC: the map that picks the K patches the local network looks at "
+                     "(and so the local and fusion outputs); trained: the CAM the model was "
+                     "trained with",
     "laterality": "GMIC: which breast (GMIC mirrors right breasts); auto reads the file's "
                   "laterality, else finds the chest wall side",
     "mode": "Grad-CAM family: per 256 px window at full resolution, stitched (windowed), "
@@ -117,8 +120,13 @@ def devices() -> list[str]:
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("windowed", "global"),
     "cam": TRAIN_CAMS,
+    "retrieval_cam": ("trained", *TRAIN_CAMS),
     "laterality": ("auto", "L", "R"),
 }
+
+#: Choices that leave an option to its default (the file's laterality, the model's own
+#: training CAM).
+_UNSET = ("auto", "trained")
 
 
 class SettingsForm:
@@ -171,7 +179,8 @@ class SettingsForm:
         if name in OPTION_CHOICES:
             box = QComboBox()
             box.addItems(list(OPTION_CHOICES[name]))
-            return box, name.replace("_", " ").capitalize()
+            return box, {"retrieval_cam": "Patches by"}.get(
+                name, name.replace("_", " ").capitalize())
         if name == "focus_share":
             dbl = QDoubleSpinBox()
             dbl.setRange(0.0, 1.0)
@@ -195,7 +204,7 @@ class SettingsForm:
         options: dict[str, Any] = {}
         for name, widget in self.widgets.items():
             if name in OPTION_CHOICES:
-                if not (name == "laterality" and widget.currentText() == "auto"):
+                if widget.currentText() not in _UNSET:
                     options[name] = widget.currentText()
             elif isinstance(widget, QComboBox):
                 data = widget.currentData()

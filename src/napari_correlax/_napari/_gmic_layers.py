@@ -10,7 +10,7 @@ import numpy as np
 
 from ._layers import SEP, LayerData, image_tag
 
-__all__ = ["outputs_text", "patches_layer", "patches_layer_name"]
+__all__ = ["crops_layer", "outputs_text", "patches_layer", "patches_layer_name"]
 
 
 def patches_layer_name(image: str) -> str:
@@ -53,6 +53,32 @@ def patches_layer(result: Any, image_name: str, *,
     return (data, kwargs, "shapes")
 
 
+def crops_layer(result: Any, pixels: Any, image_name: str, *,
+                image_scale: Sequence[float] = (1.0, 1.0),
+                image_translate: Sequence[float] = (0.0, 0.0)) -> LayerData | None:
+    """The K patches GMIC's local network looked at, side by side in retrieval order, as
+    an image layer to the right of the mammogram (a gallery on the same canvas); None
+    without patches. Each crop is cut from the image in original pixels
+    (:func:`~napari_correlax.gmic.predict.patch_strip`)."""
+    from ..gmic.predict import patch_strip
+
+    gmic = (getattr(result, "meta", None) or {}).get("gmic") or {}
+    patches = gmic.get("patches") or []
+    if not patches or pixels is None:
+        return None
+    image = np.asarray(pixels)
+    boxes = [[r, c, r + h, c + w] for r, c, h, w in (p["box"] for p in patches)]
+    strip, _ = patch_strip(image, boxes)
+    sy, sx = (float(v) for v in image_scale)
+    ty, tx = (float(v) for v in image_translate)
+    return (strip, {
+        "name": f"GMIC crops{SEP}{image_tag(image_name)}",
+        "colormap": "gray", "scale": (sy, sx), "visible": True,
+        "translate": (ty, tx + sx * (image.shape[1] + 32)),
+        "metadata": {"correlax": {"image": image_name, "map": "GMIC crops"}},
+    }, "image")
+
+
 def outputs_text(result: Any) -> str:
     """``"GMIC Mass: global 0.71 · local 0.64 · fusion 0.69"`` ("" without GMIC outputs)."""
     gmic = (getattr(result, "meta", None) or {}).get("gmic") or {}
@@ -62,4 +88,5 @@ def outputs_text(result: Any) -> str:
     parts = [f"{name}: global {g:.2f} · local {lo:.2f} · fusion {f:.2f}"
              for name, g, lo, f in zip(classes, gmic["y_global"], gmic["y_local"],
                                        gmic["y_fusion"])]
-    return "GMIC " + "; ".join(parts)
+    picked = gmic.get("retrieval_cam")
+    return "GMIC " + "; ".join(parts) + (f" · patches by {picked}" if picked else "")

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from .method import GMICAnalysis
     from .network import GMIC
 
-__all__ = ["GMICPrediction", "gmic_predict_steps", "predict_image", "prediction_table",
-           "save_gmic_figure", "write_predictions"]
+__all__ = ["GMICPrediction", "gmic_predict_steps", "patch_strip", "predict_image",
+           "prediction_table", "save_gmic_figure", "write_predictions"]
 
 OUTPUTS = ("y_global", "y_local", "y_fusion")
 
@@ -88,6 +88,30 @@ def predict_image(image: Mammogram | np.ndarray, models: Sequence[GMIC], *,
     return GMICPrediction(name=name, class_names=analyses[0].class_names,
                           y_global=nanmean("y_global"), y_local=nanmean("y_local"),
                           y_fusion=nanmean("y_fusion"), analyses=analyses)
+
+
+def patch_strip(pixels: np.ndarray, boxes: Sequence[Sequence[float]], *, gap: int = 8
+                ) -> tuple[np.ndarray, list[int]]:
+    """The patches of ``boxes`` (``(top, left, bottom, right)`` in pixel edges of
+    ``pixels``) side by side, each cut from the image (clipped to it) and padded with
+    NaN to the tallest; ``gap`` NaN columns between them. Returns the strip and the
+    column where each patch starts."""
+    image = np.asarray(pixels, dtype=np.float32)
+    crops = []
+    for top, left, bottom, right in boxes:
+        r0, c0 = max(round(float(top)), 0), max(round(float(left)), 0)
+        r1 = min(max(round(float(bottom)), r0 + 1), image.shape[0])
+        c1 = min(max(round(float(right)), c0 + 1), image.shape[1])
+        crops.append(image[r0:r1, c0:c1])
+    height = max(c.shape[0] for c in crops)
+    width = sum(c.shape[1] for c in crops) + gap * (len(crops) - 1)
+    strip = np.full((height, width), np.nan, dtype=np.float32)
+    starts, col = [], 0
+    for crop in crops:
+        strip[:crop.shape[0], col:col + crop.shape[1]] = crop
+        starts.append(col)
+        col += crop.shape[1] + gap
+    return strip, starts
 
 
 def prediction_table(predictions: Sequence[GMICPrediction]) -> tuple[list[str], list[list[str]]]:
