@@ -85,3 +85,36 @@ def test_figure_draws_every_panel_and_crop(phantom, tmp_path):
     rgb = picture[..., :3]
     lime = (rgb[..., 0] < 0.2) & (rgb[..., 1] > 0.8) & (rgb[..., 2] < 0.2)
     assert lime.sum() > 20
+
+
+def test_cli_gmic_predict_writes_the_table_and_a_figure_per_image(small_mass_phantoms, tmp_path,
+                                                                  capsys):
+    from napari_correlax.cli import main
+    from napari_correlax.gmic import save_gmic
+    from napari_correlax.io import read_mammogram
+    from napari_correlax.io.vindr import load_vindr
+
+    records = [r for r in load_vindr(small_mass_phantoms).split("test")][:2]
+    models = [save_gmic(_model(s, ("Mass",)), tmp_path / f"m{s}.safetensors") for s in (1, 2)]
+    out = tmp_path / "out"
+    assert main(["gmic", "predict", *(str(r.path) for r in records), "--model",
+                 *map(str, models), "--out", str(out), "--data", str(small_mass_phantoms),
+                 "--device", "cpu"]) == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [r["image"] for r in rows] == [r.path.stem for r in records]
+    for row, record in zip(rows, records):
+        assert (out / f"{record.path.stem}.png").read_bytes()[:4] == b"\x89PNG"
+        single = [analyse(read_mammogram(record.path), _model(s, ("Mass",)),
+                          laterality=record.laterality or None) for s in (1, 2)]
+        assert float(row["Mass y_fusion"]) == pytest.approx(
+            np.mean([float(a.y_fusion[0]) for a in single]), abs=2e-6)
+    assert "predictions.csv" in capsys.readouterr().out
+
+
+def test_cli_gmic_predict_names_a_missing_image(tmp_path, capsys):
+    from napari_correlax.cli import main
+
+    assert main(["gmic", "predict", str(tmp_path / "nope.dcm"), "--model",
+                 str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.dcm" in err and len(err.strip().splitlines()) == 1
