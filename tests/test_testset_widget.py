@@ -587,8 +587,9 @@ def test_closing_the_viewer_while_the_reader_prefetches_exits_cleanly_ten_times(
     small_model, dataset, tmp_path
 ):
     """Fresh processes: open the reader, let it prefetch the next image with a slow
-    model (0.4 s more per batch), type a comment, close the viewer. Every run ends with exit 0, nothing on
-    stderr about deleted Qt objects or an abort, and the comment is in verdicts.csv."""
+    model (0.4 s more per batch), type a comment, close the viewer. Every run ends with
+    exit 0, nothing on stderr about deleted Qt objects or an abort, and the comment is
+    in verdicts.csv."""
     import os
     import subprocess
     import sys

@@ -68,8 +68,9 @@ __all__ = ["ALL", "PREFIX", "WITH_FINDINGS", "TestSetReaderWidget"]
 
 
 def describe_step(stage: str, done: int, total: int) -> str:
-    """The progress line under the reader's bar: the step of the map computation."""
-    return f"{stage}: {done} / {total}"
+    """The line under the reader's bar (the bar shows the counts); the time left of the
+    step follows it once it can be measured."""
+    return f"maps of this image, {stage} step"
 
 
 class TestSetReaderWidget(QWidget):
