@@ -409,6 +409,7 @@ def test_page_down_while_the_maps_compute_shows_the_new_image_alone_at_once(
     assert "2 / " in widget.image_label.text() and second.image_id in widget.image_label.text()
     assert reader_layers(viewer) == []
     assert widget.peaks.rowCount() == 0 and widget.table.rowCount() == 0
+    assert widget.progress.isHidden() and widget.eta_label.isHidden()  # not the old one's
     qtbot.waitUntil(lambda: viewer.layers[PREFIX].visible
                     and viewer.layers[PREFIX].metadata["image_id"] == second.image_id,
                     timeout=2_000)

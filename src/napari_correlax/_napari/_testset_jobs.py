@@ -96,8 +96,11 @@ class ReviewJobs(QObject):
 
     def read(self, record: Any) -> None:
         """Read the image of ``record`` alone on a short thread of its own; the outcome
-        (:func:`~napari_correlax.evaluate.review.read_preview`) comes as ``image_read``."""
-        if self._closed or record.image_id in self._readers:
+        (:func:`~napari_correlax.evaluate.review.read_preview`) comes as ``image_read``.
+        Nothing to do when the map worker has just started on this image: its first
+        yield is the same image (a film read twice would cost seconds of CPU)."""
+        if self._closed or record.image_id in self._readers or (
+                self.worker_id == record.image_id and not self.worker.abort_requested):
             return
         thread = threading.Thread(target=self._read, args=(record,), daemon=True,
                                   name=f"read {record.image_id}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from napari.utils.notifications import show_info
+
 from ..errors import CorrelaxError
 from ..evaluate.review import Review
 
@@ -56,8 +58,10 @@ class FalsePositiveMarker:
         if label not in shown:
             raise CorrelaxError(f"not marked: the {label or 'judged'} map is not shown; show "
                                 "it (P / C, or its layer) and click on it")
-        self.review.mark_false_positive(label, row, col)
+        mark = self.review.mark_false_positive(label, row, col)
         self._changed()
+        show_info(f"false positive marked on the {mark.label} {mark.kind} map "
+                  f"({mark.max_value:.2f}); Clear on its line takes it back")
 
     def _on_click(self, viewer: Any, event: Any) -> None:
         if self.image_layer in viewer.layers:

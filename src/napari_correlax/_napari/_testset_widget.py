@@ -227,9 +227,12 @@ class TestSetReaderWidget(QWidget):
         if position != self.image_list.currentRow():
             self.image_list.setCurrentRow(position)  # comes back through _row_picked
             return
+        if position != self.position:  # the bar and time left were the previous image's
+            self._progress_view.reset("")
+            self._on_idle()
         self.review.go(position)
+        self.jobs.schedule()  # first: a worker free for this image reads it itself
         self._draw_current()
-        self.jobs.schedule()
 
     def next_image(self) -> None:
         """Show the next image of the list."""
