@@ -334,10 +334,10 @@ class TestSetReaderWidget(QWidget):
         """The image alone, read when the reader moved to it (:meth:`ReviewJobs.read`)."""
         self.jobs.read_done(outcome.image_id if isinstance(outcome, LoadFailure)
                             else outcome.record.image_id)
-        if isinstance(outcome, LoadFailure):
-            self._on_bad_file(outcome.image_id, outcome.message)
-        else:
+        if not isinstance(outcome, LoadFailure):
             self._on_preview(outcome)
+        elif outcome.bad_image:  # (any other failure: the map worker reports it)
+            self._on_bad_file(outcome.image_id, outcome.message)
 
     def _is_current(self, record: Any) -> bool:
         current = self.current
