@@ -57,3 +57,28 @@ def test_progress_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == ["img.dcm: masks 0/4 (0%)", "img.dcm: masks 2/4 (50%)",
                      "img.dcm: masks 4/4 (100%)"]
+
+
+def test_time_left_follows_the_recent_rate_and_grows_while_no_event_comes():
+    """CorRELAX credits windows that stop early at once: a fast start, then a slow end.
+    The estimate follows the pace of the last ``window_seconds``, and time without an
+    event makes it grow rather than stand still."""
+    clock = Clock()
+    left = TimeLeft(min_seconds=2.0, clock=clock, window_seconds=10.0)
+    done = 0
+    left.update(Progress("masks", done, 10_000))
+    for _ in range(10):  # 900 per second for 10 s (early stops credited)
+        clock.now += 1.0
+        done += 900
+        left.update(Progress("masks", done, 10_000))
+    assert left.seconds() == pytest.approx(1000 / 900)
+    for _ in range(20):  # then 10 per second, up to done = 9200 at t = 130
+        clock.now += 1.0
+        done += 10
+        left.update(Progress("masks", done, 10_000))
+    # the rate since t = 120 (done 9100): 100 in 10 s; a rate since the start would say
+    # 9200 in 30 s and promise 2.6 s for the 800 left
+    assert left.seconds() == pytest.approx(800 / 10)
+    clock.now += 5.0  # no event for 5 s: 100 in 15 s, more time left
+    assert left.seconds() == pytest.approx(800 * 15 / 100)
+    assert left.text() == "about 2 min left"

@@ -20,6 +20,7 @@ from napari_correlax.evaluate.review import (
     WITH_FINDINGS,
     Review,
     load_steps,
+    read_preview,
     saved_settings,
 )
 from napari_correlax.evaluate.runner import LoadedImage
@@ -155,16 +156,29 @@ def test_status_symbols_and_summary(data, tmp_path, checkpoint):
     assert [(f.label, f.kind, f.boxes, f.automatic()) for f in review.findings()] == [
         ("Mass", "correlation", 1, "miss")]
     review.set_verdict(0, "hit")
-    assert review.status(review.current) == "partial"  # the prediction map is not judged
-    assert review.describe(0)[0].startswith("◐ ")
+    # every line the reader was shown is judged: reviewed, whatever the other map kind
+    assert review.status(review.current) == "done" and review.describe(0)[0].startswith("● ")
+    assert review.summary() == "6 images: 1 reviewed, 2 to review, 1 missing or unreadable."
     review.set_view("prediction")
     assert [(f.kind, f.automatic(), f.reader_verdict) for f in review.findings()] == [
         ("prediction", "hit >=0.25 · miss >=0.50", "")]
+    assert review.status(review.current) == "done"
     review.set_verdict(0, "unsure")
-    assert review.status(review.current) == "done" and review.describe(0)[0].startswith("● ")
-    assert review.summary() == "6 images: 1 reviewed, 2 to review, 1 missing or unreadable."
-    review.set_verdict(0, "")  # cleared: partial again
-    assert review.status(review.current) == "partial"
+    review.set_view("correlation")
+    review.set_verdict(0, "")  # cleared: the prediction line is still all judged
+    assert review.status(review.current) == "done"
+    review.set_view("prediction")
+    review.set_verdict(0, "")
+    assert review.status(review.current) == "open" and review.describe(0)[0].startswith("○ ")
+    # two findings, one judged: partial until the second is
+    review.go(2)
+    review.accept(loaded(review, "b1", mass_result((3, 3), 0.4, (0, 0), 0.3)))
+    review.automatic_verdicts(review.loaded["b1"])
+    assert [f.label for f in review.findings()] == ["Mass", "Suspicious Calcification"]
+    assert review.set_verdict(0, "miss") == 1
+    assert review.status(review.current) == "partial" and review.describe(2)[0].startswith("◐")
+    review.set_verdict(1, "hit")
+    assert review.status(review.current) == "done"
     # an image found unreadable later is marked at once
     assert review.mark_bad(LONG, "truncated") == 5
     assert review.status(review.records[5]) == "bad"
@@ -251,6 +265,35 @@ def test_load_steps_blames_the_image_file_without_loading_a_model(data, tmp_path
     small.path.write_bytes(b"P5\n4 3\n255\n" + bytes(12))  # a 3×4 image; the CSV says 200×160
     failure = run(small)
     assert failure.bad_image and failure.image_id == "a1" and "200×160" in failure.message
+
+
+def test_a_preview_reads_the_image_alone_and_is_kept_until_its_maps_come(
+        data, tmp_path, checkpoint):
+    review, _ = opened(data, tmp_path / "work", checkpoint)
+    review.go(2)  # b1: neighbours a2 and b2
+    record = review.index.by_id("b1")
+    pixels = (np.arange(H * W) % 251).astype(np.uint8).reshape(H, W)
+    record.path.write_bytes(b"P5\n%d %d\n255\n" % (W, H) + pixels.tobytes())
+    shown = read_preview(record)  # no model: the checkpoint here is not one
+    assert shown.result is None and not shown.final and shown.record is record
+    # the PGM's grey levels stretched to 0–1 (its darkest 0, its brightest 250)
+    assert np.allclose(shown.pixels, pixels / 250.0, atol=1e-6)
+    assert read_preview(review.index.by_id("b2")) == JobFailure(
+        f"{review.index.by_id('b2').path}: file not found", "b2", True)
+
+    assert review.remember_preview(shown) and review.previews["b1"] is shown
+    quick = LoadedImage(record, shown.pixels, None, mass_result((0, 0), 0.1, (0, 0), 0.1),
+                        review.key, "reader", final=False)
+    assert review.remember_preview(quick)  # its prediction maps replace the image alone
+    assert not review.remember_preview(shown) and review.previews["b1"] is quick
+    other = LoadedImage(record, shown.pixels, None, quick.result, "old-000000000000",
+                        "reader", final=False)
+    assert not review.remember_preview(other)  # made under settings no longer used
+    far = LoadedImage(review.index.by_id("a1"), shown.pixels, None, None, "", "", final=False)
+    assert review.remember_preview(far) and "a1" not in review.previews  # not a neighbour
+    review.accept(loaded(review, "b1", quick.result))
+    assert "b1" not in review.previews  # the maps are here: no preview any more
+    assert not review.remember_preview(quick)
 
 
 # -- verdicts and restart --------------------------------------------------------------
@@ -430,6 +473,17 @@ def test_normal_images_get_a_no_finding_line_and_false_positives_are_marked(
     assert review.status(review.current) == "open"
     with pytest.raises(CorrelaxError, match="no prediction map"):
         review.mark_false_positive("Breast Cancer", 100.0, 110.0)
+    # Near (40, 40) every Mass prediction is 0 (window (0, 0) holds 0.4 only at (3, 3)):
+    # below the 25 % rule, not a place a map points at.
+    with pytest.raises(CorrelaxError, match=r"map is 0\.00 there, not positive \(≥ 0\.25\)"):
+        review.mark_false_positive("Mass", 40.0, 40.0)
+    review.set_view("correlation")
+    # The Mass correlation is −0.5 everywhere but 0.3 at window (0, 0), centre (31.5,
+    # 31.5): a click at (150, 120) is 30.6 px from the centre (159.5, 127.5) only, at −0.5.
+    with pytest.raises(CorrelaxError, match=r"-0\.50 there, not positive \(> 0\)"):
+        review.mark_false_positive("Mass", 150.0, 120.0)
+    assert review.store.for_image("a2", review.key) and not review.marks()
+    review.set_view("prediction")
     # A click at (100, 110) is 32.6 px from that centre: the mark snaps to it (the other
     # windows within 48 px hold 0).
     mark = review.mark_false_positive("Mass", 100.0, 110.0)

@@ -51,6 +51,49 @@ def wait_for_rows(qtbot, widget):
     return widget.visible_rows()
 
 
+def press(viewer, key):
+    """A key pressed on the canvas, resolved as napari resolves it (the selected layer's
+    keymap first, then the viewer's)."""
+    handler = viewer.window._qt_viewer._key_map_handler
+    handler.press_key(key)
+    handler.release_key(key)
+
+
+def reader_layers(viewer):
+    """The reader's layers on screen: (name, image id or map) of each visible one."""
+    return [layer for layer in viewer.layers if layer.visible and (
+        layer.name == "test set" or (layer.metadata.get("correlax") or {}).get("image")
+        == "test set")]
+
+
+@pytest.fixture
+def pace(monkeypatch):
+    """A slow stand-in for the model: every step of a map computation (model loading,
+    each batch of windows or masked passes) takes ``pace["s"]`` seconds more; the image
+    itself comes at once, as before."""
+    import time
+
+    from napari_correlax._napari import _testset_jobs
+    from napari_correlax.evaluate.runner import Preview
+
+    real = _testset_jobs.load_steps
+    pace = {"s": 0.0}
+
+    def slow(*args):
+        steps = real(*args)
+        while True:
+            try:
+                event = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            if not isinstance(event, Preview):
+                time.sleep(pace["s"])
+            yield event
+
+    monkeypatch.setattr(_testset_jobs, "load_steps", slow)
+    return pace
+
+
 def read_csv(path):
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
@@ -302,7 +345,9 @@ def test_a_normal_image_is_judged_and_a_click_marks_a_false_positive(
     assert line.automatic() == (f"{'miss' if top >= 0.25 else 'hit'} >=0.25 · "
                                 f"{'miss' if top >= 0.5 else 'hit'} >=0.50")
     widget.set_verdict("hit")
-    assert widget.image_list.item(widget.position).text().startswith("◐")  # correlation open
+    # every line shown is judged: reviewed (the correlation line need not be)
+    assert widget.image_list.item(widget.position).text().startswith("●")
+    assert "1 reviewed" in widget.summary.text()
     # F arms one click; the click marks the shown label's highest window near it
     keymap = {str(k): f for k, f in viewer.keymap.items()}
     keymap["F"](viewer)
@@ -324,6 +369,250 @@ def test_a_normal_image_is_judged_and_a_click_marks_a_false_positive(
                "false positive"]
     assert [(r["label"], float(r["max_row"]), float(r["max_col"])) for r in on_disk] == [
         (label, row, col)]
+    # the marks layer is never left selected nor in add mode
+    assert viewer.layers.selection.active is viewer.layers["test set"]
+    assert marks.mode == "pan_zoom"
+    # P with the marks layer selected: napari's Points "P" (add points) does not take it
+    viewer.layers.selection.active = marks
+    press(viewer, "C")
+    assert {x.kind for x in widget.visible_rows() if not x.is_mark} == {"correlation"}
+    press(viewer, "P")
+    assert [(x.label, x.kind) for x in widget.visible_rows()] == [
+        ("No Finding", "prediction"), (label, "prediction")]
+    assert marks.mode == "pan_zoom" and marks.data.tolist() == [[row, col]]  # no point added
+    assert viewer.layers[f"{label} · prediction · test set"].visible
     widget.jobs.stop()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert errors == []
+
+
+def test_page_down_while_the_maps_compute_shows_the_new_image_alone_at_once(
+    make_napari_viewer, qtbot, small_model, dataset, tmp_path, errors, pace
+):
+    import time
+
+    from napari_correlax._napari._testset_widget import PREFIX
+
+    pace["s"] = 1.5  # every batch of the map computation takes 1.5 s more
+    viewer = make_napari_viewer()
+    widget = open_reader(viewer, small_model, dataset, tmp_path / "work")
+    first, second = widget.current, widget.review.neighbour(1)
+    qtbot.waitUntil(lambda: PREFIX in viewer.layers and viewer.layers[PREFIX].visible
+                    and viewer.layers[PREFIX].metadata["image_id"] == first.image_id,
+                    timeout=30_000)
+    qtbot.waitUntil(lambda: widget.jobs.worker_id == first.image_id, timeout=30_000)
+    assert first.image_id not in widget.review.loaded  # its maps are still being made
+    drawn: list[str] = []
+    draw = widget.layers.draw
+    widget.layers.draw = lambda loaded, *a, **k: (drawn.append(loaded.record.image_id),
+                                                  draw(loaded, *a, **k))
+    start = time.monotonic()
+    widget.next_image()  # PageDown
+    # at once: nothing of the previous image under the new header
+    assert "2 / " in widget.image_label.text() and second.image_id in widget.image_label.text()
+    assert reader_layers(viewer) == []
+    assert widget.peaks.rowCount() == 0 and widget.table.rowCount() == 0
+    assert widget.progress.isHidden() and widget.eta_label.isHidden()  # not the old one's
+    qtbot.waitUntil(lambda: viewer.layers[PREFIX].visible
+                    and viewer.layers[PREFIX].metadata["image_id"] == second.image_id,
+                    timeout=2_000)
+    assert time.monotonic() - start < 2.0
+    shown = {layer.name: layer for layer in reader_layers(viewer)}
+    assert set(shown) <= {PREFIX, "ground truth · test set", "maxima · test set"}
+    assert viewer.layers[PREFIX].data.shape == (second.height, second.width)
+    assert len(shown["ground truth · test set"].data) == len(second.boxes)
+    assert "maxima · test set" not in shown or len(shown["maxima · test set"].data) == 0
+    pace["s"] = 0.0
+    rows = wait_for_rows(qtbot, widget)
+    # only the new image was ever drawn, though the first one's worker was still running
+    assert set(drawn) == {second.image_id}
+    assert {r.label for r in rows} == {lab for lab in second.labels if lab != "No Finding"}
+    result = widget.review.loaded[second.image_id].result
+    peaks = [(widget.peaks.item(k, 0).text(), widget.peaks.item(k, 2).text())
+             for k in range(widget.peaks.rowCount())]
+    assert peaks == [(label, f"{value:.3f}") for label, _, value, _ in result.peaks()
+                     if label != "No Finding"]
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert errors == []
+
+
+def test_the_judged_map_is_visible_on_a_fresh_start_and_on_cached_images(
+    make_napari_viewer, qtbot, small_model, dataset, tmp_path, errors, pace
+):
+    from napari_correlax._napari._testset_widget import PREFIX
+
+    def visible_maps():
+        return {(layer.metadata["correlax"]["label"], layer.metadata["correlax"]["map"])
+                for layer in reader_layers(viewer) if layer.name != PREFIX
+                and layer.metadata["correlax"]["map"] in ("prediction", "correlation")}
+
+    pace["s"] = 0.5  # time to look at the preview
+    viewer = make_napari_viewer()
+    widget = open_reader(viewer, small_model, dataset, tmp_path / "work")
+    record = widget.current
+    findings = [lab for lab in record.labels if lab != "No Finding"]
+    qtbot.waitUntil(lambda: "CorRELAX refining" in widget.image_label.text(), timeout=60_000)
+    # "prediction maps shown": they are, for the findings
+    assert visible_maps() == {(lab, "prediction") for lab in findings}
+    pace["s"] = 0.0
+    rows = wait_for_rows(qtbot, widget)
+    assert {(r.label, r.kind) for r in rows} == {(lab, "correlation") for lab in findings}
+    assert visible_maps() == {(lab, "correlation") for lab in findings}
+    widget.next_image()
+    wait_for_rows(qtbot, widget)
+    widget.previous_image()  # maps kept: drawn at once
+    assert widget.current.image_id == record.image_id
+    assert {(r.label, r.kind) for r in widget.visible_rows()} == {
+        (lab, "correlation") for lab in findings}
+    assert visible_maps() == {(lab, "correlation") for lab in findings}
+    press(viewer, "P")  # the judged kind follows to the next images
+    assert visible_maps() == {(lab, "prediction") for lab in findings}
+    widget.jobs.stop()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+
+    # the same folder in a new viewer: maps from the cache on disk, shown at once
+    viewer = make_napari_viewer()
+    again = open_reader(viewer, small_model, dataset, tmp_path / "work", configure=False)
+    assert again.current.image_id == record.image_id
+    rows = wait_for_rows(qtbot, again)
+    assert {(r.label, r.kind) for r in rows} == {(lab, "correlation") for lab in findings}
+    assert visible_maps() == {(lab, "correlation") for lab in findings}
+    qtbot.waitUntil(lambda: not again.busy, timeout=120_000)
+    assert errors == []
+
+
+def test_a_false_positive_is_filed_under_the_label_of_the_map_on_screen(
+    make_napari_viewer, qtbot, small_model, dataset, tmp_path, errors
+):
+    from types import SimpleNamespace
+
+    from napari_correlax._napari._testset_widget import PREFIX
+    from napari_correlax.evaluate.pointing import lesion_labels
+
+    work = tmp_path / "work"
+    viewer = make_napari_viewer()
+    widget = open_reader(viewer, small_model, dataset, work)
+    rows = wait_for_rows(qtbot, widget)
+    press(viewer, "P")
+    result = widget.review.loaded[widget.current.image_id].result
+    selected = rows[0].label
+    widget.select_row(0)
+    # the reader hides the selected row's map and shows another label's instead
+    others = [lab for lab in lesion_labels(result.labels) if lab != selected]
+    other = max(others, key=lambda lab: result.peak("prediction", lab)[0])
+    value, (row, col) = result.peak("prediction", other)
+    for r in rows:
+        viewer.layers[f"{r.label} · prediction · {PREFIX}"].visible = False
+    viewer.layers[f"{other} · prediction · {PREFIX}"].visible = True
+    assert widget.layers.shown_labels() == [other]
+    click = SimpleNamespace(position=tuple(viewer.layers[PREFIX].data_to_world((row, col))))
+    press(viewer, "F")
+    (armed,) = [c for c in viewer.mouse_drag_callbacks
+                if getattr(c, "__self__", None) is widget.marker]
+    armed(viewer, click)
+    marks = [r for r in read_csv(work / "verdicts.csv") if r["reader_verdict"] ==
+             "false positive"]
+    if value >= 0.25:  # positive under the prediction rule: marked, on the shown label
+        assert [(r["label"], float(r["max_row"]), float(r["max_col"])) for r in marks] == [
+            (other, row, col)]
+        assert errors == []
+    else:  # the shown map is not positive anywhere: refused, said why
+        assert marks == [] and len(errors) == 1 and "not positive" in errors[0]
+        errors.clear()
+    # no map shown: refused, nothing filed under the selected row's label
+    viewer.layers[f"{other} · prediction · {PREFIX}"].visible = False
+    press(viewer, "F")
+    armed(viewer, click)
+    assert len(errors) == 1 and "not shown" in errors[0]
+    assert [r["label"] for r in read_csv(work / "verdicts.csv")
+            if r["reader_verdict"] == "false positive"] == [m["label"] for m in marks]
+    widget.jobs.stop()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+
+
+CLOSE_SCRIPT = '''
+import sys
+import time
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_correlax._napari import _testset_jobs
+from napari_correlax.evaluate.runner import Preview
+
+real = _testset_jobs.load_steps
+SLOW = {"id": ""}
+
+
+def slow(record, *args):  # a slow model for the prefetched image: 0.4 s more per step
+    steps = real(record, *args)
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if not isinstance(event, Preview) and record.image_id == SLOW["id"]:
+            time.sleep(0.4)
+        yield event
+
+
+_testset_jobs.load_steps = slow
+from napari_correlax._napari._testset_widget import TestSetReaderWidget
+
+data, work, model, comment = sys.argv[1:5]
+viewer = napari.Viewer(show=True)
+widget = TestSetReaderWidget(viewer)
+viewer.window.add_dock_widget(widget)
+widget.device_combo.setCurrentText("cpu")
+widget.model_edit.setText(model)
+widget.stride_spin.setValue(64)
+widget.masks_spin.setValue(16)
+widget.filter_combo.setCurrentText("Images with findings")
+widget.open_dataset(data, work=work)
+app = QApplication.instance()
+following = SLOW["id"] = widget.review.neighbour(1).image_id
+deadline = time.monotonic() + 240
+while widget.jobs.worker_id != following:  # the next image is being prefetched
+    app.processEvents()
+    time.sleep(0.01)
+    if time.monotonic() > deadline:
+        sys.exit(3)
+widget.verdicts.select_row(0)
+widget.verdicts.comment_edit.setText(comment)  # typed, not yet saved by its timer
+widget.verdicts.comment_edit.textEdited.emit(comment)
+time.sleep(0.2)
+viewer.close()
+print("closed", flush=True)
+'''
+
+
+@pytest.mark.slow
+def test_closing_the_viewer_while_the_reader_prefetches_exits_cleanly_ten_times(
+    small_model, dataset, tmp_path
+):
+    """Fresh processes: open the reader, let it prefetch the next image with a slow
+    model (0.4 s more per batch), type a comment, close the viewer. Every run ends with
+    exit 0, nothing on stderr about deleted Qt objects or an abort, and the comment is
+    in verdicts.csv."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import napari_correlax
+
+    script = tmp_path / "close_while_prefetching.py"
+    script.write_text(CLOSE_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(napari_correlax.__file__).parents[1]),
+           "OMP_NUM_THREADS": "1"}
+    work = tmp_path / "work"  # shared: the first image's maps are cached after run 0
+    for run in range(10):
+        done = subprocess.run([sys.executable, str(script), str(dataset), str(work),
+                               str(small_model), f"comment {run}"], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (run, done.returncode, done.stderr[-3000:])
+        assert "closed" in done.stdout
+        for bad in ("Aborted", "RuntimeError", "Traceback", "has been deleted"):
+            assert bad not in done.stderr, (run, done.stderr[-3000:])
+        comments = [r["comment"] for r in read_csv(work / "verdicts.csv") if r["comment"]]
+        assert comments and set(comments) == {f"comment {run}"}

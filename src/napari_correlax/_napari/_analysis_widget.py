@@ -41,6 +41,7 @@ from ._analysis_jobs import (
     image_pixels,
     model_badge,
 )
+from ._closing import stop_worker, when_window_closes
 from ._forms import ask_path
 from ._gmic_layers import crops_layer, outputs_text, patches_layer
 from ._layer_queue import LayerQueue
@@ -109,6 +110,13 @@ class AnalysisWidget(QWidget):
         self._set_labels(list(LABELS))
         self._model_changed()
         self._image_changed()
+        when_window_closes(napari_viewer, self, self._close_down)
+
+    def _close_down(self) -> None:
+        """Before the window closes: stop and await the worker (:mod:`._closing`)."""
+        stop_worker(self._worker)
+        self._worker = None
+        self.layer_queue.timer.stop()
 
     # -- construction ------------------------------------------------------------------
     def _build(self) -> None:

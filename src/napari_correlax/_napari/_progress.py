@@ -8,7 +8,8 @@ worker (or in the training subprocess, on the same cores). Measured in
 a third of CorRELAX's throughput, and napari's own progress bar (whose animated "in
 progress" indicator repaints continuously while any bar exists) halved it. So the docks
 show progress on their own determinate ``QProgressBar`` and label, refreshed at most
-twice a second with the latest event, and the time left at the measured rate.
+twice a second with the latest event, and the time left at the measured rate (refreshed
+between events too, so it never stands still while the work does).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ REFRESH_MS = 500
 
 class ThrottledProgress(QObject):
     """Shows the latest ``(stage, done, total)`` event on a bar (and a label) at most
-    every :data:`REFRESH_MS` ms.
+    every :data:`REFRESH_MS` ms; until :meth:`stop`, the label's time left is refreshed
+    at that pace even when no event comes (a long batch makes it grow, not freeze).
 
     ``describe(stage, done, total)`` gives the label text; ``bar_format(stage)`` the bar's
     format string (Qt's: ``%v`` done, ``%m`` total; default ``"<stage> %v / %m"``).
@@ -65,9 +67,10 @@ class ThrottledProgress(QObject):
             self._timer.start()
 
     def flush(self) -> None:
-        """Show the latest event now."""
+        """Show the latest event now (and again within ``interval_ms`` until :meth:`stop`)."""
         if self.latest is None:
             return
+        self._timer.start()
         stage, done, total = self.latest
         self.bar.setMaximum(max(int(total), 1))
         self.bar.setValue(min(int(done), max(int(total), 1)))

@@ -50,8 +50,9 @@ def build_form(dock: Any) -> QFormLayout:
     dock.device_combo.currentTextChanged.connect(lambda _: dock._settings_changed())
     dock.follow_check = QCheckBox("show the maps of this image's findings only")
     dock.follow_check.setChecked(True)
-    dock.follow_check.setToolTip("Keep the map kinds you made visible, for each new "
-                                 "image's findings; hide the other labels' maps")
+    dock.follow_check.setToolTip("The maps you judge (P / C) of each image's findings are "
+                                 "always shown; checked, every other map is hidden, "
+                                 "unchecked, the others keep the visibility you gave them")
     form.addRow("Follow", dock.follow_check)
     return form
 

@@ -1,23 +1,27 @@
 """Marking false positives in the test-set reader: press F (or the dock's button), then
 click near the wrong peak on the canvas; the mark snaps to the map's highest window within
 48 px (:meth:`~napari_correlax.evaluate.review.Review.mark_false_positive`) and is saved at
-once."""
+once. It is filed under the label whose map is on screen, and refused where that map is
+not positive."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from napari.utils.notifications import show_info
+
+from ..errors import CorrelaxError
 from ..evaluate.review import Review
 
 
 class FalsePositiveMarker:
     """Arms one canvas click at a time and turns it into a false-positive mark.
 
-    ``labels()`` gives the labels whose maps are shown (the first is marked on when the
-    selected line is not a lesion label), ``selected()`` the label of the selected table
-    line, ``guard`` reports errors, ``changed()`` redraws after a mark and ``armed(on)``
-    tells the dock's button.
+    ``labels()`` gives the labels whose judged map is on screen, topmost first (the first
+    is marked on when the selected line's map is not shown), ``selected()`` the label of
+    the selected table line, ``guard`` reports errors, ``changed()`` redraws after a mark
+    and ``armed(on)`` tells the dock's button.
     """
 
     def __init__(self, viewer: Any, review: Review, image_layer: str, *,
@@ -43,12 +47,21 @@ class FalsePositiveMarker:
 
     def mark(self, row: float, col: float, label: str | None = None) -> None:
         """Mark near ``(row, col)`` (image pixels) on the viewed map of ``label`` (default:
-        the selected line's label when its map is shown, else the first shown label)."""
+        the selected line's label when its map is shown, else the topmost shown map's).
+
+        Raises CorrelaxError when no map is shown or ``label``'s is not, or where the map
+        is not positive (:meth:`~napari_correlax.evaluate.review.Review.mark_false_positive`).
+        """
         shown = self._labels()
         selected = self._selected()
         label = label or (selected if selected in shown else next(iter(shown), ""))
-        self.review.mark_false_positive(label, row, col)
+        if label not in shown:
+            raise CorrelaxError(f"not marked: the {label or 'judged'} map is not shown; show "
+                                "it (P / C, or its layer) and click on it")
+        mark = self.review.mark_false_positive(label, row, col)
         self._changed()
+        show_info(f"false positive marked on the {mark.label} {mark.kind} map "
+                  f"({mark.max_value:.2f}); Clear on its line takes it back")
 
     def _on_click(self, viewer: Any, event: Any) -> None:
         if self.image_layer in viewer.layers:

@@ -12,11 +12,22 @@ clicks and keys to it, runs its loads and the file check in napari workers
 (:mod:`._testset_jobs`) and draws what it says (:mod:`._testset_layers`,
 :mod:`._testset_table`).
 
-Keys (napari canvas, and this dock when it has the focus): PageDown / PageUp next /
-previous image, H / M / U hit / miss / unsure for the selected row (the selection then
-moves to the next row without a verdict), P / C / D show the prediction / correlation /
-distance maps (P and C also switch the map kind the verdicts are about), F marks a false
-positive at the next click on the map, Ctrl+J to the "go to" box.
+Moving to another image never leaves the previous one on screen: the new image is drawn
+at once when it is at hand (its maps, or what its load showed so far), else the reader's
+layers are hidden and the image alone is read on a thread of its own and drawn when it
+comes (a fraction of a second), well before its maps. Whatever a worker hands back for an
+image that is no longer the current one is kept for later, never drawn.
+
+Keys (napari canvas whatever layer is selected, and this dock when it has the focus):
+PageDown / PageUp next / previous image, H / M / U hit / miss / unsure for the selected
+row (the selection then moves to the next row without a verdict), P / C show the
+prediction / correlation maps and switch the map kind the verdicts are about, D shows or
+hides the distance map over them, F marks a false positive at the next click on the
+shown map, Ctrl+J to the "go to" box. The keys are bound on the viewer and on every layer
+the reader makes, so napari's layer shortcuts (Points "P" = add points) cannot take them.
+
+Closing napari stops the work first (:mod:`._closing`): a comment being typed is saved,
+the workers are quit and awaited, nothing they still send reaches the dock.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from ..evaluate.verdicts import ReaderState
 from ..labels import NO_FINDING, lesion_labels
 from ..maps.methods import get_method
 from ..maps.settings import MapSettings
+from ._closing import when_window_closes
 from ._forms import bind_keys, button_row, dock_key
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
@@ -53,6 +65,12 @@ from ._testset_marks import FalsePositiveMarker
 from ._testset_table import VerdictPanel
 
 __all__ = ["ALL", "PREFIX", "WITH_FINDINGS", "TestSetReaderWidget"]
+
+
+def describe_step(stage: str, done: int, total: int) -> str:
+    """The line under the reader's bar (the bar shows the counts); the time left of the
+    step follows it once it can be measured."""
+    return f"maps of this image, {stage} step"
 
 
 class TestSetReaderWidget(QWidget):
@@ -73,11 +91,13 @@ class TestSetReaderWidget(QWidget):
         self.jobs.idle.connect(self._on_idle)
         self.jobs.bad_file.connect(self._on_bad_file)
         self.jobs.checked.connect(self._update_summary)
+        self.jobs.image_read.connect(self._on_image_read)
         self._shown = ""
         self._opening = False
         self._auto_work = ""
         self._build()
         self._bind_keys()
+        when_window_closes(napari_viewer, self, self.close_down)
 
     # -- construction ------------------------------------------------------------------
     def _build(self) -> None:
@@ -99,12 +119,15 @@ class TestSetReaderWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.hide()
-        self._progress_view = ThrottledProgress(self.progress, parent=self)
+        self.eta_label = QLabel("")
+        self.eta_label.hide()
+        self._progress_view = ThrottledProgress(self.progress, self.eta_label,
+                                                describe=describe_step, parent=self)
         self.image_label = QLabel("")
         self.image_label.setWordWrap(True)
 
         self.marker = FalsePositiveMarker(
-            self.viewer, self.review, PREFIX, labels=lambda: self.layers.labels,
+            self.viewer, self.review, PREFIX, labels=self.layers.shown_labels,
             selected=lambda: self.verdicts.selected_label(), guard=self._guard,
             changed=lambda: (self._verdicts_changed(), self.verdicts.show_rows()),
             armed=lambda on: self.verdicts.mark_button.setChecked(on))
@@ -118,6 +141,7 @@ class TestSetReaderWidget(QWidget):
         layout.addWidget(self.image_list, 2)
         layout.addLayout(nav)
         layout.addWidget(self.progress)
+        layout.addWidget(self.eta_label)
         layout.addWidget(self.image_label)
         self.peaks = PeakTable(self.viewer)
         layout.addWidget(self.peaks)
@@ -129,8 +153,10 @@ class TestSetReaderWidget(QWidget):
                    for key, v in (("H", "hit"), ("M", "miss"), ("U", "unsure"))}
         kinds = {key: (lambda k=k: self.show_kind(k))
                  for key, k in (("P", "prediction"), ("C", "correlation"), ("D", "distance"))}
-        bind_keys(self, self.viewer, {"PageDown": self.next_image, "F": self.marker.toggle,
-                                      "PageUp": self.previous_image, **verdict, **kinds})
+        keys = {"PageDown": self.next_image, "F": self.marker.toggle,
+                "PageUp": self.previous_image, **verdict, **kinds}
+        bind_keys(self, self.viewer, keys)
+        self.layers.keys = keys  # on the reader's layers too, ahead of their own keymaps
         dock_key(self, "Ctrl+J", self.jump_edit.setFocus)
 
     # -- public ------------------------------------------------------------------------
@@ -201,9 +227,12 @@ class TestSetReaderWidget(QWidget):
         if position != self.image_list.currentRow():
             self.image_list.setCurrentRow(position)  # comes back through _row_picked
             return
+        if position != self.position:  # the bar and time left were the previous image's
+            self._progress_view.reset("")
+            self._on_idle()
         self.review.go(position)
+        self.jobs.schedule()  # first: a worker free for this image reads it itself
         self._draw_current()
-        self.jobs.schedule()
 
     def next_image(self) -> None:
         """Show the next image of the list."""
@@ -239,17 +268,27 @@ class TestSetReaderWidget(QWidget):
 
     def show_kind(self, kind: str) -> None:
         """Show one map kind for the findings (``correlation``: the method's own map, a
-        saliency map for the Grad-CAM family); it also becomes the kind judged."""
+        saliency map for the Grad-CAM family); it also becomes the kind judged.
+        ``distance`` shows or hides the distance map over them."""
         if kind == "correlation":  # the method's own map: correlation, a CAM's saliency
             kind = get_method(self.review.settings.method).scored
-        self.layers.show_kind(kind)
         if kind != "distance":
             self.review.set_view(kind)
             if self.current is not None and self.current.image_id in self.review.loaded:
+                kind = self.review.viewed_kind()  # the rows shown: their maps are shown
                 self.verdicts.show_rows()
+        self.layers.show_kind(kind)
+
+    def close_down(self) -> None:
+        """Before the window closes: save a comment being typed, stop and await the
+        workers, and let nothing they still send reach this dock."""
+        self.verdicts.commit_comment()
+        self._progress_view.stop()
+        self.jobs.shutdown()
 
     def _verdicts_changed(self) -> None:
         self._refresh_item(self.position)
+        self._update_summary()
         self.layers.draw_marks(self.review.marks(), self.current)
 
     # -- list --------------------------------------------------------------------------
@@ -282,15 +321,32 @@ class TestSetReaderWidget(QWidget):
     # -- computing ---------------------------------------------------------------------
     def _on_progress(self, event: Any) -> None:
         self.progress.show()
+        self.eta_label.show()
         self._progress_view.update(event)  # shown at most twice a second (see _progress)
 
     def _on_preview(self, loaded: Any) -> None:
-        """The image (then its prediction maps) before the full maps are done."""
-        record = self.current
-        if record is None or record.image_id != loaded.record.image_id \
-                or record.image_id in self.review.loaded:
-            return
-        self.layers.draw(loaded, [], follow=self.follow_check.isChecked())
+        """The image (then its prediction maps) before the full maps are done: kept, and
+        drawn when it is the current image's."""
+        if self.review.remember_preview(loaded) and self._is_current(loaded.record):
+            self._draw_preview(loaded)
+
+    def _on_image_read(self, outcome: Any) -> None:
+        """The image alone, read when the reader moved to it (:meth:`ReviewJobs.read`)."""
+        self.jobs.read_done(outcome.image_id if isinstance(outcome, JobFailure)
+                            else outcome.record.image_id)
+        if not isinstance(outcome, JobFailure):
+            self._on_preview(outcome)
+        elif outcome.bad_image:  # (any other failure: the map worker reports it)
+            self._on_bad_file(outcome.image_id, outcome.message)
+
+    def _is_current(self, record: Any) -> bool:
+        current = self.current
+        return current is not None and current.image_id == record.image_id \
+            and current.image_id not in self.review.loaded
+
+    def _draw_preview(self, loaded: Any) -> None:
+        self.layers.draw(loaded, [], follow=self.follow_check.isChecked(),
+                         kind=self.review.view)
         self._shown = ""  # the final maps replace these when they come
         step = ("prediction maps shown; CorRELAX refining…" if loaded.result is not None
                 else "computing maps…")
@@ -314,6 +370,7 @@ class TestSetReaderWidget(QWidget):
     def _on_idle(self) -> None:
         self._progress_view.stop()
         self.progress.hide()
+        self.eta_label.hide()
 
     def _on_bad_file(self, image_id: str, reason: str) -> None:
         k = self.review.mark_bad(image_id, reason)
@@ -331,16 +388,24 @@ class TestSetReaderWidget(QWidget):
         head = f"<b>{self.position + 1} / {len(self.records)}</b> · study {record.study_id} · " \
                f"image {record.image_id} · {record.laterality} {record.view} · {labels}"
         if record.image_id in self.review.bad:
+            self._blank()
             self.image_label.setText(f"{head}<br>✗ {self.review.bad[record.image_id]}")
             return
         loaded = self.review.loaded.get(record.image_id)
         if loaded is None:
             self.image_label.setText(f"{head}<br>computing maps…")
+            preview = self.review.previews.get(record.image_id)
+            if preview is not None:
+                self._draw_preview(preview)
+            else:  # nothing of this image yet: no other image under its header
+                self._blank()
+                self.jobs.read(record)
             return
         self.image_label.setText(head)
         verdicts = self.review.automatic_verdicts(loaded)
         if self._shown != record.image_id:
-            self.layers.draw(loaded, verdicts, follow=self.follow_check.isChecked())
+            self.layers.draw(loaded, verdicts, follow=self.follow_check.isChecked(),
+                             kind=self.review.viewed_kind())
             self._shown = record.image_id
             self.peaks.show_result(loaded.result, self.viewer.layers[PREFIX],
                                    lesion_labels(loaded.result.labels))
@@ -348,8 +413,15 @@ class TestSetReaderWidget(QWidget):
         self._verdicts_changed()
         self._update_summary()
 
+    def _blank(self) -> None:
+        """Show no image (and no peaks) until the current one is drawn."""
+        self._shown = ""
+        self.layers.clear()
+        self.peaks.setRowCount(0)
+
     def _clear_view(self) -> None:
         self.verdicts.clear()
+        self._blank()
         self.image_label.setText("No image in this list.")
 
     # -- form glue ---------------------------------------------------------------------

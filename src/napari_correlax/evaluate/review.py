@@ -31,7 +31,8 @@ reader marks on the map (:meth:`Review.mark_false_positive`) are lines of their 
 Status of an image (:meth:`Review.status`) and the symbol the list shows
 (:data:`SYMBOLS`): ``bad`` ✗ (file missing or unreadable), ``none`` ○ (no verdict rows
 under this key yet; ``normal`` · for an image without findings), ``open`` ○ (rows, none
-judged), ``partial`` ◐ (some judged), ``done`` ● (all judged, on any map kind).
+judged), ``partial`` ◐ (some judged), ``done`` ● (every line of one map kind judged: the
+lines the reader saw, whichever kind that was).
 
 Verdict rows belong to one cache key (:func:`~napari_correlax.maps.cache.settings_key`
 of the checkpoint and the :class:`~napari_correlax.maps.settings.MapSettings`): another
@@ -85,6 +86,7 @@ __all__ = [
     "check_steps",
     "default_work_folder",
     "load_steps",
+    "read_preview",
     "saved_settings",
 ]
 
@@ -174,6 +176,20 @@ def load_steps(
         return JobFailure(f"{type(exc).__name__}: {exc}", record.image_id, False)
 
 
+def read_preview(record: Any) -> LoadedImage | JobFailure:
+    """The image of ``record`` alone (no maps, ``final`` False), read as :func:`load_steps`
+    reads it, or why it cannot be: what the reader shows at once when it moves to an
+    image whose maps are not ready. Never raises; loads no model."""
+    steps = load_steps(record, None, MapSettings(), ".")
+    try:
+        event = next(steps)
+    except StopIteration as stop:  # the file could not be read
+        return stop.value
+    finally:
+        steps.close()
+    return event.image
+
+
 def check_steps(records: list[Any], chunk: int = 64) -> Generator[tuple[str, str], None, None]:
     """Quick readability check (:func:`~napari_correlax.io.vindr.check_readable`) in
     chunks, yielding ``(image_id, reason)`` for each file that cannot be used."""
@@ -219,8 +235,10 @@ class Review:
     ``records`` (the list), ``position`` (index in ``records``; -1: none), ``checkpoint``
     and ``settings`` (how maps are made), ``key`` (their cache key; "" when unknown),
     ``bad`` (image id → why its file cannot be used), ``loaded`` (image id →
-    :class:`~.runner.LoadedImage`, the current image and its neighbours only) and
-    ``halted`` (why computing stopped; "" while it runs).
+    :class:`~.runner.LoadedImage`, the current image and its neighbours only),
+    ``previews`` (image id → what a load showed before its maps were done: the image,
+    then its prediction maps; same images kept) and ``halted`` (why computing stopped;
+    "" while it runs).
     """
 
     def __init__(self) -> None:
@@ -236,6 +254,7 @@ class Review:
         self.key = ""
         self.bad: dict[str, str] = {}
         self.loaded: dict[str, LoadedImage] = {}
+        self.previews: dict[str, LoadedImage] = {}
         self.halted = ""
         #: The map kind the reader judges (:meth:`findings`).
         self.view = "correlation"
@@ -262,6 +281,7 @@ class Review:
                     if r.path in missing}
         self.records, self.position, self.key, self.halted = [], -1, "", ""
         self.loaded.clear()
+        self.previews.clear()
         state = ReaderState.load(work_dir / STATE_FILE)
         if state is None or not state.data or Path(state.data).resolve() != data.resolve():
             return None
@@ -290,6 +310,7 @@ class Review:
             return False
         self.key, self.halted = key, ""
         self.loaded.clear()
+        self.previews.clear()
         return True
 
     # -- list and navigation -----------------------------------------------------------
@@ -392,8 +413,14 @@ class Review:
         """``bad``, ``normal``, ``none``, ``open``, ``partial`` or ``done`` (module docstring)."""
         if record.image_id in self.bad:
             return "bad"
-        status = self.store.status(record.image_id, self.key) if self.store else "none"
-        return "normal" if status == "none" and not lesion_labels(record.labels) else status
+        rows = [r for r in self.store.for_image(record.image_id, self.key) if not r.is_mark] \
+            if self.store is not None else []
+        if not rows:
+            return "none" if lesion_labels(record.labels) else "normal"
+        if any(all(r.reader_verdict for r in rows if r.kind == kind)
+               for kind in {r.kind for r in rows}):
+            return "done"  # every line of a map kind the reader judged on
+        return "partial" if any(r.reader_verdict for r in rows) else "open"
 
     def describe(self, k: int) -> tuple[str, str]:
         """List line and tooltip of the image at index ``k``."""
@@ -453,11 +480,33 @@ class Review:
             if self.key and outcome.key != self.key:
                 return ""
             self.loaded[image_id] = outcome
+            self.previews.pop(image_id, None)
             self.key = outcome.key
-        keep = {r.image_id for r in (self.current, self.neighbour(1), self.neighbour(-1)) if r}
-        for old in [i for i in self.loaded if i not in keep]:
-            del self.loaded[old]
+        self._forget_far()
         return image_id
+
+    def remember_preview(self, shown: LoadedImage) -> bool:
+        """Keep what a load showed before its maps were done (the image, then its
+        prediction maps); True when it is kept: not once the maps are loaded, not
+        prediction maps made under another key, never the image alone over its
+        prediction maps."""
+        image_id = shown.record.image_id
+        earlier = self.previews.get(image_id)
+        if image_id in self.loaded or (shown.result is not None and self.key
+                                       and shown.key != self.key):
+            return False
+        if shown.result is None and earlier is not None and earlier.result is not None:
+            return False
+        self.previews[image_id] = shown
+        self._forget_far()
+        return True
+
+    def _forget_far(self) -> None:
+        """Drop maps and previews of images other than the current one and its neighbours."""
+        keep = {r.image_id for r in (self.current, self.neighbour(1), self.neighbour(-1)) if r}
+        for store in (self.loaded, self.previews):
+            for old in [i for i in store if i not in keep]:
+                del store[old]
 
     # -- verdicts ----------------------------------------------------------------------
     def automatic_verdicts(self, loaded: LoadedImage) -> list[Verdict]:
@@ -556,7 +605,9 @@ class Review:
 
         The mark goes to the map's highest window within :data:`~.pointing.GROW_PX` of the
         point (a click lands near a peak, rarely on it). Raises CorrelaxError when the
-        image's maps are not loaded or the map kind has no map of ``label``.
+        image's maps are not loaded, the map kind has no map of ``label``, or the map is not
+        positive there (it passes none of the kind's pointing rules: a prediction below
+        25 %, a correlation ≤ 0): a false positive is where a map points, not anywhere.
         """
         record = self.current
         loaded = self.loaded.get(record.image_id) if record is not None else None
@@ -574,8 +625,16 @@ class Review:
         if not near.any():
             raise CorrelaxError("no evaluated window near that point: click on the map")
         i, j = np.unravel_index(int(np.argmax(np.where(near, values, -np.inf))), near.shape)
+        value = float(values[i, j])
+        rules = rules_for([kind])
+        if rules and not any(rule.passes(value) for rule in rules):
+            bound = min(rules, key=lambda rule: rule.threshold)
+            raise CorrelaxError(
+                f"not marked: the {label} {kind} map is {value:.2f} there, not positive "
+                f"({'>' if bound.strict else '≥'} {bound.threshold:g}): a false positive is "
+                "marked where the shown map points")
         mark = self.store.add_mark(record.image_id, label, kind, float(centres[i, j, 0]),
-                                   float(centres[i, j, 1]), float(values[i, j]),
+                                   float(centres[i, j, 1]), value,
                                    study_id=record.study_id, split=record.split,
                                    model=loaded.model_name, settings=self.key)
         return Finding(label, kind, [mark])

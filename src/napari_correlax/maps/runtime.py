@@ -41,40 +41,54 @@ class Progress(NamedTuple):
 
 
 class TimeLeft:
-    """Estimates the time left in the current stage of a run from its measured rate.
+    """Estimates the time left in the current stage of a run from its recent rate.
 
     Feed it every :class:`Progress` event; :meth:`seconds` is the remaining work of the
-    latest event's stage divided by the rate since that stage's first event (None until
+    latest event's stage divided by the rate over the last ``window_seconds`` (None until
     the stage has run for ``min_seconds`` and done some work). Stages of a run differ
     in cost per item (windows, masked passes), so each is timed on its own.
+
+    The rate is measured up to *now*, not up to the latest event: while no event comes,
+    the estimate grows instead of standing still, and an estimate never counts down to
+    nothing while work remains. The recent window matters for CorRELAX, whose windows
+    that stop early are counted as done at once: a rate since the stage began would
+    keep the early, credit-rich pace and promise "about 10 s" for minutes at the end.
     """
 
-    def __init__(self, min_seconds: float = 2.0, clock: Any = None) -> None:
+    def __init__(self, min_seconds: float = 2.0, clock: Any = None,
+                 window_seconds: float = 30.0) -> None:
         import time
 
         self.min_seconds = float(min_seconds)
+        self.window_seconds = float(window_seconds)
         self.clock = clock or time.monotonic
         self._stage: str | None = None
         self._start = 0.0
-        self._start_done = 0
+        self._samples: list[tuple[float, int]] = []  # (time, done) of this stage, oldest first
         self._latest: Progress | None = None
 
     def update(self, event: Progress) -> None:
         """Record an event (cheap; call it for every event)."""
+        now = self.clock()
         if event.stage != self._stage:
-            self._stage, self._start, self._start_done = event.stage, self.clock(), event.done
+            self._stage, self._start, self._samples = event.stage, now, []
+        self._samples.append((now, int(event.done)))
+        # keep one sample at least window_seconds old as the anchor of the rate
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self.window_seconds:
+            self._samples.pop(0)
         self._latest = event
 
     def seconds(self) -> float | None:
         """Seconds left in the latest event's stage, or None when not yet measurable."""
         event = self._latest
-        if event is None or not event.total:
+        if event is None or not event.total or not self._samples:
             return None
-        elapsed = self.clock() - self._start
-        done = event.done - self._start_done
-        if elapsed < self.min_seconds or done <= 0:
+        now = self.clock()
+        anchor_time, anchor_done = self._samples[0]
+        done = event.done - anchor_done
+        if now - self._start < self.min_seconds or done <= 0:
             return None
-        return max(event.total - event.done, 0) * elapsed / done
+        return max(event.total - event.done, 0) * (now - anchor_time) / done
 
     def text(self) -> str:
         """"about 3 min left", "about 40 s left", or "" when not yet measurable."""
