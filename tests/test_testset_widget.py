@@ -10,6 +10,8 @@ pytestmark = pytest.mark.gui
 
 napari = pytest.importorskip("napari")
 
+from napari_correlax._napari._layers import layer_name  # noqa: E402
+
 SHAPE = (384, 256)
 
 
@@ -380,7 +382,7 @@ def test_a_normal_image_is_judged_and_a_click_marks_a_false_positive(
     assert [(x.label, x.kind) for x in widget.visible_rows()] == [
         ("No Finding", "prediction"), (label, "prediction")]
     assert marks.mode == "pan_zoom" and marks.data.tolist() == [[row, col]]  # no point added
-    assert viewer.layers[f"{label} · prediction · test set"].visible
+    assert viewer.layers[layer_name("test set", "prediction", label)].visible
     widget.jobs.stop()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert errors == []
@@ -502,8 +504,8 @@ def test_a_false_positive_is_filed_under_the_label_of_the_map_on_screen(
     other = max(others, key=lambda lab: result.peak("prediction", lab)[0])
     value, (row, col) = result.peak("prediction", other)
     for r in rows:
-        viewer.layers[f"{r.label} · prediction · {PREFIX}"].visible = False
-    viewer.layers[f"{other} · prediction · {PREFIX}"].visible = True
+        viewer.layers[layer_name(PREFIX, "prediction", r.label)].visible = False
+    viewer.layers[layer_name(PREFIX, "prediction", other)].visible = True
     assert widget.layers.shown_labels() == [other]
     click = SimpleNamespace(position=tuple(viewer.layers[PREFIX].data_to_world((row, col))))
     press(viewer, "F")
@@ -520,7 +522,7 @@ def test_a_false_positive_is_filed_under_the_label_of_the_map_on_screen(
         assert marks == [] and len(errors) == 1 and "not positive" in errors[0]
         errors.clear()
     # no map shown: refused, nothing filed under the selected row's label
-    viewer.layers[f"{other} · prediction · {PREFIX}"].visible = False
+    viewer.layers[layer_name(PREFIX, "prediction", other)].visible = False
     press(viewer, "F")
     armed(viewer, click)
     assert len(errors) == 1 and "not shown" in errors[0]
