@@ -132,10 +132,11 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
             qtbot.keyClick(widget.table, key)  # the map kind shown and judged
             rows = widget.visible_rows()
             assert [(r.label, r.kind) for r in rows] == [(lab, kind) for lab in labels]
-            assert all(viewer.layers[layer_name("test set", kind, lab)].visible
-                       for lab in labels)
             for k, row in enumerate(rows):
                 widget.select_row(k)
+                # one finding's map at a time: the selected row's
+                assert [viewer.layers[layer_name("test set", kind, lab)].visible
+                        for lab in labels] == [lab == row.label for lab in labels]
                 verdict = ("hit", "miss", "unsure")[(n + k + len(kind)) % 3]
                 if k == 0:  # by keyboard, in the dock
                     widget.table.setFocus()
@@ -296,9 +297,10 @@ def test_keys_flip_map_kinds_and_a_settings_change_asks_before_hiding_verdicts(
     wait_for_rows(qtbot, widget)
     findings = [lab for lab in widget.current.labels if lab != "No Finding"]
     widget.layers.show_kind("prediction")
+    selected = widget.verdicts.selected_label()
     shown = {layer.name for layer in viewer.layers if layer.visible}
-    for label in findings:
-        assert f"{label} · pred · test set" in shown
+    for label in findings:  # only the selected finding's map, of the kind shown
+        assert (f"{label} · pred · test set" in shown) == (label == selected)
         assert f"{label} · corr · test set" not in shown
     widget.layers.show_kind("correlation")
     assert f"{findings[0]} · corr · test set" in {
@@ -453,22 +455,27 @@ def test_the_judged_map_is_visible_on_a_fresh_start_and_on_cached_images(
     widget = open_reader(viewer, small_model, dataset, tmp_path / "work")
     record = widget.current
     findings = [lab for lab in record.labels if lab != "No Finding"]
+
+    def judged(kind):
+        """The selected row's finding's map (every finding's before a row is selected)."""
+        selected = widget.verdicts.selected_label()
+        return {(lab, kind) for lab in ([selected] if selected in findings else findings)}
     qtbot.waitUntil(lambda: "CorRELAX refining" in widget.image_label.text(), timeout=60_000)
     # "prediction maps shown": they are, for the findings
-    assert visible_maps() == {(lab, "prediction") for lab in findings}
+    assert visible_maps() == judged("prediction")
     pace["s"] = 0.0
     rows = wait_for_rows(qtbot, widget)
     assert {(r.label, r.kind) for r in rows} == {(lab, "correlation") for lab in findings}
-    assert visible_maps() == {(lab, "correlation") for lab in findings}
+    assert visible_maps() == judged("correlation")
     widget.next_image()
     wait_for_rows(qtbot, widget)
     widget.previous_image()  # maps kept: drawn at once
     assert widget.current.image_id == record.image_id
     assert {(r.label, r.kind) for r in widget.visible_rows()} == {
         (lab, "correlation") for lab in findings}
-    assert visible_maps() == {(lab, "correlation") for lab in findings}
+    assert visible_maps() == judged("correlation")
     press(viewer, "P")  # the judged kind follows to the next images
-    assert visible_maps() == {(lab, "prediction") for lab in findings}
+    assert visible_maps() == judged("prediction")
     widget.jobs.stop()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
 
@@ -478,7 +485,7 @@ def test_the_judged_map_is_visible_on_a_fresh_start_and_on_cached_images(
     assert again.current.image_id == record.image_id
     rows = wait_for_rows(qtbot, again)
     assert {(r.label, r.kind) for r in rows} == {(lab, "correlation") for lab in findings}
-    assert visible_maps() == {(lab, "correlation") for lab in findings}
+    assert visible_maps() == judged("correlation")
     qtbot.waitUntil(lambda: not again.busy, timeout=120_000)
     assert errors == []
 

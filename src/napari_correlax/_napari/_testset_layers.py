@@ -35,17 +35,21 @@ class ReviewLayers:
     """Draws the review's current image into a viewer (:meth:`draw`), or nothing
     (:meth:`clear`), so the canvas never shows one image under another's header.
 
-    Rules: the maps of the judged kind (:meth:`show_kind`) are visible for the labels
-    the reader judges (:attr:`labels`) whenever they exist; the distance map is shown on
+    Rules: the map of the judged kind (:meth:`show_kind`) is visible for the label of
+    the selected row (``selected``, a callable giving it), or for every label the reader
+    judges (:attr:`labels`) when the selected row is not one of them, whenever it exists
+    — one finding's map at a time, never several stacked; the distance map is shown on
     top of them while D has it on; a map layer that holds another image's data is hidden
     until this image's map replaces it (:attr:`stale`). ``keys`` (key → action) are
     bound on every layer the reader makes, ahead of napari's layer shortcuts (Points
     "P" = add points, …), and those layers never stay selected or in an edit mode.
     """
 
-    def __init__(self, viewer: Any, keys: dict[str, Callable[[], Any]] | None = None) -> None:
+    def __init__(self, viewer: Any, keys: dict[str, Callable[[], Any]] | None = None,
+                 selected: Callable[[], str] | None = None) -> None:
         self.viewer = viewer
         self.keys = dict(keys or {})
+        self.selected = selected
         self._pending: dict[str, Any] = {}
         self._findings: list[str] = []
         self._kind = "correlation"
@@ -167,6 +171,10 @@ class ReviewLayers:
         self.viewer.layers[name].visible = True
         self._settle()
 
+    def refresh(self) -> None:
+        """Re-apply the visibility rules (the selected row changed)."""
+        self.show_kind(self._kind)
+
     def show_kind(self, kind: str) -> None:
         """Show one map kind (``prediction``, ``correlation`` or ``saliency``) for the
         judged labels, hiding the other kinds; ``distance`` shows the distance map on top
@@ -186,7 +194,9 @@ class ReviewLayers:
         distance map while it is on."""
         if info.get("map") == "distance":
             return self._distance
-        return bool(kind) and info.get("map") == kind and info.get("label") in self._findings
+        focus = self.selected() if self.selected is not None else ""
+        labels = [focus] if focus in self._findings else self._findings
+        return bool(kind) and info.get("map") == kind and info.get("label") in labels
 
     def _layers(self) -> list[Any]:
         """Every layer the reader made (the image included)."""

@@ -83,7 +83,7 @@ class TestSetReaderWidget(QWidget):
         self.viewer = napari_viewer
         #: The review this dock shows (state and rules, no Qt).
         self.review = Review()
-        self.layers = ReviewLayers(napari_viewer)
+        self.layers = ReviewLayers(napari_viewer, selected=lambda: self.verdicts.selected_label())
         self.jobs = ReviewJobs(self.review, parent=self)
         self.jobs.progress.connect(self._on_progress)
         self.jobs.loaded.connect(self._on_loaded)
@@ -134,6 +134,7 @@ class TestSetReaderWidget(QWidget):
         self.verdicts = VerdictPanel(self.review, self._guard, self._verdicts_changed,
                                      self.marker.toggle)
         self.table = self.verdicts.table
+        self.table.currentCellChanged.connect(lambda *_: self.layers.refresh())
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -410,6 +411,8 @@ class TestSetReaderWidget(QWidget):
             self.peaks.show_result(loaded.result, self.viewer.layers[PREFIX],
                                    lesion_labels(loaded.result.labels))
         self.verdicts.show_rows()
+        if self._shown == record.image_id:
+            self.layers.refresh()  # the selected row's finding decides the map shown
         self._verdicts_changed()
         self._update_summary()
 
