@@ -272,7 +272,7 @@ def _windowed(prep: Any, model: Any, engine: CamEngine, scale: str,
     seconds["cam"] = round(time.perf_counter() - t0 - stitching, 3)
     seconds["stitch"] = round(stitching, 3)
     return MapResult(
-        labels=[], grid=grid, prediction=grid_maps(grid, probabilities),
+        labels=[], grid=grid, prediction=grid_maps(grid, probabilities, prep.active),
         window_mask=prep.active, spacing_mm=prep.spacing_mm, meta=dict(prep.meta),
         extra={"saliency": saliency},
         stats=RunStats(roi_box=list(prep.roi.box), windows_total=int(grid.n_windows),
