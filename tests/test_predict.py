@@ -227,7 +227,7 @@ class _ConstantModel(torch.nn.Module):
     """A stand-in classifier whose output ignores the image: ŷ = 0.7 for every label,
     and a constant feature vector."""
 
-    labels = ["No Finding", "Mass", "Calc"]
+    labels = ("No Finding", "Mass", "Calc")
     input_size = 64
 
     def normalize(self, x):
