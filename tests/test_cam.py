@@ -503,6 +503,8 @@ def test_bad_options_are_one_clear_error(model, small_phantom):
     for options, reason in [({"method": "gradcam+"}, "unknown CAM method"),
                             ({"mode": "tiles"}, "mode must be"),
                             ({"scale": "image"}, "scale must be"),
-                            ({"labels": ["Tumour"]}, "unknown labels")]:
+                            ({"labels": ["Tumour"]}, "unknown labels"),
+                            ({"layers": 2}, "only LayerCAM combines stages"),
+                            ({"method": "layercam", "layers": 0}, "at least 1 stage")]:
         with pytest.raises(CorrelaxError, match=reason):
             cam(small_phantom, model, **{"device": "cpu", **options})

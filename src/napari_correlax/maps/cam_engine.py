@@ -171,6 +171,9 @@ class CamEngine:
         self.rt = runtime
         self.layer_name, self.layer = resolve_target_layer(model, target_layer)
         self.stage_names = [self.layer_name]
+        if stages is not None and method != "layercam":
+            raise CorrelaxError(f"only LayerCAM combines stages; {method} takes its maps at "
+                                "one target layer (leave 'layers' unset)")
         if method == "layercam":
             count = LAYERCAM_STAGES if stages is None else int(stages)
             if count < 1:
