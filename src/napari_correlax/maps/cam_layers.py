@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_LAYERS",
     "LogitNet",
     "default_target_layer",
+    "feature_map_sizes",
     "linear_head",
     "model_logits",
     "resolve_target_layer",
@@ -107,6 +108,31 @@ def default_target_layer(model: Any) -> str:
     return _last_spatial_module(model)
 
 
+def feature_map_sizes(model: Any, modules: dict[str, nn.Module]
+                      ) -> list[tuple[str, tuple[int, int]]]:
+    """``(name, (h, w))`` of each of ``modules`` whose output is a 4-D feature map, in the
+    order the modules finish on one forward pass of ``model.features`` over a zero input
+    of the model's size (224 px without ``input_size``)."""
+    seen: list[tuple[str, tuple[int, int]]] = []
+
+    def note(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                seen.append((name, (int(output.shape[-2]), int(output.shape[-1]))))
+        return hook
+
+    handles = [module.register_forward_hook(note(name)) for name, module in modules.items()]
+    size = int(getattr(model, "input_size", 224))
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model.features(torch.zeros(1, 3, size, size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
 def _has_module(model: Any, name: str) -> bool:
     try:
         model.get_submodule(name)
@@ -117,22 +143,8 @@ def _has_module(model: Any, name: str) -> bool:
 
 def _last_spatial_module(model: Any) -> str:
     """The last module (in order of completion) with a ``(B, K, h, w)``, ``h·w > 1`` output."""
-    names = {module: name for name, module in model.named_modules() if name}
-    finished: list[str] = []
-
-    def note(module: nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-2:].numel() > 1:
-            finished.append(names[module])
-
-    handles = [m.register_forward_hook(note) for m in names]
-    size = int(getattr(model, "input_size", 224))
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model.features(torch.zeros(1, 3, size, size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    modules = {name: module for name, module in model.named_modules() if name}
+    finished = [name for name, (h, w) in feature_map_sizes(model, modules) if h * w > 1]
     if not finished:
         raise CorrelaxError("the model has no layer with a 2-D feature map to take CAMs from")
     return finished[-1]
@@ -185,23 +197,7 @@ def stage_layers(model: Any, name: str, count: int) -> list[str]:
         siblings.append((f"{parent_name}.{child}" if parent_name else child, module))
         if siblings[-1][0] == name:
             break
-    sizes: dict[str, tuple[int, int]] = {}
-
-    def note(key: str) -> Callable[..., None]:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor) and output.ndim == 4:
-                sizes[key] = (int(output.shape[-2]), int(output.shape[-1]))
-        return hook
-
-    handles = [module.register_forward_hook(note(key)) for key, module in siblings]
-    size = int(getattr(model, "input_size", 224))
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model.features(torch.zeros(1, 3, size, size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    sizes = dict(feature_map_sizes(model, dict(siblings)))
     spatial = [key for key, _ in siblings if key in sizes]
     stages = [key for key, after in zip(spatial, [*spatial[1:], None])
               if after is None or sizes[after] != sizes[key]]
