@@ -7,8 +7,10 @@ backbone with random weights at 64 px windows, so each test runs in about a seco
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -60,11 +62,32 @@ def model() -> Classifier:
     return tiny()
 
 
+def oriented_projection(activation_batch):
+    """The library's Eigen-CAM projection, each image's sign chosen so that it correlates
+    positively (np.corrcoef) with the activation sum over channels."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    out = get_2d_projection(activation_batch)
+    for b, acts in enumerate(activation_batch):
+        if np.corrcoef(out[b].ravel(), acts.sum(axis=0).ravel())[0, 1] < 0:
+            out[b] = -out[b]
+    return out
+
+
+def oriented_library(method):
+    """For Eigen-CAM, the library with its projection oriented (method.md §8); else as is."""
+    if method != "eigencam":
+        return contextlib.nullcontext()
+    return mock.patch("pytorch_grad_cam.eigen_cam.get_2d_projection", oriented_projection)
+
+
 def library(method, model, layer):
-    """The library's object, with 8 channels per forward pass (as the runs below)."""
+    """The library's object, with 8 channels per forward pass (as the runs below);
+    ``layer`` is one module or a list of them."""
+    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     if method == "ablationcam":
-        return AblationCAM(Logits(model), [layer], batch_size=8)
-    lib = LIBRARY[method](Logits(model), [layer])
+        return AblationCAM(Logits(model), layers, batch_size=8)
+    lib = LIBRARY[method](Logits(model), layers)
     if method == "scorecam":
         lib.batch_size = 8
     return lib
@@ -75,11 +98,12 @@ def library_raw(method, model, layer, x, label):
     the library resizes; and what the library's call returns."""
     lib = library(method, model, layer)
     targets = [ClassifierOutputTarget(label)] * len(x)
-    returned = lib(x, targets)
-    acts = lib.activations_and_grads.activations[0].numpy()
-    grads = (None if method in GRADIENT_FREE
-             else lib.activations_and_grads.gradients[0].numpy())
-    raw = np.maximum(lib.get_cam_image(x, layer, targets, acts, grads, False), 0)
+    with oriented_library(method):
+        returned = lib(x, targets)
+        acts = lib.activations_and_grads.activations[0].numpy()
+        grads = (None if method in GRADIENT_FREE
+                 else lib.activations_and_grads.gradients[0].numpy())
+        raw = np.maximum(lib.get_cam_image(x, layer, targets, acts, grads, False), 0)
     lib.activations_and_grads.release()
     size = tuple(x.shape[-2:])[::-1]
     return np.stack([cv2.resize(np.float32(m), size) for m in raw]), returned
@@ -117,8 +141,11 @@ def test_global_map_is_what_the_library_returns_on_the_same_input(method, model,
     small = cv2.resize(crop, (round(crop.shape[1] * f), round(crop.shape[0] * f)),
                        interpolation=cv2.INTER_AREA)
     x = model.normalize(torch.from_numpy(small).permute(2, 0, 1)[None])
-    lib = library(method, model, model.get_submodule(result.target_layer))
-    returned = lib(x, [ClassifierOutputTarget(model.labels.index("Mass"))])[0]
+    names = result.stats.settings.get("layers", [result.target_layer])
+    assert len(names) == (3 if method == "layercam" else 1)
+    lib = library(method, model, [model.get_submodule(n) for n in names])
+    with oriented_library(method):
+        returned = lib(x, [ClassifierOutputTarget(model.labels.index("Mass"))])[0]
     lib.activations_and_grads.release()
     expected = cv2.resize(returned, (x1 - x0, y1 - y0))
     saliency = result.get("saliency")
@@ -139,9 +166,11 @@ def test_global_map_is_what_the_library_returns_on_the_same_input(method, model,
 def test_window_maps_are_the_library_maps_of_each_window_alone(method, model, small_phantom):
     windows = phantom_windows(small_phantom, model)
     labels = ["Mass", "Asymmetries"]
-    raw = cam_windows(model, windows, method, labels=labels, device="cpu", batch_size=8)
+    one = {"layers": 1} if method == "layercam" else {}  # several stages: tested below
+    raw = cam_windows(model, windows, method, labels=labels, device="cpu", batch_size=8,
+                      **one)
     scaled = cam_windows(model, windows, method, labels=labels, scale="window",
-                         device="cpu", batch_size=8)
+                         device="cpu", batch_size=8, **one)
     assert raw.saliency.shape == (len(windows), 2, SIZE, SIZE)
     layer = model.get_submodule(raw.target_layer)
     for b in range(len(windows)):
@@ -154,6 +183,74 @@ def test_window_maps_are_the_library_maps_of_each_window_alone(method, model, sm
             np.testing.assert_allclose(raw.saliency[b, k], expected[0], rtol=1e-5,
                                        atol=1e-5 * peak)
             np.testing.assert_allclose(scaled.saliency[b, k], returned[0], atol=1e-5)
+
+
+def test_layercam_fuses_three_stages_as_the_library_does_on_the_same_layers(model,
+                                                                           small_phantom):
+    from napari_correlax.maps.cam_layers import stage_layers
+
+    windows = phantom_windows(small_phantom, model)
+    labels = ["Mass", "Asymmetries"]
+    names = stage_layers(model, "encoder.body.7", 3)
+    assert names == ["encoder.body.2", "encoder.body.5", "encoder.body.7"]  # ReLU of each
+    layers = [model.get_submodule(n) for n in names]
+    scaled = cam_windows(model, windows, "layercam", labels=labels, scale="window",
+                         device="cpu", batch_size=8)
+    raw = cam_windows(model, windows, "layercam", labels=labels, device="cpu", batch_size=8)
+    for b in range(len(windows)):
+        x = model.normalize(windows[b : b + 1])
+        for k, label in enumerate(labels):
+            c = model.labels.index(label)
+            # "window": the library called with the three layers returns the fused map.
+            lib = LayerCAM(Logits(model), layers)
+            returned = lib(x, [ClassifierOutputTarget(c)])[0]
+            lib.activations_and_grads.release()
+            np.testing.assert_allclose(scaled.saliency[b, k], returned, atol=1e-5)
+            # "raw": each layer's own library map (resized), as a density per input pixel
+            # (divided by the pixels one of its positions covers), averaged over layers.
+            density = []
+            for layer in layers:
+                up, _ = library_raw("layercam", model, layer, x, c)
+                lib1 = LayerCAM(Logits(model), [layer])
+                lib1(x, [ClassifierOutputTarget(c)])
+                h, w = lib1.activations_and_grads.activations[0].shape[-2:]
+                lib1.activations_and_grads.release()
+                density.append(up[0] * (h * w) / SIZE**2)
+            expected = np.mean(density, axis=0)
+            peak = float(expected.max())
+            assert peak > 0
+            np.testing.assert_allclose(raw.saliency[b, k], expected, rtol=1e-4,
+                                       atol=1e-5 * peak)
+    single = cam_windows(model, windows, "layercam", labels=labels, scale="window",
+                         layers=1, device="cpu", batch_size=8)
+    assert np.abs(single.saliency - scaled.saliency).max() > 0.05  # the stages matter
+
+
+def test_eigencam_map_is_unchanged_when_the_svd_flips_one_window(model, small_phantom):
+    import pytorch_grad_cam.eigen_cam as library_eigen
+
+    from napari_correlax import cam
+    from napari_correlax.maps import cam_engine
+
+    plain = library_eigen.get_2d_projection
+
+    def flip_first(activation_batch):
+        out = plain(activation_batch)
+        out[0] = -out[0]  # the other sign of the same SVD, for one window per batch
+        return out
+
+    def run():
+        return cam(small_phantom, model, "eigencam", labels=["Mass"], stride=32,
+                   device="cpu", batch_size=4).get("saliency")
+
+    reference = run()
+    with mock.patch.object(library_eigen, "get_2d_projection", flip_first):
+        flipped = run()
+        with mock.patch.object(cam_engine, "orient_projections", lambda p, a: p):
+            unoriented = run()
+    np.testing.assert_allclose(flipped, reference, rtol=1e-6, atol=1e-7, equal_nan=True)
+    # Without the orientation the same flip changes the map: the test can fail.
+    assert np.nanmax(np.abs(unoriented - reference)) > 1e-3
 
 
 @pytest.mark.parametrize("scale", ["raw", "window"])
@@ -281,6 +378,8 @@ def test_target_layer_by_name_is_the_module_the_maps_come_from(model, small_phan
     assert result.target_layer == "encoder.body.4"
     assert result.stats.settings["target_layer"] == "encoder.body.4"
     assert result.stats.settings["mode"] == "global"
+    assert result.stats.settings["mode_title"] == \
+        "global (64 px, out of the model's training scale)"
     default = cam(small_phantom, model, "layercam", mode="global", labels=["Mass"],
                   scale="window", global_size=64, device="cpu")
     assert default.target_layer == "encoder.body.7"
@@ -404,6 +503,8 @@ def test_bad_options_are_one_clear_error(model, small_phantom):
     for options, reason in [({"method": "gradcam+"}, "unknown CAM method"),
                             ({"mode": "tiles"}, "mode must be"),
                             ({"scale": "image"}, "scale must be"),
-                            ({"labels": ["Tumour"]}, "unknown labels")]:
+                            ({"labels": ["Tumour"]}, "unknown labels"),
+                            ({"layers": 2}, "only LayerCAM combines stages"),
+                            ({"method": "layercam", "layers": 0}, "at least 1 stage")]:
         with pytest.raises(CorrelaxError, match=reason):
             cam(small_phantom, model, **{"device": "cpu", **options})

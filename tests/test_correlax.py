@@ -307,14 +307,20 @@ def test_explain_maps_equal_window_results_stitched_by_hand(phantom):
     kernel = prep.grid.kernel()
     from scipy.signal import correlate2d
 
-    def smooth(m: np.ndarray) -> np.ndarray:
-        return np.stack([correlate2d(ch, kernel, mode="same") for ch in m])
+    # Normalised smoothing (docs/method.md §6): conv(G·E, K) / conv(E, K), NaN where 0.
+    mass = correlate2d(prep.active.astype(float), kernel, mode="same")
 
-    np.testing.assert_allclose(res.prediction, smooth(grid_of(win.prediction)), atol=1e-5)
-    np.testing.assert_allclose(res.correlation, smooth(grid_of(win.correlation)), atol=1e-4)
-    np.testing.assert_allclose(res.product, smooth(grid_of(win.product)), atol=1e-4)
-    np.testing.assert_allclose(res.distance, smooth(grid_of(win.distance[:, None]))[0],
-                               atol=1e-4)
+    def smooth(m: np.ndarray) -> np.ndarray:
+        num = np.stack([correlate2d(ch, kernel, mode="same") for ch in m])
+        return np.where(mass > 0, num / np.where(mass > 0, mass, 1.0), np.nan)
+
+    def close(got: np.ndarray, want: np.ndarray, atol: float) -> None:
+        np.testing.assert_allclose(got, want, atol=atol, equal_nan=True)
+
+    close(res.prediction, smooth(grid_of(win.prediction)), 1e-5)
+    close(res.correlation, smooth(grid_of(win.correlation)), 1e-4)
+    close(res.product, smooth(grid_of(win.product)), 1e-4)
+    close(res.distance, smooth(grid_of(win.distance[:, None]))[0], 1e-4)
     assert res.correlation.shape == (c, gy, gx)
     used = np.zeros(gy * gx, dtype=int)
     used[flat] = 64

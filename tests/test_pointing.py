@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_correlax.errors import CorrelaxError
 from napari_correlax.evaluate.pointing import (
     GROW_PX,
     RULES,
@@ -381,6 +382,26 @@ def test_a_one_cell_prediction_map_has_no_location_to_score():
 # --------------------------------------------------------------------------- uncertainty
 
 
+class _FixedRedraw:
+    """A stage-2 draw by hand: fixed fresh (correlation, half-width) per grid cell for
+    label ``c``, and the cells it was asked for."""
+
+    def __init__(self, n_labels, c, values):
+        self.c, self.n, self.values, self.asked = c, n_labels, values, []
+
+    def check_grid(self, result):
+        pass
+
+    def __call__(self, cells):
+        self.asked.append(list(cells))
+        out = []
+        for cell in cells:
+            rho, half = np.zeros(self.n), np.full(self.n, 0.05)
+            rho[self.c], half[self.c] = self.values[cell]
+            out.append((rho, half))
+        return out
+
+
 def test_correlation_verdicts_say_whether_the_peak_stands_out():
     """Interval fields by hand: GRID is 6 × 5 windows of 256 px at stride 48, so windows
     share no pixel once 6 cells apart; the runner-up is searched in a 12 × 12 grid."""
@@ -402,15 +423,64 @@ def test_correlation_verdicts_say_whether_the_peak_stands_out():
     box = [("Mass", 0, 0, 300, 300)]
     v = next(x for x in pointing_verdicts(result, box, "img") if x.map == "correlation")
     assert v.value == pytest.approx(0.6) and v.ci == pytest.approx(0.1)
-    assert v.nonzero is True
     assert (v.runner_up, v.runner_up_ci) == (pytest.approx(0.42), pytest.approx(0.05))
-    assert v.separated is True  # 0.6 − 0.1 = 0.5 > 0.42 + 0.05
-    half[c, 9, 3] = 0.09  # 0.42 + 0.09 = 0.51: the intervals overlap
-    half[c, 2, 2] = 0.65  # and the peak's interval reaches below 0
-    v = next(x for x in pointing_verdicts(result, box, "img") if x.map == "correlation")
+    # The flags are never tested on the masks that selected the peak: no second draw,
+    # no flags, however clear the first draw looks.
+    assert v.nonzero is None and v.separated is None
+    # Stage 2: fresh values at the two selected windows decide. Peak 0.55 ± 0.1 vs
+    # runner-up 0.30 ± 0.1: 0.45 > 0.40, apart; peak interval 0.45–0.65 excludes 0.
+    redraw = _FixedRedraw(len(LABELS), c, {(2, 2): (0.55, 0.1), (9, 3): (0.30, 0.1)})
+    v = next(x for x in pointing_verdicts(result, box, "img", redraw=redraw)
+             if x.map == "correlation")
+    assert redraw.asked == [[(2, 2), (9, 3)]]  # the map's peak and runner-up windows
+    assert v.nonzero is True and v.separated is True
+    assert v.value == pytest.approx(0.6) and v.ci == pytest.approx(0.1)  # the map's
+    # Fresh values that overlap (0.45 − 0.2 = 0.25 < 0.40 + 0.05) and reach 0: both False.
+    redraw = _FixedRedraw(len(LABELS), c, {(2, 2): (0.15, 0.2), (9, 3): (0.40, 0.05)})
+    v = next(x for x in pointing_verdicts(result, box, "img", redraw=redraw)
+             if x.map == "correlation")
     assert v.separated is False and v.nonzero is False
-    p = next(x for x in pointing_verdicts(result, box, "img") if x.map == "prediction")
+    p = next(x for x in pointing_verdicts(result, box, "img", redraw=redraw)
+             if x.map == "prediction")
     assert np.isnan(p.ci) and p.nonzero is None and p.separated is None
+
+
+def test_peak_redraw_is_an_independent_draw_at_the_chosen_windows(small_phantom):
+    import torch
+
+    from napari_correlax.evaluate.pointing import REDRAW_STREAM, PeakRedraw
+    from napari_correlax.maps import explain, explain_windows
+    from napari_correlax.maps.settings import MapSettings
+    from napari_correlax.maps.sliding import prepare_image
+    from napari_correlax.models.classifier import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier("tiny", input_size=64).eval()
+    settings = MapSettings(method="correlax", masks=64, min_masks=64, adaptive=False,
+                           focus=False, stride=64, seed=3, device="cpu")
+    result = explain(small_phantom, model, masks=64, min_masks=64, adaptive=False,
+                     focus=False, stride=64, seed=3, device="cpu")
+    redraw = PeakRedraw(small_phantom, model, settings)
+    redraw.check_grid(result)
+    cells = [result.peak_cell("correlation", "Mass"), (0, 0)]
+    fresh = redraw(cells)
+    # Independently: the two windows cut by hand, explain_windows with the first draw's
+    # seed and with the seed of the second stream.
+    prep = prepare_image(small_phantom, model, stride=64)
+    gx = prep.grid.shape[1]
+    flat = np.asarray([i * gx + j for i, j in cells])
+    crops = torch.from_numpy(prep.windows(flat)).permute(0, 3, 1, 2)
+    seed2 = int(np.random.SeedSequence((3, REDRAW_STREAM)).generate_state(1)[0])
+    second = explain_windows(model, crops, masks=64, seed=seed2, min_masks=64)
+    first = explain_windows(model, crops, masks=64, seed=3, min_masks=64)
+    for k in range(2):
+        np.testing.assert_allclose(fresh[k][0], second.correlation[k], atol=1e-6)
+        np.testing.assert_allclose(fresh[k][1], second.correlation_ci[k], atol=1e-6)
+    assert np.abs(fresh[0][0] - first.correlation[0]).max() > 1e-3  # other masks
+    other = MapSettings(method="correlax", masks=64, min_masks=64, adaptive=False,
+                        stride=48, seed=3, device="cpu")
+    with pytest.raises(CorrelaxError, match="another window grid"):
+        PeakRedraw(small_phantom, model, other).check_grid(result)
 
 
 def test_no_interval_fields_without_a_confidence_map():

@@ -70,12 +70,18 @@ def brute_force_maps(img, model, stride, min_tissue, reach="border"):
                 raw[:, i, j] = model(model.normalize(x))[0].numpy()
     k = iou_kernel(s, stride)
     rad = k.shape[0] // 2
-    smooth = np.zeros_like(raw)
+    # Normalised smoothing (docs/method.md §6): the kernel-weighted mean over the evaluated
+    # windows within reach; NaN where there are none.
+    smooth = np.full_like(raw, np.nan)
+    weight = np.pad(evaluated.astype(np.float64), rad)
     for c in range(raw.shape[0]):
         padded = np.pad(raw[c], rad)
         for i in range(raw.shape[1]):
             for j in range(raw.shape[2]):
-                smooth[c, i, j] = (padded[i : i + 2 * rad + 1, j : j + 2 * rad + 1] * k).sum()
+                w = weight[i : i + 2 * rad + 1, j : j + 2 * rad + 1] * k
+                if w.sum() > 0:
+                    smooth[c, i, j] = (padded[i : i + 2 * rad + 1, j : j + 2 * rad + 1]
+                                       * w).sum() / w.sum()
     return rows[0], cols[0], smooth, evaluated
 
 
@@ -88,7 +94,7 @@ def test_prediction_maps_equal_brute_force_loop(tiny, reach):
     assert result.origin == (r0, c0)
     assert result.window == 64 and result.stride == 16
     np.testing.assert_array_equal(result.window_mask, evaluated)
-    np.testing.assert_allclose(result.prediction, expected, atol=2e-5)
+    np.testing.assert_allclose(result.prediction, expected, atol=2e-5, equal_nan=True)
     assert result.prediction.shape == (3, *result.grid.shape)
     assert 0 < evaluated.sum() < evaluated.size  # some background windows were skipped
 
@@ -215,3 +221,43 @@ def test_keyword_options_are_settings_fields(tiny):
     settings = MapSettings.for_call("prediction", {"stride": 16, "runtime": runtime})
     assert settings == MapSettings(method="prediction", stride=16, device="cpu", batch_size=5,
                                    threads=1)
+
+
+class _ConstantModel(torch.nn.Module):
+    """A stand-in classifier whose output ignores the image: ŷ = 0.7 for every label,
+    and a constant feature vector."""
+
+    labels = ("No Finding", "Mass", "Calc")
+    input_size = 64
+
+    def normalize(self, x):
+        return x
+
+    def features(self, x):
+        return torch.ones((x.shape[0], 4), dtype=x.dtype) + 0.0 * x.mean(dim=(1, 2, 3))[:, None]
+
+    def head(self, h):
+        return torch.full((h.shape[0], len(self.labels)), 0.7, dtype=h.dtype)
+
+
+@pytest.mark.parametrize("reach", ["border", "inside"])
+def test_constant_model_draws_its_constant_up_to_the_border(reach):
+    from napari_correlax.maps import explain
+
+    img = ellipse_image()
+    result = predict(img, _ConstantModel(), stride=16, device="cpu", min_tissue=0.2,
+                     reach=reach)
+    mask = result.window_mask
+    assert 0 < mask.sum() < mask.size  # skipped windows next to evaluated ones
+    reached = np.isfinite(result.prediction[0])
+    assert reached[mask].all()
+    np.testing.assert_allclose(result.prediction[:, reached], 0.7, rtol=1e-6)
+    # CorRELAX over the same grid: the prediction map, and the correlation maps of a
+    # model whose output never changes (constant series: 0), are constant too.
+    res = explain(img, _ConstantModel(), stride=16, device="cpu", min_tissue=0.2,
+                  reach=reach, masks=32, min_masks=32, adaptive=False, focus=False)
+    np.testing.assert_array_equal(np.isfinite(res.prediction[0]), reached)
+    np.testing.assert_allclose(res.prediction[:, reached], 0.7, rtol=1e-6)
+    for name in ("correlation", "product"):
+        np.testing.assert_allclose(res.get(name)[:, reached], 0.0, atol=1e-7)
+    np.testing.assert_allclose(res.distance[reached], 0.0, atol=1e-7)

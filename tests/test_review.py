@@ -394,7 +394,7 @@ def test_cache_key_names_the_checkpoint_and_changes_with_map_settings(data, tmp_
                                                                       checkpoint):
     review, _ = opened(data, tmp_path / "work", checkpoint, settings=MapSettings(stride=64))
     fingerprint = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
-    fields = {"model": fingerprint, **MapSettings(stride=64).map_fields()}
+    fields = {"model": fingerprint, "definition": 2, **MapSettings(stride=64).map_fields()}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     assert review.key == f"reader-{digest.hexdigest()[:12]}"
     first = review.key

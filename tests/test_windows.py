@@ -47,19 +47,53 @@ def test_single_hot_window_stays_centred():
     assert out[0].max() == 0 and out[2].max() == 0
 
 
-def test_smoothing_equals_direct_sum():
-    rng = np.random.default_rng(0)
-    g = rng.random((7, 6))
-    k = iou_kernel(64, 16)
+def brute_force_normalised(g: np.ndarray, k: np.ndarray, evaluated: np.ndarray) -> np.ndarray:
+    """Σ K·G over evaluated neighbours ÷ Σ K over the same neighbours, cell by cell."""
     r = k.shape[0] // 2
-    expected = np.zeros_like(g)
+    out = np.full(g.shape, np.nan)
     for i in range(g.shape[0]):
         for j in range(g.shape[1]):
+            num = den = 0.0
             for a in range(-r, r + 1):
                 for b in range(-r, r + 1):
-                    if 0 <= i + a < g.shape[0] and 0 <= j + b < g.shape[1]:
-                        expected[i, j] += k[r + a, r + b] * g[i + a, j + b]
-    np.testing.assert_allclose(smooth_map(g, k), expected, rtol=1e-6)
+                    y, x = i + a, j + b
+                    if 0 <= y < g.shape[0] and 0 <= x < g.shape[1] and evaluated[y, x]:
+                        num += k[r + a, r + b] * g[y, x]
+                        den += k[r + a, r + b]
+            if den > 0:
+                out[i, j] = num / den
+    return out
+
+
+def test_smoothing_equals_brute_force_normalised_sum():
+    rng = np.random.default_rng(0)
+    g = rng.random((9, 8))
+    k = iou_kernel(64, 16)
+    evaluated = rng.random(g.shape) > 0.4
+    evaluated[:, 5:] = False  # a band of skipped windows, wider than the kernel's reach
+    g_with_junk = np.where(evaluated, g, 99.0)  # skipped windows' values must not count
+    expected = brute_force_normalised(g, k, evaluated)
+    out = smooth_map(g_with_junk, k, evaluated)
+    assert np.isnan(expected).any()  # the far side of the band is out of reach
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    np.testing.assert_allclose(out, expected, rtol=1e-6, equal_nan=True)
+    # Without a mask every window counts, the grid's edge included.
+    full = brute_force_normalised(g, k, np.ones(g.shape, dtype=bool))
+    np.testing.assert_allclose(smooth_map(g, k), full, rtol=1e-6)
+
+
+def test_constant_map_stays_constant_up_to_the_border():
+    k = iou_kernel(256, 48)
+    evaluated = np.zeros((12, 10), dtype=bool)
+    evaluated[2:10, 1:7] = True
+    evaluated[2, 1] = False  # a corner of the breast
+    g = np.where(evaluated, 0.7, 0.0)
+    out = smooth_map(g, k, evaluated)
+    reached = np.isfinite(out)
+    assert reached[evaluated].all()
+    np.testing.assert_allclose(out[reached], 0.7, rtol=1e-6)
+    # Cells more than two steps (the kernel's reach) from every evaluated window: empty.
+    assert np.isnan(out[:, 9]).all() and not np.isnan(out[:, 8]).any()
 
 
 def test_layer_transform_puts_each_cell_on_its_window_centre():

@@ -19,7 +19,9 @@ which is what napari's ``scale``/``translate`` can express exactly.
 
 The aggregation kernel (docs/method.md §6) has offsets ``k·stride`` for integer ``k`` with
 ``|k·stride| ≤ window/2`` — symmetric and including 0 — and weights
-``IoU(window, window shifted by (dy, dx))`` normalised to sum 1.
+``IoU(window, window shifted by (dy, dx))`` normalised to sum 1. Smoothing divides by the
+kernel mass of the evaluated windows (:func:`smooth_map`), so maps are not damped at the
+grid's edge or next to skipped windows.
 """
 
 from __future__ import annotations
@@ -47,17 +49,38 @@ def iou_kernel(window: int, stride: int) -> np.ndarray:
     return (iou / iou.sum()).astype(np.float64)
 
 
-def smooth_map(values: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """``conv2d(values, kernel)`` with zero 'same' padding over the last two axes.
+def smooth_map(
+    values: np.ndarray, kernel: np.ndarray, evaluated: np.ndarray | None = None
+) -> np.ndarray:
+    """Normalised kernel smoothing of ``(..., gy, gx)`` window-grid values (docs/method.md §6).
 
-    ``values`` is ``(..., gy, gx)`` on the window grid; the result has the same shape
-    and dtype float32. The kernel is symmetric, so correlation and convolution agree.
+    ``P = conv2d(G·E, K) / conv2d(E, K)`` over the last two axes, with ``E`` the
+    ``(gy, gx)`` mask of evaluated windows (``evaluated``; None: every window) and zero
+    padding outside the grid: each cell is the kernel-weighted mean of the evaluated
+    windows within the kernel's reach, so neither the grid's edge nor skipped windows pull
+    it towards 0, and a constant over the evaluated windows stays that constant. Values
+    of skipped windows are ignored. Cells that no evaluated window reaches are NaN. The
+    result has ``values``' shape and dtype float32; the kernel is symmetric, so
+    correlation and convolution agree.
     """
     from scipy.ndimage import correlate
 
     arr = np.asarray(values, dtype=np.float64)
+    grid_shape = arr.shape[-2:]
+    if evaluated is None:
+        weight = np.ones(grid_shape, dtype=np.float64)
+    else:
+        weight = np.asarray(evaluated, dtype=bool).astype(np.float64)
+        if weight.shape != grid_shape:
+            raise ValueError(f"evaluated mask {weight.shape} does not match the grid {grid_shape}")
+    mass = correlate(weight, kernel, mode="constant", cval=0.0)
     k = kernel.reshape((1,) * (arr.ndim - 2) + kernel.shape)
-    out = correlate(arr, k, mode="constant", cval=0.0)
+    total = correlate(np.where(weight > 0, arr, 0.0), k, mode="constant", cval=0.0)
+    # Every kernel weight is positive, so the mass is exactly 0 only where no evaluated
+    # window is within reach (a sum of exact zeros).
+    reached = mass > 0.0
+    out = np.full(arr.shape, np.nan, dtype=np.float64)
+    np.divide(total, mass, out=out, where=np.broadcast_to(reached, arr.shape))
     return out.astype(np.float32)
 
 
@@ -153,9 +176,10 @@ class WindowGrid:
         """The docs/method.md §6 IoU kernel for this grid's window and stride."""
         return iou_kernel(self.window, self.stride)
 
-    def smooth(self, values: np.ndarray) -> np.ndarray:
-        """Apply the IoU kernel to ``(..., gy, gx)`` values (see :func:`smooth_map`)."""
-        return smooth_map(values, self.kernel())
+    def smooth(self, values: np.ndarray, evaluated: np.ndarray | None = None) -> np.ndarray:
+        """Normalised IoU-kernel smoothing of ``(..., gy, gx)`` values over the windows
+        in ``evaluated`` (``(gy, gx)`` bool; None: all), see :func:`smooth_map`."""
+        return smooth_map(values, self.kernel(), evaluated)
 
     def layer_transform(
         self, spacing_mm: tuple[float, float] | None = None

@@ -74,7 +74,8 @@ TOOLTIPS: dict[str, str] = {
     "laterality": "GMIC: which breast (GMIC mirrors right breasts); auto reads the file's "
                   "laterality, else finds the chest wall side",
     "mode": "Grad-CAM family: per 256 px window at full resolution, stitched (windowed), "
-            "or once on the whole breast resized to 512 px (global, as in the literature)",
+            "or once on the whole breast resized to 512 px: global (512 px, out of the "
+            "model's training scale), as in the literature",
     "device": "Where the model runs: auto picks a GPU when there is one",
     "batch_size": "Windows per forward pass of the prediction pass (larger: faster on GPUs, "
                   "more memory)",

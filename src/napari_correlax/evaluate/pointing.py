@@ -32,17 +32,27 @@ Choices the method reference (docs/method.md) leaves open, written down here:
   no accuracy (``None``).
 * **Uncertainty of the maximum.** For maps with confidence intervals (the correlation
   map, whose ``correlation_ci`` map holds the half-width of each value's 95 % interval
-  for lack of masks, docs/method.md §7) a verdict also says whether the maximum is
-  *distinguishable from 0* (its interval excludes 0: ``|value| > ci``) and from the
-  *runner-up*: the largest value among the evaluated windows that share no pixel with
-  the maximum's window (grid distance ≥ ``ceil(window / stride)`` cells in row or
-  column), i.e. the best competing place elsewhere in the image. The two are told
-  apart when their intervals do not overlap (``value − ci > runner_up + runner_up_ci``).
-  Both windows use the same masks, so their errors are not independent; non-overlap is
-  a valid test at the 5 % level whatever that dependence, because the standard error of
-  a difference never exceeds the sum of the two standard errors. These fields only
-  describe the masks' Monte Carlo error, not how the image was sampled; they do not
-  change ``hit``.
+  for lack of masks, docs/method.md §7) a verdict gives the maximum's half-width ``ci``
+  and the *runner-up*: the largest value among the evaluated windows that share no pixel
+  with the maximum's window (grid distance ≥ ``ceil(window / stride)`` cells in row or
+  column), i.e. the best competing place elsewhere in the image, with its half-width.
+  These describe the map as drawn.
+* **Two stages for the flags.** Whether the maximum is *distinguishable from 0*
+  (``nonzero``: its interval excludes 0) and from the runner-up (``separated``: the two
+  intervals do not overlap) is **not** read off the same masks that chose the two
+  windows: the arg-max of hundreds of windows is, by selection, a window whose masks
+  happened to push it up, and a 5 % test on the values that selected it would be
+  inflated. The map selects the two windows (stage 1); a second, independent draw of
+  masks at those two windows alone (stage 2, :class:`PeakRedraw`, a new seed stream)
+  gives fresh correlations and half-widths, and the flags test those:
+  ``nonzero = |ρ₂(peak)| > ci₂(peak)``, ``separated = ρ₂(peak) − ci₂(peak) >
+  ρ₂(runner-up) + ci₂(runner-up)``. Both windows of stage 2 use the same masks, so their
+  errors are not independent; non-overlap is a valid test at the 5 % level whatever
+  that dependence, because the standard error of a difference never exceeds the sum of
+  the two standard errors. Without a second draw (``pointing_verdicts(...,
+  redraw=None)``, e.g. from stored maps alone) both flags are None: not tested. The
+  fields only describe the masks' Monte Carlo error, not how the image was sampled; they
+  do not change ``hit``.
 
 Two means (per rule):
 
@@ -72,14 +82,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..boxes import as_boxes
+from ..errors import CorrelaxError
 from ..labels import NO_FINDING, lesion_labels
 
 if TYPE_CHECKING:
+    from ..io.image import Mammogram
     from ..maps.result import MapResult
+    from ..maps.settings import MapSettings
+    from ..models.protocols import ImageModelLike
 
 __all__ = [
     "GROW_PX",
+    "REDRAW_STREAM",
     "RULES",
+    "PeakRedraw",
     "PointingRule",
     "PointingTable",
     "Verdict",
@@ -95,6 +111,10 @@ __all__ = [
 
 #: Tolerance around every box, pixels on each side (paper §3.5: "an offset of 48 pixels").
 GROW_PX = 48.0
+
+#: Second entry of the seed sequence ``(seed, REDRAW_STREAM)`` of the stage-2 masks
+#: (:class:`PeakRedraw`): a stream independent of the map's own masks.
+REDRAW_STREAM = 2
 
 
 @dataclass(frozen=True)
@@ -164,9 +184,11 @@ class Verdict:
 
     For maps with confidence intervals (module docstring, "Uncertainty of the maximum";
     NaN / None otherwise): ``ci`` is the half-width of the maximum's 95 % interval,
-    ``nonzero`` whether that interval excludes 0, ``runner_up`` and ``runner_up_ci`` the
-    value and half-width of the best window that shares no pixel with the maximum's
-    (NaN when there is none) and ``separated`` whether the two intervals do not overlap.
+    ``runner_up`` and ``runner_up_ci`` the value and half-width of the best window that
+    shares no pixel with the maximum's (NaN when there is none), all as on the map.
+    ``nonzero`` (the peak window's interval excludes 0) and ``separated`` (its interval
+    and the runner-up's do not overlap) come from the second, independent mask draw at
+    those two windows (module docstring, "Two stages"); None when there was none.
     """
 
     image_id: str
@@ -231,8 +253,67 @@ def runner_up_cell(result: MapResult, name: str, label: str | None = None
     return int(k), int(m)
 
 
-def _interval_fields(result: MapResult, name: str, label: str) -> dict[str, Any]:
-    """The :class:`Verdict` uncertainty fields of one map's maximum (empty without)."""
+class PeakRedraw:
+    """Stage 2 of the peak flags (module docstring, "Two stages"): CorRELAX again at a few
+    windows of an image's grid, with masks from an independent seed stream.
+
+    ``image``, ``model`` and ``settings`` are those the map was made with (the window
+    grid must come out the same; ``settings`` gives stride, reach, minimum tissue and the
+    mask settings: ``masks``, ``adaptive``, ``min_masks``, ``tolerance``, ``design``,
+    ``mask_batch``). The masks' seed is drawn from ``SeedSequence((settings.seed,
+    REDRAW_STREAM))``. Calling it with grid cells gives, per cell, the window's fresh
+    ``(correlation, half-width)`` arrays over the model's labels (the raw window values,
+    before the §6 kernel). Cells are computed once and remembered.
+    """
+
+    def __init__(self, image: Mammogram | np.ndarray, model: ImageModelLike,
+                 settings: MapSettings) -> None:
+        from ..maps.sliding import prepare_image
+
+        self.model = model
+        self.settings = settings
+        self.prep = prepare_image(image, model, stride=settings.stride,
+                                  min_tissue=settings.min_tissue, reach=settings.reach)
+        state = np.random.SeedSequence((int(settings.seed), REDRAW_STREAM)).generate_state(1)
+        self.seed = int(state[0])
+        self._done: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, cells: Sequence[tuple[int, int]]
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+        import torch
+
+        from ..maps.correlax import explain_windows
+
+        todo = [c for c in dict.fromkeys(tuple(map(int, c)) for c in cells)
+                if c not in self._done]
+        if todo:
+            gx = self.prep.grid.shape[1]
+            flat = np.asarray([i * gx + j for i, j in todo])
+            crops = torch.from_numpy(self.prep.windows(flat)).permute(0, 3, 1, 2)
+            s = self.settings
+            fresh = explain_windows(
+                self.model, crops, masks=int(s.masks), seed=self.seed,
+                adaptive=bool(s.adaptive), batch_size=int(s.mask_batch),
+                min_masks=s.mask_floor, tolerance=float(s.tolerance), design=s.design,
+                runtime=s.runtime())
+            for k, cell in enumerate(todo):
+                self._done[cell] = (fresh.correlation[k].astype(np.float64),
+                                    fresh.correlation_ci[k].astype(np.float64))
+        return [self._done[tuple(map(int, c))] for c in cells]
+
+    def check_grid(self, result: MapResult) -> None:
+        """CorrelaxError unless ``result`` was made on this image's window grid."""
+        if self.prep.grid != result.grid:
+            raise CorrelaxError(
+                "the second mask draw lays another window grid than the map's "
+                f"({self.prep.grid.shape} vs {result.grid.shape} windows): use the image, "
+                "model and settings the map was made with")
+
+
+def _interval_fields(result: MapResult, name: str, label: str,
+                     redraw: PeakRedraw | None = None) -> dict[str, Any]:
+    """The :class:`Verdict` uncertainty fields of one map's maximum (empty without);
+    the flags only with a stage-2 ``redraw`` of the correlation map."""
     from ..maps.kinds import kind as map_kind
 
     spec = map_kind(name)
@@ -242,13 +323,20 @@ def _interval_fields(result: MapResult, name: str, label: str) -> dict[str, Any]
     c = result.label_index(label)
     values = result.get(name)[c]
     half = half[c]
-    i, j = result.peak_cell(name, label)
-    value, ci = float(values[i, j]), float(half[i, j])
-    out: dict[str, Any] = {"ci": ci, "nonzero": bool(abs(value) > ci)}
+    peak = result.peak_cell(name, label)
+    out: dict[str, Any] = {"ci": float(half[peak])}
     other = runner_up_cell(result, name, label)
     if other is not None:
-        r, r_ci = float(values[other]), float(half[other])
-        out.update(runner_up=r, runner_up_ci=r_ci, separated=bool(value - ci > r + r_ci))
+        out.update(runner_up=float(values[other]), runner_up_ci=float(half[other]))
+    if redraw is None or name != "correlation":
+        return out
+    cells = [peak] if other is None else [peak, other]
+    fresh = redraw(cells)
+    value, ci = fresh[0][0][c], fresh[0][1][c]
+    out["nonzero"] = bool(abs(value) > ci)
+    if other is not None:
+        r, r_ci = fresh[1][0][c], fresh[1][1][c]
+        out["separated"] = bool(value - ci > r + r_ci)
     return out
 
 
@@ -259,6 +347,7 @@ def pointing_verdicts(
     *,
     rules: Sequence[PointingRule] = RULES,
     grow: float = GROW_PX,
+    redraw: PeakRedraw | None = None,
 ) -> list[Verdict]:
     """Pointing-game verdicts of one image: one per (ground-truth label, rule).
 
@@ -270,12 +359,16 @@ def pointing_verdicts(
         image_id: copied into the verdicts.
         rules: which maps and tests to score (default: Table 4's three).
         grow: tolerance in pixels on every side of each box.
+        redraw: stage 2 of the peak flags (:class:`PeakRedraw` of the same image, model
+            and settings); None leaves ``nonzero`` and ``separated`` untested (None).
 
     Labels follow the result's label order; "No Finding" and labels the result does not
     have are skipped, and so are rules whose map the result lacks (a prediction-only
     result gives no correlation verdicts) or whose map has no location (a grid of one
     cell: the image-level prediction of a global-mode CAM run).
     """
+    if redraw is not None:
+        redraw.check_grid(result)
     by_label: dict[str, list[tuple[float, float, float, float]]] = {}
     for box in as_boxes(boxes):
         by_label.setdefault(box.label, []).append(box.corners)
@@ -293,7 +386,7 @@ def pointing_verdicts(
                 image_id=image_id, label=label, rule=rule.name, map=rule.map,
                 value=float(value), row=float(row), col=float(col), inside=inside,
                 hit=bool(inside and rule.passes(value)), boxes=len(label_boxes),
-                **_interval_fields(result, rule.map, label),
+                **_interval_fields(result, rule.map, label, redraw),
             ))
     return out
 

@@ -14,7 +14,8 @@ and map settings the maps came from (rows of different settings are different ro
 ``time`` when the reader last changed the row (ISO 8601, UTC). For maps with confidence
 intervals (the correlation map) ``ci``, ``nonzero``, ``runner_up``, ``runner_up_ci`` and
 ``separated`` say whether the maximum stands out from 0 and from the best other place
-(:class:`~.pointing.Verdict`); they are empty for other maps, and files written before
+(:class:`~.pointing.Verdict`; the two flags from a second, independent mask draw at the
+two windows, empty without one); they are empty for other maps, and files written before
 these columns existed read with them empty.
 
 Images without findings get rows labelled "No Finding" (a hit when the map raises no

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .runtime import Progress
 
 __all__ = [
+    "MAP_DEFINITION",
     "ResultCache",
     "checkpoint_fingerprint",
     "image_maps_steps",
@@ -88,18 +89,26 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
+#: Version of the maps' definitions, part of every cache key: raised whenever a map
+#: changes meaning (2: normalised smoothing of grid maps, oriented Eigen-CAM, LayerCAM over
+#: three stages), so maps of an older definition are computed again, never reused.
+MAP_DEFINITION = 2
+
+
 def settings_key(model: nn.Module | str | os.PathLike[str] | None, settings: MapSettings) -> str:
     """Cache folder name: ``<checkpoint name>-<12 hex digits>`` of weights + settings.
 
     ``model`` is a loaded model or a checkpoint path (None: the default model). The
-    digits hash the model's fingerprint and :meth:`MapSettings.map_fields`: every field
-    that changes the method's maps, and none that only changes speed.
+    digits hash the model's fingerprint, :data:`MAP_DEFINITION` and
+    :meth:`MapSettings.map_fields`: every field that changes the method's maps, and none
+    that only changes speed.
     """
     if model is None or isinstance(model, (str, os.PathLike)):
         name, fingerprint = checkpoint_fingerprint(model)
     else:
         name, fingerprint = model_fingerprint(model)
-    fields: dict[str, Any] = {"model": fingerprint, **settings.map_fields()}
+    fields: dict[str, Any] = {"model": fingerprint, "definition": MAP_DEFINITION,
+                              **settings.map_fields()}
     doc = json.dumps(fields, sort_keys=True, default=str)
     return f"{_slug(name)}-{hashlib.sha256(doc.encode()).hexdigest()[:12]}"
 

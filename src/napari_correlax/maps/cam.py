@@ -69,6 +69,7 @@ __all__ = [
     "cam_steps",
     "cam_windows",
     "global_input",
+    "mode_title",
 ]
 
 #: Long side of the down-sampled breast region in global mode, pixels.
@@ -76,10 +77,22 @@ DEFAULT_GLOBAL_SIZE = 512
 MODES = ("windowed", "global")
 
 
+def mode_title(mode: str, global_size: int = DEFAULT_GLOBAL_SIZE) -> str:
+    """How docks and tables name a CAM mode. Global mode says what it is: the classifier,
+    trained on 256 px crops at full resolution, sees the whole breast shrunk to
+    ``global_size`` px, a scale it never saw (docs/method.md §8)."""
+    if mode == "global":
+        return f"global ({int(global_size)} px, out of the model's training scale)"
+    if mode == "windowed":
+        return "windowed (full-resolution windows, stitched)"
+    raise CorrelaxError(f"mode must be one of {MODES}, not {mode!r}")
+
+
 def cam(image: Mammogram | np.ndarray, model: ImageModelLike, method: str = "gradcam", *,
         mode: str = "windowed", labels: Sequence[str] | None = None, scale: str = "raw",
         stride: int = DEFAULT_STRIDE, target_layer: str | None = None,
-        global_size: int = DEFAULT_GLOBAL_SIZE, **overrides: Any) -> MapResult:
+        global_size: int = DEFAULT_GLOBAL_SIZE, layers: int | None = None,
+        **overrides: Any) -> MapResult:
     """CAM-family saliency maps of a mammogram (docs/method.md §8, §12).
 
     Parameters
@@ -108,6 +121,9 @@ def cam(image: Mammogram | np.ndarray, model: ImageModelLike, method: str = "gra
         None: the backbone's last convolutional stage.
     global_size:
         Long side of the down-sampled breast region in global mode, pixels.
+    layers:
+        LayerCAM only: how many backbone stages it combines, ending at the target layer
+        (None: :data:`~.cam_engine.LAYERCAM_STAGES`, 3; 1: the target layer alone).
     overrides:
         Other :class:`~napari_correlax.maps.settings.MapSettings` fields: ``reach``,
         ``min_tissue`` (§6), and ``device``, ``precision``, ``batch_size``, ``threads``, or
@@ -119,7 +135,7 @@ def cam(image: Mammogram | np.ndarray, model: ImageModelLike, method: str = "gra
     described in the module docstring and ``target_layer`` names the module used.
     """
     options = {"mode": mode, "scale": scale, "target_layer": target_layer,
-               "global_size": global_size}
+               "global_size": global_size, **({"layers": layers} if layers is not None else {})}
     settings = MapSettings.for_call(method, {**overrides, "stride": stride, "options": options})
     return drain(cam_steps(image, model, settings, labels=labels))
 
@@ -189,7 +205,8 @@ def cam_steps(
                                min_tissue=settings.min_tissue, reach=settings.reach)
     yield Progress("prepare", 1, 1)
     model = rt.prepare_model(model)
-    engine = CamEngine(model, method, settings.option("target_layer"), index, rt)
+    engine = CamEngine(model, method, settings.option("target_layer"), index, rt,
+                       stages=settings.option("layers"), scale=scale)
     seconds = {"prepare": round(time.perf_counter() - t0, 3)}
     try:
         if mode == "global":
@@ -202,8 +219,10 @@ def cam_steps(
     result.target_layer = engine.layer_name
     result.stats = RunStats(
         method=method,
-        settings={"method": method, "mode": mode, "scale": scale,
+        settings={"method": method, "mode": mode,
+                  "mode_title": mode_title(mode, global_size), "scale": scale,
                   "target_layer": engine.layer_name, "labels": list(result.labels),
+                  **({"layers": list(engine.stage_names)} if method == "layercam" else {}),
                   **({"global_size": int(global_size)} if mode == "global" else {})},
         model=str(getattr(model, "checkpoint_path", model.__class__.__name__)),
         backbone=getattr(model, "backbone_name", None), device=rt.device,
@@ -229,6 +248,13 @@ def _run(engine: CamEngine, x: Any, done: int, total: int
         steps.close()
 
 
+def _at_input_size(engine: CamEngine, maps: np.ndarray, shape: tuple[int, int],
+                   scale: str) -> np.ndarray:
+    """:func:`~.cam_stitch.to_input_size`, unless the engine fused several stages (its
+    maps are then at the input's size and in ``scale`` already)."""
+    return maps if engine.fused else to_input_size(maps, shape, scale)
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))).astype(np.float32)
 
@@ -251,7 +277,9 @@ def _windowed(prep: Any, model: Any, engine: CamEngine, scale: str,
         maps, logits[flat] = yield from _run(engine, x, done, total)
         t1 = time.perf_counter()
         n, b, h, w = maps.shape
-        if scale == "raw":
+        if engine.fused:
+            stitcher.add(corners[flat], maps)  # already at the window's size and scale
+        elif scale == "raw":
             stitcher.add_lowres(corners[flat], maps)
         else:
             up = to_input_size(maps.reshape(n * b, h, w), (s, s), scale)
@@ -272,7 +300,7 @@ def _windowed(prep: Any, model: Any, engine: CamEngine, scale: str,
     seconds["cam"] = round(time.perf_counter() - t0 - stitching, 3)
     seconds["stitch"] = round(stitching, 3)
     return MapResult(
-        labels=[], grid=grid, prediction=grid_maps(grid, probabilities),
+        labels=[], grid=grid, prediction=grid_maps(grid, probabilities, prep.active),
         window_mask=prep.active, spacing_mm=prep.spacing_mm, meta=dict(prep.meta),
         extra={"saliency": saliency},
         stats=RunStats(roi_box=list(prep.roi.box), windows_total=int(grid.n_windows),
@@ -330,7 +358,8 @@ def _global(inputs: GlobalInput, model: Any, engine: CamEngine, scale: str,
         yield Progress("global", 1, 1)
     n = maps.shape[0]
     # As the library: to the input's size; then onto the breast region.
-    at_input = to_input_size(maps.reshape(n, *maps.shape[2:]), inputs.image.shape[:2], scale)
+    at_input = _at_input_size(engine, maps.reshape(n, *maps.shape[2:]),
+                              inputs.image.shape[:2], scale)
     y0, x0, y1, x1 = inputs.roi.box
     saliency = np.full((n, *inputs.pixels.shape), np.nan, dtype=np.float32)
     saliency[:, y0:y1, x0:x1] = upsample(at_input, (y1 - y0, x1 - x0))
@@ -365,11 +394,12 @@ class WindowCams:
 
 def cam_windows(model: ImageModelLike, windows: Any, method: str = "gradcam", *,
                 labels: Sequence[str] | None = None, scale: str = "raw",
-                target_layer: str | None = None, runtime: Runtime | None = None,
-                **runtime_options: Any) -> WindowCams:
+                target_layer: str | None = None, layers: int | None = None,
+                runtime: Runtime | None = None, **runtime_options: Any) -> WindowCams:
     """The maps the windowed mode stitches, for windows the caller cut: ``windows`` is
     ``(B, 3, S, S)`` fused RGB in [0, 1] (image space; the model normalises them), a
-    tensor or array. Each map is upsampled to ``S × S`` as in :func:`cam`."""
+    tensor or array. Each map is upsampled to ``S × S`` as in :func:`cam`; ``layers``
+    as there."""
     import torch
 
     _checked(method, "windowed", scale, DEFAULT_GLOBAL_SIZE)
@@ -381,7 +411,7 @@ def cam_windows(model: ImageModelLike, windows: Any, method: str = "gradcam", *,
     x = windows if torch.is_tensor(windows) else torch.from_numpy(
         np.asarray(windows, dtype=np.float32))
     x_all = model.normalize(x.float().to(rt.device))
-    engine = CamEngine(model, method, target_layer, index, rt)
+    engine = CamEngine(model, method, target_layer, index, rt, stages=layers, scale=scale)
     step = 1 if engine.steps_forward else rt.batch_size
     size = x_all.shape[-2:]
     parts, logit_parts = [], []
@@ -389,8 +419,8 @@ def cam_windows(model: ImageModelLike, windows: Any, method: str = "gradcam", *,
         for i in range(0, len(x_all), step):
             maps, logits = drain(_run(engine, x_all[i : i + step], 0, 0))
             n, b, h, w = maps.shape
-            up = to_input_size(maps.reshape(n * b, h, w), (int(size[0]), int(size[1])),
-                               scale).reshape(n, b, *size)
+            up = _at_input_size(engine, maps.reshape(n * b, h, w),
+                                (int(size[0]), int(size[1])), scale).reshape(n, b, *size)
             parts.append(np.repeat(up, len(index), axis=0) if engine.label_free else up)
             logit_parts.append(logits)
     finally:

@@ -8,12 +8,16 @@ weightings are the library's (``get_cam_image`` of its classes); this module onl
 them:
 
 - *Gradient methods* (Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiRes-CAM): one forward
-  pass per batch; the network before the target layer runs without autograd, and for
-  each label one backward pass from that label's logit to the target layer only (the
-  library backpropagates into every parameter, once per label). Items of a batch are
+  pass per batch (LayerCAM takes its maps at the last :data:`LAYERCAM_STAGES` stages of
+  the backbone, ending at the target layer, and fuses them as the library does with
+  several target layers, :func:`~.cam_stitch.fuse_layers`); the network before the
+  (first) target layer runs without autograd, and for each label one backward pass from
+  that label's logit to the target layer only (the library backpropagates into every
+  parameter, once per label). Items of a batch are
   independent in eval mode, so one backward of ``Σ_b z_b,c`` gives every item's
   gradient.
-- *Eigen-CAM*: one forward pass; the map does not depend on the label.
+- *Eigen-CAM*: one forward pass; the map does not depend on the label. The SVD's sign
+  is fixed per image (:func:`orient_projections`).
 - *CAM* (Zhou et al.): one forward pass; ``Σ_k w_ck A_k`` with ``w`` the weights of a
   one-layer linear head (the project's own few lines; the library does not have it).
 - *Score-CAM, Ablation-CAM*: the library's own call per image and label, which runs
@@ -38,10 +42,12 @@ import torch
 from torch import nn
 
 from ..errors import CorrelaxError
-from .cam_layers import LogitNet, linear_head, model_logits, resolve_target_layer
+from .cam_layers import LogitNet, linear_head, model_logits, resolve_target_layer, stage_layers
+from .cam_stitch import fuse_layers
 from .runtime import Runtime
 
-__all__ = ["CAM_NAMES", "GRADIENT", "LABEL_FREE", "PERTURBATION", "CamEngine"]
+__all__ = ["CAM_NAMES", "GRADIENT", "LABEL_FREE", "LAYERCAM_STAGES", "PERTURBATION",
+           "CamEngine", "orient_projections"]
 
 #: Registry name → pytorch-grad-cam class name, by how the method is fed.
 GRADIENT = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
@@ -50,6 +56,8 @@ LABEL_FREE = {"eigencam": "EigenCAM"}
 PERTURBATION = {"scorecam": "ScoreCAM", "ablationcam": "AblationCAM"}
 #: Every method the engine computes ("cam" is the project's own, for linear heads).
 CAM_NAMES = ("cam", *GRADIENT, *LABEL_FREE, *PERTURBATION)
+#: Backbone stages LayerCAM combines by default (its paper's definition: several stages).
+LAYERCAM_STAGES = 3
 
 #: Forward passes of a library call before its channel passes: Score-CAM's activation
 #: pass; Ablation-CAM's activation pass and its pass for the unablated scores.
@@ -143,10 +151,18 @@ class CamEngine:
     runtime:
         Device, precision and threads; ``runtime.batch_size`` is also the number of
         channels per forward pass of Score-CAM and Ablation-CAM.
+    stages:
+        LayerCAM only: how many backbone stages to combine, ending at the target layer
+        (:func:`~.cam_layers.stage_layers`; default :data:`LAYERCAM_STAGES`, 1 for the
+        target layer alone). Other methods use the target layer alone.
+    scale:
+        How several stages' maps are fused (``"raw"`` or ``"window"``,
+        :func:`~.cam_stitch.fuse_layers`); unused with one layer.
     """
 
     def __init__(self, model: Any, method: str, target_layer: str | None,
-                 labels: Sequence[int], runtime: Runtime) -> None:
+                 labels: Sequence[int], runtime: Runtime, *, stages: int | None = None,
+                 scale: str = "raw") -> None:
         if method not in (*GRADIENT, *LABEL_FREE, *PERTURBATION, "cam"):
             raise CorrelaxError(f"unknown CAM method {method!r}")
         self.model = model
@@ -154,6 +170,17 @@ class CamEngine:
         self.labels = [int(c) for c in labels]
         self.rt = runtime
         self.layer_name, self.layer = resolve_target_layer(model, target_layer)
+        self.stage_names = [self.layer_name]
+        if stages is not None and method != "layercam":
+            raise CorrelaxError(f"only LayerCAM combines stages; {method} takes its maps at "
+                                "one target layer (leave 'layers' unset)")
+        if method == "layercam":
+            count = LAYERCAM_STAGES if stages is None else int(stages)
+            if count < 1:
+                raise CorrelaxError(f"LayerCAM needs at least 1 stage, not {count}")
+            self.stage_names = stage_layers(model, self.layer_name, count)
+        self.stages = [model.get_submodule(name) for name in self.stage_names]
+        self.scale = scale
         self.channels, self.pooled = self._probe()
         self.weight: torch.Tensor | None = None
         if method == "cam":
@@ -178,6 +205,12 @@ class CamEngine:
     def label_free(self) -> bool:
         """The maps do not depend on the label (Eigen-CAM): one map per image."""
         return self.method in LABEL_FREE
+
+    @property
+    def fused(self) -> bool:
+        """The maps combine several stages: :meth:`run` returns them at the input's size,
+        already in :attr:`scale` (:func:`~.cam_stitch.fuse_layers`)."""
+        return len(self.stages) > 1
 
     @property
     def maps_per_image(self) -> int:
@@ -235,32 +268,45 @@ class CamEngine:
     def _forward(self, x: torch.Tensor, gradient: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, activations)``; with ``gradient``, the activations are a leaf that
         requires grad and only the network after the target layer records a graph."""
-        captured: list[torch.Tensor] = []
+        logits, captured = self._forward_stages(x, gradient, [self.layer])
+        return logits, captured[0]
 
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> Any:
-            if not gradient:
-                captured.append(output)
-                return None
-            torch.set_grad_enabled(True)  # restored by the caller's finally
-            leaf = output.detach().requires_grad_(True)
-            captured.append(leaf)
-            # A copy goes on, so a later in-place operation (DenseNet's ReLU) cannot
-            # change the leaf the gradients are taken at.
-            return leaf.clone()
+    def _forward_stages(self, x: torch.Tensor, gradient: bool, layers: list[nn.Module]
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(logits, activations of each of layers)``. With ``gradient``, the first
+        layer to run gives a leaf that requires grad, the graph starts there, and the
+        later layers' outputs are kept as they enter the rest of the network."""
+        captured: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(layers))}
 
-        handle = self.layer.register_forward_hook(hook)
+        def hook_of(k: int) -> Any:
+            def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> Any:
+                if not gradient:
+                    captured[k].append(output)
+                    return None
+                if not output.requires_grad:
+                    torch.set_grad_enabled(True)  # restored by the caller's finally
+                    output = output.detach().requires_grad_(True)
+                captured[k].append(output)
+                # A copy goes on, so a later in-place operation (DenseNet's ReLU) cannot
+                # change the tensor the gradients are taken at.
+                return output.clone()
+            return hook
+
+        handles = [layer.register_forward_hook(hook_of(k)) for k, layer in enumerate(layers)]
         previous = torch.is_grad_enabled()
         try:
             torch.set_grad_enabled(False)
             logits = model_logits(self.model, x)
         finally:
             torch.set_grad_enabled(previous)
-            handle.remove()
-        if len(captured) != 1:
-            raise CorrelaxError(
-                f"target layer {self.layer_name!r} ran {len(captured)} times in one forward "
-                "pass; choose a layer that runs once")
-        return logits, captured[0]
+            for handle in handles:
+                handle.remove()
+        for k, name in enumerate(self.stage_names if len(layers) > 1 else [self.layer_name]):
+            if len(captured[k]) != 1:
+                raise CorrelaxError(
+                    f"target layer {name!r} ran {len(captured[k])} times in one forward "
+                    "pass; choose a layer that runs once")
+        return logits, [captured[k][0] for k in range(len(layers))]
 
     def _probe(self) -> tuple[int, bool]:
         """Channels of the target layer's output, and whether its spatial mean is the
@@ -288,6 +334,8 @@ class CamEngine:
         return int(act.shape[1]), bool(pooled)
 
     def _gradient(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if self.fused:
+            return self._gradient_stages(x)
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         with self._context():
@@ -307,6 +355,32 @@ class CamEngine:
         maps = np.maximum(np.asarray(cams, dtype=np.float32), 0)
         return maps.reshape(n_labels, batch, *maps.shape[1:]), _numpy(logits)
 
+    def _gradient_stages(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """LayerCAM over several stages: each stage's map (the library's weighting, after
+        its ReLU), fused at the input's size (:func:`~.cam_stitch.fuse_layers`)."""
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        with self._context():
+            logits, acts = self._forward_stages(x, True, self.stages)
+            grads: list[list[np.ndarray]] = []
+            for k, c in enumerate(self.labels):
+                g = torch.autograd.grad(logits[:, c].sum(), acts,
+                                        retain_graph=k < len(self.labels) - 1)
+                grads.append([_numpy(t) for t in g])
+        batch = x.shape[0]
+        targets = [ClassifierOutputTarget(c) for c in self.labels for _ in range(batch)]
+        per_stage = []
+        for s, (layer, act) in enumerate(zip(self.stages, acts)):
+            a = _numpy(act)
+            g = np.stack([grads[k][s] for k in range(len(self.labels))])  # (L, B, K, h, w)
+            stacked = np.broadcast_to(a, g.shape).reshape(-1, *a.shape[1:])
+            cams = self.library.get_cam_image(x, layer, targets, stacked,
+                                              g.reshape(stacked.shape), False)
+            per_stage.append(np.maximum(np.asarray(cams, dtype=np.float32), 0))
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        maps = fuse_layers(per_stage, size, self.scale)
+        return maps.reshape(len(self.labels), batch, *size), _numpy(logits)
+
     def _activation_only(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         with self._context(), torch.no_grad():
             logits, acts = self._forward(x, gradient=False)
@@ -316,10 +390,11 @@ class CamEngine:
                                     acts.float())
                 maps = np.maximum(_numpy(cams), 0)
                 return maps, _numpy(logits)
-        # Eigen-CAM: the library's projection on the first principal component.
-        cams = self.library.get_cam_image(x, self.layer, None, _numpy(acts), None, False)
-        maps = np.maximum(np.asarray(cams, dtype=np.float32), 0)
-        return maps[None], _numpy(logits)
+        # Eigen-CAM: the library's projection on the first principal component, oriented.
+        activations = _numpy(acts)
+        cams = self.library.get_cam_image(x, self.layer, None, activations, None, False)
+        oriented = orient_projections(np.asarray(cams, dtype=np.float32), activations)
+        return np.maximum(oriented, 0)[None], _numpy(logits)
 
     # -- Score-CAM and Ablation-CAM ---------------------------------------------------------
     def _perturbation_library(self) -> Any:
@@ -410,6 +485,26 @@ class CamEngine:
             from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 
             replace_layer_recursive(self.net, self.library.ablation_layer, self.layer)
+
+
+def orient_projections(projections: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """Eigen-CAM projections ``(B, h, w)`` with the SVD's arbitrary sign fixed per image.
+
+    The first principal component is defined up to its sign, and the library returns
+    whichever sign the SVD gives, so neighbouring windows can show a region or its
+    complement. Each projection is flipped when it correlates negatively, over positions,
+    with its image's activation sum over channels ``activations.sum(axis=1)`` (``(B, K,
+    h, w)``): the map then points where the layer responds most. A projection
+    uncorrelated with the sum keeps the library's sign.
+    """
+    out = np.array(projections, dtype=np.float32, copy=True)
+    total = np.asarray(activations, dtype=np.float64).sum(axis=1)
+    for b in range(len(out)):
+        p = out[b].astype(np.float64).ravel()
+        a = total[b].ravel()
+        if float((p - p.mean()) @ (a - a.mean())) < 0:
+            out[b] = -out[b]
+    return out
 
 
 def _float32(t: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,8 @@
   ``model.get_submodule(name)`` gives it back. By default it is the backbone's last
   convolutional stage, whose feature map is average-pooled into the feature vector ``h``
   (:data:`DEFAULT_LAYERS`; other models: the last module with a spatial output).
+- *Stages* (:func:`stage_layers`): the last module of each spatial resolution among the
+  target layer's siblings, the layers LayerCAM combines.
 - The *score* is the label's logit, the pre-sigmoid output of the head
   (``model.logits(model.features(x))``), as in the CAM literature.
   :class:`LogitNet` wraps a model into a module that returns those logits for
@@ -25,9 +27,11 @@ __all__ = [
     "DEFAULT_LAYERS",
     "LogitNet",
     "default_target_layer",
+    "feature_map_sizes",
     "linear_head",
     "model_logits",
     "resolve_target_layer",
+    "stage_layers",
 ]
 
 #: Default target layer per backbone of :data:`~napari_correlax.models.classifier.BACKBONES`;
@@ -104,6 +108,31 @@ def default_target_layer(model: Any) -> str:
     return _last_spatial_module(model)
 
 
+def feature_map_sizes(model: Any, modules: dict[str, nn.Module]
+                      ) -> list[tuple[str, tuple[int, int]]]:
+    """``(name, (h, w))`` of each of ``modules`` whose output is a 4-D feature map, in the
+    order the modules finish on one forward pass of ``model.features`` over a zero input
+    of the model's size (224 px without ``input_size``)."""
+    seen: list[tuple[str, tuple[int, int]]] = []
+
+    def note(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                seen.append((name, (int(output.shape[-2]), int(output.shape[-1]))))
+        return hook
+
+    handles = [module.register_forward_hook(note(name)) for name, module in modules.items()]
+    size = int(getattr(model, "input_size", 224))
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model.features(torch.zeros(1, 3, size, size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
 def _has_module(model: Any, name: str) -> bool:
     try:
         model.get_submodule(name)
@@ -114,22 +143,8 @@ def _has_module(model: Any, name: str) -> bool:
 
 def _last_spatial_module(model: Any) -> str:
     """The last module (in order of completion) with a ``(B, K, h, w)``, ``h·w > 1`` output."""
-    names = {module: name for name, module in model.named_modules() if name}
-    finished: list[str] = []
-
-    def note(module: nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-2:].numel() > 1:
-            finished.append(names[module])
-
-    handles = [m.register_forward_hook(note) for m in names]
-    size = int(getattr(model, "input_size", 224))
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model.features(torch.zeros(1, 3, size, size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    modules = {name: module for name, module in model.named_modules() if name}
+    finished = [name for name, (h, w) in feature_map_sizes(model, modules) if h * w > 1]
     if not finished:
         raise CorrelaxError("the model has no layer with a 2-D feature map to take CAMs from")
     return finished[-1]
@@ -162,6 +177,33 @@ def resolve_target_layer(model: Any, name: str | None) -> tuple[str, nn.Module]:
             + ", ".join(repr(n) for n in candidate_layers(model))
             + f" (default {default_target_layer(model)!r})")
     return name, module
+
+
+def stage_layers(model: Any, name: str, count: int) -> list[str]:
+    """Dotted names of the last ``count`` backbone stages, ending with layer ``name``.
+
+    A stage is the last module of one spatial resolution among ``name``'s siblings (the
+    children of its parent, up to and including it) whose output is a 4-D feature map on
+    an input of the model's size: ``encoder.layer2``, ``layer3``, ``layer4`` of a ResNet,
+    ``encoder.features.3``, ``.5``, ``.7`` of EfficientNetV2-S. Fewer names when the
+    parent has fewer stages (a DenseNet's default layer is the only one); ``count`` < 1
+    is taken as 1.
+    """
+    count = max(int(count), 1)
+    parent_name, _, _ = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    siblings = []
+    for child, module in parent.named_children():
+        siblings.append((f"{parent_name}.{child}" if parent_name else child, module))
+        if siblings[-1][0] == name:
+            break
+    sizes = dict(feature_map_sizes(model, dict(siblings)))
+    spatial = [key for key, _ in siblings if key in sizes]
+    stages = [key for key, after in zip(spatial, [*spatial[1:], None])
+              if after is None or sizes[after] != sizes[key]]
+    if not stages or stages[-1] != name:
+        stages.append(name)
+    return stages[-count:]
 
 
 def linear_head(model: Any) -> nn.Linear:

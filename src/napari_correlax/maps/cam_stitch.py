@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SCALES", "Stitcher", "interpolation_matrix", "to_input_size", "upsample"]
+__all__ = ["SCALES", "Stitcher", "fuse_layers", "interpolation_matrix", "to_input_size",
+           "upsample"]
 
 #: ``"raw"``: the method's own units (after its ReLU), comparable across windows;
 #: ``"window"``: each window's (or the global image's) map min–max scaled to [0, 1] by
@@ -68,6 +69,32 @@ def to_input_size(maps: np.ndarray, shape: tuple[int, int], scale: str) -> np.nd
         return np.zeros((0, int(shape[0]), int(shape[1])), dtype=np.float32)
     size = (int(shape[1]), int(shape[0]))
     return scale_cam_image(scale_cam_image(np.asarray(maps, dtype=np.float32), size))
+
+
+def fuse_layers(per_layer: list[np.ndarray], shape: tuple[int, int], scale: str
+                ) -> np.ndarray:
+    """Maps of several target layers (each ``(N, h_l, w_l)``, after the method's ReLU,
+    the same ``N`` images) → ``(N, rows, cols)`` float32 at the input's size.
+
+    ``"window"``: what a call of pytorch-grad-cam with these target layers returns: each
+    layer's maps min–max scaled and resized (``scale_cam_image(m, size)``), their mean,
+    scaled again. ``"raw"``: each layer's map resized (:func:`upsample`) and divided by
+    the number of input pixels one of its positions covers (``rows·cols / (h_l·w_l)``),
+    then the mean over layers: every layer's map becomes a density per input pixel, so
+    stages of different resolution add on one footing and windows stay comparable.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    if scale == "window":
+        from pytorch_grad_cam.utils.image import scale_cam_image
+
+        scaled = [scale_cam_image(np.asarray(m, dtype=np.float32), (cols, rows))
+                  for m in per_layer]
+        return scale_cam_image(np.mean(np.stack(scaled), axis=0)).astype(np.float32)
+    if scale != "raw":
+        raise ValueError(f"scale must be one of {SCALES}, not {scale!r}")
+    dens = [upsample(m, (rows, cols)) * (m.shape[-2] * m.shape[-1] / (rows * cols))
+            for m in per_layer]
+    return np.mean(np.stack(dens), axis=0).astype(np.float32)
 
 
 class Stitcher:

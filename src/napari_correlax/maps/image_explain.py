@@ -99,7 +99,8 @@ def explain_steps(
     passes (a window that stops early adds its unused passes, so ``done`` ends at
     ``total``). Stopping the iteration cancels between batches without leaving state
     behind. Returns a :class:`MapResult` with every map filled (see
-    :mod:`napari_correlax.maps.result`): grid maps through the IoU kernel,
+    :mod:`napari_correlax.maps.result`): grid maps through the normalised IoU kernel
+    over the evaluated windows (docs/method.md §6; NaN where none reaches),
     ``masks_used`` raw (0 for skipped windows), ``relevance`` overlap-averaged over the
     evaluated windows in original image pixels (0 elsewhere), and in ``extra`` the
     ``correlation_ci`` map: per label, the half-width of the 95 % confidence interval of
@@ -185,16 +186,17 @@ def explain_steps(
     return MapResult(
         labels=labels,
         grid=grid,
-        prediction=grid.smooth(per_window_pred),
+        prediction=grid.smooth(per_window_pred, prep.active),
         window_mask=prep.active,
         spacing_mm=prep.spacing_mm,
-        correlation=grid.smooth(per_window_corr),
-        product=grid.smooth(per_window_pred * per_window_corr),
-        distance=grid.smooth(dist_raw.reshape(gy, gx)),
+        correlation=grid.smooth(per_window_corr, prep.active),
+        product=grid.smooth(per_window_pred * per_window_corr, prep.active),
+        distance=grid.smooth(dist_raw.reshape(gy, gx), prep.active),
         masks_used=used.reshape(gy, gx),
         relevance=relevance,
         meta=dict(prep.meta),
-        extra={"correlation_ci": grid.smooth(ci_raw.T.reshape(n_labels, gy, gx))},
+        extra={"correlation_ci": grid.smooth(ci_raw.T.reshape(n_labels, gy, gx),
+                                                 prep.active)},
         stats=stats,
     )
 

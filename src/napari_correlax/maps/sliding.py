@@ -275,12 +275,15 @@ class WindowFeeder:
                 yield flat, self._to_model(windows)
 
 
-def grid_maps(grid: WindowGrid, per_window: np.ndarray) -> np.ndarray:
-    """Per-window values ``(n_windows, C)`` (flat grid order, 0 for skipped windows) →
-    IoU-kernel-smoothed ``(C, gy, gx)`` maps (docs/method.md §6)."""
+def grid_maps(grid: WindowGrid, per_window: np.ndarray,
+              evaluated: np.ndarray | None = None) -> np.ndarray:
+    """Per-window values ``(n_windows, C)`` (flat grid order) → ``(C, gy, gx)`` maps through
+    the normalised IoU kernel over the ``evaluated`` windows (``(gy, gx)`` bool, None:
+    all; values of the others are ignored, cells none of them reaches are NaN;
+    docs/method.md §6)."""
     gy, gx = grid.shape
     values = np.asarray(per_window)
-    return grid.smooth(values.T.reshape(values.shape[1], gy, gx))
+    return grid.smooth(values.T.reshape(values.shape[1], gy, gx), evaluated)
 
 
 def predict_steps(
@@ -298,15 +301,16 @@ def predict_steps(
     settings:
         What it reads (:class:`~napari_correlax.maps.settings.MapSettings`): ``stride``
         (window step in pixels; window side = ``model.input_size``), ``min_tissue``
-        (windows whose tissue fraction is below it are skipped: value 0, and False in
-        ``window_mask``), ``reach`` (``"border"``: window centres reach the breast's
+        (windows whose tissue fraction is below it are skipped: False in ``window_mask``,
+        left out of the smoothing), ``reach`` (``"border"``: window centres reach the breast's
         border, so the map covers the skin line and the chest wall; ``"inside"``:
         windows stay inside the breast's bounding box,
         :meth:`~napari_correlax.windows.WindowGrid.covering`), and the runtime fields
         ``device``, ``precision``, ``batch_size``, ``threads``.
 
     Yields ``Progress("window", done, total)``; returns a :class:`MapResult` whose
-    ``prediction`` is the IoU-kernel-smoothed ``(C, gy, gx)`` map.
+    ``prediction`` is the ``(C, gy, gx)`` map through the normalised IoU kernel
+    (docs/method.md §6; NaN in cells no evaluated window reaches).
     """
     rt = settings.runtime()
     t0 = time.perf_counter()
@@ -334,7 +338,7 @@ def predict_steps(
     return MapResult(
         labels=list(model.labels),
         grid=prep.grid,
-        prediction=grid_maps(prep.grid, raw),
+        prediction=grid_maps(prep.grid, raw, prep.active),
         window_mask=prep.active,
         spacing_mm=prep.spacing_mm,
         meta=dict(prep.meta),

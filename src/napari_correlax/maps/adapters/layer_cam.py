@@ -8,8 +8,11 @@ __all__ = ["LayerCamMethod"]
 
 
 class LayerCamMethod(CamMethod):
-    """LayerCAM (docs/method.md §8)."""
+    """LayerCAM (docs/method.md §8), over the last three backbone stages by default; the
+    option ``layers`` sets how many (1: the target layer alone)."""
 
     name = "layercam"
     title = "LayerCAM"
-    description = "Activations times their positive gradients, position by position."
+    description = ("Activations times their positive gradients, position by position, "
+                   "fused over the last backbone stages.")
+    options = CamMethod.options | {"layers"}
