@@ -405,3 +405,34 @@ def test_a_folder_refuses_other_settings_unless_fresh(tmp_path, dataset, small_m
     new_keys = {p.name for p in (out / "cache").iterdir()}
     assert not new_keys & old_keys  # the old maps were deleted, not mixed in
     assert [r["method"] for r in read_table(out / "compare.csv")][:1] == ["prediction"]
+
+
+def test_maps_equal_needs_the_same_shape_empty_cells_and_values():
+    from napari_correlax.evaluate.compare import maps_equal
+
+    rng = np.random.default_rng(5)
+    a = rng.random((3, 20, 16)).astype(np.float32) * 4.0
+    a[:, :2] = np.nan
+    assert maps_equal(a, a + np.float32(1e-7) * a)  # float32 round-off
+    assert not maps_equal(a, a * 1.01)
+    moved = a.copy()
+    moved[0, 5, 5] = np.nan
+    assert not maps_equal(a, moved)
+    assert not maps_equal(a, a[:, :, :15]) and not maps_equal(a, None)
+
+
+def test_the_significance_sentence_names_the_pairs_below_five_percent():
+    from napari_correlax.evaluate.compare import significance_sentence
+    from napari_correlax.evaluate.paired import PairedRow, paired_counts
+
+    a = {(f"i{k}", "Mass"): True for k in range(10)}
+    b = {(f"i{k}", "Mass"): k == 0 for k in range(10)}  # 9 pairs only A hits
+    c = {(f"i{k}", "Mass"): k < 8 for k in range(10)}  # 2 pairs only A hits
+    rows = [PairedRow("a", "b", "Mass", paired_counts(a, b)),
+            PairedRow("a", "c", "Mass", paired_counts(a, c))]
+    p = 2 * math.comb(9, 0) / 2**9
+    text = significance_sentence("Mass", rows)
+    assert text == (f"Mass: 1 of 2 pairs of methods differ at 5 % (exact McNemar on 10 "
+                    f"(image, label) pairs): a vs b p = {p:.3g}.")
+    calm = significance_sentence("Mass", rows[1:])
+    assert "no difference" in calm and f"smallest p = {2 * math.comb(2, 0) / 2**2:.3g}" in calm
