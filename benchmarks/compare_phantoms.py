@@ -97,8 +97,9 @@ def run_compare(args: argparse.Namespace, data: Path, methods: str, mode: str) -
     return out
 
 
-def read_hits(out: Path, tag: str = "") -> tuple[dict[str, dict], dict[str, float]]:
-    """Per method: {(image_id, label): hit} from compare's verdicts, and seconds per image."""
+def read_hits(out: Path, tag: str = "") -> tuple[dict[str, dict], dict[str, float], list[str]]:
+    """Per method: {(image_id, label): hit} from compare's verdicts, seconds per image, and
+    the methods compare found equal ("xgradcam = gradcam", from compare.json's same_as)."""
     doc = json.loads((out / "compare.json").read_text())
     method_of = {key: name + tag for name, key in doc["keys"].items()}
     hits: dict[str, dict] = {name: {} for name in method_of.values()}
@@ -109,7 +110,8 @@ def read_hits(out: Path, tag: str = "") -> tuple[dict[str, dict], dict[str, floa
                 continue
             hits[name][(row["image_id"], row["label"])] = row["auto_verdict"] == "hit"
     seconds = {name + tag: s for name, s in doc["seconds_per_image"].items()}
-    return hits, seconds
+    equal = [f"{name}{tag} = {first}{tag}" for name, first in doc.get("same_as", {}).items()]
+    return hits, seconds, equal
 
 
 def rate_table(hits: dict[str, dict], labels: list[str]) -> list[list[str]]:
@@ -140,12 +142,14 @@ def main() -> None:
     data = make_data(args)
     hits: dict[str, dict] = {}
     seconds: dict[str, float] = {}
+    equal: list[str] = []
     for methods, mode, tag in ((args.methods, "windowed", ""),
                                (args.global_methods, "global", GLOBAL_TAG)):
         if methods.strip():
-            found, secs = read_hits(run_compare(args, data, methods, mode), tag)
+            found, secs, same = read_hits(run_compare(args, data, methods, mode), tag)
             hits.update(found)
             seconds.update(secs)
+            equal += same
     labels = sorted({lab for table in hits.values() for _, lab in table})
     if args.reference not in hits:
         raise SystemExit(f"--reference {args.reference!r} is not among the methods run")
@@ -155,6 +159,7 @@ def main() -> None:
             f"{args.stride}", "",
             "Pointing game: hits/support = rate [Wilson 95 % interval].", "",
             markdown(["Method", *labels, POOLED], rate_table(hits, labels)), "",
+            "Equal maps on every image: " + ("; ".join(equal) or "none") + ".", "",
             f"Exact McNemar test against {args.reference} on the discordant (image, label) "
             "pairs (ref only / other only).", "",
             markdown(["Method", "Label", "both", "ref only", "other only", "neither", "p"],

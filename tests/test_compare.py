@@ -2,12 +2,16 @@
 
 Pointing game and FROC on hand-made maps are checked against brute-force counts written
 here (a pixel loop for the maximum, a flood fill for the components); the command's
-tables against a recount from its cached maps, and two torchrun processes against one.
+tables against a recount from its cached maps, its intervals and paired tests against
+the Wilson formula and binomial sums (``math.comb``) written here on a recount of its
+verdicts, ``same_as`` against a direct comparison of the cached maps, and two torchrun
+processes against one.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -162,7 +166,8 @@ N_IMAGES = 12
 METHODS = "correlax,gradcam,gradcam++,eigencam"
 ARGS = ["--stride", "64", "--masks", "16", "--no-adaptive", "--no-focus", "--device", "cpu",
         "--threads", "1", "--batch-size", "32", "--methods", METHODS]
-TABLES = ("compare.csv", "compare.md", "froc.csv", "pointing-verdicts.csv")
+TABLES = ("compare.csv", "paired.csv", "compare.md", "froc.csv", "pointing-verdicts.csv",
+          "settings.json")
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +259,180 @@ def test_compare_resumes_from_its_cache_and_rejects_unknown_methods(one_process,
                  "correlax,nocam"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nocam" in err[0]
+
+
+# -- intervals, paired tests, equal maps, the folder's settings ------------------------
+Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
+
+
+def wilson_by_hand(hits: int, n: int) -> tuple[float, float]:
+    p = hits / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 / (1 + Z95**2 / n) * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_by_hand(b: int, c: int) -> float:
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def verdict_hits(out: Path) -> dict[str, dict[tuple[str, str], bool]]:
+    """Each method's hit per (image, label) read from pointing-verdicts.csv."""
+    import json
+
+    doc = json.loads((out / "compare.json").read_text())
+    method_of = {key: name for name, key in doc["keys"].items()}
+    hits: dict[str, dict[tuple[str, str], bool]] = {m: {} for m in doc["methods"]}
+    for row in read_table(out / "pointing-verdicts.csv"):
+        if row["label"] != "No Finding":
+            hits[method_of[row["settings"]]][(row["image_id"], row["label"])] = \
+                row["auto_verdict"] == "hit"
+    return hits
+
+
+def test_compare_intervals_are_wilson_of_hits_over_support(one_process):
+    rows = [r for r in read_table(one_process / "compare.csv") if int(r["support"])]
+    assert rows
+    for row in rows:
+        low, high = wilson_by_hand(int(row["hits"]), int(row["support"]))
+        assert float(row["ci_low"]) == pytest.approx(low, abs=6e-5)
+        assert float(row["ci_high"]) == pytest.approx(high, abs=6e-5)
+        assert float(row["ci_low"]) <= float(row["rate"]) <= float(row["ci_high"])
+    md = (one_process / "compare.md").read_text()
+    row = rows[0]
+    low, high = wilson_by_hand(int(row["hits"]), int(row["support"]))
+    assert (f"{row['hits']}/{row['support']} = {int(row['hits']) / int(row['support']):.3f} "
+            f"[{low:.3f}, {high:.3f}]") in md
+
+
+def test_paired_csv_recounts_from_the_verdicts_with_exact_mcnemar(one_process):
+    hits = verdict_hits(one_process)
+    rows = read_table(one_process / "paired.csv")
+    methods = METHODS.split(",")
+    pairs = {(r["method_a"], r["method_b"]) for r in rows}
+    assert pairs == {(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]}
+    discordant = 0
+    for row in rows:
+        a, b = hits[row["method_a"]], hits[row["method_b"]]
+        keys = [k for k in a if k in b and row["label"] in ("all labels", k[1])]
+        assert keys
+        counts = {"both": 0, "a_only": 0, "b_only": 0, "neither": 0}
+        for k in keys:
+            if a[k] and b[k]:
+                counts["both"] += 1
+            elif a[k]:
+                counts["a_only"] += 1
+            elif b[k]:
+                counts["b_only"] += 1
+            else:
+                counts["neither"] += 1
+        assert {k: int(row[k]) for k in counts} == counts, row
+        assert float(row["p_value"]) == pytest.approx(
+            mcnemar_by_hand(counts["a_only"], counts["b_only"]), abs=1e-6)
+        discordant += counts["a_only"] + counts["b_only"]
+    assert discordant > 0  # the test saw pairs where the methods disagree
+    md = (one_process / "compare.md").read_text()
+    assert "- all labels: " in md and "at 5 %" in md
+
+
+def cam_folder(tmp_path: Path, dataset: Path, model: Path, options: dict) -> Path:
+    """Grad-CAM, XGrad-CAM and HiRes-CAM on 3 images (compare's Python API)."""
+    from napari_correlax.evaluate.compare import CompareConfig, compare
+    from napari_correlax.maps.settings import MapSettings
+
+    out = tmp_path / "cams"
+    compare(CompareConfig(dataset, out, ["gradcam", "xgradcam", "hirescam"], model=model,
+                          settings=MapSettings(stride=64, device="cpu", threads=1),
+                          options={"mode": "windowed", **options}, limit=3))
+    return out
+
+
+def cached_saliency(out: Path, method: str) -> list[np.ndarray]:
+    import json
+
+    from napari_correlax.maps.result import load_result
+
+    key = json.loads((out / "compare.json").read_text())["keys"][method]
+    return [load_result(p).get("saliency") for p in sorted((out / "cache" / key).glob("*.npz"))]
+
+
+def test_same_as_finds_the_gradient_cams_equal_at_a_layer_feeding_gap(tmp_path, dataset,
+                                                                        small_model):
+    out = cam_folder(tmp_path, dataset, small_model, {})  # default layer: before the GAP
+    grad, hires = cached_saliency(out, "gradcam"), cached_saliency(out, "hirescam")
+    assert len(grad) == 3 and all(np.nanmax(g) > 0 for g in grad)  # real maps, not empty
+    assert all(np.allclose(g, h, rtol=1e-4, atol=1e-5 * np.nanmax(np.abs(g)), equal_nan=True)
+               for g, h in zip(grad, hires))
+    same = {r["method"]: r["same_as"] for r in read_table(out / "compare.csv")}
+    assert same == {"gradcam": "", "xgradcam": "gradcam", "hirescam": "gradcam"}
+    md = (out / "compare.md").read_text()
+    assert "| gradcam = xgradcam = hirescam |" in md and "| xgradcam |" not in md
+
+
+def test_same_as_stays_empty_when_a_conv_follows_the_target_layer(tmp_path, dataset,
+                                                                  small_model):
+    out = cam_folder(tmp_path, dataset, small_model, {"target_layer": "encoder.body.5"})
+    grad, hires = cached_saliency(out, "gradcam"), cached_saliency(out, "hirescam")
+    assert not all(np.allclose(g, h, rtol=1e-2, equal_nan=True) for g, h in zip(grad, hires))
+    assert {r["same_as"] for r in read_table(out / "compare.csv")} == {""}
+    assert "| xgradcam |" in (out / "compare.md").read_text()
+
+
+def test_a_folder_refuses_other_settings_unless_fresh(tmp_path, dataset, small_model,
+                                                       capsys):
+    import json
+
+    out = tmp_path / "guard"
+    base = ["compare", str(dataset), "--out", str(out), "--model", str(small_model),
+            "--methods", "prediction", "--device", "cpu", "--threads", "1", "--limit", "2"]
+    assert main([*base, "--stride", "64"]) == 0
+    assert json.loads((out / "settings.json").read_text())["stride"] == 64
+    # runtime-only settings (batch size, threads) and another method are no difference
+    assert main([*base, "--stride", "64", "--batch-size", "7", "--methods", "gradcam"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--stride", "32", "--reach", "inside"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "settings.json" in err[0] and "stride = 64" in err[0] and "stride = 32" in err[0]
+    assert "reach" not in err[0]  # the first setting that differs only
+    old_keys = {p.name for p in (out / "cache").iterdir()}
+    assert main([*base, "--stride", "32", "--fresh"]) == 0
+    assert json.loads((out / "settings.json").read_text())["stride"] == 32
+    new_keys = {p.name for p in (out / "cache").iterdir()}
+    assert not new_keys & old_keys  # the old maps were deleted, not mixed in
+    assert [r["method"] for r in read_table(out / "compare.csv")][:1] == ["prediction"]
+
+
+def test_maps_equal_needs_the_same_shape_empty_cells_and_values():
+    from napari_correlax.evaluate.compare import maps_equal
+
+    rng = np.random.default_rng(5)
+    a = rng.random((3, 20, 16)).astype(np.float32) * 4.0
+    a[:, :2] = np.nan
+    assert maps_equal(a, a + np.float32(1e-7) * a)  # float32 round-off
+    assert not maps_equal(a, a * 1.01)
+    moved = a.copy()
+    moved[0, 5, 5] = np.nan
+    assert not maps_equal(a, moved)
+    assert not maps_equal(a, a[:, :, :15]) and not maps_equal(a, None)
+
+
+def test_the_significance_sentence_names_the_pairs_below_five_percent():
+    from napari_correlax.evaluate.compare import significance_sentence
+    from napari_correlax.evaluate.paired import PairedRow, paired_counts
+
+    a = {(f"i{k}", "Mass"): True for k in range(10)}
+    b = {(f"i{k}", "Mass"): k == 0 for k in range(10)}  # 9 pairs only A hits
+    c = {(f"i{k}", "Mass"): k < 8 for k in range(10)}  # 2 pairs only A hits
+    rows = [PairedRow("a", "b", "Mass", paired_counts(a, b)),
+            PairedRow("a", "c", "Mass", paired_counts(a, c))]
+    p = 2 * math.comb(9, 0) / 2**9
+    text = significance_sentence("Mass", rows)
+    assert text == (f"Mass: 1 of 2 pairs of methods differ at 5 % (exact McNemar on 10 "
+                    f"(image, label) pairs): a vs b p = {p:.3g}.")
+    calm = significance_sentence("Mass", rows[1:])
+    assert "no difference" in calm and f"smallest p = {2 * math.comb(2, 0) / 2**2:.3g}" in calm

@@ -35,8 +35,14 @@ def register(sub: Subparsers) -> None:
         "≥ 0.25, correlation maps > 0, saliency maps whatever the value) and TPR@FPPI "
         "with IoU > 0.3. Maps are cached per image and method under DIR/cache/ (running "
         "again resumes; the test-set reader reads the same cache). Missing or unreadable "
-        "images are listed before any model work starts and left out. Writes compare.csv "
-        "(one row per method × label), compare.md (one row per method), froc.csv, "
+        "images are listed before any model work starts and left out. All methods of one "
+        "folder share images, model and map settings: the first run records them in "
+        "DIR/settings.json and a later run with other settings is refused (use --fresh "
+        "to start the folder anew). Writes compare.csv (one row per method × label, with "
+        "the Wilson 95 % interval and `same_as`, the earlier method whose maps are "
+        "equal), paired.csv (exact McNemar test of every pair of methods per label and "
+        "pooled), compare.md (rate [interval] per method and label, methods with equal "
+        "maps in one row, a sentence per label on significance at 5 %), froc.csv, "
         "froc.png and compare.json. For several processes: `torchrun --nproc-per-node N "
         "-m napari_correlax.cli compare ...`.",
     )
@@ -50,6 +56,10 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--split", default="test", help="split to compare on (default: test)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
     add_check_option(p)
+    p.add_argument("--fresh", action="store_true",
+                   help="start the folder anew: delete its cached maps (cache/), tables "
+                   "and settings.json, then compute every method again (without it, "
+                   "settings other than the folder's are refused)")
     p.add_argument("--mode", choices=("windowed", "global"), default="windowed",
                    help="CAM methods: per 256 px window at full resolution, stitched "
                    "(windowed, default), or once on the breast resized (global)")
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     config = CompareConfig(
         data=args.data, out=args.out, methods=methods, model=args.model, split=args.split,
         settings=settings_from(args, "correlax"), options={"mode": args.mode},
-        limit=args.limit, check=args.check)
+        limit=args.limit, check=args.check, fresh=args.fresh)
     report = run_split_job(compare_steps(config), "compare")
     if report is None:
         return 0

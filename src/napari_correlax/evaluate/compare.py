@@ -16,10 +16,19 @@ processes (every method of an image on the same rank, the image read once); rank
 
 ``compare.csv``
     long form, one row per method × label: ``method, label, support, hits, rate`` (rate
-    in 0–1, blank without support), then the FROC operating point.
+    in 0–1, blank without support), ``ci_low, ci_high`` (its Wilson 95 % interval),
+    ``same_as`` (see below), then the FROC operating point.
+``paired.csv``
+    every pair of methods, per label and pooled over labels (label
+    :data:`~.paired.POOLED`): ``method_a, method_b, label, both, a_only, b_only,
+    neither, p_value``, the (image, label) pairs both hit, only A hits, only B hits and
+    neither hits, and the exact McNemar p-value on the discordant ones
+    (:mod:`~.paired`).
 ``compare.md``
-    one row per method, one column per label (the papers' layout), then the TPR@FPPI
-    table.
+    one row per method (methods with equal maps merged into one row, "gradcam =
+    xgradcam"), one column per label (the papers' layout), each cell ``rate [Wilson 95 %
+    interval]``; under it one sentence per label on whether any two methods differ at
+    the 5 % level; then the TPR@FPPI table.
 ``times.csv``
     seconds per image of each method (mean over the images it computed in this folder).
 ``froc.csv`` / ``froc.png``
@@ -29,6 +38,14 @@ processes (every method of an image on the same rank, the image read once); rank
     key, the columns of the test-set reader's ``verdicts.csv``).
 ``compare.json``
     the settings, keys, images and timings.
+``settings.json``
+    what every method of the folder shares (images, model, map settings); a later run
+    with other settings is refused unless ``fresh`` (:mod:`.compare_folder`).
+
+``same_as`` names the first method (in the order given) whose scored maps equal this
+method's on every image of the run (:func:`same_maps`; e.g. Grad-CAM, XGrad-CAM and
+HiRes-CAM at a layer that feeds global average pooling, docs/method.md §8); it is empty
+for a method equal to no earlier one.
 """
 
 from __future__ import annotations
@@ -39,6 +56,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +68,8 @@ from ..maps.cache import ResultCache, image_maps_steps, model_fingerprint, setti
 from ..maps.methods import get_method
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
+from .compare_folder import check_folder, folder_record, record_folder, start_fresh
+from .paired import POOLED, PairedRow, paired_rows, wilson_interval
 from .pointing import (
     lesion_labels,
     normal_verdicts,
@@ -64,7 +84,13 @@ if TYPE_CHECKING:
     from ..distributed import ProcessGroup
     from ..io.vindr import ImageRecord
 
-__all__ = ["CompareConfig", "CompareReport", "compare", "compare_steps", "method_settings"]
+__all__ = ["SAME_MAPS_ATOL", "SAME_MAPS_RTOL", "CompareConfig", "CompareReport", "compare",
+           "compare_steps", "maps_equal", "method_settings", "same_maps"]
+
+#: Two scored maps are equal when every value agrees within this relative tolerance …
+SAME_MAPS_RTOL = 1e-4
+#: … or within this share of the larger map's largest absolute value (float32 round-off).
+SAME_MAPS_ATOL = 1e-5
 
 
 @dataclass
@@ -75,7 +101,9 @@ class CompareConfig:
     replaced by each method in turn); ``options`` are method options (``mode`` of the
     CAM methods, …) given to every method. ``limit`` keeps the first N images of the
     split; ``check`` is the file check before the run (``"quick"``, ``"decode"`` or
-    ``"none"``, see :func:`~napari_correlax.io.vindr.check_readable`).
+    ``"none"``, see :func:`~napari_correlax.io.vindr.check_readable`). ``fresh`` starts
+    the folder anew (:func:`~.compare_folder.start_fresh`: its cached maps and tables
+    are deleted) instead of refusing settings that differ from the folder's.
     """
 
     data: str | os.PathLike[str]
@@ -88,6 +116,7 @@ class CompareConfig:
     limit: int | None = None
     check: str = "quick"
     timeout_hours: float = 24.0
+    fresh: bool = False
 
 
 @dataclass
@@ -102,6 +131,8 @@ class CompareReport:
     tables: dict[str, Table]
     files: list[Path]
     seconds_per_image: dict[str, float]
+    same_as: dict[str, str] = field(default_factory=dict)
+    paired: list[PairedRow] = field(default_factory=list)
 
 
 def method_settings(settings: MapSettings, method: str, options: dict[str, Any]) -> MapSettings:
@@ -121,7 +152,8 @@ def compare_steps(
 
     Raises:
         CorrelaxError: an unknown method, no data set, an empty split, no usable image,
-            or a checkpoint that cannot be read.
+            a checkpoint that cannot be read, or settings other than the folder's
+            (:func:`~.compare_folder.check_folder`) without ``fresh``.
     """
     methods = list(dict.fromkeys(get_method(m).name for m in config.methods))
     if not methods:
@@ -144,6 +176,12 @@ class _CompareJob:
         self.out = Path(config.out).expanduser()
         base = config.settings.with_(device=group.device)
         self.model = load_classifier(config.model, device=base.runtime().device)
+        self.record = folder_record(config.data, config.split, config.limit,
+                                    model_fingerprint(self.model), base, config.options)
+        if not config.fresh:
+            check_folder(self.out, self.record)
+        elif group.main:  # before the file check's gather: no rank computes before this
+            start_fresh(self.out)
         self.caches: dict[str, tuple[MapSettings, ResultCache]] = {}
         for name in methods:
             settings = method_settings(base, name, config.options)
@@ -159,6 +197,7 @@ class _CompareJob:
 
     def start(self, images: SplitImages, main: bool) -> None:
         if main:
+            record_folder(self.out, self.record)
             for _, cache in self.caches.values():
                 cache.describe()
 
@@ -196,10 +235,12 @@ class _CompareJob:
 
 @dataclass
 class _Scores:
-    """Rank 0's reading of the cache: pointing tables, FROC curves, timings, failures."""
+    """Rank 0's reading of the cache: pointing tables, each method's hit per (image,
+    label), FROC curves, timings, failures."""
 
     failed: dict[str, str]
     pointing: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    hits: dict[str, dict[tuple[str, str], bool]] = field(default_factory=dict)
     curves: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
 
@@ -228,6 +269,7 @@ def _score_method(name: str, cache: ResultCache, records: list[Any], labels: lis
             study_id=record.study_id, split=record.split, model=model_name,
             settings=cache.key, save=False)
     scores.pointing[name] = (pointing_table(verdicts, labels, rules), rules[0].name)
+    scores.hits[name] = {(v.image_id, v.label): bool(v.hit) for v in verdicts}
     scores.timing[name] = float(np.mean(times)) if times else float("nan")
     for label in lesion_labels(labels):
         maps = [GridMap.from_result(res, scored, label) for _, res in results]
@@ -236,34 +278,150 @@ def _score_method(name: str, cache: ResultCache, records: list[Any], labels: lis
             scores.curves[(name, label)] = froc_curve(maps, truth)
 
 
-def _tables(methods: list[str], labels: list[str], scores: _Scores) -> dict[str, Table]:
-    """compare.csv's long table, compare.md's two wide ones, and the timing table."""
+def maps_equal(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """True when two scored maps are one map: same shape, the same empty (non-finite)
+    cells, and every value equal within :data:`SAME_MAPS_RTOL` or :data:`SAME_MAPS_ATOL`
+    times the largest absolute value of either map. A missing map (None) equals nothing."""
+    if a is None or b is None or a.shape != b.shape:
+        return False
+    finite = np.isfinite(a)
+    if not np.array_equal(finite, np.isfinite(b)):
+        return False
+    x, y = a[finite].astype(np.float64), b[finite].astype(np.float64)
+    if not x.size:
+        return True
+    scale = max(float(np.abs(x).max()), float(np.abs(y).max()))
+    return bool(np.allclose(x, y, rtol=SAME_MAPS_RTOL, atol=SAME_MAPS_ATOL * scale))
+
+
+def same_maps(methods: Sequence[str], caches: dict[str, ResultCache],
+              image_ids: Sequence[str]) -> dict[str, str]:
+    """Methods whose cached scored maps equal an earlier method's on every image.
+
+    Returns ``{method: first equal method}`` (in the order of ``methods``; a method that
+    equals no earlier one is absent). Only methods that score the same kind of map are
+    compared (:func:`maps_equal`, every label's map); an image neither of two methods
+    has maps of is skipped, one only one of them has makes them differ, and two methods
+    are equal only if at least one image was compared.
+    """
+    kind = {m: get_method(m).scored for m in methods}
+    open_pairs = {(a, b) for a, b in combinations(methods, 2) if kind[a] == kind[b]}
+    compared: set[tuple[str, str]] = set()
+    for image_id in image_ids:
+        if not open_pairs:
+            break
+        needed = {m for pair in open_pairs for m in pair}
+        maps = {m: _scored_map(caches[m], image_id, kind[m]) for m in needed}
+        for a, b in list(open_pairs):
+            if maps[a] is None and maps[b] is None:
+                continue
+            compared.add((a, b))
+            if not maps_equal(maps[a], maps[b]):
+                open_pairs.discard((a, b))
+    equal = open_pairs & compared
+    same: dict[str, str] = {}
+    for i, b in enumerate(methods):
+        first = next((a for a in methods[:i] if (a, b) in equal), None)
+        if first is not None:
+            same[b] = same.get(first, first)
+    return same
+
+
+def _scored_map(cache: ResultCache, image_id: str, kind: str) -> np.ndarray | None:
+    result = cache.load_maps(image_id)
+    return None if result is None else result.get(kind)
+
+
+def _merged_names(methods: list[str], same_as: dict[str, str]) -> dict[str, str]:
+    """Each method that equals no earlier one → its row name ("gradcam = xgradcam")."""
+    return {m: " = ".join([m, *(o for o in methods if same_as.get(o) == m)])
+            for m in methods if m not in same_as}
+
+
+def _rate_cell(hits: int, n: int) -> str | None:
+    """``hits/n = rate [low, high]`` (Wilson 95 %), None without support."""
+    if not n:
+        return None
+    low, high = wilson_interval(hits, n)
+    return f"{hits}/{n} = {hits / n:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _verdict_counts(hits: dict[tuple[str, str], bool], label: str) -> tuple[int, int]:
+    """(hits, support) of one method over one label's pairs (or :data:`POOLED`)."""
+    got = [hit for (_, lab), hit in hits.items() if label in (POOLED, lab)]
+    return sum(got), len(got)
+
+
+def significance_sentence(label: str, rows: Sequence[PairedRow], level: float = 0.05) -> str:
+    """One sentence: does any pair of methods differ on ``label`` at ``level``?
+
+    ``rows`` are that label's :class:`~.paired.PairedRow` s of distinct methods (methods
+    with equal maps are one); the p-values are per pair, not corrected for their number.
+    """
+    rows = [r for r in rows if r.counts.pairs]
+    if not rows:
+        return f"{label}: fewer than two distinct methods scored, nothing to test."
+    sizes = sorted({r.counts.pairs for r in rows})
+    on = (f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}") + \
+        " (image, label) pairs"
+    pairs = f"{len(rows)} pair{'s' if len(rows) > 1 else ''} of methods"
+    low = [r for r in rows if r.counts.p_value < level]
+    if not low:
+        best = min(r.counts.p_value for r in rows)
+        return (f"{label}: no difference between methods is significant at "
+                f"{level * 100:g} % ({pairs}, exact McNemar on {on}; smallest p = {best:.3g}).")
+    named = "; ".join(f"{r.method_a} vs {r.method_b} p = {r.counts.p_value:.3g}" for r in low)
+    return (f"{label}: {len(low)} of {pairs} differ at {level * 100:g} % (exact McNemar on {on}): "
+            f"{named}.")
+
+
+def _tables(methods: list[str], labels: list[str], scores: _Scores,
+            same_as: dict[str, str], paired: list[PairedRow]) -> dict[str, Table]:
+    """compare.csv's long table, paired.csv, compare.md's two wide ones, and the timing
+    table."""
     from .detection import operating_point, operating_point_text
 
     lesions = lesion_labels(labels)
     shown = [lab for lab in lesions if any(p.support(lab) for p, _ in scores.pointing.values())]
     long = Table("Pointing game and detection per method and label",
-                 ["method", "label", "support", "hits", "rate", "map", "tpr", "fppi"])
-    wide = Table("Pointing game accuracy per method", ["Method", *shown, "Mean (by support)"])
-    froc = Table("Detection: TPR@FPPI at the highest TPR (IoU > 0.3)", ["Method", *shown])
+                 ["method", "label", "support", "hits", "rate", "ci_low", "ci_high", "same_as",
+                  "map", "tpr", "fppi"])
     for name in methods:
         table, rule = scores.pointing[name]
         for label in lesions:
             n = table.support(label)
             hits = table.hits.get((label, rule), 0)
+            low, high = wilson_interval(hits, n) if n else (None, None)
             point = operating_point(scores.curves.get((name, label), []))
-            long.rows.append([name, label, n, hits, hits / n if n else None, rule,
+            long.rows.append([name, label, n, hits, hits / n if n else None, low, high,
+                              same_as.get(name, ""), rule,
                               point.tpr if point else None, point.fppi if point else None])
-        wide.rows.append([name, *[table.accuracy(label, rule) for label in shown],
-                          table.weighted_mean(rule)])
-        froc.rows.append([name, *[operating_point_text(operating_point(
+    rows = _merged_names(methods, same_as)
+    wide = Table("Pointing game per method: hits/support = rate [Wilson 95 % interval]",
+                 ["Method", *shown, POOLED])
+    froc = Table("Detection: TPR@FPPI at the highest TPR (IoU > 0.3)", ["Method", *shown])
+    for name, row_name in rows.items():
+        wide.rows.append([row_name, *[_rate_cell(*_verdict_counts(scores.hits[name], lab))
+                                      for lab in [*shown, POOLED]]])
+        froc.rows.append([row_name, *[operating_point_text(operating_point(
             scores.curves.get((name, lab), []))) for lab in shown]])
-    wide.notes.append("A hit: the scored map's maximum within 48 px of a box of the label "
-                      "(prediction maps also ≥ 0.25, correlation maps > 0; saliency maps "
-                      "whatever the value).")
+    distinct = [r for r in paired if r.method_a in rows and r.method_b in rows]
+    wide.notes += [significance_sentence(lab, [r for r in distinct if r.label == lab])
+                   for lab in [*shown, POOLED]]
+    wide.notes += [
+        "A hit: the scored map's maximum within 48 px of a box of the label (prediction maps "
+        "also ≥ 0.25, correlation maps > 0; saliency maps whatever the value).",
+        "Methods joined by \"=\" gave equal maps on every image (one row); p-values: exact "
+        "McNemar on the (image, label) pairs the two methods score, not corrected for the "
+        "number of pairs (every pair in paired.csv)."]
+    pairs = Table("Paired comparisons", ["method_a", "method_b", "label", "both", "a_only",
+                                         "b_only", "neither", "p_value"], digits=6)
+    pairs.rows = [[r.method_a, r.method_b, r.label, r.counts.both, r.counts.a_only,
+                   r.counts.b_only, r.counts.neither, r.counts.p_value] for r in paired]
     times = Table("Seconds per image", ["Method", "Seconds per image"],
                   rows=[[name, scores.timing[name]] for name in methods], digits=2)
-    return {"pointing": wide, "detection": froc, "times": times, "long": long}
+    return {"pointing": wide, "detection": froc, "times": times, "long": long,
+            "paired": pairs}
 
 
 def _merge(config: CompareConfig, out: Path, images: SplitImages, methods: list[str],
@@ -277,10 +435,16 @@ def _merge(config: CompareConfig, out: Path, images: SplitImages, methods: list[
     scores = _Scores(failed=dict(images.unreadable))
     for name in methods:
         _score_method(name, caches[name][1], images.usable, labels, scores, store, model_name)
-    tables = _tables(methods, labels, scores)
+    same_as = same_maps(methods, {m: caches[m][1] for m in methods},
+                        [r.image_id for r in images.usable])
+    shown = [lab for lab in lesion_labels(labels)
+             if any(p.support(lab) for p, _ in scores.pointing.values())]
+    paired = paired_rows(scores.hits, shown)
+    tables = _tables(methods, labels, scores, same_as, paired)
     files: list[Path] = []
     out.mkdir(parents=True, exist_ok=True)
     files.append(atomic_write_text(out / "compare.csv", tables["long"].to_csv()))
+    files.append(atomic_write_text(out / "paired.csv", tables["paired"].to_csv()))
     files.append(atomic_write_text(out / "compare.md", "\n".join(
         tables[t].to_markdown() for t in ("pointing", "detection"))))
     files.append(atomic_write_text(out / "times.csv", tables["times"].to_csv()))
@@ -295,11 +459,12 @@ def _merge(config: CompareConfig, out: Path, images: SplitImages, methods: list[
     doc = {"data": str(config.data), "split": config.split, "methods": methods,
            "keys": {m: caches[m][1].key for m in methods},
            "settings": {m: caches[m][0].as_dict() for m in methods},
+           "same_as": same_as,
            "images": present, "missing": images.missing, "failed": scores.failed,
            "seconds_per_image": scores.timing, "seconds": round(images.seconds, 1)}
     files.append(atomic_write_text(out / "compare.json", json.dumps(doc, indent=2) + "\n"))
     return CompareReport(out, methods, present, images.missing, scores.failed, tables, files,
-                         scores.timing)
+                         scores.timing, same_as, paired)
 
 
 def compare(config: CompareConfig) -> CompareReport | None:
