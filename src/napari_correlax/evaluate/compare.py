@@ -424,6 +424,19 @@ def _tables(methods: list[str], labels: list[str], scores: _Scores,
             "paired": pairs}
 
 
+def _mode_line(methods: list[str], config: CompareConfig) -> str:
+    """compare.md's first line when CAM methods ran: how (windowed, or global at a scale
+    the classifier never saw, docs/method.md §8)."""
+    from ..maps.cam import mode_title
+    from ..maps.methods import get_method
+
+    cams = [m for m in methods if "mode" in get_method(m).options]
+    if not cams:
+        return ""
+    mode = str(config.options.get("mode") or "windowed")
+    return f"CAM methods ({', '.join(cams)}): {mode_title(mode)}.\n\n"
+
+
 def _merge(config: CompareConfig, out: Path, images: SplitImages, methods: list[str],
            caches: dict[str, tuple[MapSettings, ResultCache]], labels: list[str],
            model_name: str) -> CompareReport:
@@ -445,7 +458,7 @@ def _merge(config: CompareConfig, out: Path, images: SplitImages, methods: list[
     out.mkdir(parents=True, exist_ok=True)
     files.append(atomic_write_text(out / "compare.csv", tables["long"].to_csv()))
     files.append(atomic_write_text(out / "paired.csv", tables["paired"].to_csv()))
-    files.append(atomic_write_text(out / "compare.md", "\n".join(
+    files.append(atomic_write_text(out / "compare.md", _mode_line(methods, config) + "\n".join(
         tables[t].to_markdown() for t in ("pointing", "detection"))))
     files.append(atomic_write_text(out / "times.csv", tables["times"].to_csv()))
     files.append(store.save())
