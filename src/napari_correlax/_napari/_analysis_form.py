@@ -101,6 +101,8 @@ def build_dock(dock: Any) -> None:
         ("Boxes…", dock._pick_boxes, "Ground-truth boxes from a VinDr finding_annotations.csv"),
         ("Save…", dock._pick_save, "Save the maps (.npz), per-window CSV and a PNG figure"),
         ("Open…", dock._pick_open, "Open saved results as layers without recomputing"),
+        ("Save as DICOM…", dock._pick_dicom, "The maps as DICOM Parametric Maps over the "
+         "source image (a DICOM file), into a folder"),
     ))
     layout = QVBoxLayout(dock)
     dock.reader_notice = ReaderNotice()

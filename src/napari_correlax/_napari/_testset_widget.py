@@ -16,7 +16,9 @@ Keys (napari canvas, and this dock when it has the focus): PageDown / PageUp nex
 previous image, H / M / U hit / miss / unsure for the selected row (the selection then
 moves to the next row without a verdict), P / C / D show the prediction / correlation /
 distance maps (P and C also switch the map kind the verdicts are about), F marks a false
-positive at the next click on the map, Ctrl+J to the "go to" box.
+positive at the next click on the map, Ctrl+J to the "go to" box, E toggles the exam view
+(the four views of the image's study, :mod:`._exam_view`), W cycles the window/level
+presets (:mod:`._window_level`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ..evaluate.verdicts import ReaderState
 from ..labels import NO_FINDING, lesion_labels
 from ..maps.methods import get_method
 from ..maps.settings import MapSettings
+from ._exam_view import ReaderExtras
 from ._forms import bind_keys, button_row, dock_key
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
@@ -117,6 +120,8 @@ class TestSetReaderWidget(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.image_list, 2)
         layout.addLayout(nav)
+        self.extras = ReaderExtras(self)  # exam view, window/level, Save as DICOM
+        layout.addLayout(self.extras.buttons())
         layout.addWidget(self.progress)
         layout.addWidget(self.image_label)
         self.peaks = PeakTable(self.viewer)
@@ -130,7 +135,8 @@ class TestSetReaderWidget(QWidget):
         kinds = {key: (lambda k=k: self.show_kind(k))
                  for key, k in (("P", "prediction"), ("C", "correlation"), ("D", "distance"))}
         bind_keys(self, self.viewer, {"PageDown": self.next_image, "F": self.marker.toggle,
-                                      "PageUp": self.previous_image, **verdict, **kinds})
+                                      "PageUp": self.previous_image, **verdict, **kinds,
+                                      **self.extras.keys()})
         dock_key(self, "Ctrl+J", self.jump_edit.setFocus)
 
     # -- public ------------------------------------------------------------------------
@@ -201,6 +207,7 @@ class TestSetReaderWidget(QWidget):
         if position != self.image_list.currentRow():
             self.image_list.setCurrentRow(position)  # comes back through _row_picked
             return
+        self.extras.remember_window()
         self.review.go(position)
         self._draw_current()
         self.jobs.schedule()
@@ -291,6 +298,7 @@ class TestSetReaderWidget(QWidget):
                 or record.image_id in self.review.loaded:
             return
         self.layers.draw(loaded, [], follow=self.follow_check.isChecked())
+        self.extras.after_draw()
         self._shown = ""  # the final maps replace these when they come
         step = ("prediction maps shown; CorRELAX refining…" if loaded.result is not None
                 else "computing maps…")
@@ -344,6 +352,7 @@ class TestSetReaderWidget(QWidget):
             self._shown = record.image_id
             self.peaks.show_result(loaded.result, self.viewer.layers[PREFIX],
                                    lesion_labels(loaded.result.labels))
+            self.extras.after_draw()
         self.verdicts.show_rows()
         self._verdicts_changed()
         self._update_summary()
