@@ -77,8 +77,8 @@ def test_exam_view_hangs_the_study_and_follows_the_reader(
     wait_until_drawn(qtbot, widget)
     keymap["E"](viewer)
     assert widget.extras.view.shown
-    assert not viewer.layers["test set"].visible  # the single image is hidden
-    assert not viewer.grid.enabled  # one canvas, one camera for the four tiles
+    assert viewer.layers["test set"].opacity == 0  # the single image is hidden
+    assert not viewer.canvas.grid.enabled  # one canvas, one camera for the four tiles
 
     images = {layer.metadata["exam"]["view"]: layer for layer in widget.extras.view.layers()
               if "exam" in layer.metadata}
@@ -132,7 +132,7 @@ def test_exam_view_hangs_the_study_and_follows_the_reader(
     # a window dragged by hand is kept too
     viewer.layers["test set"].contrast_limits = (0.2, 0.6)
     keymap["E"](viewer)  # back to the single image
-    assert viewer.layers["test set"].visible and not widget.extras.view.layers()
+    assert viewer.layers["test set"].opacity == 1 and not widget.extras.view.layers()
     keymap["PageDown"](viewer)
     wait_until_drawn(qtbot, widget)
     np.testing.assert_allclose(viewer.layers["test set"].contrast_limits, (0.2, 0.6))

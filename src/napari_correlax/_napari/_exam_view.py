@@ -139,13 +139,17 @@ def reader_exam(review: Any, record: Any) -> tuple[Exam, dict[str, ExamTile]]:
 
 class ExamView:
     """Shows an exam in a viewer in place of the single-image layers whose names end in
-    ``" · <hide>"`` (or are ``hide``); :meth:`close` brings those back."""
+    ``" · <hide>"`` (or are ``hide``); :meth:`close` brings those back.
+
+    The single-image layers are made transparent (opacity 0), not invisible, so the
+    reader's own updates of them (visibility of map kinds, new maxima) go on unchanged
+    while the exam is shown."""
 
     def __init__(self, viewer: Any, hide: str) -> None:
         self.viewer = viewer
         self.hide = hide
         self.shown = False
-        self._hidden: list[str] = []
+        self._hidden: dict[str, float] = {}
         self._study: tuple[str, ...] = ()
 
     def show(self, exam: Exam, tiles: dict[str, ExamTile], label: str, kind: str) -> None:
@@ -163,10 +167,10 @@ class ExamView:
     def close(self) -> None:
         """Remove the exam's layers and show the single image's layers again."""
         self._remove()
-        for name in self._hidden:
+        for name, opacity in self._hidden.items():
             if name in self.viewer.layers:
-                self.viewer.layers[name].visible = True
-        self._hidden, self.shown, self._study = [], False, ()
+                self.viewer.layers[name].opacity = opacity
+        self._hidden, self.shown, self._study = {}, False, ()
         self.viewer.reset_view()
 
     def layers(self) -> list[Any]:
@@ -176,9 +180,9 @@ class ExamView:
     def _hide_single(self) -> None:
         for layer in self.viewer.layers:
             single = layer.name == self.hide or layer.name.endswith(f"{SEP}{self.hide}")
-            if single and layer.visible:
-                layer.visible = False
-                self._hidden.append(layer.name)
+            if single and layer.name not in self._hidden:
+                self._hidden[layer.name] = layer.opacity
+                layer.opacity = 0.0
 
     def _remove(self) -> None:
         for layer in self.layers():
