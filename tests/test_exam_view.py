@@ -127,7 +127,7 @@ def test_exam_view_hangs_the_study_and_follows_the_reader(
     assert {by_id[i].study_id for i in switched} == {widget.current.study_id}
     assert len(switched) == 4
     notes = list(viewer.layers["views · exam"].features["note"])
-    assert sum(note.endswith("maps not computed") for note in notes) >= 2  # not visited yet
+    assert sum(note.endswith("no maps yet") for note in notes) >= 2  # not visited yet
 
     # a window dragged by hand is kept too
     viewer.layers["test set"].contrast_limits = (0.2, 0.6)
@@ -207,3 +207,42 @@ def test_save_as_dicom_in_the_analysis_dock_writes_a_parametric_map_per_map(
     assert list(refused.iterdir()) == []
     assert widget.status.text().startswith("not saved as DICOM:")
     assert "\n" not in widget.status.text()
+
+
+def test_analysis_dock_hangs_the_open_images_of_the_chosen_images_study(
+    make_napari_viewer, dataset
+):
+    import pydicom
+
+    from napari_correlax._napari._analysis_widget import AnalysisWidget
+    from napari_correlax.io.vindr import load_vindr
+
+    records = load_vindr(dataset).images
+    first = records[0].study_id
+    ours = [r for r in records if r.study_id == first]
+    stranger = next(r for r in records if r.study_id != first)
+    viewer = make_napari_viewer()
+    opened = {}
+    for record in [*ours, stranger]:
+        (layer,) = viewer.open(str(record.path), plugin="napari-correlax")
+        opened[layer.name] = record
+    widget = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    chosen = next(name for name, r in opened.items() if r is ours[-1])
+    widget.image_combo.setCurrentText(chosen)
+    widget.exam_button.click()
+    images = {layer.metadata["exam"]["view"]: layer for layer in widget.exam_view.layers()
+              if "exam" in layer.metadata}
+    assert set(images) == set(ORIGIN)  # the stranger's study stays out
+    sy, sx = (float(v) for v in pydicom.dcmread(ours[0].path).ImagerPixelSpacing)
+    for view, layer in images.items():
+        record = opened[layer.metadata["exam"]["image_id"]]
+        assert record.study_id == first and f"{record.laterality}-{record.view}" == view
+        oy, ox = ORIGIN[view]  # in pixels; the exam is in millimetres
+        np.testing.assert_allclose(world_of(layer, (0, 0)), (oy * sy, ox * sx))
+    assert all(note.endswith("no maps yet") for note in viewer.layers["views · exam"]
+               .features["note"])
+    assert all(viewer.layers[name].opacity == 0 for name in opened)
+    widget.exam_button.click()
+    assert not widget.exam_view.layers()
+    assert all(viewer.layers[name].opacity == 1 for name in opened)

@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._compare_view import MethodComparison, flip, toggle_side_by_side
+from ._exam_view import toggle_analysis_exam
 from ._forms import ImageLayerCombo, LabelList, SettingsForm, bind_keys, button_row, path_row
 from ._layers import CONTRASTS
 from ._peaks import PeakTable
@@ -128,4 +129,9 @@ def build_dock(dock: Any) -> None:
          "with linked zoom and pan (napari grid); press again to go back"),
     )))
     bind_keys(dock, dock.viewer, {"N": lambda: flip(dock)})
+    dock.exam_button = QPushButton("Exam view")
+    dock.exam_button.setToolTip("The open images of the chosen image's study hung R-CC | L-CC "
+                                "over R-MLO | L-MLO with their maps; press again to go back")
+    dock.exam_button.clicked.connect(lambda: toggle_analysis_exam(dock))
+    layout.addWidget(dock.exam_button)
     layout.addStretch(1)

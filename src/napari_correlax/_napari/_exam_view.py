@@ -6,7 +6,7 @@ each placed by its tile's affine (data ``(row, col)`` in image pixels → world)
 camera shows, zooms and pans all four together. Per hung view: the image, the selected
 label's map of the chosen kind (when its maps are computed) and the ground-truth boxes.
 Above them: the current image outlined (a Shapes rectangle) and each tile's name, with
-"missing", "maps not computed" or "unreadable" where that is the case (a text-only
+"missing", "no maps yet" or "unreadable" where that is the case (a text-only
 Points layer). Layers are named ``"<what> · exam"``; only the exam's images are held,
 and closing the exam view removes its layers and shows the single image again.
 
@@ -78,7 +78,7 @@ def _tile_note(tile: Tile, shown: ExamTile | None) -> str:
         return f"{tile.name} · missing"
     if shown is None or shown.pixels is None:
         return f"{tile.name} · unreadable"
-    return tile.name if shown.result is not None else f"{tile.name} · maps not computed"
+    return tile.name if shown.result is not None else f"{tile.name} · no maps yet"
 
 
 def exam_layers(exam: Exam, shown: dict[str, ExamTile], label: str, kind: str
@@ -139,7 +139,8 @@ def reader_exam(review: Any, record: Any) -> tuple[Exam, dict[str, ExamTile]]:
 
 class ExamView:
     """Shows an exam in a viewer in place of the single-image layers whose names end in
-    ``" · <hide>"`` (or are ``hide``); :meth:`close` brings those back.
+    ``" · <hide>"`` (or are ``hide``; every other layer when ``hide`` is empty);
+    :meth:`close` brings those back.
 
     The single-image layers are made transparent (opacity 0), not invisible, so the
     reader's own updates of them (visibility of map kinds, new maxima) go on unchanged
@@ -179,7 +180,8 @@ class ExamView:
 
     def _hide_single(self) -> None:
         for layer in self.viewer.layers:
-            single = layer.name == self.hide or layer.name.endswith(f"{SEP}{self.hide}")
+            single = layer.name == self.hide or layer.name.endswith(f"{SEP}{self.hide}") \
+                if self.hide else not _is_exam(layer.name)
             if single and layer.name not in self._hidden:
                 self._hidden[layer.name] = layer.opacity
                 layer.opacity = 0.0
@@ -238,7 +240,8 @@ class ReaderExtras:
         if (not self.view.shown and not force) or record is None:
             return
         exam, tiles = reader_exam(dock.review, record)
-        label = dock.verdicts.selected_label() or next(iter(dock.layers.labels), "")
+        selected = dock.verdicts.selected_label()  # a finding row; a normal image: its alarm
+        label = selected if selected in dock.layers.labels else next(iter(dock.layers.labels), "")
         kind = dock.review.viewed_kind()
         self.view.show(exam, tiles, label, kind)
         for layer in self.view.layers():
@@ -295,3 +298,68 @@ class ReaderExtras:
         dock.image_label.setText(dock.image_label.text().split("<br>")[0] + f"<br>{line}")
         return written
 
+
+
+# -- the analysis dock: the open images of one study ------------------------------------
+def layers_exam(viewer: Any, active: str, analyses: dict[str, Any]
+                ) -> tuple[Exam, dict[str, ExamTile]]:
+    """The exam of the image layer ``active`` from the DICOM image layers open in
+    ``viewer`` that belong to its study (StudyInstanceUID), with the analysis dock's maps
+    and boxes (``analyses``: by layer name; ``.result``, ``.boxes``). Raises
+    CorrelaxError when ``active`` is not a DICOM image with a study, laterality and view."""
+    from ..errors import CorrelaxError
+    from ..exam import ExamImage
+
+    def study(layer: Any) -> str:
+        return str(((layer.metadata or {}).get("mammogram") or {}).get("study_instance_uid")
+                   or "")
+
+    chosen = viewer.layers[active]
+    if not study(chosen):
+        raise CorrelaxError("no DICOM study (StudyInstanceUID) to hang an exam from",
+                            (chosen.metadata or {}).get("path") or active)
+    images, held = [], {}
+    for layer in viewer.layers:
+        if _is_exam(layer.name) or study(layer) != study(chosen):
+            continue
+        try:
+            image = ExamImage.from_dicom(layer.metadata["path"], image_id=layer.name)
+        except CorrelaxError:
+            if layer is chosen:
+                raise
+            continue  # an image of the study without laterality or view: left out
+        analysis = analyses.get(layer.name)
+        images.append(image)
+        held[layer.name] = ExamTile(layer.data, getattr(analysis, "result", None),
+                                    list(getattr(analysis, "boxes", []) or []),
+                                    str(layer.metadata["path"]))
+    exam = hang(images, current=active)
+    return exam, {t.name: held[t.image.image_id] for t in exam.tiles if t.image is not None}
+
+
+def shown_kind(tiles: dict[str, ExamTile]) -> str:
+    """The map kind an exam of analysis results shows: correlation when a tile has it,
+    else prediction."""
+    has = {k for t in tiles.values() if t.result is not None for k in t.result.maps()}
+    return "correlation" if "correlation" in has else "prediction"
+
+
+def toggle_analysis_exam(dock: Any) -> None:
+    """The analysis dock's *Exam view* button: the exam of the chosen image, or back."""
+    from napari.utils.notifications import show_error
+
+    from ..errors import CorrelaxError
+
+    view = getattr(dock, "exam_view", None)
+    if view is None:
+        view = dock.exam_view = ExamView(dock.viewer, "")
+    if view.shown:
+        view.close()
+        return
+    try:
+        exam, tiles = layers_exam(dock.viewer, dock.image_combo.currentText(), dock._analyses)
+    except (CorrelaxError, KeyError) as exc:
+        show_error(f"no exam view: {exc}")
+        return
+    label = next(iter(dock.chosen_labels()), "")
+    view.show(exam, tiles, label, shown_kind(tiles))
