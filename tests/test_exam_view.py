@@ -110,6 +110,18 @@ def test_exam_view_hangs_the_study_and_follows_the_reader(
     oy, ox = np.subtract(ORIGIN[current], 0.5)
     np.testing.assert_allclose((y0, x0, y1, x1), (oy, ox, oy + H, ox + W))
 
+    # Save as DICOM from the reader: the image's maps and its verdicts (SR)
+    import pydicom
+
+    out = tmp_path / "dicom"
+    out.mkdir()
+    written = widget.extras.save_dicom(str(out))
+    classes = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID) for p in written]
+    assert classes.count("1.2.840.10008.5.1.4.1.1.88.33") == 1  # Comprehensive SR
+    assert classes.count("1.2.840.10008.5.1.4.1.1.30") == len(classes) - 1 >= 1
+    assert sorted(out.iterdir()) == sorted(written)
+    assert "saved" in widget.image_label.text()
+
     # window/level: W twice = the dense-breast preset, kept through PageDown
     keymap["W"](viewer)
     keymap["W"](viewer)
