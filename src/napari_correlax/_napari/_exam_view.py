@@ -108,10 +108,12 @@ def exam_layers(exam: Exam, shown: dict[str, ExamTile], label: str, kind: str
     return out
 
 
-def reader_exam(review: Any, record: Any) -> tuple[Exam, dict[str, ExamTile]]:
+def reader_exam(review: Any, record: Any, held: dict[str, np.ndarray] | None = None
+                ) -> tuple[Exam, dict[str, ExamTile]]:
     """The exam of a review's image ``record``: its study's views from the data set's
-    table, hung, with pixels (the review's loaded image, else read from the file), maps
-    (loaded, else the review's map cache; None when not computed) and boxes."""
+    table, hung, with pixels (the review's loaded image, else ``held`` by image id, else
+    read from the file), maps (loaded, else the review's map cache; None when not
+    computed) and boxes. ``held`` is updated to hold this exam's pixels only."""
     from ..errors import CorrelaxError
     from ..evaluate.split_run import read_record
     from ..maps.cache import ResultCache
@@ -120,16 +122,23 @@ def reader_exam(review: Any, record: Any) -> tuple[Exam, dict[str, ExamTile]]:
     cache = ResultCache(review.cache_root, review.key) if review.key and review.cache_root \
         else None
     shown: dict[str, ExamTile] = {}
+    before = dict(held or {})
+    if held is not None:
+        held.clear()
     for tile in exam.tiles:
         if tile.empty:
             continue
         image = review.index.by_id(tile.image.image_id)  # type: ignore[union-attr]
         loaded = review.loaded.get(image.image_id)
         try:
-            pixels = loaded.pixels if loaded is not None else read_record(image).pixels
+            pixels = loaded.pixels if loaded is not None else \
+                before.get(image.image_id, None)
+            pixels = read_record(image).pixels if pixels is None else pixels
         except CorrelaxError:
             shown[tile.name] = ExamTile(None)
             continue
+        if held is not None:
+            held[image.image_id] = pixels
         result = loaded.result if loaded is not None and loaded.final else None
         if result is None and cache is not None:
             result = cache.load_maps(image.image_id, image.path)
@@ -206,6 +215,7 @@ class ReaderExtras:
         self.dock = dock
         self.view = ExamView(dock.viewer, PREFIX)
         self.window = WindowLevel()
+        self._pixels: dict[str, np.ndarray] = {}  # the shown exam's images, by id
 
     def buttons(self) -> Any:
         """The row of buttons for the dock's layout."""
@@ -230,6 +240,7 @@ class ReaderExtras:
         """Show the exam of the current image, or go back to the single image."""
         if self.view.shown:
             self.view.close()
+            self._pixels.clear()
         else:
             self.refresh_exam(force=True)
 
@@ -239,7 +250,7 @@ class ReaderExtras:
         record = dock.current
         if (not self.view.shown and not force) or record is None:
             return
-        exam, tiles = reader_exam(dock.review, record)
+        exam, tiles = reader_exam(dock.review, record, self._pixels)
         selected = dock.verdicts.selected_label()  # a finding row; a normal image: its alarm
         label = selected if selected in dock.layers.labels else next(iter(dock.layers.labels), "")
         kind = dock.review.viewed_kind()

@@ -352,10 +352,11 @@ class TestSetReaderWidget(QWidget):
             self._shown = record.image_id
             self.peaks.show_result(loaded.result, self.viewer.layers[PREFIX],
                                    lesion_labels(loaded.result.labels))
-            self.extras.after_draw()
+            self.extras.apply_window()
         self.verdicts.show_rows()
         self._verdicts_changed()
         self._update_summary()
+        self.extras.refresh_exam()
 
     def _clear_view(self) -> None:
         self.verdicts.clear()
