@@ -258,3 +258,26 @@ def test_analysis_dock_hangs_the_open_images_of_the_chosen_images_study(
     widget.exam_button.click()
     assert not widget.exam_view.layers()
     assert all(viewer.layers[name].opacity == 1 for name in opened)
+
+
+def test_a_missing_view_is_an_empty_tile_with_its_name():
+    from napari_correlax._napari._exam_view import ExamTile, exam_layers
+    from napari_correlax.exam import ExamImage, hang
+
+    views = [("R", "CC"), ("L", "CC"), ("R", "MLO")]  # no L-MLO
+    images = [ExamImage(f"{lat}{view}", lat, view, SHAPE) for lat, view in views]
+    exam = hang(images, current="RMLO")
+    tiles = {im.name: ExamTile(np.zeros(SHAPE, np.float32)) for im in images}
+    layers = {kwargs["name"]: (data, kwargs, kind)
+              for data, kwargs, kind in exam_layers(exam, tiles, "Mass", "correlation")}
+    assert {name for name, (_, _, kind) in layers.items() if kind == "image"} == {
+        "exam R-CC", "exam L-CC", "exam R-MLO"}
+    places, kwargs, _ = layers["views · exam"]
+    notes = dict(zip(kwargs["features"]["view"], kwargs["features"]["note"], strict=True))
+    assert notes == {"R-CC": "R-CC · no maps yet", "L-CC": "L-CC · no maps yet",
+                     "R-MLO": "R-MLO · no maps yet", "L-MLO": "L-MLO · missing"}
+    where = dict(zip(kwargs["features"]["view"], places.tolist(), strict=True))
+    np.testing.assert_allclose(where["L-MLO"], (H + 0.04 * H, 1.5 * W))  # its tile's top
+    (outline,), _, _ = layers["current image · exam"]  # R-MLO: bottom left
+    np.testing.assert_allclose(outline.min(axis=0), (H, 0))
+    np.testing.assert_allclose(outline.max(axis=0), (2 * H, W))
