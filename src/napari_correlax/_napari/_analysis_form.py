@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._compare_view import MethodComparison, flip, toggle_side_by_side
+from ._exam_view import toggle_analysis_exam
 from ._forms import ImageLayerCombo, LabelList, SettingsForm, bind_keys, button_row, path_row
 from ._layers import CONTRASTS
 from ._peaks import PeakTable
@@ -102,6 +103,8 @@ def build_dock(dock: Any) -> None:
         ("Boxes…", dock._pick_boxes, "Ground-truth boxes from a VinDr finding_annotations.csv"),
         ("Save…", dock._pick_save, "Save the maps (.npz), per-window CSV and a PNG figure"),
         ("Open…", dock._pick_open, "Open saved results as layers without recomputing"),
+        ("Save as DICOM…", dock._pick_dicom, "The maps as DICOM Parametric Maps over the "
+         "source image (a DICOM file), into a folder"),
     ))
     layout = QVBoxLayout(dock)
     dock.reader_notice = ReaderNotice()
@@ -127,4 +130,9 @@ def build_dock(dock: Any) -> None:
          "with linked zoom and pan (napari grid); press again to go back"),
     )))
     bind_keys(dock, dock.viewer, {"N": lambda: flip(dock)})
+    dock.exam_button = QPushButton("Exam view")
+    dock.exam_button.setToolTip("The open images of the chosen image's study hung R-CC | L-CC "
+                                "over R-MLO | L-MLO with their maps; press again to go back")
+    dock.exam_button.clicked.connect(lambda: toggle_analysis_exam(dock))
+    layout.addWidget(dock.exam_button)
     layout.addStretch(1)

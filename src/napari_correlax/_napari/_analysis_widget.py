@@ -210,6 +210,21 @@ class AnalysisWidget(QWidget):
                                        **self._figure_heading(result))
         return written
 
+    def save_dicom(self, folder: str | Path) -> list[Path]:
+        """Write every map of the chosen image's analysis as a DICOM Parametric Map over
+        its source file into ``folder``; the outcome (or why nothing was written: a
+        source that is not DICOM) is the status line."""
+        from ._dicom_save import save_analysis
+
+        name = self.image_combo.currentText()
+        analysis = self._analyses.get(name)
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        source = (layer.metadata or {}).get("path") if layer is not None else None
+        results = list(analysis.results.values()) if analysis is not None else []
+        written, line = save_analysis(results, source, folder)
+        self.status.setText(line)
+        return written
+
     def _figure_heading(self, result: Any) -> dict[str, str]:
         """Title (image, method, model) and demo-model warning of a saved figure."""
         from ..figures import PHANTOM_WARNING
@@ -479,6 +494,13 @@ class AnalysisWidget(QWidget):
         written = self._guarded(self.save_results, path) if path else None
         if written:
             show_info("saved " + ", ".join(p.name for p in written))
+
+    def _pick_dicom(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self, "Save as DICOM into")
+        if folder:
+            self.save_dicom(folder)
 
     def _pick_open(self) -> None:
         path = ask_path(self, "Open results", "Results (*.npz *.tif *.tiff)")

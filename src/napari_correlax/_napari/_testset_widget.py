@@ -23,7 +23,9 @@ PageDown / PageUp next / previous image, H / M / U hit / miss / unsure for the s
 row (the selection then moves to the next row without a verdict), P / C show the
 prediction / correlation maps and switch the map kind the verdicts are about, D shows or
 hides the distance map over them, F marks a false positive at the next click on the
-shown map, Ctrl+J to the "go to" box. The keys are bound on the viewer and on every layer
+shown map, Ctrl+J to the "go to" box, E toggles the exam view (the four views of the
+image's study, :mod:`._exam_view`), W cycles the window/level presets
+(:mod:`._window_level`). The keys are bound on the viewer and on every layer
 the reader makes, so napari's layer shortcuts (Points "P" = add points) cannot take them.
 
 Closing napari stops the work first (:mod:`._closing`): a comment being typed is saved,
@@ -55,6 +57,7 @@ from ..labels import NO_FINDING, lesion_labels
 from ..maps.methods import get_method
 from ..maps.settings import MapSettings
 from ._closing import when_window_closes
+from ._exam_view import ReaderExtras
 from ._forms import bind_keys, button_row, dock_key
 from ._peaks import PeakTable
 from ._progress import ThrottledProgress
@@ -141,6 +144,8 @@ class TestSetReaderWidget(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.image_list, 2)
         layout.addLayout(nav)
+        self.extras = ReaderExtras(self)  # exam view, window/level, Save as DICOM
+        layout.addLayout(self.extras.buttons())
         layout.addWidget(self.progress)
         layout.addWidget(self.eta_label)
         layout.addWidget(self.image_label)
@@ -155,7 +160,7 @@ class TestSetReaderWidget(QWidget):
         kinds = {key: (lambda k=k: self.show_kind(k))
                  for key, k in (("P", "prediction"), ("C", "correlation"), ("D", "distance"))}
         keys = {"PageDown": self.next_image, "F": self.marker.toggle,
-                "PageUp": self.previous_image, **verdict, **kinds}
+                "PageUp": self.previous_image, **verdict, **kinds, **self.extras.keys()}
         bind_keys(self, self.viewer, keys)
         self.layers.keys = keys  # on the reader's layers too, ahead of their own keymaps
         dock_key(self, "Ctrl+J", self.jump_edit.setFocus)
@@ -231,6 +236,7 @@ class TestSetReaderWidget(QWidget):
         if position != self.position:  # the bar and time left were the previous image's
             self._progress_view.reset("")
             self._on_idle()
+        self.extras.remember_window()
         self.review.go(position)
         self.jobs.schedule()  # first: a worker free for this image reads it itself
         self._draw_current()
@@ -348,6 +354,7 @@ class TestSetReaderWidget(QWidget):
     def _draw_preview(self, loaded: Any) -> None:
         self.layers.draw(loaded, [], follow=self.follow_check.isChecked(),
                          kind=self.review.view)
+        self.extras.after_draw()
         self._shown = ""  # the final maps replace these when they come
         step = ("prediction maps shown; CorRELAX refining…" if loaded.result is not None
                 else "computing maps…")
@@ -410,11 +417,13 @@ class TestSetReaderWidget(QWidget):
             self._shown = record.image_id
             self.peaks.show_result(loaded.result, self.viewer.layers[PREFIX],
                                    lesion_labels(loaded.result.labels))
+            self.extras.apply_window()
         self.verdicts.show_rows()
         if self._shown == record.image_id:
             self.layers.refresh()  # the selected row's finding decides the map shown
         self._verdicts_changed()
         self._update_summary()
+        self.extras.refresh_exam()
 
     def _blank(self) -> None:
         """Show no image (and no peaks) until the current one is drawn."""
