@@ -18,15 +18,14 @@ from scipy.signal import correlate2d
 
 from napari_correlax.errors import CorrelaxError
 from napari_correlax.maps import explain, explain_windows, load_result
+from napari_correlax.maps.mask_engine import check_step
 from napari_correlax.maps.masks import (
     DESIGN_VARIANCE_BOUND,
-    DESIGN_VARIANCE_FACTOR,
     design_unit,
     hadamard_bits,
     make_mask_grids,
     orthogonal_block,
 )
-from napari_correlax.maps.mask_engine import check_step
 from napari_correlax.maps.moments import Z95
 from napari_correlax.maps.runtime import Runtime
 from napari_correlax.maps.settings import DEFAULT_DESIGN, MASK_DESIGNS, MapSettings

@@ -94,10 +94,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DESIGN_VARIANCE_BOUND",
     "DESIGN_VARIANCE_FACTOR",
-    "MIN_FACTOR_DOF",
     "GRID_CELLS",
     "MASKED_PROBABILITY",
     "MASK_DESIGNS",
+    "MIN_FACTOR_DOF",
     "design_unit",
     "hadamard_bits",
     "make_mask_grids",
