@@ -92,7 +92,7 @@ def test_default_design_intervals_cover_the_pairwise_model(pairwise):
 def test_measured_factor_matches_the_spread_over_seeds(pairwise):
     """The factor measured from a run's replicates agrees with the variance of ρ over
     seeds divided by the i.i.d. delta-method variance (an independent measurement)."""
-    model, truth = pairwise
+    model, _ = pairwise
     rhos, measured, iid_var = [], [], []
     for seed in range(24):
         res = explain_windows(model, white(), masks=2048, seed=seed, runtime=RT,
