@@ -168,3 +168,18 @@ def test_relax_uncertainty_is_the_mask_weighted_variance(pairwise):
     np.testing.assert_allclose(res.relevance[0], relevance, atol=1e-5)
     np.testing.assert_allclose(res.relevance_uncertainty[0], variance, atol=1e-6)
     assert variance.max() > 1e-4  # not a trivial zero map
+
+
+def test_a_measured_factor_above_one_is_used_and_warned_about(pairwise):
+    """With enough replicates (2 windows × 15) the measurement replaces the bound; on the
+    pairwise model it exceeds the tabled factor and 1, so it is used and warned about."""
+    model, _ = pairwise
+    res = explain_windows(model, white(2), masks=2048, seed=0, runtime=RT)
+    report = res.design_factor
+    assert report["design_factor_dof"] == 30
+    assert report["design_factor"] == pytest.approx(report["design_factor_measured"], abs=1e-4)
+    assert report["design_factor_measured"] > 1.0
+    assert "noisier than independent masks" in report["warning"]
+    quiet = explain_windows(model, white(2), masks=2048, seed=0, runtime=RT, design="iid")
+    assert quiet.design_factor["design_factor"] == pytest.approx(
+        max(quiet.design_factor["design_factor_measured"], 1.0), abs=1e-4)

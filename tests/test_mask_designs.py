@@ -267,6 +267,12 @@ def test_confidence_map_is_smoothed_window_half_widths_and_survives_saving(phant
 
     loaded = load_result(res.save(tmp_path / "r.npz"))
     np.testing.assert_array_equal(loaded.get("correlation_ci"), ci)
+    np.testing.assert_array_equal(loaded.get("relevance_uncertainty"),
+                                  res.get("relevance_uncertainty"))
+    for name in ("design_factor", "design_factor_measured", "design_factor_dof",
+                 "design_factor_tabled", "warnings"):
+        assert getattr(loaded.stats, name) == getattr(res.stats, name)
+    assert res.stats.design_factor is not None and "design factor" in res.stats.design_line
 
     from napari_correlax.export import window_rows
 

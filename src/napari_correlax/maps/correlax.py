@@ -87,8 +87,9 @@ class WindowExplanation:
         ``(B, S, S)`` RELAX uncertainty: the mask-weighted variance of ``S_h`` per pixel.
     design_factor:
         The mask design's variance factor the intervals use, the measured one (None when
-        no window reached two replicates) and its degrees of freedom
-        (:meth:`~.mask_engine.MaskEngine.factor_report`).
+        no window reached two replicates), its degrees of freedom
+        (:meth:`~.mask_engine.MaskEngine.factor_report`) and ``warning``, the text
+        shown when the measured factor exceeds 1 ("" otherwise).
     series:
         Per-window :class:`WindowSeries` when asked for (``return_series=True``).
     """
@@ -188,6 +189,6 @@ def _window_explanation(
         correlation_ci=half[:, 1:].astype(np.float32),
         interval=np.stack([low, high], axis=-1),
         relevance_uncertainty=engine.relevance_uncertainty(idx),
-        design_factor=engine.factor_report(),
+        design_factor={**engine.factor_report(), "warning": engine.factor_warning()},
         series=[engine.window_series(int(w)) for w in idx] if with_series else None,
     )

@@ -413,6 +413,16 @@ class MaskEngine:
                 "design_factor_dof": int(self.factor_dof),
                 "design_factor_tabled": float(self.tabled_factor)}
 
+    def factor_warning(self) -> str:
+        """A warning when the measured design factor exceeds 1 (the design is noisier
+        than i.i.d. masks on this model), else ""."""
+        self.update_factor()
+        if self.factor_dof < MIN_FACTOR_DOF or not self.measured_factor > 1.0:
+            return ""
+        return (f"mask design {self.design!r} is noisier than independent masks on this "
+                f"model (measured variance factor {self.measured_factor:.2f} > 1): "
+                f"intervals are widened to match; design 'iid' would need fewer masks")
+
     # -- outputs -----------------------------------------------------------------------
     def statistics(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rho, constant, se)`` for windows ``idx``, each ``(len(idx), 1 + C)``."""
