@@ -123,6 +123,7 @@ def test_explain_run_makes_every_map_layer(
     names = [layer.name for layer in viewer.layers]
     assert names == [
         "phantom",
+        "relevance uncertainty · phantom",  # RELAX's uncertainty, drawn below relevance
         "relevance · phantom",
         "masks used · phantom",
         "distance · phantom",
