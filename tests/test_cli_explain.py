@@ -57,8 +57,14 @@ def test_explain_writes_every_map_png_and_summary(tmp_path, tiny_ckpt, phantom_p
     assert doc["windows"]["skipped_tissue"] == gy * gx - int(res.window_mask.sum())
     assert doc["windows"]["focus"] + doc["windows"]["minimum_only"] == int(res.window_mask.sum())
     assert doc["settings"]["adaptive"] is True and doc["settings"]["focus"] is True
+    assert doc["design_factor"] == {
+        "used": res.stats.design_factor, "measured": res.stats.design_factor_measured,
+        "dof": res.stats.design_factor_dof, "tabled": res.stats.design_factor_tabled}
+    assert res.stats.design_factor >= res.stats.design_factor_tabled
+    assert res.get("relevance_uncertainty").shape == res.relevance.shape
     assert (out / "breast.png").read_bytes()[:8] == PNG_MAGIC
-    assert "breast.npz" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "breast.npz" in printed and res.stats.design_line in printed
 
 
 def test_explain_fixed_without_focus_uses_exactly_n_masks(tmp_path, tiny_ckpt, phantom_png):

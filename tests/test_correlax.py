@@ -328,17 +328,22 @@ def test_explain_maps_equal_window_results_stitched_by_hand(phantom):
 
     # Accumulate on a canvas with a one-window margin, then crop to the image.
     h, w = phantom.pixels.shape
-    total = np.zeros((h + 64, w + 64))
-    count = np.zeros_like(total)
     corners = prep.grid.corners().reshape(-1, 2) + 32
-    for k, f in enumerate(flat):
-        r0, c0 = corners[f]
-        total[r0 : r0 + 32, c0 : c0 + 32] += win.relevance[k]
-        count[r0 : r0 + 32, c0 : c0 + 32] += 1
-    total, count = total[32 : 32 + h, 32 : 32 + w], count[32 : 32 + h, 32 : 32 + w]
-    expected = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-    np.testing.assert_allclose(res.relevance, expected, atol=1e-5)
-    assert res.relevance.shape == phantom.pixels.shape
+    for got, per_window in ((res.relevance, win.relevance),
+                            (res.extra["relevance_uncertainty"], win.relevance_uncertainty)):
+        total = np.zeros((h + 64, w + 64))
+        count = np.zeros_like(total)
+        for k, f in enumerate(flat):
+            r0, c0 = corners[f]
+            total[r0 : r0 + 32, c0 : c0 + 32] += per_window[k]
+            count[r0 : r0 + 32, c0 : c0 + 32] += 1
+        total, count = total[32 : 32 + h, 32 : 32 + w], count[32 : 32 + h, 32 : 32 + w]
+        expected = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        assert got.shape == phantom.pixels.shape
+    # the run's design factor is the window API's, recorded in the statistics
+    assert res.stats.design_factor == win.design_factor["design_factor"]
+    assert res.stats.design_factor_dof == win.design_factor["design_factor_dof"]
 
 
 def test_focus_mode_gives_minimum_masks_outside_focus(phantom):

@@ -18,8 +18,9 @@ from scipy.signal import correlate2d
 
 from napari_correlax.errors import CorrelaxError
 from napari_correlax.maps import explain, explain_windows, load_result
+from napari_correlax.maps.mask_engine import check_step
 from napari_correlax.maps.masks import (
-    DESIGN_VARIANCE_FACTOR,
+    DESIGN_VARIANCE_BOUND,
     design_unit,
     hadamard_bits,
     make_mask_grids,
@@ -202,16 +203,29 @@ def delta_method_se(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sqrt(np.mean(psi**2) / len(x)))
 
 
+def fisher_interval(x: np.ndarray, y: np.ndarray, factor: float) -> tuple[float, float]:
+    """95 % Fisher-z interval of Pearson's ρ by hand: atanh ρ ± Z95 · SE / (1 − ρ²)."""
+    rho = np.corrcoef(x, y)[0, 1]
+    se_z = np.sqrt(factor) * delta_method_se(x, y) / (1 - rho**2)
+    return (float(np.tanh(np.arctanh(rho) - Z95 * se_z)),
+            float(np.tanh(np.arctanh(rho) + Z95 * se_z)))
+
+
 @pytest.mark.parametrize("design", ["iid", DEFAULT_DESIGN])
-def test_half_widths_are_the_delta_method_times_the_design_factor(design):
+def test_intervals_are_fisher_z_of_the_delta_method_times_the_design_factor(design):
     res = explain_windows(tiny(), windows(3, seed=4), masks=256, seed=3, design=design,
                           return_series=True, runtime=RT)
-    factor = DESIGN_VARIANCE_FACTOR[design]
+    factor = res.design_factor["design_factor"]
+    # 3 windows × (replicates − 1): too few to use the measurement, so the bound is used
+    assert res.design_factor["design_factor_dof"] == 3 * (256 // check_step(design) - 1)
+    assert factor == DESIGN_VARIANCE_BOUND[design]
     for i, s in enumerate(res.series):
-        expected = [Z95 * np.sqrt(factor) * delta_method_se(s.s_h, y)
-                    for y in [s.s_yhat, *s.yhat_m.T]]
-        got = [res.distance_ci[i], *res.correlation_ci[i]]
-        np.testing.assert_allclose(got, expected, rtol=1e-3)
+        bounds = [fisher_interval(s.s_h, y, factor) for y in [s.s_yhat, *s.yhat_m.T]]
+        np.testing.assert_allclose(res.interval[i], bounds, rtol=1e-3, atol=1e-6)
+        rho = [res.distance[i], *res.correlation[i]]
+        longer = [max(r - lo, hi - r) for r, (lo, hi) in zip(rho, bounds)]
+        np.testing.assert_allclose([res.distance_ci[i], *res.correlation_ci[i]], longer,
+                                   rtol=1e-3, atol=1e-6)
 
 
 def test_iid_half_widths_agree_with_a_bootstrap():
@@ -255,6 +269,12 @@ def test_confidence_map_is_smoothed_window_half_widths_and_survives_saving(phant
 
     loaded = load_result(res.save(tmp_path / "r.npz"))
     np.testing.assert_array_equal(loaded.get("correlation_ci"), ci)
+    np.testing.assert_array_equal(loaded.get("relevance_uncertainty"),
+                                  res.get("relevance_uncertainty"))
+    for name in ("design_factor", "design_factor_measured", "design_factor_dof",
+                 "design_factor_tabled", "warnings"):
+        assert getattr(loaded.stats, name) == getattr(res.stats, name)
+    assert res.stats.design_factor is not None and "design factor" in res.stats.design_line
 
     from napari_correlax.export import window_rows
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,11 @@ def explain_summary(path: Path, mammo: Mammogram, result: MapResult) -> dict[str
             "focus": stats.windows_focus,
             "minimum_only": stats.windows_minimum,
         },
+        "design_factor": {"used": stats.design_factor,
+                          "measured": stats.design_factor_measured,
+                          "dof": stats.design_factor_dof,
+                          "tabled": stats.design_factor_tabled},
+        "warnings": list(stats.warnings),
         "settings": {**stats.settings, "masks_max": stats.masks_max,
                      "masks_min": stats.masks_min, "device": stats.device,
                      "precision": stats.precision},
@@ -122,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(stem.with_suffix(".json"), json.dumps(doc, indent=2, default=str))
         st = result.stats
         print(f"{path}: {st.windows_evaluated} windows ({st.windows_focus} in focus), "
-              f"{st.masks_total} masked passes in {st.seconds_total} s -> {stem}.npz")
+              f"{st.masks_total} masked passes in {st.seconds_total} s, {st.design_line} "
+              f"-> {stem}.npz")
+        for warning in st.warnings:
+            print(f"{path}: warning: {warning}", file=sys.stderr)
 
     return map_images(args, "correlax", "explain", write)

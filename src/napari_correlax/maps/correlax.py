@@ -24,7 +24,7 @@ and the whole-image API with focus mode and relevance stitching (:mod:`.image_ex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -76,9 +76,20 @@ class WindowExplanation:
     distance_ci, correlation_ci:
         ``(B,)`` and ``(B, C)`` half-widths of the 95 % confidence intervals of
         ``distance`` and ``correlation``: the correlation that infinitely many masks
-        would give lies in ``ρ ± half-width`` (module docstring, "Uncertainty").
+        would give lies within the half-width of ρ (the longer side of the Fisher-z
+        interval, :mod:`.moments`).
+    interval:
+        ``(B, 1 + C, 2)`` the 95 % Fisher-z intervals ``[low, high]`` of the correlations
+        (distance first, then each label).
     relevance:
         ``(B, S, S)`` RELAX map in window pixels.
+    relevance_uncertainty:
+        ``(B, S, S)`` RELAX uncertainty: the mask-weighted variance of ``S_h`` per pixel.
+    design_factor:
+        The mask design's variance factor the intervals use, the measured one (None when
+        no window reached two replicates), its degrees of freedom
+        (:meth:`~.mask_engine.MaskEngine.factor_report`) and ``warning``, the text
+        shown when the measured factor exceeds 1 ("" otherwise).
     series:
         Per-window :class:`WindowSeries` when asked for (``return_series=True``).
     """
@@ -92,6 +103,9 @@ class WindowExplanation:
     relevance: np.ndarray
     distance_ci: np.ndarray
     correlation_ci: np.ndarray
+    interval: np.ndarray | None = None
+    relevance_uncertainty: np.ndarray | None = field(default=None, repr=False)
+    design_factor: dict[str, Any] = field(default_factory=dict)
     series: list[WindowSeries] | None = field(default=None, repr=False)
 
     @property
@@ -162,6 +176,7 @@ def _window_explanation(
 ) -> WindowExplanation:
     rho, constant, se = engine.statistics(idx)
     half = engine.halfwidth(idx)
+    low, high = engine.interval(idx)
     return WindowExplanation(
         prediction=prediction[idx].astype(np.float32),
         distance=rho[:, 0].astype(np.float32),
@@ -172,5 +187,8 @@ def _window_explanation(
         relevance=engine.relevance(idx),
         distance_ci=half[:, 0].astype(np.float32),
         correlation_ci=half[:, 1:].astype(np.float32),
+        interval=np.stack([low, high], axis=-1),
+        relevance_uncertainty=engine.relevance_uncertainty(idx),
+        design_factor={**engine.factor_report(), "warning": engine.factor_warning()},
         series=[engine.window_series(int(w)) for w in idx] if with_series else None,
     )

@@ -20,14 +20,18 @@ Uncertainty
     ``explain`` returns, per label, the half-widths of the 95 % confidence intervals of
     the windows' correlations (:mod:`.moments`) as the ``correlation_ci`` map, smoothed
     with the kernel's weights (a bound on the half-width of the smoothed map whatever the
-    dependence between neighbouring windows).
+    dependence between neighbouring windows). The intervals use the mask design's
+    variance factor measured in the run (:mod:`.mask_engine`, "Design factor"), recorded
+    in the result's statistics; a factor above 1 adds a warning there and on the console.
+    ``relevance_uncertainty`` (H, W) is RELAX's uncertainty map, stitched like relevance.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Generator, Sequence
+import warnings
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -160,6 +164,11 @@ def explain_steps(
     used[todo] = engine.moments.n
     per_window_corr = corr_raw.T.reshape(n_labels, gy, gx)
     relevance = stitch_relevance(engine, grid, todo, prep.pixels.shape)
+    relevance_var = stitch_relevance(engine, grid, todo, prep.pixels.shape,
+                                     engine.relevance_uncertainty)
+    warning = engine.factor_warning()
+    if warning:
+        warnings.warn(warning, RuntimeWarning, stacklevel=2)
     t4 = time.perf_counter()
 
     n_focus = int(in_focus.sum())
@@ -175,6 +184,7 @@ def explain_steps(
         masks_min=int(min_masks), masks_max=int(s.masks),
         constant_correlations=int(constant.sum()),
         uncertainty_max=round(float(se.max()), 5) if se.size else 0.0,
+        **engine.factor_report(), warnings=[warning] if warning else [],
         seconds={"prepare": round(t1 - t0, 3), "predict": round(t2 - t1, 3),
                  "correlax": round(t3 - t2, 3), "stitch": round(t4 - t3, 3)},
         masked_passes_per_second=round(float(used.sum()) / max(t3 - t2, 1e-9), 1),
@@ -196,15 +206,20 @@ def explain_steps(
         relevance=relevance,
         meta=dict(prep.meta),
         extra={"correlation_ci": grid.smooth(ci_raw.T.reshape(n_labels, gy, gx),
-                                                 prep.active)},
+                                             prep.active),
+               "relevance_uncertainty": relevance_var},
         stats=stats,
     )
 
 
 def stitch_relevance(
-    engine: MaskEngine, grid: Any, todo: np.ndarray, image_shape: tuple[int, int]
+    engine: MaskEngine, grid: Any, todo: np.ndarray, image_shape: tuple[int, int],
+    window_maps: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Overlap-average the windows' RELAX maps into ``(H, W)`` original image pixels."""
+    """Overlap-average the windows' RELAX maps (or ``window_maps(local indices)``, e.g.
+    :meth:`~.mask_engine.MaskEngine.relevance_uncertainty`) into ``(H, W)`` original
+    image pixels."""
+    window_maps = window_maps or engine.relevance
     h, w = image_shape
     total = np.zeros((h, w), dtype=np.float64)
     count = np.zeros((h, w), dtype=np.float64)
@@ -212,7 +227,7 @@ def stitch_relevance(
     s = grid.window
     chunk = 32
     for start in range(0, len(todo), chunk):
-        maps = engine.relevance(np.arange(start, min(start + chunk, len(todo))))
+        maps = window_maps(np.arange(start, min(start + chunk, len(todo))))
         for rel, flat in zip(maps, todo[start : start + chunk]):
             r0, c0 = (int(v) for v in corners[flat])
             y0, x0 = max(r0, 0), max(c0, 0)

@@ -147,6 +147,13 @@ RELEVANCE = register_kind(MapKind(
     "carry the window's representation.",
     read_order=60, stack=10,
 ))
+RELEVANCE_UNCERTAINTY = register_kind(MapKind(
+    "relevance_uncertainty", "relevance uncertainty", False, "pixel", "sequential", None,
+    "RELAX uncertainty: how much the feature similarity varies over the masks that keep "
+    "each pixel (its mask-weighted variance); high where the relevance rests on few or "
+    "disagreeing masks.",
+    read_order=65, stack=5,
+))
 MASKS_USED = register_kind(MapKind(
     "masks_used", "masks used", False, "grid", "count", None,
     "How many masked copies CorRELAX evaluated per window (more where the estimate was "

@@ -34,6 +34,18 @@ Adaptive number of masks
     (:meth:`~.moments.Moments.summary`) is at most the tolerance. How the default
     tolerance and floor were chosen, with the measurements: docs/method.md §7, *Choices*.
 
+Design factor
+    The standard errors multiply the i.i.d. variance of ρ by the design's variance
+    factor, measured in the run (:meth:`MaskEngine.update_factor`): the larger of the
+    factor measured from the windows that reached two or more independent replicates
+    (:meth:`~.moments.Moments.measured_factor`) and the tabled one
+    (:data:`~.masks.DESIGN_VARIANCE_FACTOR`), or the design's bound
+    (:data:`~.masks.DESIGN_VARIANCE_BOUND`) until the measurement has
+    :data:`~.masks.MIN_FACTOR_DOF` degrees of freedom. Every check of the adaptive rule
+    uses the factor known at that moment, so a window does not stop at the floor with a
+    precision the design has not been shown to give: on a model where the design helps
+    less, windows run on past the floor.
+
 Speed
     The forward pass dominates. Windows are normalised once; for a per-pixel affine
     normalisation ``n(x) = (x − μ) / σ`` the masked input is
@@ -57,7 +69,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from .masks import DESIGN_VARIANCE_FACTOR, GRID_CELLS, design_unit, make_mask_grids
+from .masks import (
+    DESIGN_VARIANCE_BOUND,
+    DESIGN_VARIANCE_FACTOR,
+    GRID_CELLS,
+    MIN_FACTOR_DOF,
+    design_unit,
+    make_mask_grids,
+)
 from .moments import Moments, row_cosine
 from .runtime import Progress, Runtime
 from .settings import DEFAULT_DESIGN
@@ -216,9 +235,15 @@ class MaskEngine:
         self.snapshots = np.zeros((n_windows, len(self.record_at), self.n_series))
         self.snapshot_se = np.zeros_like(self.snapshots)
         self.snapshot_ci = np.zeros_like(self.snapshots)
+        self.tabled_factor = DESIGN_VARIANCE_FACTOR[design]
         self.moments = Moments(n_windows, self.n_series, unit=self.unit,
-                               factor=DESIGN_VARIANCE_FACTOR[design])
+                               factor=DESIGN_VARIANCE_BOUND[design],
+                               replicate=self.check_step, n_max=n_max)
+        self.measured_factor = float("nan")
+        self.factor_dof = 0
+        self._blocks_seen = -1
         self.rel_num = np.zeros((n_windows, self.grids_np.shape[1]))
+        self.rel_sq = np.zeros_like(self.rel_num)
         self.rel_den = np.zeros_like(self.rel_num)
         self.series: list[list[np.ndarray]] | None = (
             [[] for _ in range(n_windows)] if keep_series else None
@@ -339,6 +364,7 @@ class MaskEngine:
             self.moments.add(win.index, part[:, 0], part[:, 1:])
             grids = self.grids_np[a:b]
             self.rel_num[win.index] += part[:, 0] @ grids
+            self.rel_sq[win.index] += part[:, 0] ** 2 @ grids
             self.rel_den[win.index] += grids.sum(axis=0)
             if self.series is not None:
                 self.series[win.index].append(part.copy())
@@ -356,20 +382,76 @@ class MaskEngine:
         finished = win.n >= win.target
         if not finished and self.adaptive and win.n >= self.min_masks:
             if self.is_check(win.n):
+                self.update_factor()
                 _, _, se = self.moments.summary(np.array([win.index]), np.array([win.target]))
                 finished = bool(se.max() <= self.tolerance)
         if finished:
             win.crop = None
         return finished
 
+    # -- design factor -----------------------------------------------------------------
+    def update_factor(self) -> float:
+        """Measure the design factor from the replicates completed so far and set the one
+        the standard errors use (module docstring, "Design factor"); returns it."""
+        seen = int(self.moments.complete_blocks().sum())
+        if seen != self._blocks_seen:
+            self._blocks_seen = seen
+            self.measured_factor, self.factor_dof = self.moments.measured_factor()
+            if self.factor_dof >= MIN_FACTOR_DOF:
+                self.moments.factor = max(self.measured_factor, self.tabled_factor)
+            else:
+                self.moments.factor = DESIGN_VARIANCE_BOUND[self.design]
+        return self.moments.factor
+
+    def factor_report(self) -> dict[str, Any]:
+        """The design factor the results use, the measured one (None when not measured),
+        its degrees of freedom and the tabled one, for a run's statistics."""
+        used = self.update_factor()
+        measured = self.measured_factor if math.isfinite(self.measured_factor) else None
+        return {"design_factor": round(used, 4),
+                "design_factor_measured": None if measured is None else round(measured, 4),
+                "design_factor_dof": int(self.factor_dof),
+                "design_factor_tabled": float(self.tabled_factor)}
+
+    def factor_warning(self) -> str:
+        """A warning when the measured design factor exceeds 1 (the design is noisier
+        than i.i.d. masks on this model), else ""."""
+        self.update_factor()
+        if self.factor_dof < MIN_FACTOR_DOF or not self.measured_factor > 1.0:
+            return ""
+        return (f"mask design {self.design!r} is noisier than independent masks on this "
+                f"model (measured variance factor {self.measured_factor:.2f} > 1): "
+                f"intervals are widened to match; design 'iid' would need fewer masks")
+
     # -- outputs -----------------------------------------------------------------------
     def statistics(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rho, constant, se)`` for windows ``idx``, each ``(len(idx), 1 + C)``."""
+        self.update_factor()
         return self.moments.summary(idx, np.maximum(self.targets[idx], 1))
 
     def halfwidth(self, idx: np.ndarray) -> np.ndarray:
-        """``(len(idx), 1 + C)`` half-widths of the 95 % confidence intervals."""
+        """``(len(idx), 1 + C)`` half-widths of the 95 % confidence intervals (the longer
+        side of the Fisher-z interval, :meth:`~.moments.Moments.interval`)."""
+        self.update_factor()
         return self.moments.halfwidth(idx)
+
+    def interval(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)``, each ``(len(idx), 1 + C)``: the 95 % Fisher-z intervals."""
+        self.update_factor()
+        _, low, high = self.moments.interval(idx)
+        return low, high
+
+    def _upsampled_ratio(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        """``up(num) / up(den)`` of ``(k, g²)`` cell sums, ``(k, S, S)`` float64; 0 where
+        ``up(den)`` is 0."""
+        g = round(math.sqrt(num.shape[1]))
+        zero = self._torch.zeros((), dtype=self._torch.float64)
+        u = interpolation_matrix(g, self.size, zero).numpy()
+        top = np.einsum("sa,kab,tb->kst", u, num.reshape(-1, g, g), u, optimize=True)
+        bottom = np.einsum("sa,kab,tb->kst", u, den.reshape(-1, g, g), u, optimize=True)
+        out = np.zeros(top.shape)
+        np.divide(top, bottom, out=out, where=bottom > 1e-9)
+        return out
 
     def relevance(self, idx: np.ndarray) -> np.ndarray:
         """RELAX maps of windows ``idx``, ``(len(idx), S, S)`` float32.
@@ -377,15 +459,19 @@ class MaskEngine:
         ``up(Σ S_h G) / up(Σ G)``; 0 where no mask kept the pixel (never after ≥ 2
         random masks in practice).
         """
-        torch = self._torch
         idx = np.asarray(idx, dtype=np.int64)
-        g = round(math.sqrt(self.rel_num.shape[1]))
-        u = interpolation_matrix(g, self.size, torch.zeros((), dtype=torch.float64)).numpy()
-        num = np.einsum("sa,kab,tb->kst", u, self.rel_num[idx].reshape(-1, g, g), u, optimize=True)
-        den = np.einsum("sa,kab,tb->kst", u, self.rel_den[idx].reshape(-1, g, g), u, optimize=True)
-        out = np.zeros(num.shape, dtype=np.float32)
-        np.divide(num, den, out=out, where=den > 1e-9, casting="unsafe")
-        return out
+        return self._upsampled_ratio(self.rel_num[idx], self.rel_den[idx]).astype(np.float32)
+
+    def relevance_uncertainty(self, idx: np.ndarray) -> np.ndarray:
+        """RELAX uncertainty of windows ``idx``, ``(len(idx), S, S)`` float32: the
+        mask-weighted variance of ``S_h`` at each pixel,
+        ``Σ_n M_n (S_h,n − R)² / Σ_n M_n = up(Σ S_h² G) / up(Σ G) − R²`` with ``R`` the
+        relevance (bilinear upsampling is linear, so this equals the sum over full-size
+        masks)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        mean = self._upsampled_ratio(self.rel_num[idx], self.rel_den[idx])
+        square = self._upsampled_ratio(self.rel_sq[idx], self.rel_den[idx])
+        return np.maximum(square - mean**2, 0.0).astype(np.float32)
 
     def window_series(self, w: int) -> WindowSeries:
         """The stored series of window ``w`` (``keep_series`` must be on)."""

@@ -61,13 +61,21 @@ Nesting and seeds
     multiples of it (after its floor), so pairs and blocks are never cut by a stop.
 
 Variance
-    ``benchmarks/designs.py`` measures each design's spread of ρ against i.i.d. masks on
-    the same windows (demo model on phantoms and on real CBIS-DDSM mammograms, a
-    random-weight resnet18). :data:`DESIGN_VARIANCE_FACTOR` holds the ratio of
-    variances at whole blocks, rounded up so that 95 % intervals cover 93–97 % of the
-    time where the design helps least; CorRELAX multiplies the i.i.d. variance of ρ by it
-    (:mod:`napari_correlax.maps.moments`, docs/method.md §7). Where a design helps more
-    (``oa-antithetic`` on the resnet18: a ratio of 0.25) the intervals are conservative.
+    A design's variance of ρ relative to i.i.d. masks is not a property of the design
+    alone: to first order ``ρ̂ − ρ`` is the mean of an influence function ψ over the
+    masks, and a block cancels some of ψ's Walsh components while it *adds up* others.
+    ``oa-antithetic`` removes every odd order and order 2, but a product of an even
+    number ≥ 4 of its columns is constant over the block with probability ≈ 1/64 (4
+    cells: 1/61), so those orders count about twice; ``antithetic`` doubles every even
+    order, ``oa`` cancels orders 1 and 2 and leaves the others about as i.i.d. masks do.
+    CorRELAX therefore measures the factor in every run (pooled over the windows that
+    reach two or more independent replicates; :meth:`.moments.Moments.measured_factor`)
+    and uses the larger of the measured and the tabled value
+    (:data:`DESIGN_VARIANCE_FACTOR`, the least a design was seen to need); where nothing
+    could be measured (no window reached two replicates, or fewer than
+    :data:`MIN_FACTOR_DOF` degrees of freedom) it uses :data:`DESIGN_VARIANCE_BOUND`,
+    the most one block can have (every orders' aliasing at its worst). Measurements:
+    ``benchmarks/designs.py``, docs/method.md §7.
 """
 
 from __future__ import annotations
@@ -84,10 +92,12 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "DESIGN_VARIANCE_BOUND",
     "DESIGN_VARIANCE_FACTOR",
     "GRID_CELLS",
     "MASKED_PROBABILITY",
     "MASK_DESIGNS",
+    "MIN_FACTOR_DOF",
     "design_unit",
     "hadamard_bits",
     "make_mask_grids",
@@ -102,9 +112,10 @@ MASKED_PROBABILITY = 0.5
 _IID_BLOCK = 128
 
 #: Variance of ρ under each design relative to i.i.d. masks at the same N, at whole
-#: blocks: measured ratios (``benchmarks/designs.py``; docs/method.md §7) rounded up for
-#: coverage. CorRELAX's standard errors and confidence intervals multiply the i.i.d.
-#: variance by it.
+#: blocks, on the models where the design helped least among those calibrated
+#: (``benchmarks/designs.py``; docs/method.md §7): the floor under the factor measured in
+#: each run. CorRELAX's standard errors and confidence intervals multiply the i.i.d.
+#: variance by the factor it uses.
 DESIGN_VARIANCE_FACTOR: dict[str, float] = {
     "iid": 1.0,
     "antithetic": 1.1,
@@ -112,6 +123,23 @@ DESIGN_VARIANCE_FACTOR: dict[str, float] = {
     "oa-antithetic": 0.6,
     "sobol": 0.65,
 }
+
+#: Largest variance factor of one block of each design whatever the model: the block's
+#: length times the largest probability that a set of cells of one size is aliased to the
+#: constant (``oa-antithetic``: 128 / 61 for four cells; ``antithetic``: a pair doubles
+#: every even order; ``oa``: about 128 / 125). Sobol's nets are not a group design; it
+#: gets the antithetic bound. Used until the run has measured its own factor.
+DESIGN_VARIANCE_BOUND: dict[str, float] = {
+    "iid": 1.0,
+    "antithetic": 2.0,
+    "oa": 1.05,
+    "oa-antithetic": 2.1,
+    "sobol": 2.0,
+}
+
+#: Degrees of freedom (window replicates beyond each window's first) a measured design
+#: factor needs before CorRELAX uses it instead of :data:`DESIGN_VARIANCE_BOUND`.
+MIN_FACTOR_DOF = 16
 
 
 def _check_design(design: str, p: float) -> None:

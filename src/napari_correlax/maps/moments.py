@@ -9,12 +9,32 @@ Uncertainty
     the sample's own moments (up to fourth order), ``Var ρ_n ≈ f_n V / n`` with
     ``V = μ22 + ρ²/4 (μ40 + μ04 + 2 μ22) − ρ (μ31 + μ13)`` (standardised moments; Fisher's
     ``(1 − ρ²)²`` for normal data), the variance for independent masks, times the design
-    factor ``f_n`` (:data:`~.masks.DESIGN_VARIANCE_FACTOR` for whole blocks, 1 for the
-    masks of an unfinished block; see :meth:`Moments.design_variance`). The 95 %
-    confidence interval of a window's ρ is ``ρ ± Z95 · sqrt(f_n V / n)``.
+    factor ``f_n`` (:attr:`Moments.factor` for whole blocks, 1 for the masks of an
+    unfinished block; see :meth:`Moments.design_variance`). The factor is set by the mask
+    engine from the run's own measurement (:meth:`Moments.measured_factor`).
     Because the masks are nested, the standard error of ``ρ_n − ρ_Nmax`` is
     ``sqrt(V (f_n / n − f_Nmax / Nmax))``, which reaches 0 at ``Nmax``
     (:meth:`Moments.summary`; adaptive mode compares it with its tolerance).
+
+Confidence interval
+    The 95 % interval of a window's ρ is Fisher's: ``z = atanh ρ`` with standard error
+    ``SE_z = sqrt(f_n V / n) / (1 − ρ²)`` (the delta method), back-transformed,
+    ``[tanh(z − Z95 SE_z), tanh(z + Z95 SE_z)]`` (:meth:`Moments.interval`). Unlike the
+    Wald interval ``ρ ± Z95 SE`` it stays inside [−1, 1] and is asymmetric where |ρ| is
+    near 1, where the Wald interval undercovers. The half-width reported with a map is
+    the longer side, ``max(ρ − low, high − ρ)``.
+
+Measured design factor
+    The masks of a run come in independent *replicates* (whole design blocks, or
+    :data:`~.mask_engine.CHECK_EVERY` masks for designs with shorter blocks); per window
+    the power sums of every replicate are kept too. To first order
+    ``ρ̂ − ρ`` is the mean of the influence function ``ψ = x̃ỹ − ρ (x̃² + ỹ²) / 2``
+    (standardised series) over the masks, whose variance per i.i.d. mask is ``V``. Over
+    the ``B ≥ 2`` complete replicates of ``R`` masks of a window the spread of the
+    replicate means of ψ estimates the design's variance of one replicate mean,
+    ``f V / R``; pooling the windows and correlations,
+    ``f̂ = Σ R Σ_b (ψ̄_b − ψ̄)² / Σ (B − 1) V`` (:meth:`Moments.measured_factor`), with
+    ``Σ (B − 1)`` over windows as its degrees of freedom.
 
 Zero variance
     A series whose standard deviation is at most ``1e-10`` of its root mean square
@@ -45,13 +65,19 @@ class Moments:
     float64, so no large numbers cancel; central moments up to order four follow by
     binomial expansion. ``factor`` and ``unit`` describe the mask design: the variance of
     ρ over ``unit`` masks (a whole design block) is ``factor`` times that of i.i.d. masks.
+    ``replicate`` (0: none) is the length of the independent replicates whose power sums
+    are kept for :meth:`measured_factor`, up to ``n_max`` masks per window.
     """
 
     def __init__(self, n_windows: int, n_series: int, *, factor: float = 1.0,
-                 unit: int = 1) -> None:
+                 unit: int = 1, replicate: int = 0, n_max: int = 0) -> None:
         w, k = n_windows, n_series
         self.factor = float(factor)
         self.unit = max(int(unit), 1)
+        self.replicate = max(int(replicate), 0)
+        n_blocks = int(n_max) // self.replicate if self.replicate else 0
+        # Per replicate: Σdx, Σdx², then K each of Σdy, Σdy², Σdx·dy (about the shifts).
+        self.blocks = np.zeros((w, n_blocks, 2 + 3 * k))
         self.n = np.zeros(w, dtype=np.int64)
         self.shift_x = np.zeros(w)
         self.shift_y = np.zeros((w, k))
@@ -75,6 +101,59 @@ class Moments:
         self.py[w] += yp.sum(axis=0)
         for j, (a, b) in enumerate(_CROSS):
             self.cross[w, :, j] += (xp[:, a, None] * yp[:, :, b]).sum(axis=0)
+        if self.blocks.shape[1]:
+            self._add_blocks(w, int(self.n[w]) - len(x), xp, yp)
+
+    def _add_blocks(self, w: int, start: int, xp: np.ndarray, yp: np.ndarray) -> None:
+        """Add masks ``start …`` (their powers ``xp``, ``yp``) to their replicates' sums."""
+        r = self.replicate
+        block = (start + np.arange(len(xp))) // r
+        for b in np.unique(block[block < self.blocks.shape[1]]):
+            sel = block == b
+            px, py = xp[sel], yp[sel]
+            self.blocks[w, b] += np.concatenate([
+                px[:, 1:3].sum(axis=0), py[:, :, 1].sum(axis=0), py[:, :, 2].sum(axis=0),
+                (px[:, 1, None] * py[:, :, 1]).sum(axis=0)])
+
+    def complete_blocks(self) -> np.ndarray:
+        """``(W,)`` complete replicates per window (0 when none are kept)."""
+        if not self.replicate:
+            return np.zeros(len(self.n), dtype=np.int64)
+        return np.minimum(self.n // self.replicate, self.blocks.shape[1])
+
+    def measured_factor(self) -> tuple[float, int]:
+        """``(f̂, dof)``: the design factor measured from the replicates of every window
+        with at least two complete ones (module docstring); ``(nan, 0)`` without any."""
+        nb = self.complete_blocks()
+        ws = np.flatnonzero(nb >= 2)
+        if len(ws) == 0:
+            return float("nan"), 0
+        k = self.py.shape[1]
+        rho, constant, v = self._moments(ws)
+        n = self.n[ws].astype(np.float64)[:, None]
+        mx = self.px[ws, 1][:, None] / n
+        vx = np.maximum(self.px[ws, 2][:, None] / n - mx**2, 0.0)
+        my = self.py[ws, :, 1] / n
+        vy = np.maximum(self.py[ws, :, 2] / n - my**2, 0.0)
+        blk = self.blocks[ws]  # (w, B, 2 + 3K)
+        r = float(self.replicate)
+        s1x, s2x = blk[..., 0:1], blk[..., 1:2]
+        s1y, s2y, sxy = blk[..., 2:2 + k], blk[..., 2 + k:2 + 2 * k], blk[..., 2 + 2 * k:]
+        mx_, my_ = mx[:, None], my[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            suv = (sxy - my_ * s1x - mx_ * s1y + r * mx_ * my_) / np.sqrt(vx * vy)[:, None]
+            suu = (s2x - 2 * mx_ * s1x + r * mx_**2) / vx[:, None]
+            svv = (s2y - 2 * my_ * s1y + r * my_**2) / vy[:, None]
+            psi = (suv - rho[:, None] / 2 * (suu + svv)) / r  # (w, B, K) replicate means
+        valid = (np.arange(blk.shape[1])[None, :] < nb[ws, None])[..., None]
+        count = nb[ws].astype(np.float64)[:, None]
+        mean = np.where(valid, psi, 0.0).sum(axis=1) / count
+        spread = np.where(valid, (psi - mean[:, None]) ** 2, 0.0).sum(axis=1)
+        use = ~constant & (v > 0) & np.isfinite(spread)
+        den = float(((count - 1) * v)[use].sum())
+        if den <= 0:
+            return float("nan"), 0
+        return float(r * spread[use].sum() / den), int((nb[ws] - 1).sum())
 
     def design_variance(self, n: np.ndarray) -> np.ndarray:
         """``f_n / n``: the variance of a mean over ``n`` masks of the design, in units of
@@ -143,11 +222,23 @@ class Moments:
         se = np.sqrt(v * frac[:, None])
         return rho, constant, se
 
+    def interval(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rho, low, high)``, each ``(len(idx), K)``: ρ and its 95 % Fisher-z
+        confidence interval (module docstring); ``[0, 0]`` for a correlation flagged
+        constant."""
+        rho, constant, v = self._moments(idx)
+        se = np.sqrt(v * self.design_variance(self.n[idx])[:, None])
+        r = np.clip(rho, -1.0 + 1e-12, 1.0 - 1e-12)
+        z, se_z = np.arctanh(r), se / (1.0 - r**2)
+        low = np.where(constant, 0.0, np.tanh(z - Z95 * se_z))
+        high = np.where(constant, 0.0, np.tanh(z + Z95 * se_z))
+        return rho, low, high
+
     def halfwidth(self, idx: np.ndarray) -> np.ndarray:
-        """``(len(idx), K)``: half-width of the 95 % confidence interval of each ρ,
-        ``Z95 · sqrt(V f_n / n)`` (0 for a correlation flagged constant)."""
-        _, _, v = self._moments(idx)
-        return Z95 * np.sqrt(v * self.design_variance(self.n[idx])[:, None])
+        """``(len(idx), K)``: half-width of the 95 % confidence interval of each ρ, the
+        longer side of the Fisher-z interval (0 for a correlation flagged constant)."""
+        rho, low, high = self.interval(idx)
+        return np.maximum(rho - low, high - rho)
 
 
 def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ Maps of other kinds (:mod:`.kinds`; made by other map methods, :mod:`.methods`) 
 family's ``saliency`` (labels, H, W) in original image pixels, for example, whose
 ``target_layer`` (the dotted name of the model's module the maps were taken from) is
 saved beside it; ``explain`` puts ``correlation_ci`` there (C, gy, gx: half-widths
-of the correlations' 95 % confidence intervals).
+of the correlations' 95 % confidence intervals) and ``relevance_uncertainty`` (H, W:
+RELAX's uncertainty, the mask-weighted variance of the feature similarity per pixel).
 
 Geometry: ``window``, ``stride``, ``origin`` (row, col of window (0, 0)'s top-left in
 original image pixels), ``grid_shape``, ``image_shape``, ``spacing_mm`` and

@@ -32,6 +32,13 @@ class RunStats:
         and the run's floor and ceiling per window.
     constant_correlations, uncertainty_max:
         Correlations flagged constant (reported as 0), largest standard error.
+    design_factor, design_factor_measured, design_factor_dof, design_factor_tabled:
+        The mask design's variance factor the intervals used (variance of ρ relative to
+        i.i.d. masks, docs/method.md §7), the factor measured in the run (None when no
+        window reached two replicates), the measurement's degrees of freedom and the
+        design's tabled factor.
+    warnings:
+        Plain-language warnings about the run (shown by the command line and the dock).
     seconds:
         Wall-clock seconds per stage (``prepare``, ``predict``, ``correlax``, ``stitch``).
     masked_passes_per_second:
@@ -55,6 +62,11 @@ class RunStats:
     masks_max: int = 0
     constant_correlations: int = 0
     uncertainty_max: float = 0.0
+    design_factor: float | None = None
+    design_factor_measured: float | None = None
+    design_factor_dof: int = 0
+    design_factor_tabled: float | None = None
+    warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     masked_passes_per_second: float = 0.0
 
@@ -72,6 +84,17 @@ class RunStats:
     def seconds_total(self) -> float:
         """Sum of the stages' seconds."""
         return round(sum(self.seconds.values()), 3)
+
+    @property
+    def design_line(self) -> str:
+        """One line on the mask design's variance factor for a run summary ("" when the
+        run made no CorRELAX maps)."""
+        if self.design_factor is None:
+            return ""
+        measured = ("not measured" if self.design_factor_measured is None else
+                    f"measured {self.design_factor_measured:.2f} "
+                    f"({self.design_factor_dof} d.o.f.)")
+        return f"design factor {self.design_factor:.2f} ({measured})"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able copy."""
