@@ -140,6 +140,8 @@ def test_explain_run_makes_every_map_layer(
     widget.focus_check.setChecked(False)
     run_to_end(qtbot, widget)
     assert errors == []
+    stats = widget._analyses[IMG].result.stats
+    assert f"design factor {stats.design_factor:.2f}" in widget.status.text()
     names = [layer.name for layer in viewer.layers]
     assert names == [
         IMG,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QWidget,
 )
@@ -294,8 +294,11 @@ class AnalysisWidget(QWidget):
         self._keep(name, outcome, pixels, self._known_boxes(layer))
         self._draw(name)
         st = outcome.stats
+        design = f" Masks: {st.design_line}." if st.design_line else ""
         self.status.setText(outputs_text(outcome) or f"Done: {st.windows_evaluated} windows "
-                            f"in {st.seconds_total:.1f} s on {st.device}.")
+                            f"in {st.seconds_total:.1f} s on {st.device}.{design}")
+        for warning in st.warnings:  # e.g. the mask design helps less than tabled
+            show_warning(warning)
         if self._request_sent is not None and st.windows_evaluated:
             self._rates[self._rate_key(self._request_sent)] = (
                 st.seconds_total / st.windows_evaluated, outcome.window)
