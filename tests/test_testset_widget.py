@@ -123,7 +123,9 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
         assert widget.table.rowCount() == len(rows)
         names = [layer.name for layer in viewer.layers]
         assert names[0] == "test set"
-        assert {"ground truth · test set", "maxima · test set"} <= set(names)
+        assert {"ground truth · test set", "maxima · test set",
+                "analysed area · test set"} <= set(names)
+        assert viewer.layers["analysed area · test set"].visible  # where the maps stop
         assert {f"{lab} · corr · test set" for lab in labels} <= set(names)
         maxima = viewer.layers["maxima · test set"]
         assert len(maxima.data) == 2 * len(labels)  # one point per label and map

@@ -22,7 +22,7 @@ PREFIX = "test set"
 _PER_LABEL = ("prediction", "correlation", "saliency")
 _SHOWN = ("distance", *_PER_LABEL)
 #: Points / Shapes layers the reader makes (never left selected nor in an edit mode).
-_MARKINGS = ("maxima", "marks", "ground truth")
+_MARKINGS = ("maxima", "marks", "ground truth", "analysed area")
 
 
 def _info(layer: Any) -> dict[str, Any]:
@@ -88,10 +88,10 @@ class ReviewLayers:
                                               "spacing_mm": loaded.spacing_mm}}, "image")
         (made,) = _layers.add_or_update(viewer, [image])
         made.visible = True
+        breast = None if result is None else breast_roi(loaded.pixels).mask
         maps = [] if result is None else [
             m for m in _layers.result_layers(result, PREFIX, lesion_labels(result.labels),
-                                             image_scale=scale,
-                                             breast=breast_roi(loaded.pixels).mask)
+                                             image_scale=scale, breast=breast)
             if m[1]["metadata"]["correlax"]["map"] in _SHOWN]
         kinds = {m[1]["metadata"]["correlax"]["map"] for m in maps}
         shown_kind = self._kind if self._kind in kinds else (
@@ -117,6 +117,7 @@ class ReviewLayers:
             if layer is None:
                 made.events.visible.connect(self._apply_pending)
         self._hide_stale(drawn)
+        self._outline(result, scale, breast)
         put_boxes(viewer, _layers.boxes_layer(record.boxes, PREFIX, image_scale=scale,
                                               image_shape=loaded.pixels.shape))
         put_points(viewer, maxima_layer(verdicts, scale))
@@ -210,6 +211,17 @@ class ReviewLayers:
                 self.stale.add(layer.name)
                 self._pending.pop(layer.name, None)
                 layer.visible = False
+
+    def _outline(self, result: Any, scale: tuple[float, ...], breast: Any) -> None:
+        """Outline where this image's maps were computed; hidden while it has none."""
+        name = _layers.outline_layer_name(PREFIX)
+        if result is None:
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = False
+            return
+        outline = _layers.outline_layer(result, PREFIX, image_scale=scale, breast=breast)
+        (made,) = _layers.add_or_update(self.viewer, [outline])
+        made.visible = True
 
     def _empty_marks(self) -> None:
         """Drop the previous image's marks (the dock draws this image's with its rows)."""
