@@ -75,7 +75,7 @@ def add_map_options(parser: argparse.ArgumentParser, *, correlax: bool = True,
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """``--device``, ``--precision``, ``--batch-size``, ``--threads``."""
-    from ..maps.settings import DEFAULT_BATCH_SIZE
+    from ..maps.settings import DEFAULT_BATCH_SIZE, ENGINES
 
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
@@ -88,6 +88,11 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                        help=f"windows per forward pass (default {DEFAULT_BATCH_SIZE})")
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    group.add_argument("--engine", default=None, choices=ENGINES,
+                       help="what runs the forward passes on a CPU: torch (default), onnx "
+                       "(ONNX Runtime) or openvino; the model is exported once, beside "
+                       "its checkpoint; falls back to torch with a warning when the "
+                       "runtime is not installed")
 
 
 def add_check_option(parser: Any) -> None:
@@ -124,6 +129,7 @@ def settings_from(args: argparse.Namespace, method: str) -> MapSettings:
         "precision": given.get("precision"),
         "batch_size": given.get("batch_size"),
         "threads": given.get("threads"),
+        "engine": given.get("engine"),
     }
     return MapSettings(**{k: v for k, v in fields.items() if v is not None})
 
@@ -134,7 +140,7 @@ def runtime_from(args: argparse.Namespace) -> Runtime:
 
     return Runtime(
         device=args.device, precision=args.precision, batch_size=args.batch_size,
-        threads=args.threads,
+        threads=args.threads, engine=getattr(args, "engine", None) or "torch",
     )
 
 

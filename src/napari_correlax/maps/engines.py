@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorrelaxError
+from .settings import ENGINES
 
 __all__ = [
     "ENGINES",
@@ -37,8 +38,6 @@ __all__ = [
     "onnx_path",
 ]
 
-#: Engines a :class:`~napari_correlax.maps.runtime.Runtime` may name.
-ENGINES = ("torch", "onnx", "openvino")
 #: ONNX operator set of the exported graphs.
 OPSET = 17
 

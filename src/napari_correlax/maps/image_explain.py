@@ -112,7 +112,7 @@ def explain_steps(
     prep = prepare_image(image, model, stride=s.stride, min_tissue=s.min_tissue, reach=s.reach)
     yield Progress("prepare", 1, 1)
     base = rt.prepare_model(model)
-    model = inference_model(base)
+    model = inference_model(base, rt)
     labels = list(model.labels)
     n_labels = len(labels)
     grid = prep.grid

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_DESIGN",
+    "DEFAULT_ENGINE",
     "DEFAULT_FOCUS_SHARE",
     "DEFAULT_MASKS",
     "DEFAULT_MASK_BATCH",
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_REACH",
     "DEFAULT_STRIDE",
     "DEFAULT_TOLERANCE",
+    "ENGINES",
     "MASK_DESIGNS",
     "MapSettings",
 ]
@@ -62,9 +64,16 @@ DEFAULT_DESIGN = "oa-antithetic"
 #: :mod:`napari_correlax.maps.image_explain`.
 DEFAULT_FOCUS_SHARE = 0.05
 
+#: Inference engines for the forward passes (:mod:`napari_correlax.maps.engines`).
+ENGINES = ("torch", "onnx", "openvino")
+#: The engine used unless told otherwise: PyTorch. ONNX Runtime measured faster on a CPU
+#: for the demo model but not for EfficientNetV2-S (``benchmarks/engines.py``), so it is
+#: an option (``engine="onnx"``), not the default.
+DEFAULT_ENGINE = "torch"
+
 #: Fields that only say where and how fast the model runs: they never change a map
 #: (float32 is exact; other precisions do change maps and stay in the key).
-_RUNTIME_ONLY = ("device", "batch_size", "mask_batch", "threads")
+_RUNTIME_ONLY = ("device", "batch_size", "mask_batch", "threads", "engine")
 
 
 @dataclass(frozen=True)
@@ -90,8 +99,9 @@ class MapSettings:
     masks, adaptive, tolerance, min_masks, focus, focus_share, seed, design, mask_batch:
         CorRELAX (:func:`~napari_correlax.maps.image_explain.explain_steps`); ``design`` is
         one of :data:`MASK_DESIGNS`.
-    device, precision, threads:
-        Where and how the model runs (:class:`~napari_correlax.maps.runtime.Runtime`).
+    device, precision, threads, engine:
+        Where and how the model runs (:class:`~napari_correlax.maps.runtime.Runtime`);
+        ``engine`` is one of :data:`ENGINES` (CPU, float32 only; otherwise PyTorch).
     options:
         Method-specific options as sorted ``(name, value)`` pairs (hashable); read with
         :meth:`option`.
@@ -114,6 +124,7 @@ class MapSettings:
     device: str = "auto"
     precision: str = "float32"
     threads: int | None = None
+    engine: str = DEFAULT_ENGINE
     options: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -135,6 +146,9 @@ class MapSettings:
         if self.design not in MASK_DESIGNS:
             raise CorrelaxError(f"unknown mask design {self.design!r}; choose one of "
                                 f"{', '.join(MASK_DESIGNS)}")
+        if self.engine not in ENGINES:
+            raise CorrelaxError(f"unknown engine {self.engine!r}; choose one of "
+                                f"{', '.join(ENGINES)}")
         if not 0.0 <= float(self.min_tissue) <= 1.0:
             raise CorrelaxError(f"min_tissue must lie in [0, 1], not {self.min_tissue}")
         object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
@@ -172,7 +186,8 @@ class MapSettings:
         runtime = given.pop("runtime", None)
         if runtime is not None:
             given.update(device=runtime.device, precision=runtime.precision,
-                         batch_size=runtime.batch_size, threads=runtime.threads)
+                         batch_size=runtime.batch_size, threads=runtime.threads,
+                         engine=runtime.engine)
         unknown = sorted(set(given) - {f.name for f in fields(cls)} - {"method"})
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(unknown)}")
@@ -205,4 +220,4 @@ class MapSettings:
         from .runtime import Runtime
 
         return Runtime(device=self.device, precision=self.precision,
-                       batch_size=self.batch_size, threads=self.threads)
+                       batch_size=self.batch_size, threads=self.threads, engine=self.engine)
