@@ -73,7 +73,7 @@ DEFAULT_ENGINE = "torch"
 
 #: Fields that only say where and how fast the model runs: they never change a map
 #: (float32 is exact; other precisions do change maps and stay in the key).
-_RUNTIME_ONLY = ("device", "batch_size", "mask_batch", "threads", "engine")
+_RUNTIME_ONLY = ("device", "batch_size", "mask_batch", "threads", "engine", "coarse_first")
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,9 @@ class MapSettings:
     device, precision, threads, engine:
         Where and how the model runs (:class:`~napari_correlax.maps.runtime.Runtime`);
         ``engine`` is one of :data:`ENGINES` (CPU, float32 only; otherwise PyTorch).
+    coarse_first:
+        CorRELAX yields a first map at 4 × the stride before the final one
+        (:mod:`napari_correlax.maps.coarse`); the final maps are the same.
     options:
         Method-specific options as sorted ``(name, value)`` pairs (hashable); read with
         :meth:`option`.
@@ -125,6 +128,7 @@ class MapSettings:
     precision: str = "float32"
     threads: int | None = None
     engine: str = DEFAULT_ENGINE
+    coarse_first: bool = False
     options: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
