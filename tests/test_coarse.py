@@ -83,3 +83,31 @@ def test_preview_is_the_coarse_grid_at_the_mask_floor(phantom):
     np.testing.assert_array_equal(preview.masks_used[~expected_active], 0)
     # Every coarse window also got at least its floor masks in the final run.
     assert final.masks_used[::COARSE_FACTOR, ::COARSE_FACTOR][expected_active].min() >= 128
+
+
+def test_cli_preview_writes_the_coarse_map_and_the_same_final_map(tmp_path, capsys):
+    import cv2
+
+    from napari_correlax.cli import main
+    from napari_correlax.maps import load_result
+    from napari_correlax.models import save_checkpoint
+    from napari_correlax.synth import make_phantom
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(Classifier("tiny", input_size=32).eval(), tmp_path / "t.safetensors")
+    image = tmp_path / "breast.png"
+    pixels = make_phantom(4, shape=(200, 150), findings=["Mass"]).pixels
+    cv2.imwrite(str(image), np.round(pixels * 65535).astype(np.uint16))
+    common = ["explain", str(image), "--model", str(ckpt), "--masks", "256",
+              "--stride", "16", "--device", "cpu", "--threads", "1"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    assert main([*common, "--out", str(tmp_path / "two"), "--preview", str(tmp_path / "pre")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "coarse map" in printed[-2] and "coarse map" not in printed[-1]  # coarse first
+
+    coarse = load_result(tmp_path / "pre" / "breast.npz")
+    assert coarse.stride == COARSE_FACTOR * 16
+    assert (tmp_path / "pre" / "breast.png").is_file()
+    one, two = (load_result(tmp_path / d / "breast.npz") for d in ("one", "two"))
+    np.testing.assert_array_equal(two.masks_used, one.masks_used)
+    np.testing.assert_allclose(two.correlation, one.correlation, atol=1e-6, rtol=0)

@@ -130,6 +130,7 @@ def settings_from(args: argparse.Namespace, method: str) -> MapSettings:
         "batch_size": given.get("batch_size"),
         "threads": given.get("threads"),
         "engine": given.get("engine"),
+        "coarse_first": given.get("coarse_first"),
     }
     return MapSettings(**{k: v for k, v in fields.items() if v is not None})
 
@@ -302,10 +303,28 @@ def tune_cpu_allocator() -> bool:
         return False
 
 
+def _tap_previews(steps: Generator[Any, None, _R], on_preview: Callable[[MapResult], None]
+                  ) -> Generator[Any, None, _R]:
+    """``steps`` unchanged, calling ``on_preview`` with each coarse map it yields."""
+    from ..maps.coarse import MapPreview
+
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, MapPreview):
+            on_preview(event.result)
+        yield event
+
+
 def map_images(args: argparse.Namespace, method: str, command: str,
-               write: Callable[[Path, Mammogram, MapResult, Path], None]) -> int:
+               write: Callable[[Path, Mammogram, MapResult, Path], None],
+               preview: Callable[[Path, Mammogram, MapResult], None] | None = None) -> int:
     """Run ``method`` on each of ``args.images`` with the options' settings and hand each
-    result to ``write(image path, Mammogram, MapResult, output stem)``.
+    result to ``write(image path, Mammogram, MapResult, output stem)``, and each coarse
+    map a run yields (:class:`~napari_correlax.maps.coarse.MapPreview`) to
+    ``preview(image path, Mammogram, coarse MapResult)`` as soon as it is made.
 
     An image that fails (reading, the maps, or ``write`` raising CorrelaxError) is
     reported on stderr as one line (``correlax <command>: error: <file>: <reason>``) and
@@ -327,7 +346,10 @@ def map_images(args: argparse.Namespace, method: str, command: str,
     for path in paths:
         try:
             mammo = read_mammogram(path)
-            result = run_with_progress(run_method(mammo, model, settings), path.name)
+            steps = run_method(mammo, model, settings)
+            if preview is not None:
+                steps = _tap_previews(steps, lambda res, p=path, m=mammo: preview(p, m, res))
+            result = run_with_progress(steps, path.name)
             write(path, mammo, result, args.out / path.stem)
         except CorrelaxError as exc:
             print(f"correlax {command}: error: {exc}", file=sys.stderr)
