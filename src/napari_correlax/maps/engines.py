@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorrelaxError
-from .settings import ENGINES
 
 __all__ = [
     "ENGINES",
@@ -40,6 +39,8 @@ __all__ = [
 
 #: ONNX operator set of the exported graphs.
 OPSET = 17
+#: Engines a :class:`~napari_correlax.maps.runtime.Runtime` may name.
+ENGINES = ("torch", "onnx", "openvino")
 
 _Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 _sessions: dict[tuple[str, str, int], _Run] = {}
@@ -57,21 +58,22 @@ def engine_cache_dir() -> Path:
 
 
 def _base_model(model: Any) -> Any:
-    """The module under a folded (:func:`~.runtime.inference_model`) or engine view."""
-    from .runtime import _FoldedClassifier
+    """The module under the views of a model (:func:`~.runtime.inference_model`'s folded
+    view, :class:`EngineModel`): each keeps the model it wraps as ``model``."""
+    import torch
 
-    while isinstance(model, (_FoldedClassifier, EngineModel)):
+    while not isinstance(model, torch.nn.Module) and hasattr(model, "model"):
         model = model.model
     return model
 
 
 def onnx_path(model: Any) -> Path:
     """Where the exported graph of ``model`` lives (whether or not it exists yet)."""
-    from .cache import _slug, model_fingerprint
+    from .fingerprint import model_fingerprint
 
     base = _base_model(model)
-    name, digest = model_fingerprint(base)
-    fname = f"{_slug(name)}.{digest}.onnx"
+    name, digest = model_fingerprint(base)  # a file stem or a class name
+    fname = f"{name}.{digest}.onnx"
     ckpt = getattr(base, "checkpoint_path", None)
     if ckpt and Path(ckpt).is_file() and os.access(Path(ckpt).parent, os.W_OK):
         return Path(ckpt).parent / fname

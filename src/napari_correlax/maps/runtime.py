@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 import numpy as np
 
-from .settings import ENGINES
-
 if TYPE_CHECKING:
     import torch
 
@@ -143,6 +141,8 @@ class Runtime:
             from ..errors import CorrelaxError
 
             raise CorrelaxError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        from .engines import ENGINES
+
         if self.engine not in ENGINES:
             from ..errors import CorrelaxError
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from .engines import ENGINES
+
 if TYPE_CHECKING:
     from .runtime import Runtime
 
@@ -64,8 +66,6 @@ DEFAULT_DESIGN = "oa-antithetic"
 #: :mod:`napari_correlax.maps.image_explain`.
 DEFAULT_FOCUS_SHARE = 0.05
 
-#: Inference engines for the forward passes (:mod:`napari_correlax.maps.engines`).
-ENGINES = ("torch", "onnx", "openvino")
 #: The engine used unless told otherwise: PyTorch. ONNX Runtime measured faster on a CPU
 #: for the demo model but not for EfficientNetV2-S (``benchmarks/engines.py``), so it is
 #: an option (``engine="onnx"``), not the default.
