@@ -47,8 +47,10 @@ def forward(model: Any, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         return h.float().cpu().numpy(), y.float().cpu().numpy()
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):9.1f} [{min(values):.1f}–{max(values):.1f}]"
+def spread(values: list[float], digits: int = 1) -> str:
+    """``median [min–max]``."""
+    med, lo, hi = statistics.median(values), min(values), max(values)
+    return f"{med:.{digits}f} [{lo:.{digits}f}–{hi:.{digits}f}]"
 
 
 def measure(name: str, threads: int, batch: int, repeats: int, engines: list[str]) -> None:
@@ -83,7 +85,7 @@ def measure(name: str, threads: int, batch: int, repeats: int, engines: list[str
     for k in models:
         ratio = [a / b for a, b in zip(rates[k], rates["torch"])]
         h, y = outputs[k]
-        print(f"  {k:9s} {spread(rates[k]):>30s} {spread(ratio):>26s} "
+        print(f"  {k:9s} {spread(rates[k]):>30s} {spread(ratio, 2):>26s} "
               f"{np.abs(y - y0).max():9.1e} {np.abs(h - h0).max():9.1e}")
 
 
