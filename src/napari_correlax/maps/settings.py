@@ -66,9 +66,11 @@ DEFAULT_DESIGN = "oa-antithetic"
 #: :mod:`napari_correlax.maps.image_explain`.
 DEFAULT_FOCUS_SHARE = 0.05
 
-#: The engine used unless told otherwise: PyTorch. ONNX Runtime measured faster on a CPU
-#: for the demo model but not for EfficientNetV2-S (``benchmarks/engines.py``), so it is
-#: an option (``engine="onnx"``), not the default.
+#: The engine used unless told otherwise: PyTorch. ``benchmarks/engines.py`` (2-core CPU,
+#: batch 64, 256 px; median [range] of the ratio to PyTorch) gave ONNX Runtime 2.0×
+#: [0.7–2.6] (1 thread) and 2.2× [1.1–3.4] (2 threads) for the demo model but only 1.3×
+#: [1.0–1.7] (1 thread) for EfficientNetV2-S, short of a clear 1.3× for both models, so
+#: ONNX Runtime and OpenVINO are options (``engine="onnx"``), not the default.
 DEFAULT_ENGINE = "torch"
 
 #: Fields that only say where and how fast the model runs: they never change a map
