@@ -75,7 +75,7 @@ def add_map_options(parser: argparse.ArgumentParser, *, correlax: bool = True,
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """``--device``, ``--precision``, ``--batch-size``, ``--threads``."""
-    from ..maps.settings import DEFAULT_BATCH_SIZE
+    from ..maps.settings import DEFAULT_BATCH_SIZE, ENGINES
 
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
@@ -88,6 +88,11 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                        help=f"windows per forward pass (default {DEFAULT_BATCH_SIZE})")
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    group.add_argument("--engine", default=None, choices=ENGINES,
+                       help="what runs the forward passes on a CPU: torch (default), onnx "
+                       "(ONNX Runtime) or openvino; the model is exported once, beside "
+                       "its checkpoint; falls back to torch with a warning when the "
+                       "runtime is not installed")
 
 
 def add_check_option(parser: Any) -> None:
@@ -124,6 +129,8 @@ def settings_from(args: argparse.Namespace, method: str) -> MapSettings:
         "precision": given.get("precision"),
         "batch_size": given.get("batch_size"),
         "threads": given.get("threads"),
+        "engine": given.get("engine"),
+        "coarse_first": given.get("coarse_first"),
     }
     return MapSettings(**{k: v for k, v in fields.items() if v is not None})
 
@@ -134,7 +141,7 @@ def runtime_from(args: argparse.Namespace) -> Runtime:
 
     return Runtime(
         device=args.device, precision=args.precision, batch_size=args.batch_size,
-        threads=args.threads,
+        threads=args.threads, engine=getattr(args, "engine", None) or "torch",
     )
 
 
@@ -296,10 +303,28 @@ def tune_cpu_allocator() -> bool:
         return False
 
 
+def _tap_previews(steps: Generator[Any, None, _R], on_preview: Callable[[MapResult], None]
+                  ) -> Generator[Any, None, _R]:
+    """``steps`` unchanged, calling ``on_preview`` with each coarse map it yields."""
+    from ..maps.coarse import MapPreview
+
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, MapPreview):
+            on_preview(event.result)
+        yield event
+
+
 def map_images(args: argparse.Namespace, method: str, command: str,
-               write: Callable[[Path, Mammogram, MapResult, Path], None]) -> int:
+               write: Callable[[Path, Mammogram, MapResult, Path], None],
+               preview: Callable[[Path, Mammogram, MapResult], None] | None = None) -> int:
     """Run ``method`` on each of ``args.images`` with the options' settings and hand each
-    result to ``write(image path, Mammogram, MapResult, output stem)``.
+    result to ``write(image path, Mammogram, MapResult, output stem)``, and each coarse
+    map a run yields (:class:`~napari_correlax.maps.coarse.MapPreview`) to
+    ``preview(image path, Mammogram, coarse MapResult)`` as soon as it is made.
 
     An image that fails (reading, the maps, or ``write`` raising CorrelaxError) is
     reported on stderr as one line (``correlax <command>: error: <file>: <reason>``) and
@@ -321,7 +346,10 @@ def map_images(args: argparse.Namespace, method: str, command: str,
     for path in paths:
         try:
             mammo = read_mammogram(path)
-            result = run_with_progress(run_method(mammo, model, settings), path.name)
+            steps = run_method(mammo, model, settings)
+            if preview is not None:
+                steps = _tap_previews(steps, lambda res, p=path, m=mammo: preview(p, m, res))
+            result = run_with_progress(steps, path.name)
             write(path, mammo, result, args.out / path.stem)
         except CorrelaxError as exc:
             print(f"correlax {command}: error: {exc}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 Per image writes ``<name>.npz`` (every map + geometry, :meth:`MapResult.save`),
 ``<name>.png`` (maps over the image) and ``<name>.json`` (peaks, timings, masks used,
-windows skipped).
+windows skipped). With ``--preview DIR`` a first, coarse map (4 × the stride, the mask
+floor; :mod:`napari_correlax.maps.coarse`) is written to ``DIR/<name>.npz`` and
+``DIR/<name>.png`` as soon as it is made; the final maps are the same as without it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--labels", nargs="*", default=None,
                    help="labels drawn in the PNG (default: the two lesion labels with the "
                    "highest predictions)")
+    p.add_argument("--preview", type=Path, default=None, metavar="DIR",
+                   help="first write a coarse map (4x the stride, the mask floor) of each "
+                   "image to DIR (<name>.npz, <name>.png), then refine to the final map")
     add_map_options(p)
     add_runtime_options(p)
     p.set_defaults(func=run)
@@ -108,6 +113,18 @@ def explain_summary(path: Path, mammo: Mammogram, result: MapResult) -> dict[str
     return summary(path, mammo, result, extra)
 
 
+def write_preview(out: Path, path: Path, mammo: Mammogram, coarse: MapResult) -> None:
+    """The coarse map of ``path``: ``out/<name>.npz`` and ``out/<name>.png``."""
+    from ..figures import save_overlay
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / path.stem
+    coarse.save(stem.with_suffix(".npz"))
+    save_overlay(stem.with_suffix(".png"), mammo.pixels, coarse,
+                 maps=("prediction", "correlation"), labels=png_labels(coarse, None))
+    print(f"{path}: coarse map ({coarse.stride} px stride) -> {stem}.npz")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..figures import save_overlay
     from .predict import figure_notes
@@ -133,4 +150,12 @@ def run(args: argparse.Namespace) -> int:
         for warning in st.warnings:
             print(f"{path}: warning: {warning}", file=sys.stderr)
 
-    return map_images(args, "correlax", "explain", write)
+    preview = None
+    if args.preview is not None:
+        args.coarse_first = True
+        out = args.preview
+
+        def preview(path: Path, mammo: Mammogram, coarse: MapResult) -> None:
+            write_preview(out, path, mammo, coarse)
+
+    return map_images(args, "correlax", "explain", write, preview)

@@ -160,7 +160,7 @@ def explain_windows(
     settings = MapSettings(masks=masks, seed=seed, adaptive=adaptive, mask_batch=batch_size,
                            min_masks=min_masks, tolerance=tolerance, design=design)
     rt = runtime or Runtime(device=model_device(model))
-    model = inference_model(rt.prepare_model(model))
+    model = inference_model(rt.prepare_model(model), rt)
     x = normalized_windows(model, windows, rt.device)
     h0, y0 = unmasked_outputs(model, rt, x, batch_size)
     n_windows = x.shape[0]

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..labels import lesion_label_indices
+from .coarse import CoarsePass, coarse_pass
 from .mask_engine import MaskEngine, unmasked_pass
 from .masks import GRID_CELLS, MASKED_PROBABILITY
 from .result import MapResult
@@ -98,6 +99,10 @@ def explain_steps(
         pass); ``device``, ``precision``, ``batch_size``, ``threads``
         (:meth:`~napari_correlax.maps.settings.MapSettings.runtime`).
 
+    With ``coarse_first`` (:mod:`.coarse`) the windows of a grid of 4 × the stride run
+    first at the mask floor (stages ``"coarse window"``, ``"coarse masks"``) and a
+    :class:`~.coarse.MapPreview` event carries their maps; the final result is the same.
+
     Yields ``Progress("prepare", 1, 1)``, then ``Progress("window", done, total)`` for the
     prediction pass, then ``Progress("masks", done, total)`` counted in masked forward
     passes (a window that stops early adds its unused passes, so ``done`` ends at
@@ -117,7 +122,7 @@ def explain_steps(
     prep = prepare_image(image, model, stride=s.stride, min_tissue=s.min_tissue, reach=s.reach)
     yield Progress("prepare", 1, 1)
     base = rt.prepare_model(model)
-    model = inference_model(base)
+    model = inference_model(base, rt)
     labels = list(model.labels)
     n_labels = len(labels)
     grid = prep.grid
@@ -125,7 +130,9 @@ def explain_steps(
     todo = np.flatnonzero(prep.active.ravel())
     t1 = time.perf_counter()
     feeder = WindowFeeder(prep, model, rt)
-    h0, y0 = yield from unmasked_pass(feeder, todo)
+    coarse = (yield from coarse_pass(prep, feeder, model, rt, s, todo)) if s.coarse_first \
+        else None
+    h0, y0 = yield from _unmasked_rest(feeder, todo, coarse)
     t2 = time.perf_counter()
 
     pred_raw = np.zeros((grid.n_windows, n_labels), dtype=np.float32)
@@ -144,9 +151,12 @@ def explain_steps(
 
     engine = MaskEngine(model, rt, crops_for, h0, y0, targets, s, size=grid.window,
                         order=order)
-    total = engine.total_passes()
     done = 0
-    yield Progress("masks", 0, total)
+    if coarse is not None:  # their floor masks are the first masks of the final run
+        engine.carry_over(coarse.engine, np.arange(len(coarse.local)), coarse.local)
+        done = int(engine.start.sum())
+    total = done + engine.total_passes()
+    yield Progress("masks", done, total)
     for step in engine.steps():
         done += step
         yield Progress("masks", min(done, total), total)
@@ -210,6 +220,21 @@ def explain_steps(
                "relevance_uncertainty": relevance_var},
         stats=stats,
     )
+
+
+def _unmasked_rest(feeder: WindowFeeder, todo: np.ndarray, coarse: CoarsePass | None
+                   ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """Unmasked ``(h, ŷ)`` of windows ``todo``, re-using those of a coarse pass."""
+    if coarse is None:
+        return (yield from unmasked_pass(feeder, todo))
+    rest = np.setdiff1d(np.arange(len(todo)), coarse.local)
+    h_rest, y_rest = yield from unmasked_pass(feeder, todo[rest])
+    h0 = np.zeros((len(todo), coarse.h0.shape[1]), dtype=np.float32)
+    y0 = np.zeros((len(todo), coarse.y0.shape[1]), dtype=np.float32)
+    h0[coarse.local], y0[coarse.local] = coarse.h0, coarse.y0
+    if len(rest):
+        h0[rest], y0[rest] = h_rest, y_rest
+    return h0, y0
 
 
 def stitch_relevance(

@@ -252,6 +252,23 @@ class MaskEngine:
         self.black = black_level(model, runtime.device).repeat(self.size)
         self._torch = torch
         self._buffer: Any = None
+        self.start = np.zeros(n_windows, dtype=np.int64)  # masks carried over (carry_over)
+
+    def carry_over(self, other: MaskEngine, src: np.ndarray, dst: np.ndarray) -> None:
+        """Continue windows ``dst`` from the state of ``other``'s windows ``src`` (the same
+        image windows, the same seed and design: masks ``0 … n−1`` are the same masks).
+
+        Their moments and RELAX sums are copied; :meth:`steps` resumes them at mask ``n``
+        (after the stopping decision a one-pass run makes there), so the result equals a
+        run that did all their masks here, up to float rounding.
+        """
+        src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+        mine, theirs = self.moments, other.moments
+        for name in ("n", "shift_x", "shift_y", "px", "py", "cross"):
+            getattr(mine, name)[dst] = getattr(theirs, name)[src]
+        self.rel_num[dst] = other.rel_num[src]
+        self.rel_den[dst] = other.rel_den[src]
+        self.start[dst] = theirs.n[src]
 
     # -- scheduling --------------------------------------------------------------------
     def next_check(self, n: int) -> int:
@@ -277,8 +294,11 @@ class MaskEngine:
         return stop
 
     def total_passes(self) -> int:
-        """Upper bound on masked forward passes (every window at its target)."""
-        return int(self.targets[self.order].sum()) if self.order else 0
+        """Upper bound on masked forward passes still to run (every window at its target,
+        less the masks carried over)."""
+        if not self.order:
+            return 0
+        return int((self.targets[self.order] - self.start[self.order]).clip(0).sum())
 
     def steps(self) -> Generator[int, None, None]:
         """Run all windows; yields the progress made by each batch (passes run + skipped)."""
@@ -295,17 +315,21 @@ class MaskEngine:
                 k = min(self._next_stop(win) - win.n, room)
                 segments.append((win, win.n, win.n + k))
                 room -= k
+            skipped = 0
             while room > 0 and pending:
                 new = [pending.pop()]
+                win = _Window(new[0], None, int(self.targets[new[0]]), int(self.start[new[0]]))
+                if win.n and self._decide(win):  # carried over and already finished
+                    skipped += win.target - win.n
+                    continue
                 crop = self.crops_for(new)[0].float()  # (3, S, S) → (1, S, 3S) channels last
-                crop = crop.permute(1, 2, 0).reshape(1, self.size, 3 * self.size) - self.black
-                win = _Window(new[0], crop, int(self.targets[new[0]]))
+                win.crop = crop.permute(1, 2, 0).reshape(1, self.size, 3 * self.size) - self.black
                 active.append(win)
-                k = min(self._next_stop(win), room)
-                segments.append((win, 0, k))
+                k = min(self._next_stop(win) - win.n, room)
+                segments.append((win, win.n, win.n + k))
                 room -= k
             self._run_batch(segments)
-            progress = sum(b - a for _, a, b in segments)
+            progress = skipped + sum(b - a for _, a, b in segments)
             finished = set()
             for win, _, b in segments:
                 reached = b == self._next_stop(win)

@@ -137,19 +137,30 @@ class Runtime:
     batch_size:
         Windows per forward pass.
     threads:
-        Torch intra-op threads for this computation (None: leave torch's setting).
+        Torch intra-op threads for this computation (None: leave torch's setting); also
+        the threads of a non-torch engine.
+    engine:
+        ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"``: what runs the forward
+        passes of :func:`inference_model` (:mod:`~napari_correlax.maps.engines`).
     """
 
     device: str = "auto"
     precision: str = "float32"
     batch_size: int = 16
     threads: int | None = None
+    engine: str = "torch"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             from ..errors import CorrelaxError
 
             raise CorrelaxError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        from .engines import ENGINES
+
+        if self.engine not in ENGINES:
+            from ..errors import CorrelaxError
+
+            raise CorrelaxError(f"engine must be one of {ENGINES}, not {self.engine!r}")
         if self.batch_size < 1:
             from ..errors import CorrelaxError
 
@@ -216,12 +227,14 @@ class _FoldedClassifier:
 
 
 @overload
-def inference_model(model: ImageModelLike) -> ImageModelLike: ...
+def inference_model(model: ImageModelLike, rt: Runtime | None = None) -> ImageModelLike: ...
 @overload
-def inference_model(model: ModelLike) -> ModelLike: ...
-def inference_model(model: ModelLike) -> ModelLike:
-    """The model as CorRELAX runs it: for an eval-mode :class:`Classifier`, a view whose
-    backbone has every Conv→BatchNorm pair folded into one convolution (``torch.fx``).
+def inference_model(model: ModelLike, rt: Runtime | None = None) -> ModelLike: ...
+def inference_model(model: ModelLike, rt: Runtime | None = None) -> ModelLike:
+    """The model as the maps run it: for an eval-mode :class:`Classifier`, a view whose
+    backbone has every Conv→BatchNorm pair folded into one convolution (``torch.fx``),
+    run by ``rt.engine`` (:func:`~napari_correlax.maps.engines.engine_model`; PyTorch
+    when ``rt`` is None or asks for ``"torch"``).
 
     Folding is exact up to float rounding (relative differences ~1e-7 in ``h``) and saves
     the BatchNorm passes, a large share of CPU time for small backbones. Any other model,
@@ -234,7 +247,12 @@ def inference_model(model: ModelLike) -> ModelLike:
     try:
         from torch.fx.experimental.optimization import fuse
 
-        encoder = fuse(model.encoder)
+        folded: Any = _FoldedClassifier(model, fuse(model.encoder))
     except Exception:
-        return model
-    return _FoldedClassifier(model, encoder)
+        folded = model
+    if rt is None or rt.engine == "torch":
+        return folded
+    from .engines import engine_model
+
+    return engine_model(folded, rt.engine, threads=rt.threads, device=rt.device,
+                        precision=rt.precision)

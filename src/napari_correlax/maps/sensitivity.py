@@ -221,7 +221,7 @@ def mask_sensitivity_windows(
     settings = _study_settings(MapSettings(seed=seed, design=design, mask_batch=batch_size),
                                counts, reference)
     rt = runtime or Runtime(device=model_device(model))
-    model = inference_model(rt.prepare_model(model))
+    model = inference_model(rt.prepare_model(model), rt)
     x = normalized_windows(model, windows, rt.device)
     h0, y0 = unmasked_outputs(model, rt, x, batch_size)
     engine = MaskEngine(model, rt, lambda idx: x[idx], h0, y0,
@@ -267,7 +267,7 @@ def mask_sensitivity_steps(
     prep = prepare_image(image, model, stride=settings.stride, min_tissue=settings.min_tissue,
                          reach=settings.reach)
     yield Progress("prepare", 1, 1)
-    model = inference_model(rt.prepare_model(model))
+    model = inference_model(rt.prepare_model(model), rt)
     todo = np.flatnonzero(prep.active.ravel())
     if windows and len(todo) > windows:
         rng = np.random.default_rng(seed)

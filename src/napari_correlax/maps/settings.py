@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from .engines import ENGINES
+
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_DESIGN",
+    "DEFAULT_ENGINE",
     "DEFAULT_FOCUS_SHARE",
     "DEFAULT_MASKS",
     "DEFAULT_MASK_BATCH",
@@ -27,6 +30,7 @@ __all__ = [
     "DEFAULT_REACH",
     "DEFAULT_STRIDE",
     "DEFAULT_TOLERANCE",
+    "ENGINES",
     "MASK_DESIGNS",
     "MapSettings",
 ]
@@ -62,9 +66,16 @@ DEFAULT_DESIGN = "oa-antithetic"
 #: :mod:`napari_correlax.maps.image_explain`.
 DEFAULT_FOCUS_SHARE = 0.05
 
+#: The engine used unless told otherwise: PyTorch. ``benchmarks/engines.py`` (2-core CPU,
+#: batch 64, 256 px; median [range] of the ratio to PyTorch) gave ONNX Runtime 2.0×
+#: [0.7–2.6] (1 thread) and 2.2× [1.1–3.4] (2 threads) for the demo model but only 1.3×
+#: [1.0–1.7] (1 thread) for EfficientNetV2-S, short of a clear 1.3× for both models, so
+#: ONNX Runtime and OpenVINO are options (``engine="onnx"``), not the default.
+DEFAULT_ENGINE = "torch"
+
 #: Fields that only say where and how fast the model runs: they never change a map
 #: (float32 is exact; other precisions do change maps and stay in the key).
-_RUNTIME_ONLY = ("device", "batch_size", "mask_batch", "threads")
+_RUNTIME_ONLY = ("device", "batch_size", "mask_batch", "threads", "engine", "coarse_first")
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,12 @@ class MapSettings:
     masks, adaptive, tolerance, min_masks, focus, focus_share, seed, design, mask_batch:
         CorRELAX (:func:`~napari_correlax.maps.image_explain.explain_steps`); ``design`` is
         one of :data:`MASK_DESIGNS`.
-    device, precision, threads:
-        Where and how the model runs (:class:`~napari_correlax.maps.runtime.Runtime`).
+    device, precision, threads, engine:
+        Where and how the model runs (:class:`~napari_correlax.maps.runtime.Runtime`);
+        ``engine`` is one of :data:`ENGINES` (CPU, float32 only; otherwise PyTorch).
+    coarse_first:
+        CorRELAX yields a first map at 4 × the stride before the final one
+        (:mod:`napari_correlax.maps.coarse`); the final maps are the same.
     options:
         Method-specific options as sorted ``(name, value)`` pairs (hashable); read with
         :meth:`option`.
@@ -114,6 +129,8 @@ class MapSettings:
     device: str = "auto"
     precision: str = "float32"
     threads: int | None = None
+    engine: str = DEFAULT_ENGINE
+    coarse_first: bool = False
     options: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -135,6 +152,9 @@ class MapSettings:
         if self.design not in MASK_DESIGNS:
             raise CorrelaxError(f"unknown mask design {self.design!r}; choose one of "
                                 f"{', '.join(MASK_DESIGNS)}")
+        if self.engine not in ENGINES:
+            raise CorrelaxError(f"unknown engine {self.engine!r}; choose one of "
+                                f"{', '.join(ENGINES)}")
         if not 0.0 <= float(self.min_tissue) <= 1.0:
             raise CorrelaxError(f"min_tissue must lie in [0, 1], not {self.min_tissue}")
         object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
@@ -172,7 +192,8 @@ class MapSettings:
         runtime = given.pop("runtime", None)
         if runtime is not None:
             given.update(device=runtime.device, precision=runtime.precision,
-                         batch_size=runtime.batch_size, threads=runtime.threads)
+                         batch_size=runtime.batch_size, threads=runtime.threads,
+                         engine=runtime.engine)
         unknown = sorted(set(given) - {f.name for f in fields(cls)} - {"method"})
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(unknown)}")
@@ -205,4 +226,4 @@ class MapSettings:
         from .runtime import Runtime
 
         return Runtime(device=self.device, precision=self.precision,
-                       batch_size=self.batch_size, threads=self.threads)
+                       batch_size=self.batch_size, threads=self.threads, engine=self.engine)

@@ -317,7 +317,7 @@ def predict_steps(
     prep = prepare_image(image, model, stride=settings.stride, min_tissue=settings.min_tissue,
                          reach=settings.reach)
     yield Progress("prepare", 1, 1)
-    model = inference_model(rt.prepare_model(model))  # BatchNorm folded into convolutions
+    model = inference_model(rt.prepare_model(model), rt)  # BatchNorm folded into convolutions
     raw = np.zeros((prep.grid.n_windows, len(model.labels)), dtype=np.float32)
     todo = np.flatnonzero(prep.active.ravel())
     t1 = time.perf_counter()
