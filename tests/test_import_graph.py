@@ -14,8 +14,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import napari_correlax
 
 ROOT = Path(napari_correlax.__file__).parent
@@ -171,8 +169,4 @@ def test_registries_are_filled_from_the_top():
 
 
 def test_train_does_not_import_evaluate():
-    climbing = _climbing(("train",), ("evaluate",))
-    if climbing == [f"{PACKAGE}.train.fit → {PACKAGE}.evaluate.classification"]:
-        pytest.skip("train.fit still imports evaluate.classification (its F1 moves to a "
-                    "shared metrics module in a separate change)")
-    assert climbing == []
+    assert _climbing(("train",), ("evaluate",)) == []
