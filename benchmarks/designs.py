@@ -81,14 +81,14 @@ from napari_correlax.maps.correlax import explain_windows
 from napari_correlax.maps.mask_engine import MaskEngine, adaptive_checks, unmasked_pass
 from napari_correlax.maps.masks import DESIGN_VARIANCE_FACTOR
 from napari_correlax.maps.moments import Z95
-from napari_correlax.maps.runtime import Runtime, inference_model
+from napari_correlax.maps.runtime import Runtime, drain, inference_model
 from napari_correlax.maps.settings import (
     DEFAULT_DESIGN,
     DEFAULT_TOLERANCE,
     MASK_DESIGNS,
     MapSettings,
 )
-from napari_correlax.maps.sliding import WindowFeeder, drain, prepare_image
+from napari_correlax.maps.sliding import WindowFeeder, prepare_image
 from napari_correlax.models import load_classifier
 from napari_correlax.models.classifier import Classifier
 from napari_correlax.synth import make_phantom

@@ -33,9 +33,8 @@ import torch
 
 from napari_correlax.maps import predict
 from napari_correlax.maps.image_explain import explain_steps
-from napari_correlax.maps.runtime import Runtime, inference_model
+from napari_correlax.maps.runtime import Runtime, drain, inference_model
 from napari_correlax.maps.settings import MapSettings
-from napari_correlax.maps.sliding import drain
 from napari_correlax.models.classifier import Classifier
 
 

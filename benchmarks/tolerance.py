@@ -25,7 +25,7 @@ import numpy as np
 
 from napari_correlax.cli.common import tune_cpu_allocator
 from napari_correlax.maps.mask_engine import MaskEngine, adaptive_checks, unmasked_pass
-from napari_correlax.maps.runtime import Runtime, inference_model
+from napari_correlax.maps.runtime import Runtime, drain, inference_model
 from napari_correlax.maps.settings import (
     DEFAULT_DESIGN,
     DEFAULT_MIN_MASKS,
@@ -33,7 +33,7 @@ from napari_correlax.maps.settings import (
     MASK_DESIGNS,
     MapSettings,
 )
-from napari_correlax.maps.sliding import WindowFeeder, drain, prepare_image
+from napari_correlax.maps.sliding import WindowFeeder, prepare_image
 from napari_correlax.models import load_classifier
 from napari_correlax.synth import make_phantom
 

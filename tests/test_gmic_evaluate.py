@@ -126,8 +126,8 @@ def test_table_two_equals_one_froc_sweep_over_the_map_methods_maps(evaluated, ch
     from napari_correlax.io import read_mammogram
     from napari_correlax.io.vindr import load_vindr
     from napari_correlax.maps.methods import run_method
+    from napari_correlax.maps.runtime import drain
     from napari_correlax.maps.settings import MapSettings
-    from napari_correlax.maps.sliding import drain
     from napari_correlax.models import load_model
 
     model = load_model(checkpoints[0])
@@ -194,8 +194,8 @@ def test_map_method_gives_saliency_prediction_and_patches_in_original_pixels(
     from napari_correlax.io import read_mammogram
     from napari_correlax.io.vindr import load_vindr
     from napari_correlax.maps.methods import METHODS, run_method
+    from napari_correlax.maps.runtime import drain
     from napari_correlax.maps.settings import MapSettings
-    from napari_correlax.maps.sliding import drain
     from napari_correlax.models import load_model
 
     assert "gmic" in METHODS and METHODS["gmic"].scored == "saliency"

@@ -221,8 +221,8 @@ def _pointing(data, checkpoint, cam: str, draws: int = 20) -> tuple[int, float, 
     from napari_correlax.io import read_mammogram
     from napari_correlax.io.vindr import load_vindr
     from napari_correlax.maps.methods import run_method
+    from napari_correlax.maps.runtime import drain
     from napari_correlax.maps.settings import MapSettings
-    from napari_correlax.maps.sliding import drain
     from napari_correlax.models import load_model
 
     model = load_model(checkpoint)

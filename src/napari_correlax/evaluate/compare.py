@@ -209,7 +209,7 @@ class _CompareJob:
 
     def compute(self, record: ImageRecord) -> None:
         """Each method's maps of one image (read once); errors are recorded, not raised."""
-        from ..maps.sliding import drain
+        from ..maps.runtime import drain
 
         try:
             mammogram, error = read_record(record, voi_lut=self.voi), None
@@ -482,6 +482,6 @@ def _merge(config: CompareConfig, out: Path, images: SplitImages, methods: list[
 
 def compare(config: CompareConfig) -> CompareReport | None:
     """:func:`compare_steps` without progress."""
-    from ..maps.sliding import drain
+    from ..maps.runtime import drain
 
     return drain(compare_steps(config))

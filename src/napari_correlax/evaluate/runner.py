@@ -314,7 +314,7 @@ class _EvaluationJob:
 def _compute_image(record: Any, model: Any, settings: MapSettings, runtime: Any,
                    cache: ResultCache, reference: tuple[float, float]) -> None:
     """Maps and crop scores of one image into the cache; errors are recorded, not raised."""
-    from ..maps.sliding import drain
+    from ..maps.runtime import drain
     from ..preprocess import preprocessing_of
 
     t0 = time.perf_counter()
@@ -481,6 +481,6 @@ def _facts(doc: dict[str, Any]) -> list[str]:
 
 def evaluate(config: EvaluationConfig) -> EvaluationReport | None:
     """Run :func:`evaluate_steps` to the end (None on ranks other than 0)."""
-    from ..maps.sliding import drain
+    from ..maps.runtime import drain
 
     return drain(evaluate_steps(config))

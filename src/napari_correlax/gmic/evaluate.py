@@ -509,6 +509,6 @@ def _merge(config: GMICEvaluationConfig, out: Path, checkpoints: list[_Checkpoin
 
 def gmic_evaluate(config: GMICEvaluationConfig) -> GMICEvaluationReport | None:
     """Run :func:`gmic_evaluate_steps` to the end (None on ranks other than 0)."""
-    from ..maps.sliding import drain
+    from ..maps.runtime import drain
 
     return drain(gmic_evaluate_steps(config))

@@ -318,6 +318,6 @@ def train_gmic_steps(config: GMICTrainConfig) -> Generator[TrainEvent, None, GMI
 
 def train_gmic(config: GMICTrainConfig) -> GMICTrainResult:
     """Run :func:`train_gmic_steps` to the end and return its result."""
-    from ..maps.sliding import drain
+    from ..maps.runtime import drain
 
     return drain(train_gmic_steps(config))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from .result import MapResult, load_result
-from .runtime import Progress, Runtime
-from .sliding import drain, predict, predict_steps
+from .runtime import Progress, Runtime, drain
+from .sliding import predict, predict_steps
 
 __all__ = [
     "MapResult",

@@ -41,9 +41,9 @@ from .coarse import CoarsePass, coarse_pass
 from .mask_engine import MaskEngine, unmasked_pass
 from .masks import GRID_CELLS, MASKED_PROBABILITY
 from .result import MapResult
-from .runtime import Progress, inference_model
+from .runtime import Progress, drain, inference_model
 from .settings import MapSettings
-from .sliding import WindowFeeder, drain, prepare_image
+from .sliding import WindowFeeder, prepare_image
 from .stats import RunStats
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ feed the model the same way (channels_last, optional autocast).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
@@ -22,6 +22,7 @@ __all__ = [
     "Progress",
     "Runtime",
     "TimeLeft",
+    "drain",
     "format_time_left",
     "inference_model",
     "resolve_device",
@@ -30,6 +31,7 @@ __all__ = [
 PRECISIONS = ("float32", "bfloat16", "float16")
 
 _M = TypeVar("_M", bound="ModelLike")
+_R = TypeVar("_R")
 
 
 class Progress(NamedTuple):
@@ -38,6 +40,16 @@ class Progress(NamedTuple):
     stage: str
     done: int
     total: int
+
+
+def drain(steps: Generator[object, None, _R]) -> _R:
+    """Run a progress generator (events such as :class:`Progress`) to the end and return
+    its result: how the command line and the tests call the long computations."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 class TimeLeft:

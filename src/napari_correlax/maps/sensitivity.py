@@ -35,9 +35,9 @@ from .mask_engine import (
     unmasked_outputs,
     unmasked_pass,
 )
-from .runtime import Progress, Runtime, inference_model
+from .runtime import Progress, Runtime, drain, inference_model
 from .settings import DEFAULT_MASK_BATCH, MapSettings
-from .sliding import WindowFeeder, drain, prepare_image
+from .sliding import WindowFeeder, prepare_image
 
 if TYPE_CHECKING:
     import torch

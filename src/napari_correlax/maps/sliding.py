@@ -11,7 +11,7 @@ import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ..errors import CorrelaxError
 from ..preprocess import BreastROI, Preprocessing, breast_roi, preprocessing_of
 from ..windows import WindowGrid
 from .result import MapResult
-from .runtime import Progress, Runtime, inference_model
+from .runtime import Progress, Runtime, drain, inference_model
 from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE, MapSettings
 from .stats import RunStats
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = [
     "PreparedImage",
     "WindowFeeder",
-    "drain",
     "grid_maps",
     "model_input",
     "predict",
@@ -44,7 +43,6 @@ __all__ = [
 #: Rows of the fused image normalised at a time by :class:`WindowFeeder`.
 _NORMALIZE_ROWS = 256
 
-_R = TypeVar("_R")
 
 
 def as_pixels(image: Mammogram | np.ndarray
@@ -344,15 +342,6 @@ def predict_steps(
         meta=dict(prep.meta),
         stats=stats,
     )
-
-
-def drain(steps: Generator[object, None, _R]) -> _R:
-    """Run a progress generator to the end and return its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
 
 
 def predict(image: Mammogram | np.ndarray, model: ImageModelLike, **overrides: Any

@@ -528,6 +528,6 @@ def train_steps(config: TrainConfig) -> Generator[TrainEvent, None, TrainResult]
 
 def train(config: TrainConfig) -> TrainResult:
     """Run :func:`train_steps` to the end and return its result."""
-    from ..maps.sliding import drain
+    from ..maps.runtime import drain
 
     return drain(train_steps(config))
