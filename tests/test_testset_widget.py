@@ -128,7 +128,9 @@ def test_review_three_images_close_without_saving_and_everything_is_back(
         assert viewer.layers["analysed area · test set"].visible  # where the maps stop
         assert {f"{lab} · corr · test set" for lab in labels} <= set(names)
         maxima = viewer.layers["maxima · test set"]
-        assert len(maxima.data) == 2 * len(labels)  # one point per label and map
+        # the selected finding's maxima only (one per map), so labels never overprint
+        assert len(maxima.data) == 2
+        assert set(maxima.features["label"]) == {widget.verdicts.selected_label()}
         for kind, key in (("correlation", Qt.Key.Key_C), ("prediction", Qt.Key.Key_P)):
             widget.table.setFocus()
             qtbot.keyClick(widget.table, key)  # the map kind shown and judged

@@ -57,6 +57,8 @@ class ReviewLayers:
         #: Names of map layers that still hold another image's data (kept hidden).
         self.stale: set[str] = set()
         self._before_clear: dict[str, bool] = {}
+        self._verdicts: list[Any] = []
+        self._scale: tuple[float, ...] = (1.0, 1.0)
 
     # -- drawing -----------------------------------------------------------------------
     def draw(self, loaded: Any, verdicts: list[Any], follow: bool, kind: str = "") -> None:
@@ -120,7 +122,8 @@ class ReviewLayers:
         self._outline(result, scale, breast)
         put_boxes(viewer, _layers.boxes_layer(record.boxes, PREFIX, image_scale=scale,
                                               image_shape=loaded.pixels.shape))
-        put_points(viewer, maxima_layer(verdicts, scale))
+        self._verdicts, self._scale = list(verdicts), scale
+        put_points(viewer, maxima_layer(self._focused(self._verdicts), scale))
         self._empty_marks()
         if loaded.final:
             self._before_clear = {}
@@ -173,8 +176,18 @@ class ReviewLayers:
         self._settle()
 
     def refresh(self) -> None:
-        """Re-apply the visibility rules (the selected row changed)."""
+        """Re-apply the visibility rules and the maxima shown (the selected row changed)."""
         self.show_kind(self._kind)
+        if self._verdicts:
+            put_points(self.viewer, maxima_layer(self._focused(self._verdicts), self._scale))
+            self._settle()
+
+    def _focused(self, verdicts: list[Any]) -> list[Any]:
+        """The maxima of the selected row's finding (every finding's when the selection is
+        none of them): one label's markers at a time, so their labels never overprint."""
+        focus = self.selected() if self.selected is not None else ""
+        chosen = [v for v in verdicts if v.label == focus]
+        return chosen or list(verdicts)
 
     def show_kind(self, kind: str) -> None:
         """Show one map kind (``prediction``, ``correlation`` or ``saliency``) for the

@@ -31,6 +31,15 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
 
 
+def add_cam_mode_option(p: argparse.ArgumentParser) -> None:
+    """``--mode``: how the CAM methods run (docs/method.md §8)."""
+    from ..maps.cam import mode_title
+
+    p.add_argument("--mode", choices=("windowed", "global"), default="windowed",
+                   help=f"CAM methods: {mode_title('windowed')} (default), or "
+                   f"{mode_title('global')}")
+
+
 def add_map_options(parser: argparse.ArgumentParser, *, correlax: bool = True,
                     seed: bool = True) -> None:
     """The :class:`~napari_correlax.maps.settings.MapSettings` options: ``--stride`` and,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import (
+    add_cam_mode_option,
     add_check_option,
     add_map_options,
     add_runtime_options,
@@ -60,9 +61,7 @@ def register(sub: Subparsers) -> None:
                    help="start the folder anew: delete its cached maps (cache/), tables "
                    "and settings.json, then compute every method again (without it, "
                    "settings other than the folder's are refused)")
-    p.add_argument("--mode", choices=("windowed", "global"), default="windowed",
-                   help="CAM methods: per 256 px window at full resolution, stitched "
-                   "(windowed, default), or once on the breast resized (global)")
+    add_cam_mode_option(p)
     add_map_options(p)
     add_runtime_options(p)
     p.set_defaults(func=run)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import add_map_options, add_runtime_options, settings_from
+from .common import add_cam_mode_option, add_map_options, add_runtime_options, settings_from
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -41,9 +41,7 @@ def register(sub: Subparsers) -> None:
                    help="flag a method whose mean |Spearman rho| over labels with every "
                    f"weight random exceeds this (default {DEFAULT_THRESHOLD}: halfway "
                    "between an unrelated map, 0, and the same map, 1)")
-    p.add_argument("--mode", choices=("windowed", "global"), default="windowed",
-                   help="CAM methods: per 256 px window, stitched (default), or once on the "
-                   "breast resized (global)")
+    add_cam_mode_option(p)
     add_map_options(p)
     add_runtime_options(p)
     p.set_defaults(func=run)
