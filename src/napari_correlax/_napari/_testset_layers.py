@@ -36,8 +36,8 @@ class ReviewLayers:
     (:meth:`clear`), so the canvas never shows one image under another's header.
 
     Rules: the map of the judged kind (:meth:`show_kind`) is visible for the label of
-    the selected row (``selected``, a callable giving it), or for every label the reader
-    judges (:attr:`labels`) when the selected row is not one of them, whenever it exists
+    the selected row (``selected``, a callable giving it), or for the first label the
+    reader judges (:attr:`labels`) before a row of them is selected, whenever it exists
     — one finding's map at a time, never several stacked; the distance map is shown on
     top of them while D has it on; a map layer that holds another image's data is hidden
     until this image's map replaces it (:attr:`stale`). ``keys`` (key → action) are
@@ -209,7 +209,7 @@ class ReviewLayers:
         if info.get("map") == "distance":
             return self._distance
         focus = self.selected() if self.selected is not None else ""
-        labels = [focus] if focus in self._findings else self._findings
+        labels = [focus] if focus in self._findings else self._findings[:1]
         return bool(kind) and info.get("map") == kind and info.get("label") in labels
 
     def _layers(self) -> list[Any]:
