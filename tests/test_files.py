@@ -31,3 +31,16 @@ def test_written_files_follow_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_atomic_csv_reads_back_with_the_csv_module(tmp_path):
+    import csv
+
+    from napari_correlax.files import atomic_write_csv
+
+    rows = [["a, b", 'say "hi"', 1.5], ["plain", "", 2]]
+    path = atomic_write_csv(tmp_path / "t.csv", ["x", "y", "z"], rows)
+    with open(path, newline="", encoding="utf-8") as fh:
+        back = list(csv.reader(fh))
+    assert back == [["x", "y", "z"], ["a, b", 'say "hi"', "1.5"], ["plain", "", "2"]]
+    assert not list(tmp_path.glob(".t.csv.*"))  # no temp file left

@@ -24,7 +24,6 @@ written atomically (temp file beside it, then rename).
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CorrelaxError
-from .files import atomic_write, atomic_write_text, npz_reason
+from .files import atomic_write, atomic_write_csv, npz_reason
 from .maps.kinds import kind as map_kind
 
 if TYPE_CHECKING:
@@ -127,11 +126,7 @@ def window_rows(result: MapResult) -> tuple[list[str], list[list[Any]]]:
 def write_window_csv(result: MapResult, path: str | os.PathLike[str]) -> Path:
     """Write :func:`window_rows` as a UTF-8 CSV file (atomic); returns the path."""
     header, rows = window_rows(result)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
+    return atomic_write_csv(path, header, rows)
 
 
 def _num(value: Any) -> str:

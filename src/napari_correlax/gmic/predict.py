@@ -15,7 +15,6 @@ figure overlays the mammogram as it was read, not the mirrored, resized model in
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import warnings
@@ -135,14 +134,9 @@ def prediction_table(predictions: Sequence[GMICPrediction]) -> tuple[list[str], 
 def write_predictions(path: str | os.PathLike[str], predictions: Sequence[GMICPrediction]
                       ) -> Path:
     """``predictions.csv`` (:func:`prediction_table`), written atomically."""
-    from ..files import atomic_write_text
+    from ..files import atomic_write_csv
 
-    header, rows = prediction_table(predictions)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
+    return atomic_write_csv(path, *prediction_table(predictions))
 
 
 def save_gmic_figure(path: str | os.PathLike[str], pixels: np.ndarray,
