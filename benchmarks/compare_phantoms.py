@@ -62,6 +62,9 @@ def parse_args() -> argparse.Namespace:
                     help=f"windowed methods (default {METHODS})")
     ap.add_argument("--global", dest="global_methods", default=GLOBAL,
                     help=f"methods run in global mode (default {GLOBAL}; '' for none)")
+    ap.add_argument("--global-limit", type=int, default=None,
+                    help="run the global methods on the first N images only (they take "
+                         "minutes per image on a CPU); paired tests use the shared images")
     ap.add_argument("--reference", default="correlax",
                     help="method the others are tested against (default correlax)")
     ap.add_argument("--model", default=None, help="checkpoint (default: the demo model)")
@@ -87,6 +90,8 @@ def run_compare(args: argparse.Namespace, data: Path, methods: str, mode: str) -
     argv = ["compare", str(data), "--out", str(out), "--methods", methods, "--mode", mode,
             "--stride", str(args.stride), "--device", args.device,
             *shlex.split(args.compare_args)]
+    if mode == "global" and args.global_limit:
+        argv += ["--limit", str(args.global_limit)]
     if args.model:
         argv += ["--model", args.model]
     if args.threads:
@@ -155,8 +160,11 @@ def main() -> None:
         raise SystemExit(f"--reference {args.reference!r} is not among the methods run")
     paired = paired_rows(hits, labels, against=args.reference)
     images = len({image for table in hits.values() for image, _ in table})
+    limited = (f" (global methods: the first {args.global_limit}; their paired tests use "
+               "those images only)" if args.global_limit and args.global_methods.strip()
+               else "")
     text = [f"# Hard phantoms: {images} images of {args.size[0]}×{args.size[1]} px, stride "
-            f"{args.stride}", "",
+            f"{args.stride}{limited}", "",
             "Pointing game: hits/support = rate [Wilson 95 % interval].", "",
             markdown(["Method", *labels, POOLED], rate_table(hits, labels)), "",
             "Equal maps on every image: " + ("; ".join(equal) or "none") + ".", "",

@@ -12,6 +12,8 @@ import torch
 
 from napari_correlax.cli import main
 from napari_correlax.maps import load_result
+from napari_correlax.maps.masks import DESIGN_VARIANCE_BOUND
+from napari_correlax.maps.settings import DEFAULT_DESIGN
 from napari_correlax.models import save_checkpoint
 from napari_correlax.models.classifier import Classifier
 
@@ -60,7 +62,10 @@ def test_explain_writes_every_map_png_and_summary(tmp_path, tiny_ckpt, phantom_p
     assert doc["design_factor"] == {
         "used": res.stats.design_factor, "measured": res.stats.design_factor_measured,
         "dof": res.stats.design_factor_dof, "tabled": res.stats.design_factor_tabled}
-    assert res.stats.design_factor >= res.stats.design_factor_tabled
+    # the largest factor used over the correlations, measured in the run, within the bound
+    assert res.stats.design_factor == max(res.stats.design_factors)
+    assert res.stats.design_factor_dof > 0 and res.stats.design_factor_measured is not None
+    assert res.stats.design_factor <= DESIGN_VARIANCE_BOUND[DEFAULT_DESIGN]
     assert res.get("relevance_uncertainty").shape == res.relevance.shape
     assert (out / "breast.png").read_bytes()[:8] == PNG_MAGIC
     printed = capsys.readouterr().out
@@ -68,12 +73,24 @@ def test_explain_writes_every_map_png_and_summary(tmp_path, tiny_ckpt, phantom_p
 
 
 def test_explain_fixed_without_focus_uses_exactly_n_masks(tmp_path, tiny_ckpt, phantom_png):
+    """Exactly --masks per window, except the calibration windows (the coarse grid's), which
+    get two blocks of the default design to measure its variance (docs/method.md §7)."""
     out = tmp_path / "out"
     argv = ["explain", str(phantom_png), "--model", str(tiny_ckpt), "--out", str(out),
             "--masks", "48", "--fixed", "--no-focus", "--stride", "32", "--seed", "3", *FAST]
     assert main(argv) == 0
     res = load_result(out / "breast.npz")
-    np.testing.assert_array_equal(res.masks_used, np.where(res.window_mask, 48, 0))
+    # calibration: the tissue windows on the 4x-stride grid and, as they are fewer than 16,
+    # 16 tissue windows spread evenly in raster order
+    todo = np.flatnonzero(res.window_mask.ravel())
+    coarse = np.zeros(res.window_mask.shape, dtype=bool)
+    coarse[::4, ::4] = True
+    assert coarse.ravel()[todo].sum() < 16 < len(todo)
+    spread = np.unique(np.linspace(0, len(todo) - 1, 16).round().astype(int))
+    expected = np.where(res.window_mask, 48, 0).ravel()
+    expected[todo[coarse.ravel()[todo]]] = 256
+    expected[todo[spread]] = 256
+    np.testing.assert_array_equal(res.masks_used, expected.reshape(res.window_mask.shape))
     doc = json.loads((out / "breast.json").read_text())
     assert doc["settings"]["adaptive"] is False and doc["settings"]["seed"] == 3
 

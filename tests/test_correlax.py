@@ -18,9 +18,9 @@ from torch import nn
 from napari_correlax.errors import CorrelaxError
 from napari_correlax.labels import LABELS
 from napari_correlax.maps import explain, explain_steps, explain_windows
-from napari_correlax.maps.image_explain import focus_windows
+from napari_correlax.maps.image_explain import calibration_set, focus_windows
 from napari_correlax.maps.mask_engine import CHECK_EVERY, upsample_masks
-from napari_correlax.maps.masks import make_mask_grids
+from napari_correlax.maps.masks import make_mask_grids, window_seed
 from napari_correlax.maps.moments import Moments
 from napari_correlax.maps.runtime import Runtime
 from napari_correlax.maps.sensitivity import mask_sensitivity_windows
@@ -106,7 +106,7 @@ def test_upsampled_masks_are_bilinear_interpolation():
 def test_correlations_equal_corrcoef_on_the_stored_series():
     model = tiny()
     res = explain_windows(model, windows(3), masks=200, return_series=True, batch_size=64,
-                          runtime=RT)
+                          runtime=RT, calibrate=())
     assert res.masks_used.tolist() == [200, 200, 200]
     for i in range(3):
         ref = corr_reference(res.series[i])
@@ -123,12 +123,10 @@ def test_series_are_the_masked_forward_passes_of_each_window():
     model = tiny()
     assert not torch.allclose(model.mean, torch.zeros(3))  # ImageNet normalisation is on
     x = windows(3)
-    # 70 masks per window in batches of 50: windows straddle batches; the first
-    # min_masks = 24 masks come from the engine's cache, the rest are made per batch.
+    # 70 masks per window in batches of 50: windows straddle batches; each window has its
+    # own mask stream, seeded from the run's seed and its index.
     res = explain_windows(model, x, masks=70, seed=5, batch_size=50, min_masks=24,
-                          return_series=True, runtime=RT)
-    masks = F.interpolate(make_mask_grids(70, 5)[:, None], size=(32, 32), mode="bilinear",
-                          align_corners=False)
+                          return_series=True, runtime=RT, calibrate=())
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -136,6 +134,9 @@ def test_series_are_the_masked_forward_passes_of_each_window():
         y0 = model.head(h0)
         np.testing.assert_allclose(res.prediction, y0.numpy(), atol=1e-5)
         for i in range(3):
+            grids = make_mask_grids(70, window_seed(5, i))
+            masks = F.interpolate(grids[:, None], size=(32, 32), mode="bilinear",
+                                  align_corners=False)
             masked = x[i : i + 1] * masks  # image space: masked pixels are 0 (black)
             hm = model.features((masked - mean) / std)
             ym = model.head(hm)
@@ -216,9 +217,9 @@ def test_relevance_equals_relax_formula_on_a_hand_worked_model():
     """h = [mean(M), 1] for X = 1, so S_h,n = (m_n + 1) / (√2 √(m_n² + 1)) by hand."""
     size, n = 32, 40
     x = torch.ones((1, 3, size, size))
-    res = explain_windows(MeanStub(), x, masks=n, seed=2, runtime=RT)
-    masks = F.interpolate(make_mask_grids(n, 2)[:, None], size=(size, size), mode="bilinear",
-                          align_corners=False)[:, 0].double().numpy()
+    res = explain_windows(MeanStub(), x, masks=n, seed=2, runtime=RT, calibrate=())
+    masks = F.interpolate(make_mask_grids(n, window_seed(2, 0))[:, None], size=(size, size),
+                          mode="bilinear", align_corners=False)[:, 0].double().numpy()
     m = masks.mean(axis=(1, 2))
     s_h = (m + 1) / (np.sqrt(2) * np.sqrt(m**2 + 1))
     expected = np.tensordot(s_h, masks, axes=1) / masks.sum(axis=0)
@@ -295,7 +296,8 @@ def test_explain_maps_equal_window_results_stitched_by_hand(phantom):
     prep = prepare_image(phantom, model, stride=16)
     flat = np.flatnonzero(prep.active.ravel())
     crops = torch.from_numpy(prep.windows(flat)).permute(0, 3, 1, 2)  # [0, 1] fused RGB
-    win = explain_windows(model, crops, masks=64, seed=4, runtime=rt)
+    win = explain_windows(model, crops, masks=64, seed=4, runtime=rt,
+                          calibrate=calibration_set(prep, flat))
     gy, gx = prep.grid.shape
     c = len(model.labels)
 
@@ -322,9 +324,12 @@ def test_explain_maps_equal_window_results_stitched_by_hand(phantom):
     close(res.product, smooth(grid_of(win.product)), 1e-4)
     close(res.distance, smooth(grid_of(win.distance[:, None]))[0], 1e-4)
     assert res.correlation.shape == (c, gy, gx)
+    # 64 masks, or two blocks of the default design for the calibration windows
     used = np.zeros(gy * gx, dtype=int)
     used[flat] = 64
+    used[flat[calibration_set(prep, flat)]] = 256
     np.testing.assert_array_equal(res.masks_used, used.reshape(gy, gx))
+    np.testing.assert_array_equal(win.masks_used, used[flat])
 
     # Accumulate on a canvas with a one-window margin, then crop to the image.
     h, w = phantom.pixels.shape
@@ -363,8 +368,13 @@ def test_focus_mode_gives_minimum_masks_outside_focus(phantom):
     assert 0 < expected.sum() < prep.active.sum()
     res = explain(phantom, model, masks=96, min_masks=32, adaptive=False, focus=True,
                   focus_share=share, stride=16, runtime=rt)
-    np.testing.assert_array_equal(res.masks_used[expected], 96)
-    np.testing.assert_array_equal(res.masks_used[prep.active & ~expected], 32)
+    # the calibration windows get two blocks of the default design (256 masks)
+    calibration = np.zeros(prep.grid.n_windows, dtype=bool)
+    calibration[flat[calibration_set(prep, flat)]] = True
+    calibration = calibration.reshape(prep.grid.shape)
+    np.testing.assert_array_equal(res.masks_used[calibration], 256)
+    np.testing.assert_array_equal(res.masks_used[expected & ~calibration], 96)
+    np.testing.assert_array_equal(res.masks_used[prep.active & ~expected & ~calibration], 32)
     np.testing.assert_array_equal(res.masks_used[~prep.active], 0)
     assert res.stats.windows_focus == int(expected.sum())
 

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 from scipy.signal import correlate2d
+from scipy.stats import t as student_t
 
 from napari_correlax.errors import CorrelaxError
 from napari_correlax.maps import explain, explain_windows, load_result
+from napari_correlax.maps.image_explain import calibration_set
 from napari_correlax.maps.mask_engine import check_step
 from napari_correlax.maps.masks import (
     DESIGN_VARIANCE_BOUND,
@@ -211,17 +213,42 @@ def fisher_interval(x: np.ndarray, y: np.ndarray, factor: float) -> tuple[float,
             float(np.tanh(np.arctanh(rho) + Z95 * se_z)))
 
 
+def measured_factor_by_hand(series: list, replicate: int) -> tuple[np.ndarray, int]:
+    """Per correlation, ``f̂ = R Σ_w Σ_b (ψ̄_wb − ψ̄_w)² / Σ_w (B − 1) V_w``: ψ the influence
+    function of each window's ρ (standardised over all its masks), ψ̄_wb its mean over
+    replicate b of R masks, V_w the mean of ψ²; and the degrees of freedom Σ_w (B − 1)."""
+    num, den, dof = 0.0, 0.0, 0
+    for s in series:
+        x = (s.s_h - s.s_h.mean()) / s.s_h.std()
+        ys = np.stack([(y - y.mean()) / y.std() for y in [s.s_yhat, *s.yhat_m.T]])
+        rho = (x * ys).mean(axis=1, keepdims=True)
+        psi = x * ys - rho * (x**2 + ys**2) / 2  # (K, n)
+        blocks = psi.reshape(len(ys), -1, replicate).mean(axis=2)  # (K, B)
+        spread = ((blocks - blocks.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+        num = num + replicate * spread
+        den = den + (blocks.shape[1] - 1) * (psi**2).mean(axis=1)
+        dof += blocks.shape[1] - 1
+    return num / den, dof
+
+
 @pytest.mark.parametrize("design", ["iid", DEFAULT_DESIGN])
 def test_intervals_are_fisher_z_of_the_delta_method_times_the_design_factor(design):
     res = explain_windows(tiny(), windows(3, seed=4), masks=256, seed=3, design=design,
                           return_series=True, runtime=RT)
-    factor = res.design_factor["design_factor"]
-    # 3 windows × (replicates − 1): too few to use the measurement, so the bound is used
-    assert res.design_factor["design_factor_dof"] == 3 * (256 // check_step(design) - 1)
-    assert factor == DESIGN_VARIANCE_BOUND[design]
+    factors = np.asarray(res.design_factor["design_factors"])
+    if design == "iid":  # independent masks: factor 1 exactly, nothing measured
+        assert res.design_factor["design_factor_dof"] == 0
+        np.testing.assert_array_equal(factors, 1.0)
+    else:  # measured on 3 windows × (2 replicates − 1), widened by (t_3 / z)², capped
+        measured, dof = measured_factor_by_hand(res.series, check_step(design))
+        assert res.design_factor["design_factor_dof"] == dof == 3
+        widened = measured * (student_t.ppf(0.975, dof) / Z95) ** 2
+        expected = np.minimum(widened, DESIGN_VARIANCE_BOUND[design])
+        np.testing.assert_allclose(factors, expected, rtol=1e-3)
     for i, s in enumerate(res.series):
-        bounds = [fisher_interval(s.s_h, y, factor) for y in [s.s_yhat, *s.yhat_m.T]]
-        np.testing.assert_allclose(res.interval[i], bounds, rtol=1e-3, atol=1e-6)
+        bounds = [fisher_interval(s.s_h, y, f)
+                  for y, f in zip([s.s_yhat, *s.yhat_m.T], factors, strict=True)]
+        np.testing.assert_allclose(res.interval[i], bounds, rtol=1e-3, atol=2e-5)
         rho = [res.distance[i], *res.correlation[i]]
         longer = [max(r - lo, hi - r) for r, (lo, hi) in zip(rho, bounds)]
         np.testing.assert_allclose([res.distance_ci[i], *res.correlation_ci[i]], longer,
@@ -254,7 +281,8 @@ def test_confidence_map_is_smoothed_window_half_widths_and_survives_saving(phant
     prep = prepare_image(phantom, model, stride=16)
     idx = np.flatnonzero(prep.active.ravel())
     crops = torch.from_numpy(prep.windows(idx)).permute(0, 3, 1, 2)
-    win = explain_windows(model, crops, masks=64, seed=4, runtime=RT)
+    win = explain_windows(model, crops, masks=64, seed=4, runtime=RT,
+                          calibrate=calibration_set(prep, idx))
     gy, gx = prep.grid.shape
     raw = np.zeros((len(model.labels), gy * gx))
     raw[:, idx] = win.correlation_ci.T

@@ -60,7 +60,9 @@ def add_map_options(parser: argparse.ArgumentParser, *, correlax: bool = True,
     g.add_argument("--masks", type=int, default=d.DEFAULT_MASKS,
                    help=f"most masks per window (default {d.DEFAULT_MASKS})")
     g.add_argument("--fixed", "--no-adaptive", dest="fixed", action="store_true",
-                   help="evaluate exactly --masks masks per explained window (no adaptive stop)")
+                   help="evaluate exactly --masks masks per explained window (no adaptive "
+                   "stop); the windows that measure the mask design's variance get at least "
+                   "two of its blocks (docs/method.md §7)")
     g.add_argument("--min-masks", type=int, default=d.DEFAULT_MIN_MASKS,
                    help=f"fewest masks per window (default {d.DEFAULT_MIN_MASKS}: with the "
                    "default design as stable as the 256 i.i.d. masks at which the paper's "

@@ -98,8 +98,11 @@ def coarse_pass(prep: PreparedImage, feeder: WindowFeeder, model: Any, rt: Runti
     local = np.flatnonzero(keep)
     h0, y0 = yield from _relabel(unmasked_pass(feeder, todo[local]), "coarse")
     floor = settings.mask_floor
+    # Keys are the windows' places in ``todo``, as in the final run (same mask streams);
+    # no calibration here: the preview's intervals use the design's bound.
     engine = MaskEngine(model, rt, lambda idx: feeder.batch(todo[local[np.asarray(idx)]]),
-                        h0, y0, np.full(len(local), floor), settings, size=prep.grid.window)
+                        h0, y0, np.full(len(local), floor), settings, size=prep.grid.window,
+                        keys=local, calibrate=[])
     total, done = engine.total_passes(), 0
     yield Progress("coarse masks", 0, total)
     for step in engine.steps():

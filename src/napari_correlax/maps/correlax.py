@@ -23,6 +23,7 @@ and the whole-image API with focus mode and relevance stitching (:mod:`.image_ex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +128,8 @@ def explain_windows(
     runtime: Runtime | None = None,
     return_series: bool = False,
     design: str = DEFAULT_DESIGN,
+    calibrate: Sequence[int] | None = None,
+    keys: Sequence[int] | None = None,
 ) -> WindowExplanation:
     """CorRELAX (docs/method.md §7) on a batch of [0, 1] windows, without the image machinery.
 
@@ -156,6 +159,16 @@ def explain_windows(
     design:
         How the masks are drawn together (:mod:`~napari_correlax.maps.masks`; one of
         :data:`~napari_correlax.maps.settings.MASK_DESIGNS`).
+    calibrate:
+        Indices of the windows given two replicates of the design (256 masks for the
+        block designs, more than ``masks`` if that is less) so that the run measures the
+        design's variance factor (:mod:`~napari_correlax.maps.mask_engine`, "Design
+        factor"); default: up to :data:`~napari_correlax.maps.masks.MIN_FACTOR_DOF`
+        windows spread over the batch; ``()`` measures nothing and uses the design's
+        bound. Ignored for ``"iid"``.
+    keys:
+        Mask-stream keys of the windows (default: their indices): window ``i`` uses the
+        masks of :func:`~napari_correlax.maps.masks.window_seed` ``(seed, keys[i])``.
     """
     settings = MapSettings(masks=masks, seed=seed, adaptive=adaptive, mask_batch=batch_size,
                            min_masks=min_masks, tolerance=tolerance, design=design)
@@ -165,7 +178,8 @@ def explain_windows(
     h0, y0 = unmasked_outputs(model, rt, x, batch_size)
     n_windows = x.shape[0]
     engine = MaskEngine(model, rt, lambda idx: x[idx], h0, y0, np.full(n_windows, int(masks)),
-                        settings, size=x.shape[-1], keep_series=return_series)
+                        settings, size=x.shape[-1], keep_series=return_series,
+                        calibrate=calibrate, keys=keys)
     for _ in engine.steps():
         pass
     return _window_explanation(engine, y0, np.arange(n_windows), return_series)

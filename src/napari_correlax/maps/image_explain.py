@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..labels import lesion_label_indices
-from .coarse import CoarsePass, coarse_pass
-from .mask_engine import MaskEngine, unmasked_pass
-from .masks import GRID_CELLS, MASKED_PROBABILITY
+from .coarse import CoarsePass, coarse_pass, coarse_subset
+from .mask_engine import MaskEngine, calibration_windows, unmasked_pass
+from .masks import GRID_CELLS, MASKED_PROBABILITY, MIN_FACTOR_DOF
 from .result import MapResult
 from .runtime import Progress, drain, inference_model
 from .settings import MapSettings
@@ -49,6 +49,7 @@ from .stats import RunStats
 if TYPE_CHECKING:
     from ..io.image import Mammogram
     from ..models.protocols import ImageModelLike
+    from .sliding import PreparedImage
 
 __all__ = ["explain", "explain_steps", "focus_windows", "stitch_relevance"]
 
@@ -150,7 +151,7 @@ def explain_steps(
         return feeder.batch(todo[np.asarray(local)])
 
     engine = MaskEngine(model, rt, crops_for, h0, y0, targets, s, size=grid.window,
-                        order=order)
+                        order=order, calibrate=calibration_set(prep, todo))
     done = 0
     if coarse is not None:  # their floor masks are the first masks of the final run
         engine.carry_over(coarse.engine, np.arange(len(coarse.local)), coarse.local)
@@ -220,6 +221,18 @@ def explain_steps(
                "relevance_uncertainty": relevance_var},
         stats=stats,
     )
+
+
+def calibration_set(prep: PreparedImage, todo: np.ndarray) -> np.ndarray:
+    """Positions in ``todo`` (the tissue windows) of the windows that measure the mask
+    design's factor (:class:`~.mask_engine.MaskEngine`, "Design factor"): those on the
+    coarse grid (spread over the breast; the windows a coarse pass runs first), and
+    windows spread evenly over ``todo`` where those are fewer than
+    :data:`~.masks.MIN_FACTOR_DOF`."""
+    coarse = np.flatnonzero(coarse_subset(prep.grid).ravel()[todo])
+    if len(coarse) >= MIN_FACTOR_DOF:
+        return coarse
+    return np.union1d(coarse, calibration_windows(len(todo)))
 
 
 def _unmasked_rest(feeder: WindowFeeder, todo: np.ndarray, coarse: CoarsePass | None

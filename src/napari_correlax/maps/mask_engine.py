@@ -8,14 +8,15 @@ evaluates the model on ``X ∘ M_n`` for masks ``n = 0, 1, …`` and streams the
 
 Masks
     A ``g × g`` grid (g = 8) of cells kept with probability ``1 − p`` (p = 0.5 masked),
-    bilinearly upsampled to ``S × S`` (``align_corners=False``). The masks of a call are
+    bilinearly upsampled to ``S × S`` (``align_corners=False``). The masks of a window are
     drawn jointly by a *design* (:mod:`.masks`, :attr:`MapSettings.design
     <napari_correlax.maps.settings.MapSettings.design>`): the paper's independent masks
     (``"iid"``) or balanced blocks that keep every single mask uniform on {0, 1}^64, so ρ
-    estimates the same quantity with less noise. Masks are drawn once per call from the
-    seed on the CPU, block after block, so mask ``n`` depends only on
-    ``(design, seed, n)``: every window of a call uses the same masks, a window that uses
-    ``n`` masks uses masks ``0 … n−1``, and the same seed gives the same maps on any
+    estimates the same quantity with less noise. Every window has its own stream, drawn on
+    the CPU from :func:`~.masks.window_seed` of the run's seed and the window's *key*
+    (its index, or what the caller passes, e.g. its place in the image's grid), block
+    after block: windows are randomised independently, a window that uses ``n`` masks
+    uses masks ``0 … n−1`` of its stream, and the same seed gives the same maps on any
     device.
 
 Streaming
@@ -36,15 +37,23 @@ Adaptive number of masks
 
 Design factor
     The standard errors multiply the i.i.d. variance of ρ by the design's variance
-    factor, measured in the run (:meth:`MaskEngine.update_factor`): the larger of the
-    factor measured from the windows that reached two or more independent replicates
-    (:meth:`~.moments.Moments.measured_factor`) and the tabled one
-    (:data:`~.masks.DESIGN_VARIANCE_FACTOR`), or the design's bound
-    (:data:`~.masks.DESIGN_VARIANCE_BOUND`) until the measurement has
-    :data:`~.masks.MIN_FACTOR_DOF` degrees of freedom. Every check of the adaptive rule
-    uses the factor known at that moment, so a window does not stop at the floor with a
-    precision the design has not been shown to give: on a model where the design helps
-    less, windows run on past the floor.
+    factor, one per correlation, measured in the run (:meth:`MaskEngine.update_factor`)
+    from the windows that reached two or more independent replicates
+    (:meth:`~.moments.Moments.measured_factor`, ``f̂`` with ``ν`` degrees of freedom) and
+    widened for the measurement's own uncertainty: ``f = f̂ (t_ν / z)²`` with ``t_ν`` and
+    ``z`` the 97.5 % quantiles of Student's t and of the normal distribution, so that an
+    interval ``ρ ± z sqrt(f V / n)`` is the t-interval of an estimated variance; never
+    more than the design's bound (:data:`~.masks.DESIGN_VARIANCE_BOUND`), which is used
+    while nothing is measured. i.i.d. masks have factor 1 exactly. The measurement comes
+    first: *calibration windows* (those the caller names, e.g. the windows of the coarse
+    grid of an image, or :func:`calibration_windows`) run before the others, each to two
+    replicates whatever its target (its floor rises), and the factors measured on them
+    decide every later adaptive stop. Reported intervals use the factors measured at the
+    end of the run (every window with two or more replicates). Because the calibration
+    windows and their masks are fixed by the seed and the grid, the stops do not depend
+    on the order windows run in: a coarse-to-fine run gives the one-pass result. On a
+    model where the design helps less, adaptive windows run on past the floor, so no
+    window stops with a precision the design has not been shown to give.
 
 Speed
     The forward pass dominates. Windows are normalised once; for a per-pixel affine
@@ -52,11 +61,11 @@ Speed
     ``n(X ∘ M) = (n(X) − b) ∘ M + b`` with ``b = n(0)`` (black), one fused multiply-add
     per pixel (``torch.addcmul``) on the normalised window shifted by ``b``. The callers
     run the model with BatchNorm folded into the preceding convolutions
-    (:func:`~.runtime.inference_model`; exact up to float rounding); the engine keeps
-    the first ``min_masks`` upsampled masks (every window uses them), writes other masks
-    straight into one reused channels-last input buffer (two small matrix products,
-    ``U G Uᵀ``) and builds the masked inputs in place, and takes the unmasked ``h``,
-    ``ŷ`` from the prediction pass the callers need anyway.
+    (:func:`~.runtime.inference_model`; exact up to float rounding); the engine writes
+    the upsampled masks straight into one reused channels-last input buffer (two small
+    matrix products, ``U G Uᵀ``, a few per cent of a forward pass) and builds the masked
+    inputs in place, and takes the unmasked ``h``, ``ŷ`` from the prediction pass the
+    callers need anyway.
 """
 
 from __future__ import annotations
@@ -76,8 +85,9 @@ from .masks import (
     MIN_FACTOR_DOF,
     design_unit,
     make_mask_grids,
+    window_seed,
 )
-from .moments import Moments, row_cosine
+from .moments import Z95, Moments, row_cosine
 from .runtime import Progress, Runtime
 from .settings import DEFAULT_DESIGN
 
@@ -94,6 +104,7 @@ __all__ = [
     "WindowSeries",
     "adaptive_checks",
     "black_level",
+    "calibration_windows",
     "check_step",
     "interpolation_matrix",
     "model_device",
@@ -101,12 +112,11 @@ __all__ = [
     "unmasked_outputs",
     "unmasked_pass",
     "upsample_masks",
+    "used_factor",
 ]
 
 #: Adaptive mode checks the stopping rule every this many masks after ``min_masks``.
 CHECK_EVERY = 64
-#: Most bytes of upsampled masks kept in memory (the first ``min_masks``).
-_CACHE_BYTES = 128 * 2**20
 
 
 def interpolation_matrix(cells: int, size: int, like: Any) -> Any:
@@ -168,6 +178,9 @@ class _Window:
     crop: Any
     target: int
     n: int = 0
+    floor: int = 0
+    grids: Any = None  # (n, g, g) float32 on the device: masks 0 … n−1 of its stream
+    grids_np: np.ndarray | None = None  # the same, (n, g²) float64
 
 
 class MaskEngine:
@@ -180,7 +193,11 @@ class MaskEngine:
     batch (``mask_batch``), the floor (:attr:`~.settings.MapSettings.mask_floor`) and the
     adaptive rule (``adaptive``, ``tolerance``); ``order`` the order in which windows
     enter batches; ``record_at`` mask counts at which each window's statistics are kept
-    (:attr:`snapshots`); ``keep_series`` keeps the per-mask series (for tests).
+    (:attr:`snapshots`); ``keep_series`` keeps the per-mask series (for tests); ``keys``
+    (W,) the windows' mask-stream keys (default: their indices; module docstring);
+    ``calibrate`` the windows given two replicates to measure the design factor on
+    (default :func:`calibration_windows`; module docstring, "Design factor"). Their
+    targets rise to two replicates (:attr:`targets`).
     """
 
     def __init__(
@@ -197,6 +214,8 @@ class MaskEngine:
         order: Sequence[int] | None = None,
         record_at: Sequence[int] = (),
         keep_series: bool = False,
+        keys: Sequence[int] | None = None,
+        calibrate: Sequence[int] | None = None,
     ) -> None:
         import torch
 
@@ -205,7 +224,7 @@ class MaskEngine:
         self.crops_for = crops_for
         self.h0 = np.asarray(h0, dtype=np.float64)
         self.y0 = np.asarray(y0, dtype=np.float64)
-        self.targets = np.asarray(targets, dtype=np.int64)
+        self.targets = np.array(targets, dtype=np.int64)
         self.size = int(size)
         self.batch_size = int(settings.mask_batch)
         self.min_masks = settings.mask_floor
@@ -218,18 +237,15 @@ class MaskEngine:
         self.design = design
         self.unit = design_unit(design, GRID_CELLS)
         self.check_step = check_step(design)
-        grids = make_mask_grids(n_max, settings.seed, design=design)
-        self.grids_np = grids.numpy().reshape(n_max, GRID_CELLS**2).astype(np.float64)
-        self.grids = grids.to(runtime.device)
+        self.seed = int(settings.seed)
+        self.keys = (np.arange(n_windows, dtype=np.int64) if keys is None
+                     else np.asarray(keys, dtype=np.int64))
         # Bilinear upsampling as U G Uᵀ; the right factor is repeated per input channel so
         # the product lands directly in the channels-last (B, S, S·3) input buffer.
-        self.u = interpolation_matrix(GRID_CELLS, self.size, self.grids)
+        self.bound = DESIGN_VARIANCE_BOUND[design]
+        self.u = interpolation_matrix(GRID_CELLS, self.size,
+                                      torch.zeros((), device=runtime.device))
         self.u_t_rep = self.u.T.repeat_interleave(3, dim=1).contiguous()
-        # Every window starts with masks 0 … min_masks−1: keep those upsampled (in that
-        # layout), as many as fit in _CACHE_BYTES; the size does not depend on N.
-        per_mask = 3 * self.size**2 * 4
-        n_cached = min(self.min_masks, n_max, _CACHE_BYTES // per_mask)
-        self.cached = torch.matmul(self.u, torch.matmul(self.grids[:n_cached], self.u_t_rep))
         self.order = list(range(n_windows)) if order is None else [int(i) for i in order]
         self.record_at = sorted({int(r) for r in record_at if r > 0})
         self.snapshots = np.zeros((n_windows, len(self.record_at), self.n_series))
@@ -237,12 +253,23 @@ class MaskEngine:
         self.snapshot_ci = np.zeros_like(self.snapshots)
         self.tabled_factor = DESIGN_VARIANCE_FACTOR[design]
         self.moments = Moments(n_windows, self.n_series, unit=self.unit,
-                               factor=DESIGN_VARIANCE_BOUND[design],
-                               replicate=self.check_step, n_max=n_max)
-        self.measured_factor = float("nan")
-        self.factor_dof = 0
+                               factor=self.bound,
+                               replicate=0 if design == "iid" else self.check_step,
+                               n_max=max(n_max, 2 * self.check_step))
+        self.measured_factor = np.full(self.n_series, np.nan)
+        self.factor_dof = np.zeros(self.n_series, dtype=np.int64)
         self._blocks_seen = -1
-        self.rel_num = np.zeros((n_windows, self.grids_np.shape[1]))
+        self._decisions_frozen = False
+        self._decision_factor = self.moments.factor.copy()
+        self._finished: set[int] = set()
+        self.calibrate = np.zeros(n_windows, dtype=bool)
+        if design != "iid":
+            chosen = (calibration_windows(n_windows) if calibrate is None
+                      else np.asarray(calibrate, dtype=np.int64))
+            self.calibrate[chosen] = True
+            self.targets[self.calibrate] = np.maximum(self.targets[self.calibrate],
+                                                      2 * self.check_step)
+        self.rel_num = np.zeros((n_windows, GRID_CELLS**2))
         self.rel_sq = np.zeros_like(self.rel_num)
         self.rel_den = np.zeros_like(self.rel_num)
         self.series: list[list[np.ndarray]] | None = (
@@ -250,6 +277,7 @@ class MaskEngine:
         )
         # n(X ∘ M) = (n(X) − b) ∘ M + b, b = n(black), in the (S·3) channels-last row layout.
         self.black = black_level(model, runtime.device).repeat(self.size)
+        self.device = runtime.device
         self._torch = torch
         self._buffer: Any = None
         self.start = np.zeros(n_windows, dtype=np.int64)  # masks carried over (carry_over)
@@ -266,8 +294,10 @@ class MaskEngine:
         mine, theirs = self.moments, other.moments
         for name in ("n", "shift_x", "shift_y", "px", "py", "cross"):
             getattr(mine, name)[dst] = getattr(theirs, name)[src]
-        self.rel_num[dst] = other.rel_num[src]
-        self.rel_den[dst] = other.rel_den[src]
+        b = min(mine.blocks.shape[1], theirs.blocks.shape[1])
+        mine.blocks[dst, :b] = theirs.blocks[src, :b]
+        for name in ("rel_num", "rel_sq", "rel_den"):
+            getattr(self, name)[dst] = getattr(other, name)[src]
         self.start[dst] = theirs.n[src]
 
     # -- scheduling --------------------------------------------------------------------
@@ -301,9 +331,26 @@ class MaskEngine:
         return int((self.targets[self.order] - self.start[self.order]).clip(0).sum())
 
     def steps(self) -> Generator[int, None, None]:
-        """Run all windows; yields the progress made by each batch (passes run + skipped)."""
-        pending = [i for i in self.order if self.targets[i] > 0]
-        pending.reverse()
+        """Run all windows; yields the progress made by each batch (passes run + skipped).
+
+        Calibration windows run first, each to two replicates; the design factor measured
+        on them then decides every adaptive stop (module docstring, "Design factor"), so
+        the stops do not depend on the order windows run in. Calibration windows with a
+        larger target continue among the others."""
+        cal = [i for i in self.order if self.calibrate[i] and self.targets[i] > 0]
+        if cal:
+            yield from self._run_windows(cal, phase_target=2 * self.check_step)
+        # the factors of every stopping decision from here on
+        self._decision_factor = self.update_factor().copy()
+        self._decisions_frozen = True
+        rest = [i for i in self.order
+                if self.targets[i] > self.moments.n[i] and i not in self._finished]
+        yield from self._run_windows(rest)
+
+    def _run_windows(self, windows: list[int], phase_target: int = 0
+                     ) -> Generator[int, None, None]:
+        """Run ``windows`` (in that order) to their targets, or to ``phase_target``."""
+        pending = list(reversed(windows))
         active: list[_Window] = []
         while active or pending:
             # Each window adds masks up to its next stop; new windows fill what is left.
@@ -317,12 +364,11 @@ class MaskEngine:
                 room -= k
             skipped = 0
             while room > 0 and pending:
-                new = [pending.pop()]
-                win = _Window(new[0], None, int(self.targets[new[0]]), int(self.start[new[0]]))
+                win = self._enter(pending.pop(), phase_target)
                 if win.n and self._decide(win):  # carried over and already finished
                     skipped += win.target - win.n
                     continue
-                crop = self.crops_for(new)[0].float()  # (3, S, S) → (1, S, 3S) channels last
+                crop = self.crops_for([win.index])[0].float()  # (3, S, S) → (1, S, 3S)
                 win.crop = crop.permute(1, 2, 0).reshape(1, self.size, 3 * self.size) - self.black
                 active.append(win)
                 k = min(self._next_stop(win) - win.n, room)
@@ -340,6 +386,28 @@ class MaskEngine:
             active = [w for w in active if id(w) not in finished]
             yield progress
 
+    def _enter(self, w: int, phase_target: int = 0) -> _Window:
+        """Book-keeping of window ``w`` as it enters a batch: a calibration window does
+        not stop before two replicates; ``phase_target`` pauses it there."""
+        win = _Window(w, None, int(self.targets[w]), int(self.moments.n[w]))
+        if self.calibrate[w]:
+            win.floor = 2 * self.check_step
+        if phase_target:
+            win.target = min(win.target, phase_target)
+        return win
+
+    def _window_grids(self, win: _Window, upto: int) -> tuple[Any, np.ndarray]:
+        """Masks ``0 … upto−1`` of ``win``'s stream (drawn on demand, in growing chunks:
+        a longer draw starts with the same masks)."""
+        have = 0 if win.grids_np is None else len(win.grids_np)
+        if upto > have:
+            n = min(max(upto, 2 * have, self.min_masks), max(win.target, upto))
+            grids = make_mask_grids(n, window_seed(self.seed, int(self.keys[win.index])),
+                                    design=self.design)
+            win.grids_np = grids.numpy().reshape(n, GRID_CELLS**2).astype(np.float64)
+            win.grids = grids.to(self.device)
+        return win.grids, win.grids_np
+
     def _run_batch(self, segments: list[tuple[_Window, int, int]]) -> None:
         torch = self._torch
         total = sum(b - a for _, a, b in segments)
@@ -352,27 +420,21 @@ class MaskEngine:
                 # Reused between batches: fresh 100 MB buffers cost page faults on CPUs.
                 self._buffer = torch.empty(
                     (max(total, self.batch_size), 3, size, size), dtype=torch.float32,
-                    device=self.grids.device, memory_format=torch.channels_last,
+                    device=self.device, memory_format=torch.channels_last,
                 )
             x = self._buffer[:total]
             # (B, S, S, 3) is contiguous in a channels-last tensor: view it as (B, S, 3S).
             rows = x.permute(0, 2, 3, 1).view(total, size, 3 * size)
-            n_cached = self.cached.shape[0]
             pos = 0
             for win, a, b in segments:
-                # n(X ∘ M) = b + M ∘ (n(X) − b), masks repeated per channel: cached ones,
-                # then fresh ones (win.crop holds n(X) − b).
-                if a < n_cached:
-                    c = min(b, n_cached)
-                    torch.addcmul(self.black, self.cached[a:c], win.crop,
-                                  out=rows[pos : pos + c - a])
-                    pos, a = pos + c - a, c
-                if b > a:
-                    out = rows[pos : pos + b - a]
-                    right = torch.matmul(self.grids[a:b], self.u_t_rep)
-                    torch.matmul(self.u, right, out=out)
-                    out.mul_(win.crop).add_(self.black)
-                    pos += b - a
+                # n(X ∘ M) = b + M ∘ (n(X) − b), masks repeated per channel (win.crop
+                # holds n(X) − b).
+                grids, _ = self._window_grids(win, b)
+                out = rows[pos : pos + b - a]
+                right = torch.matmul(grids[a:b], self.u_t_rep)
+                torch.matmul(self.u, right, out=out)
+                out.mul_(win.crop).add_(self.black)
+                pos += b - a
         with self.rt.inference():
             h = self.model.features(x)
             y = self.model.head(h)
@@ -386,7 +448,7 @@ class MaskEngine:
             k = b - a
             part = out[pos : pos + k]
             self.moments.add(win.index, part[:, 0], part[:, 1:])
-            grids = self.grids_np[a:b]
+            grids = win.grids_np[a:b]
             self.rel_num[win.index] += part[:, 0] @ grids
             self.rel_sq[win.index] += part[:, 0] ** 2 @ grids
             self.rel_den[win.index] += grids.sum(axis=0)
@@ -398,53 +460,64 @@ class MaskEngine:
         """Record snapshots at ``win.n``; True when the window is finished."""
         if win.n in self.record_at:
             one = np.array([win.index])
-            rho, _, se = self.moments.summary(one, np.array([win.target]))
+            rho, _, se = self.moments.summary(one, self.targets[one])
             at = self.record_at.index(win.n)
             self.snapshots[win.index, at] = rho[0]
             self.snapshot_se[win.index, at] = se[0]
             self.snapshot_ci[win.index, at] = self.moments.halfwidth(one)[0]
         finished = win.n >= win.target
-        if not finished and self.adaptive and win.n >= self.min_masks:
+        if not finished and self.adaptive and win.n >= max(self.min_masks, win.floor):
             if self.is_check(win.n):
-                self.update_factor()
-                _, _, se = self.moments.summary(np.array([win.index]), np.array([win.target]))
+                factor = self._decision_factor if self._decisions_frozen \
+                    else self.update_factor()
+                one = np.array([win.index])
+                _, _, se = self.moments.summary(one, self.targets[one], factor)
                 finished = bool(se.max() <= self.tolerance)
         if finished:
-            win.crop = None
+            win.crop = win.grids = win.grids_np = None
+            if win.target == self.targets[win.index]:
+                self._finished.add(win.index)
         return finished
 
     # -- design factor -----------------------------------------------------------------
-    def update_factor(self) -> float:
-        """Measure the design factor from the replicates completed so far and set the one
-        the standard errors use (module docstring, "Design factor"); returns it."""
+    def update_factor(self) -> np.ndarray:
+        """Measure the design factors from the replicates completed so far and set those
+        the standard errors use (module docstring, "Design factor"); returns them, (1 + C,)."""
         seen = int(self.moments.complete_blocks().sum())
-        if seen != self._blocks_seen:
+        if seen != self._blocks_seen and self.design != "iid":
             self._blocks_seen = seen
             self.measured_factor, self.factor_dof = self.moments.measured_factor()
-            if self.factor_dof >= MIN_FACTOR_DOF:
-                self.moments.factor = max(self.measured_factor, self.tabled_factor)
-            else:
-                self.moments.factor = DESIGN_VARIANCE_BOUND[self.design]
+            self.moments.factor = used_factor(self.measured_factor, self.factor_dof,
+                                              self.bound)
         return self.moments.factor
 
     def factor_report(self) -> dict[str, Any]:
-        """The design factor the results use, the measured one (None when not measured),
-        its degrees of freedom and the tabled one, for a run's statistics."""
+        """The design factor the results use (the largest over the correlations), the
+        measured one there (None when not measured), its degrees of freedom and the
+        tabled one, for a run's statistics; ``design_factors`` lists the factor used per
+        correlation (distance, then each label), ``design_factors_measured`` the measured
+        ones."""
         used = self.update_factor()
-        measured = self.measured_factor if math.isfinite(self.measured_factor) else None
-        return {"design_factor": round(used, 4),
-                "design_factor_measured": None if measured is None else round(measured, 4),
-                "design_factor_dof": int(self.factor_dof),
-                "design_factor_tabled": float(self.tabled_factor)}
+        worst = int(np.argmax(used))
+        measured = float(self.measured_factor[worst])
+        return {"design_factor": round(float(used[worst]), 4),
+                "design_factor_measured": round(measured, 4) if math.isfinite(measured)
+                else None,
+                "design_factor_dof": int(self.factor_dof[worst]),
+                "design_factor_tabled": float(self.tabled_factor),
+                "design_factors": [round(float(f), 4) for f in used],
+                "design_factors_measured": [round(float(f), 4) if math.isfinite(f) else None
+                                            for f in self.measured_factor]}
 
     def factor_warning(self) -> str:
-        """A warning when the measured design factor exceeds 1 (the design is noisier
-        than i.i.d. masks on this model), else ""."""
+        """A warning when a measured design factor exceeds 1 (the design is noisier
+        than i.i.d. masks on this model for that correlation), else ""."""
         self.update_factor()
-        if self.factor_dof < MIN_FACTOR_DOF or not self.measured_factor > 1.0:
+        measured = np.where(self.factor_dof > 0, self.measured_factor, np.nan)
+        if not np.nanmax(measured, initial=0.0) > 1.0:
             return ""
         return (f"mask design {self.design!r} is noisier than independent masks on this "
-                f"model (measured variance factor {self.measured_factor:.2f} > 1): "
+                f"model (measured variance factor up to {np.nanmax(measured):.2f} > 1): "
                 f"intervals are widened to match; design 'iid' would need fewer masks")
 
     # -- outputs -----------------------------------------------------------------------
@@ -503,6 +576,29 @@ class MaskEngine:
         parts = self.series[w]
         data = np.concatenate(parts) if parts else np.zeros((0, self.n_series + 1))
         return WindowSeries(data[:, 0].copy(), data[:, 1].copy(), data[:, 2:].copy())
+
+
+def calibration_windows(n_windows: int, count: int = MIN_FACTOR_DOF) -> np.ndarray:
+    """Indices of ``min(count, n_windows)`` windows spread evenly over ``0 … n_windows−1``:
+    the default calibration windows of a run (module docstring, "Design factor")."""
+    if n_windows <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.linspace(0, n_windows - 1, min(count, n_windows)).round()
+                     ).astype(np.int64)
+
+
+def used_factor(measured: np.ndarray, dof: np.ndarray, bound: float) -> np.ndarray:
+    """The design factors a run uses (module docstring, "Design factor"): per
+    correlation ``min(bound, f̂ (t_ν / z)²)`` where ``ν ≥ 1`` degrees of freedom were
+    measured, else ``bound``."""
+    from scipy.stats import t as student
+
+    measured = np.asarray(measured, dtype=np.float64)
+    dof = np.asarray(dof, dtype=np.int64)
+    ok = (dof >= 1) & np.isfinite(measured)
+    quantile = student.ppf(0.975, np.maximum(dof, 1))
+    widened = measured * (quantile / Z95) ** 2
+    return np.where(ok, np.minimum(widened, bound), bound)
 
 
 def model_device(model: Any) -> str:

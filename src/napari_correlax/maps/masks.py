@@ -38,9 +38,12 @@ Designs
         all cancel within a block, and every effect of an odd number of cells within
         each pair.
     ``sobol``
-        Quasi-Monte Carlo: cell j of mask n is the leading bit of coordinate j of point n
-        of a scrambled k-dimensional Sobol sequence (``torch.quasirandom.SobolEngine``,
-        linear matrix scrambling and a random digital shift, seeded with ``seed``).
+        Randomised quasi-Monte Carlo in blocks of ``R`` masks (128 for 64 cells): cell j
+        of mask n of a block is the leading bit of coordinate j of point n of a scrambled
+        k-dimensional Sobol sequence (``torch.quasirandom.SobolEngine``, linear matrix
+        scrambling and a random digital shift), each block with its own scrambling drawn
+        from ``seed``, so blocks are independent replicates (as the orthogonal arrays'
+        blocks are) and the run can measure the design's variance.
 
     *Uniformity of the orthogonal arrays.* A mask at any position of a block is
     ``a ⊕ f``: ``a`` is the row of ``H`` that landed there (it depends on the chosen
@@ -53,12 +56,15 @@ Designs
 
 Nesting and seeds
     Masks are produced block after block from one CPU ``torch.Generator`` seeded with
-    ``seed`` (Sobol: one scrambled sequence seeded with ``seed``), so mask n depends only
-    on ``(design, seed, n)``: the first n masks of a longer run are exactly the masks of a
-    run of n, a window that stops early used masks ``0 … n−1``, and the same seed gives
-    the same masks. :func:`design_unit` is the number of masks after which a design is
-    complete (1, 2, or the block of ``R``); CorRELAX's adaptive stopping checks only at
-    multiples of it (after its floor), so pairs and blocks are never cut by a stop.
+    ``seed``, so mask n depends only on ``(design, seed, n)``: the first n masks of a
+    longer run are exactly the masks of a run of n, and the same seed gives the same
+    masks. CorRELAX gives every window its own stream, seeded with
+    :func:`window_seed` of the run's seed and the window's key, so the randomisations of
+    different windows are independent (what lets a run measure its design's variance,
+    below) and a window that stops early used masks ``0 … n−1`` of its stream.
+    :func:`design_unit` is the number of masks after which a design is complete (1, 2, or
+    the block of ``R``); CorRELAX's adaptive stopping checks only at multiples of it
+    (after its floor), so pairs and blocks are never cut by a stop.
 
 Variance
     A design's variance of ρ relative to i.i.d. masks is not a property of the design
@@ -68,14 +74,15 @@ Variance
     number ≥ 4 of its columns is constant over the block with probability ≈ 1/64 (4
     cells: 1/61), so those orders count about twice; ``antithetic`` doubles every even
     order, ``oa`` cancels orders 1 and 2 and leaves the others about as i.i.d. masks do.
-    CorRELAX therefore measures the factor in every run (pooled over the windows that
-    reach two or more independent replicates; :meth:`.moments.Moments.measured_factor`)
-    and uses the larger of the measured and the tabled value
-    (:data:`DESIGN_VARIANCE_FACTOR`, the least a design was seen to need); where nothing
-    could be measured (no window reached two replicates, or fewer than
-    :data:`MIN_FACTOR_DOF` degrees of freedom) it uses :data:`DESIGN_VARIANCE_BOUND`,
-    the most one block can have (every orders' aliasing at its worst). Measurements:
-    ``benchmarks/designs.py``, docs/method.md §7.
+    CorRELAX therefore measures the factor in every run, per correlation, from
+    independent replicates (whole blocks, or 64 masks of the shorter designs) of the
+    windows that reach two or more of them (:meth:`.moments.Moments.measured_factor`;
+    a run's calibration windows, at least :data:`MIN_FACTOR_DOF` where it has that many,
+    are given two replicates), and widens it for the uncertainty of the
+    measurement itself (the ratio of Student's to the normal quantile, squared), never
+    beyond :data:`DESIGN_VARIANCE_BOUND`, the most one block can have, which is also used
+    where nothing could be measured. :data:`DESIGN_VARIANCE_FACTOR` records typical
+    values. Measurements: ``benchmarks/designs.py``, docs/method.md §7.
 """
 
 from __future__ import annotations
@@ -102,6 +109,7 @@ __all__ = [
     "hadamard_bits",
     "make_mask_grids",
     "orthogonal_block",
+    "window_seed",
 ]
 
 #: Mask grid side g (paper: 8 × 8 blocks).
@@ -111,11 +119,10 @@ MASKED_PROBABILITY = 0.5
 #: i.i.d. masks are drawn in blocks of this size (the paper's batches of 128).
 _IID_BLOCK = 128
 
-#: Variance of ρ under each design relative to i.i.d. masks at the same N, at whole
-#: blocks, on the models where the design helped least among those calibrated
-#: (``benchmarks/designs.py``; docs/method.md §7): the floor under the factor measured in
-#: each run. CorRELAX's standard errors and confidence intervals multiply the i.i.d.
-#: variance by the factor it uses.
+#: Typical variance of ρ under each design relative to i.i.d. masks at the same N, at
+#: whole blocks, on the models where the design helped least among the demo, CBIS-DDSM
+#: and resnet18 settings (``benchmarks/designs.py``; docs/method.md §7). For planning and
+#: the benchmarks only: a run's intervals use the factor it measures (module docstring).
 DESIGN_VARIANCE_FACTOR: dict[str, float] = {
     "iid": 1.0,
     "antithetic": 1.1,
@@ -137,9 +144,18 @@ DESIGN_VARIANCE_BOUND: dict[str, float] = {
     "sobol": 2.0,
 }
 
-#: Degrees of freedom (window replicates beyond each window's first) a measured design
-#: factor needs before CorRELAX uses it instead of :data:`DESIGN_VARIANCE_BOUND`.
+#: Calibration windows a run gives two replicates (where it has that many windows), so
+#: that its measured design factor has at least this many degrees of freedom.
 MIN_FACTOR_DOF = 16
+#: Stream of the per-window mask seeds (:func:`window_seed`).
+_WINDOW_STREAM = 0x6D61736B
+
+
+def window_seed(seed: int, key: int) -> int:
+    """Seed of the mask stream of the window with ``key`` in a run seeded with ``seed``:
+    independent streams for different keys (``numpy.random.SeedSequence``)."""
+    state = np.random.SeedSequence((int(seed), _WINDOW_STREAM, int(key))).generate_state(2)
+    return int(state[0]) << 31 ^ int(state[1])
 
 
 def _check_design(design: str, p: float) -> None:
@@ -246,10 +262,14 @@ def make_mask_grids(
             first = torch.rand((_IID_BLOCK // 2, k), generator=gen) >= 0.5
             parts.append(torch.stack([first, ~first], dim=1).reshape(-1, k))
         return torch.cat(parts)[:n].to(torch.float32).reshape(n, cells, cells)
-    if design == "sobol":
-        engine = torch.quasirandom.SobolEngine(k, scramble=True, seed=int(seed))
-        points = engine.draw(n, dtype=torch.float64)  # exact: the leading bit is ≥ 0.5
-        return (points >= 0.5).to(torch.float32).reshape(n, cells, cells)
     rows = _block_rows(design, k)
+    if design == "sobol":  # independent scrambles, one per block: replicates (module doc)
+        parts = []
+        for _ in range(math.ceil(n / rows)):
+            block_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+            engine = torch.quasirandom.SobolEngine(k, scramble=True, seed=block_seed)
+            points = engine.draw(rows, dtype=torch.float64)  # exact: leading bit ≥ 0.5
+            parts.append((points >= 0.5).to(torch.float32))
+        return torch.cat(parts)[:n].reshape(n, cells, cells)
     bits = _oa_blocks(design, math.ceil(n / rows), k, gen)[:n]
     return torch.from_numpy(bits.astype(np.float32)).reshape(n, cells, cells)

@@ -10,8 +10,9 @@ Uncertainty
     ``V = μ22 + ρ²/4 (μ40 + μ04 + 2 μ22) − ρ (μ31 + μ13)`` (standardised moments; Fisher's
     ``(1 − ρ²)²`` for normal data), the variance for independent masks, times the design
     factor ``f_n`` (:attr:`Moments.factor` for whole blocks, 1 for the masks of an
-    unfinished block; see :meth:`Moments.design_variance`). The factor is set by the mask
-    engine from the run's own measurement (:meth:`Moments.measured_factor`).
+    unfinished block; see :meth:`Moments.design_variance`), one factor per correlation
+    (distance and each label). The factors are set by the mask engine from the run's own
+    measurement (:meth:`Moments.measured_factor`).
     Because the masks are nested, the standard error of ``ρ_n − ρ_Nmax`` is
     ``sqrt(V (f_n / n − f_Nmax / Nmax))``, which reaches 0 at ``Nmax``
     (:meth:`Moments.summary`; adaptive mode compares it with its tolerance).
@@ -32,9 +33,10 @@ Measured design factor
     (standardised series) over the masks, whose variance per i.i.d. mask is ``V``. Over
     the ``B ≥ 2`` complete replicates of ``R`` masks of a window the spread of the
     replicate means of ψ estimates the design's variance of one replicate mean,
-    ``f V / R``; pooling the windows and correlations,
-    ``f̂ = Σ R Σ_b (ψ̄_b − ψ̄)² / Σ (B − 1) V`` (:meth:`Moments.measured_factor`), with
-    ``Σ (B − 1)`` over windows as its degrees of freedom.
+    ``f V / R``; pooling the windows (whose masks are independent streams), per
+    correlation, ``f̂ = Σ R Σ_b (ψ̄_b − ψ̄)² / Σ (B − 1) V``
+    (:meth:`Moments.measured_factor`), with ``Σ (B − 1)`` over windows as its degrees of
+    freedom.
 
 Zero variance
     A series whose standard deviation is at most ``1e-10`` of its root mean square
@@ -64,7 +66,8 @@ class Moments:
     Sums are taken about a per-window shift (the mean of the window's first segment) in
     float64, so no large numbers cancel; central moments up to order four follow by
     binomial expansion. ``factor`` and ``unit`` describe the mask design: the variance of
-    ρ over ``unit`` masks (a whole design block) is ``factor`` times that of i.i.d. masks.
+    ρ over ``unit`` masks (a whole design block) is ``factor`` times that of i.i.d. masks
+    (a number, or one per series).
     ``replicate`` (0: none) is the length of the independent replicates whose power sums
     are kept for :meth:`measured_factor`, up to ``n_max`` masks per window.
     """
@@ -72,7 +75,7 @@ class Moments:
     def __init__(self, n_windows: int, n_series: int, *, factor: float = 1.0,
                  unit: int = 1, replicate: int = 0, n_max: int = 0) -> None:
         w, k = n_windows, n_series
-        self.factor = float(factor)
+        self.factor = np.broadcast_to(np.asarray(factor, dtype=np.float64), (k,)).copy()
         self.unit = max(int(unit), 1)
         self.replicate = max(int(replicate), 0)
         n_blocks = int(n_max) // self.replicate if self.replicate else 0
@@ -121,14 +124,15 @@ class Moments:
             return np.zeros(len(self.n), dtype=np.int64)
         return np.minimum(self.n // self.replicate, self.blocks.shape[1])
 
-    def measured_factor(self) -> tuple[float, int]:
-        """``(f̂, dof)``: the design factor measured from the replicates of every window
-        with at least two complete ones (module docstring); ``(nan, 0)`` without any."""
+    def measured_factor(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(f̂, dof)``, each ``(K,)``: per series, the design factor measured from the
+        replicates of every window with at least two complete ones (module docstring) and
+        its degrees of freedom; NaN and 0 where there are none."""
+        k = self.py.shape[1]
         nb = self.complete_blocks()
         ws = np.flatnonzero(nb >= 2)
         if len(ws) == 0:
-            return float("nan"), 0
-        k = self.py.shape[1]
+            return np.full(k, np.nan), np.zeros(k, dtype=np.int64)
         rho, constant, v = self._moments(ws)
         n = self.n[ws].astype(np.float64)[:, None]
         mx = self.px[ws, 1][:, None] / n
@@ -149,19 +153,25 @@ class Moments:
         count = nb[ws].astype(np.float64)[:, None]
         mean = np.where(valid, psi, 0.0).sum(axis=1) / count
         spread = np.where(valid, (psi - mean[:, None]) ** 2, 0.0).sum(axis=1)
-        use = ~constant & (v > 0) & np.isfinite(spread)
-        den = float(((count - 1) * v)[use].sum())
-        if den <= 0:
-            return float("nan"), 0
-        return float(r * spread[use].sum() / den), int((nb[ws] - 1).sum())
+        use = ~constant & (v > 0) & np.isfinite(spread)  # (w, K)
+        den = np.where(use, (count - 1) * v, 0.0).sum(axis=0)
+        num = np.where(use, spread, 0.0).sum(axis=0)
+        dof = np.where(use, count - 1, 0.0).sum(axis=0).astype(np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            factor = np.where(den > 0, r * num / den, np.nan)
+        return factor, np.where(den > 0, dof, 0)
 
-    def design_variance(self, n: np.ndarray) -> np.ndarray:
-        """``f_n / n``: the variance of a mean over ``n`` masks of the design, in units of
-        one i.i.d. mask's. Whole blocks count ``factor``, masks of an incomplete last
-        block count as i.i.d.: ``f_n = (factor · U ⌊n/U⌋ + n mod U) / n``."""
-        n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
+    def design_variance(self, n: np.ndarray, factor: np.ndarray | None = None
+                        ) -> np.ndarray:
+        """``(len(n), K)``: ``f_n / n``, the variance of a mean over ``n`` masks of the
+        design in units of one i.i.d. mask's, per series. Whole blocks count ``factor``,
+        masks of an incomplete last block count as i.i.d.:
+        ``f_n = (factor · U ⌊n/U⌋ + n mod U) / n`` (``factor``: :attr:`factor` unless
+        given)."""
+        f = self.factor if factor is None else np.asarray(factor, dtype=np.float64)
+        n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)[:, None]
         whole = np.floor(n / self.unit) * self.unit
-        return (self.factor * whole + (n - whole)) / n**2
+        return (f[None, :] * whole + (n - whole)) / n**2
 
     def _moments(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rho, constant, V)`` for windows ``idx``, each ``(len(idx), K)``: V is the
@@ -209,17 +219,19 @@ class Moments:
         rho = np.where(np.isfinite(rho), rho, 0.0)
         return rho, constant, v
 
-    def summary(self, idx: np.ndarray, n_max: np.ndarray) -> tuple[np.ndarray, ...]:
+    def summary(self, idx: np.ndarray, n_max: np.ndarray, factor: np.ndarray | None = None
+                ) -> tuple[np.ndarray, ...]:
         """``(rho, constant, se)``, each ``(len(idx), K)``, for windows ``idx``.
 
         ``se`` is the standard error of ``ρ_n − ρ_{n_max}`` under the design (module
-        docstring): ``sqrt(V (f_n / n − f_Nmax / Nmax))``, 0 at ``n_max``.
+        docstring): ``sqrt(V (f_n / n − f_Nmax / Nmax))``, 0 at ``n_max``, with the design
+        factors ``factor`` (:attr:`factor` unless given).
         """
         rho, constant, v = self._moments(idx)
         n = self.n[idx]
-        frac = np.maximum(self.design_variance(n)
-                          - self.design_variance(np.asarray(n_max, dtype=np.int64)), 0.0)
-        se = np.sqrt(v * frac[:, None])
+        frac = np.maximum(self.design_variance(n, factor) - self.design_variance(
+            np.asarray(n_max, dtype=np.int64), factor), 0.0)
+        se = np.sqrt(v * frac)
         return rho, constant, se
 
     def interval(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,7 +239,7 @@ class Moments:
         confidence interval (module docstring); ``[0, 0]`` for a correlation flagged
         constant."""
         rho, constant, v = self._moments(idx)
-        se = np.sqrt(v * self.design_variance(self.n[idx])[:, None])
+        se = np.sqrt(v * self.design_variance(self.n[idx]))
         r = np.clip(rho, -1.0 + 1e-12, 1.0 - 1e-12)
         z, se_z = np.arctanh(r), se / (1.0 - r**2)
         low = np.where(constant, 0.0, np.tanh(z - Z95 * se_z))

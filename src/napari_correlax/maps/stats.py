@@ -34,9 +34,12 @@ class RunStats:
         Correlations flagged constant (reported as 0), largest standard error.
     design_factor, design_factor_measured, design_factor_dof, design_factor_tabled:
         The mask design's variance factor the intervals used (variance of ρ relative to
-        i.i.d. masks, docs/method.md §7), the factor measured in the run (None when no
-        window reached two replicates), the measurement's degrees of freedom and the
-        design's tabled factor.
+        i.i.d. masks, docs/method.md §7; the largest over the correlations), the factor
+        measured there (None when no window reached two replicates), the measurement's
+        degrees of freedom and the design's tabled (typical) factor.
+    design_factors, design_factors_measured:
+        The factor used and the one measured (None: not measured) per correlation:
+        distance, then each label.
     warnings:
         Plain-language warnings about the run (shown by the command line and the dock).
     seconds:
@@ -66,6 +69,8 @@ class RunStats:
     design_factor_measured: float | None = None
     design_factor_dof: int = 0
     design_factor_tabled: float | None = None
+    design_factors: list[float] = field(default_factory=list)
+    design_factors_measured: list[float | None] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     masked_passes_per_second: float = 0.0
