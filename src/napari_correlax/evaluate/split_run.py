@@ -241,7 +241,7 @@ class Prefetcher:
     def take(self, record: Any) -> Any:
         """The load of ``record``, which must be the next record of the list (ValueError
         otherwise)."""
-        if self._ahead is None or self._ahead[0] is not record:
+        if self._ahead is None or self._ahead[0] != record:
             raise ValueError("records must be taken in the order they were given")
         ready = self._ahead[1]
         self._ahead = self._submit()
