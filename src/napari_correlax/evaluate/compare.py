@@ -34,8 +34,9 @@ the next image read and prepared on a background thread meanwhile
     the 5 % level; then the TPR@FPPI table.
 ``times.csv``
     seconds per image of each method (mean over the images it computed in this folder;
-    reading and preparing the image, shared by all methods, is in no method's time, and
-    the prediction pass is in the time of the first method that ran it).
+    reading and preparing the image, shared by all methods, is in no method's time, the
+    prediction pass is in the time of the first method that ran it, and CorRELAX's
+    includes the second mask draw of its peak flags).
 ``froc.csv`` / ``froc.png``
     every FROC point, and one panel per label with a curve per method.
 ``pointing-verdicts.csv``

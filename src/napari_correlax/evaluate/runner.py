@@ -14,8 +14,10 @@ Files under ``out``:
     The image's :class:`~napari_correlax.maps.MapResult` without ``relevance``
     (the full-resolution map would cost tens of MB per mammogram and no table uses it).
 ``cache/<key>/<image>.json``
-    Written after the maps: crop probabilities, timings, or the error that stopped the
-    image. Its presence marks the image done, so an interrupted run resumes with the first
+    Written after the maps: crop probabilities, timings, the second mask draw of the
+    peak flags (``redraw``, :func:`~.pointing.peak_redraw_record`; the pointing
+    verdicts' ``nonzero`` and ``separated`` are tested on it), or the error that stopped
+    the image. Its presence marks the image done, so an interrupted run resumes with the first
     image that has none. ``<key>`` (:func:`settings_key`) names the checkpoint and hashes
     its content and every setting that changes the maps, so other settings never reuse
     these files. The test-set reader uses the same cache.
@@ -30,6 +32,10 @@ split, then all ranks meet at a barrier and rank 0 reads every image's cache fil
 writes the tables. Each image is computed alone, with the same seed, so the tables do not
 depend on the number of processes. On a machine with GPUs each rank uses
 ``cuda:<LOCAL_RANK>``.
+
+Each image is read and prepared (breast ROI, window grid, fusion) on a background
+thread while the previous one computes, and handed to the map method
+(:mod:`.image_work`).
 
 Test crops (Table 3) are the training code's validation crops
 (:class:`~napari_correlax.train.crops.CropDataset` with ``train=False``): the box itself,
