@@ -117,6 +117,9 @@ def load_work(record: ImageRecord, model: ImageModelLike, layout: MapSettings | 
     except CorrelaxError as exc:
         work.error = str(exc)
         return work
+    except MemoryError:
+        work.error = f"{record.path}: out of memory while reading the image"
+        return work
     t1 = time.perf_counter()
     work.seconds["read"] = round(t1 - t0, 3)
     if layout is not None:
