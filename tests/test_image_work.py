@@ -327,3 +327,34 @@ def test_nonzero_follows_the_second_draw_not_the_first(rho, half, nonzero, datas
     again = [r for r in csv.DictReader(open(out / "pointing-verdicts.csv", encoding="utf-8"))
              if r["map"] == "correlation>0" and r["label"] != "No Finding"]
     assert second.windows == 0 and again == rows
+
+
+def test_a_record_without_the_second_draw_gets_it_from_the_cached_maps(dataset, small_model,
+                                                                        tmp_path, monkeypatch):
+    from napari_correlax.maps import correlax, image_explain
+
+    out = tmp_path / "eval"
+    args = ["evaluate", str(dataset), "--out", str(out), "--model", str(small_model),
+            "--no-froc", *ARGS[:-2]]
+    assert main(args) == 0
+    records = [p for p in (out / "cache").rglob("*.json") if p.name != "settings.json"]
+    for path in records:  # as a cache written before the second draw existed
+        doc = json.loads(path.read_text())
+        doc.pop("redraw")
+        path.write_text(json.dumps(doc))
+    maps_made = []
+    real_steps = image_explain.explain_steps
+
+    def counted(image, model, settings):
+        maps_made.append(1)
+        return (yield from real_steps(image, model, settings))
+
+    monkeypatch.setattr(image_explain, "explain_steps", counted)
+    second = FixedSecondDraw(0.9, 0.1)
+    monkeypatch.setattr(correlax, "explain_windows", second)
+    assert main(args) == 0
+    assert not maps_made and second.windows > 0  # maps from the cache, a fresh draw
+    stored = [json.loads(p.read_text())["redraw"] for p in records]
+    assert any(stored) and all(
+        np.allclose(doc["correlation"], 0.9) and np.allclose(doc["ci"], 0.1)
+        for doc in stored if doc)  # the stand-in's draw, stored
