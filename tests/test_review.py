@@ -313,6 +313,43 @@ def test_automatic_verdicts_follow_the_pointing_rules(data, tmp_path, checkpoint
         (127.5, 127.5, 0.4), (127.5, 127.5, 0.4), (31.5, 31.5, 0.3)]
 
 
+def test_the_reader_takes_the_peak_flags_from_the_stored_second_draw(data, tmp_path,
+                                                                     checkpoint):
+    from dataclasses import replace
+
+    from napari_correlax.maps.cache import ResultCache
+
+    review, start = opened(data, tmp_path / "work", checkpoint)
+    review.go(start)
+    result = mass_result((3, 3), 0.4, (0, 0), 0.3)
+    result = replace(result, extra={"correlation_ci": np.full((len(LABELS), 5, 4), 0.01)})
+    mass = LABELS.index("Mass")
+
+    def flags() -> tuple[bool | None, bool | None]:
+        (v,) = [v for v in review.automatic_verdicts(loaded(review, "a1", result))
+                if v.map == "correlation"]
+        return v.nonzero, v.separated
+
+    assert flags() == (None, None)  # no second draw stored: not tested
+    # The peak is window (0, 0); windows share no pixel 2 cells apart (64 px, stride 32),
+    # and all of those are -0.5, so the runner-up is the first of them, (0, 2).
+    rho = np.zeros((2, len(LABELS)))
+    half = np.full((2, len(LABELS)), 0.02)
+    rho[0, mass], half[0, mass] = 0.05, 0.1  # 0.05 ± 0.1 reaches 0
+    rho[1, mass] = 0.3
+    cache = ResultCache(tmp_path / "work" / "cache", review.key)
+
+    def store() -> None:
+        cache.save_info("a1", {"redraw": {"grid": [5, 4], "cells": [[0, 0], [0, 2]],
+                                          "correlation": rho.tolist(), "ci": half.tolist()}})
+
+    store()
+    assert flags() == (False, False)
+    rho[0, mass] = 0.5  # 0.5 ± 0.1 vs 0.3 ± 0.02: 0.4 > 0.32
+    store()
+    assert flags() == (True, True)
+
+
 def test_reader_overrides_are_saved_at_once_and_read_back_after_a_restart(
         data, tmp_path, checkpoint):
     work = tmp_path / "work"

@@ -12,7 +12,10 @@ Maps are cached per image and method under ``OUT/cache/<key>/`` with the same ke
 reader opens the maps at once. Missing and unreadable image files are found before any
 model work and left out (:class:`~.split_run.Excluded`). The run is
 :func:`~.split_run.split_steps`: under ``torchrun`` the images are shared among the
-processes (every method of an image on the same rank, the image read once); rank 0 writes
+processes (every method of an image on the same rank). Each image is read, prepared
+(breast, window grid, fusion) and run through the prediction pass once for all methods,
+the next image read and prepared on a background thread meanwhile
+(:mod:`.image_work`); rank 0 writes
 
 ``compare.csv``
     long form, one row per method × label: ``method, label, support, hits, rate`` (rate
@@ -30,7 +33,10 @@ processes (every method of an image on the same rank, the image read once); rank
     interval]``; under it one sentence per label on whether any two methods differ at
     the 5 % level; then the TPR@FPPI table.
 ``times.csv``
-    seconds per image of each method (mean over the images it computed in this folder).
+    seconds per image of each method (mean over the images it computed in this folder;
+    reading and preparing the image, shared by all methods, is in no method's time, the
+    prediction pass is in the time of the first method that ran it, and CorRELAX's
+    includes the second mask draw of its peak flags).
 ``froc.csv`` / ``froc.png``
     every FROC point, and one panel per label with a curve per method.
 ``pointing-verdicts.csv``
@@ -64,11 +70,20 @@ import numpy as np
 
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
-from ..maps.cache import ResultCache, image_maps_steps, model_fingerprint, settings_key
+from ..maps.cache import ResultCache, model_fingerprint, settings_key
 from ..maps.methods import get_method
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
 from .compare_folder import check_folder, folder_record, record_folder, start_fresh
+from .image_work import (
+    ImageWork,
+    image_maps,
+    is_done,
+    lays_windows,
+    load_work,
+    sharing,
+    stored_redraw,
+)
 from .paired import POOLED, PairedRow, paired_rows, wilson_interval
 from .pointing import (
     lesion_labels,
@@ -78,7 +93,7 @@ from .pointing import (
     rules_for,
 )
 from .report import Table
-from .split_run import Excluded, SplitImages, SplitSource, read_record, split_steps
+from .split_run import Excluded, SplitImages, SplitSource, split_steps
 
 if TYPE_CHECKING:
     from ..distributed import ProcessGroup
@@ -165,11 +180,11 @@ def compare_steps(
 
 class _CompareJob:
     """The :class:`~.split_run.SplitJob` of ``correlax compare``: every method's maps of
-    an image (read once) into the method's cache; the tables from them."""
+    an image (read, prepared and predicted once, :mod:`.image_work`) into the method's
+    cache; the tables from them."""
 
     def __init__(self, config: CompareConfig, methods: list[str], group: ProcessGroup) -> None:
         from ..models import load_classifier
-        from ..preprocess import preprocessing_of
 
         self.config = config
         self.methods = methods
@@ -190,7 +205,7 @@ class _CompareJob:
                     "model": getattr(self.model, "checkpoint_path", None),
                     "fingerprint": model_fingerprint(self.model)[1],
                     "settings": settings.as_dict(), "labels": list(self.model.labels)}))
-        self.voi = preprocessing_of(self.model).voi_lut
+        self.layout = next((s for s, _ in self.caches.values() if lays_windows(s)), None)
 
     def select(self, present: list[ImageRecord]) -> list[ImageRecord]:
         return present
@@ -202,31 +217,33 @@ class _CompareJob:
                 cache.describe()
 
     def _todo(self, record: ImageRecord) -> list[str]:
-        return [m for m in self.methods if not self.caches[m][1].is_done(record.image_id)]
+        return [m for m in self.methods
+                if not is_done(self.caches[m][1], record.image_id, self.caches[m][0])]
 
     def is_done(self, record: ImageRecord) -> bool:
         return not self._todo(record)
 
-    def compute(self, record: ImageRecord) -> None:
-        """Each method's maps of one image (read once); errors are recorded, not raised."""
-        from ..maps.runtime import drain
+    def prefetch(self, record: ImageRecord) -> ImageWork:
+        """Read and prepare one image (the split runner's background thread)."""
+        return load_work(record, self.model, self.layout)
 
-        try:
-            mammogram, error = read_record(record, voi_lut=self.voi), None
-        except CorrelaxError as exc:
-            mammogram, error = None, str(exc)
-        for name in self._todo(record):
-            settings, cache = self.caches[name]
-            doc: dict[str, Any] = {"image_id": record.image_id, "error": error}
-            if mammogram is not None:
-                t0 = time.perf_counter()
-                try:
-                    drain(image_maps_steps(mammogram, record.image_id, self.model, settings,
-                                           cache))
-                except CorrelaxError as exc:
-                    doc["error"] = str(exc)
-                doc["seconds"] = {"maps": round(time.perf_counter() - t0, 3)}
-            cache.save_info(record.image_id, doc)
+    def compute(self, record: ImageRecord, work: ImageWork | None = None) -> None:
+        """Each method's maps of one image (and CorRELAX's second mask draw of the peak
+        flags), sharing ``work`` (:meth:`prefetch`'s; read here when None); errors are
+        recorded, not raised."""
+        work = work or self.prefetch(record)
+        with sharing(work, self.model):
+            for name in self._todo(record):
+                settings, cache = self.caches[name]
+                doc: dict[str, Any] = {"image_id": record.image_id, "error": work.error}
+                if work.mammogram is not None:
+                    t0 = time.perf_counter()
+                    try:
+                        doc.update(image_maps(work, self.model, settings, cache))
+                    except CorrelaxError as exc:
+                        doc["error"] = str(exc)
+                    doc["seconds"] = {"maps": round(time.perf_counter() - t0, 3)}
+                cache.save_info(record.image_id, doc)
 
     def merge(self, images: SplitImages) -> CompareReport:
         return _merge(self.config, self.out, images, self.methods, self.caches,
@@ -260,7 +277,8 @@ def _score_method(name: str, cache: ResultCache, records: list[Any], labels: lis
             scores.failed[record.image_id] = info.get("error") or f"no {name} maps"
             continue
         times.append(float((info.get("seconds") or {}).get("maps", 0.0)))
-        found = pointing_verdicts(result, record.boxes, record.image_id, rules=rules)
+        found = pointing_verdicts(result, record.boxes, record.image_id, rules=rules,
+                                  redraw=stored_redraw(info))
         verdicts += found
         results.append((record, result))
         store.add_automatic(

@@ -49,10 +49,14 @@ Choices the method reference (docs/method.md) leaves open, written down here:
   ρ₂(runner-up) + ci₂(runner-up)``. Both windows of stage 2 use the same masks, so their
   errors are not independent; non-overlap is a valid test at the 5 % level whatever
   that dependence, because the standard error of a difference never exceeds the sum of
-  the two standard errors. Without a second draw (``pointing_verdicts(...,
-  redraw=None)``, e.g. from stored maps alone) both flags are None: not tested. The
-  fields only describe the masks' Monte Carlo error, not how the image was sampled; they
-  do not change ``hit``.
+  the two standard errors. ``correlax evaluate`` and ``correlax compare`` run stage 2
+  in the same per-image pass as the maps (the model and image are at hand there), for
+  every lesion label with a box in the image (:func:`peak_redraw_record`), and keep its
+  values beside the maps in the image's cache record; the tables read them back
+  (:class:`StoredRedraw`), so a resumed run tests the same draws. Without a second draw
+  (``pointing_verdicts(..., redraw=None)``, e.g. from maps alone, or for other map
+  kinds) both flags are None: not tested. The fields only describe the masks' Monte
+  Carlo error, not how the image was sampled; they do not change ``hit``.
 
 Two means (per rule):
 
@@ -98,12 +102,15 @@ __all__ = [
     "PeakRedraw",
     "PointingRule",
     "PointingTable",
+    "StoredRedraw",
     "Verdict",
     "lesion_labels",
     "normal_verdicts",
+    "peak_redraw_record",
     "point_in_boxes",
     "pointing_table",
     "pointing_verdicts",
+    "redraw_cells",
     "rule_by_name",
     "rules_for",
     "runner_up_cell",
@@ -303,15 +310,91 @@ class PeakRedraw:
 
     def check_grid(self, result: MapResult) -> None:
         """CorrelaxError unless ``result`` was made on this image's window grid."""
-        if self.prep.grid != result.grid:
-            raise CorrelaxError(
-                "the second mask draw lays another window grid than the map's "
-                f"({self.prep.grid.shape} vs {result.grid.shape} windows): use the image, "
-                "model and settings the map was made with")
+        _check_grid(self.prep.grid.shape, result.grid.shape, self.prep.grid == result.grid)
+
+    def stored(self) -> dict[str, Any]:
+        """JSON-able record of every cell drawn so far (:class:`StoredRedraw` reads it):
+        ``grid`` (rows, columns of windows), ``cells`` ``[[row, col], …]`` and, per cell,
+        ``correlation`` and ``ci`` over the model's labels."""
+        cells = list(self._done)
+        return {"grid": [int(v) for v in self.prep.grid.shape],
+                "cells": [list(c) for c in cells],
+                "correlation": [self._done[c][0].tolist() for c in cells],
+                "ci": [self._done[c][1].tolist() for c in cells]}
+
+
+class StoredRedraw:
+    """Stage-2 values of an image read back from :meth:`PeakRedraw.stored`, called like a
+    :class:`PeakRedraw` (cells → ``(correlation, half-width)`` per cell); a cell that was
+    not drawn is a CorrelaxError."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        try:
+            self.shape = tuple(int(v) for v in doc["grid"])
+            self._done = {(int(c[0]), int(c[1])): (np.asarray(r, dtype=np.float64),
+                                                   np.asarray(h, dtype=np.float64))
+                          for c, r, h in zip(doc["cells"], doc["correlation"], doc["ci"])}
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CorrelaxError(f"damaged record of the second mask draw ({exc})") from None
+
+    def __call__(self, cells: Sequence[tuple[int, int]]
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for cell in cells:
+            key = (int(cell[0]), int(cell[1]))
+            if key not in self._done:
+                raise CorrelaxError(f"the second mask draw has no window at grid cell {key}")
+            out.append(self._done[key])
+        return out
+
+    def check_grid(self, result: MapResult) -> None:
+        """CorrelaxError unless ``result``'s window grid has the stored shape."""
+        _check_grid(self.shape, result.grid.shape, self.shape == tuple(result.grid.shape))
+
+
+def _check_grid(drawn: tuple[int, ...], mapped: tuple[int, ...], same: bool) -> None:
+    if not same:
+        raise CorrelaxError(
+            "the second mask draw lays another window grid than the map's "
+            f"({tuple(drawn)} vs {tuple(mapped)} windows): use the image, model and "
+            "settings the map was made with")
+
+
+def redraw_cells(result: MapResult, label: str, name: str = "correlation"
+                 ) -> list[tuple[int, int]]:
+    """The cells stage 2 tests for ``label``: the map's maximum and, when there is one,
+    its runner-up (:func:`runner_up_cell`)."""
+    peak = result.peak_cell(name, label)
+    other = runner_up_cell(result, name, label)
+    return [peak] if other is None else [peak, other]
+
+
+def peak_redraw_record(image: Mammogram | np.ndarray, model: ImageModelLike,
+                       settings: MapSettings, result: MapResult, boxes: Iterable[Any]
+                       ) -> dict[str, Any] | None:
+    """Stage 2 of the peak flags for one image (module docstring, "Two stages"), as
+    :meth:`PeakRedraw.stored` keeps it: the second mask draw at the correlation map's
+    maximum and runner-up of every lesion label with a box in ``boxes``.
+
+    ``image``, ``model`` and ``settings`` are those ``result`` was made with. None when
+    ``result`` has no correlation map or the image no box of a label it maps (nothing to
+    flag).
+    """
+    if result.get("correlation") is None:
+        return None
+    mapped = set(lesion_labels(result.labels))
+    labels = [b.label for b in as_boxes(boxes) if b.label in mapped]
+    if not labels:
+        return None
+    cells = [c for label in dict.fromkeys(labels) for c in redraw_cells(result, label)]
+    redraw = PeakRedraw(image, model, settings)
+    redraw.check_grid(result)
+    redraw(cells)
+    return redraw.stored()
 
 
 def _interval_fields(result: MapResult, name: str, label: str,
-                     redraw: PeakRedraw | None = None) -> dict[str, Any]:
+                     redraw: PeakRedraw | StoredRedraw | None = None) -> dict[str, Any]:
     """The :class:`Verdict` uncertainty fields of one map's maximum (empty without);
     the flags only with a stage-2 ``redraw`` of the correlation map."""
     from ..maps.kinds import kind as map_kind
@@ -323,18 +406,16 @@ def _interval_fields(result: MapResult, name: str, label: str,
     c = result.label_index(label)
     values = result.get(name)[c]
     half = half[c]
-    peak = result.peak_cell(name, label)
-    out: dict[str, Any] = {"ci": float(half[peak])}
-    other = runner_up_cell(result, name, label)
-    if other is not None:
-        out.update(runner_up=float(values[other]), runner_up_ci=float(half[other]))
+    cells = redraw_cells(result, label, name)
+    out: dict[str, Any] = {"ci": float(half[cells[0]])}
+    if len(cells) > 1:
+        out.update(runner_up=float(values[cells[1]]), runner_up_ci=float(half[cells[1]]))
     if redraw is None or name != "correlation":
         return out
-    cells = [peak] if other is None else [peak, other]
     fresh = redraw(cells)
     value, ci = fresh[0][0][c], fresh[0][1][c]
     out["nonzero"] = bool(abs(value) > ci)
-    if other is not None:
+    if len(cells) > 1:
         r, r_ci = fresh[1][0][c], fresh[1][1][c]
         out["separated"] = bool(value - ci > r + r_ci)
     return out
@@ -347,7 +428,7 @@ def pointing_verdicts(
     *,
     rules: Sequence[PointingRule] = RULES,
     grow: float = GROW_PX,
-    redraw: PeakRedraw | None = None,
+    redraw: PeakRedraw | StoredRedraw | None = None,
 ) -> list[Verdict]:
     """Pointing-game verdicts of one image: one per (ground-truth label, rule).
 
@@ -360,7 +441,8 @@ def pointing_verdicts(
         rules: which maps and tests to score (default: Table 4's three).
         grow: tolerance in pixels on every side of each box.
         redraw: stage 2 of the peak flags (:class:`PeakRedraw` of the same image, model
-            and settings); None leaves ``nonzero`` and ``separated`` untested (None).
+            and settings, or its :class:`StoredRedraw`); None leaves ``nonzero`` and
+            ``separated`` untested (None).
 
     Labels follow the result's label order; "No Finding" and labels the result does not
     have are skipped, and so are rules whose map the result lacks (a prediction-only

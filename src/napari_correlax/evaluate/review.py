@@ -512,12 +512,20 @@ class Review:
     def automatic_verdicts(self, loaded: LoadedImage) -> list[Verdict]:
         """The pointing-game verdicts of a loaded image (an image without findings: its
         :func:`~.pointing.normal_verdicts`), added to (or refreshed in) the verdict file
-        under the image's key; the reader's answers are kept."""
+        under the image's key; the reader's answers are kept. The peak flags come from
+        the second mask draw a ``correlax evaluate`` run stored in the cache (empty when
+        the maps were made without it)."""
+        from ..maps.cache import ResultCache
+        from .image_work import stored_redraw
+
         record = loaded.record
         rules = rules_for(get_method(self.settings.method).kinds)
         if lesion_labels(record.labels):
+            root = self.cache_root
+            info = None if root is None else ResultCache(root, loaded.key).load_info(
+                record.image_id)
             verdicts = pointing_verdicts(loaded.result, record.boxes, record.image_id,
-                                         rules=rules)
+                                         rules=rules, redraw=stored_redraw(info))
         else:
             verdicts = normal_verdicts(loaded.result, record.image_id, rules=rules)
         if self.store is not None:

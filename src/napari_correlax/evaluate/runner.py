@@ -14,8 +14,10 @@ Files under ``out``:
     The image's :class:`~napari_correlax.maps.MapResult` without ``relevance``
     (the full-resolution map would cost tens of MB per mammogram and no table uses it).
 ``cache/<key>/<image>.json``
-    Written after the maps: crop probabilities, timings, or the error that stopped the
-    image. Its presence marks the image done, so an interrupted run resumes with the first
+    Written after the maps: crop probabilities, timings, the second mask draw of the
+    peak flags (``redraw``, :func:`~.pointing.peak_redraw_record`; the pointing
+    verdicts' ``nonzero`` and ``separated`` are tested on it), or the error that stopped
+    the image. Its presence marks the image done, so an interrupted run resumes with the first
     image that has none. ``<key>`` (:func:`settings_key`) names the checkpoint and hashes
     its content and every setting that changes the maps, so other settings never reuse
     these files. The test-set reader uses the same cache.
@@ -30,6 +32,10 @@ split, then all ranks meet at a barrier and rank 0 reads every image's cache fil
 writes the tables. Each image is computed alone, with the same seed, so the tables do not
 depend on the number of processes. On a machine with GPUs each rank uses
 ``cuda:<LOCAL_RANK>``.
+
+Each image is read and prepared (breast ROI, window grid, fusion) on a background
+thread while the previous one computes, and handed to the map method
+(:mod:`.image_work`).
 
 Test crops (Table 3) are the training code's validation crops
 (:class:`~napari_correlax.train.crops.CropDataset` with ``train=False``): the box itself,
@@ -57,6 +63,15 @@ from ..maps.kinds import kind as map_kind
 from ..maps.methods import get_method, run_method
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
+from .image_work import (
+    ImageWork,
+    image_maps,
+    is_done,
+    lays_windows,
+    load_work,
+    sharing,
+    stored_redraw,
+)
 from .pointing import (
     lesion_labels,
     normal_verdicts,
@@ -301,39 +316,44 @@ class _EvaluationJob:
                                          int(self.model.input_size))
 
     def is_done(self, record: ImageRecord) -> bool:
-        return self.cache.is_done(record.image_id)
+        return is_done(self.cache, record.image_id, self.settings)
 
-    def compute(self, record: ImageRecord) -> None:
-        _compute_image(record, self.model, self.settings, self.runtime, self.cache,
-                       self.reference)
+    def prefetch(self, record: ImageRecord) -> ImageWork:
+        """Read and prepare one image (the split runner's background thread)."""
+        return load_work(record, self.model, self.settings if lays_windows(self.settings)
+                         else None)
+
+    def compute(self, record: ImageRecord, work: ImageWork | None = None) -> None:
+        with sharing(work or self.prefetch(record), self.model) as shared:
+            _compute_image(shared, self.model, self.settings, self.runtime, self.cache,
+                           self.reference)
 
     def merge(self, images: SplitImages) -> EvaluationReport:
         return _merge(self.config, self.out, images, self.model, self.cache)
 
 
-def _compute_image(record: Any, model: Any, settings: MapSettings, runtime: Any,
+def _compute_image(work: ImageWork, model: Any, settings: MapSettings, runtime: Any,
                    cache: ResultCache, reference: tuple[float, float]) -> None:
-    """Maps and crop scores of one image into the cache; errors are recorded, not raised."""
-    from ..maps.runtime import drain
-    from ..preprocess import preprocessing_of
-
-    t0 = time.perf_counter()
+    """Maps, the peak flags' second draw and crop scores of one image (read as the
+    model's preprocessing asks, so the maps and the crop scores see the same pixels) into
+    the cache; errors are recorded, not raised."""
+    record = work.record
     doc: dict[str, Any] = {"image_id": record.image_id, "study_id": record.study_id,
-                           "source": str(record.path), "error": None}
-    try:
-        # read as the model's preprocessing asks (VOI LUT), so the maps and the crop
-        # scores see the same pixels and the file is decoded once
-        mammogram = read_record(record, voi_lut=preprocessing_of(model).voi_lut)
-        t1 = time.perf_counter()
-        drain(image_maps_steps(mammogram, record.image_id, model, settings, cache))
-        t2 = time.perf_counter()
-        doc["crops"] = crop_scores(mammogram.pixels, record, model, runtime, reference)
-        doc["seconds"] = {"read": round(t1 - t0, 3), "maps": round(t2 - t1, 3),
-                          "crops": round(time.perf_counter() - t2, 3)}
-    except CorrelaxError as exc:
-        doc["error"] = str(exc)
-    except MemoryError:
-        doc["error"] = f"{record.path}: out of memory (lower --batch-size or use a larger stride)"
+                           "source": str(record.path), "error": work.error}
+    if work.mammogram is not None:
+        try:
+            t1 = time.perf_counter()
+            doc.update(image_maps(work, model, settings, cache))
+            t2 = time.perf_counter()
+            doc["crops"] = crop_scores(work.mammogram.pixels, record, model, runtime,
+                                       reference)
+            doc["seconds"] = {**work.seconds, "maps": round(t2 - t1, 3),
+                              "crops": round(time.perf_counter() - t2, 3)}
+        except CorrelaxError as exc:
+            doc["error"] = str(exc)
+        except MemoryError:
+            doc["error"] = (f"{record.path}: out of memory (lower --batch-size or use a "
+                            "larger stride)")
     cache.save_info(record.image_id, doc)
 
 
@@ -364,7 +384,8 @@ def _collect(images: SplitImages, cache: ResultCache, labels: list[str], rules: 
             continue
         got.evaluated.append(record.image_id)
         got.image_seconds.append(sum((info.get("seconds") or {}).values()))
-        found = pointing_verdicts(result, record.boxes, record.image_id, rules=rules)
+        found = pointing_verdicts(result, record.boxes, record.image_id, rules=rules,
+                                  redraw=stored_redraw(info))
         got.verdicts.extend(found)
         # normal images: "did the map stay quiet?" rows for the reader, not Table 4
         got.store_rows.append((record, found if lesion_labels(record.labels) else

@@ -14,7 +14,10 @@ skeleton, written here once (:func:`split_steps`):
    before any model work; no usable image left is an error;
 4. rank ``r`` of ``N`` computes usable images ``r, r + N, r + 2N, …`` that the job has
    not cached yet (:meth:`SplitJob.is_done`, :meth:`SplitJob.compute`), yielding
-   ``Progress("image", done, total)``;
+   ``Progress("image", done, total)``; a job that can load an image apart from computing
+   it (a ``prefetch(record)`` method, :class:`Prefetcher`) gets the next image loaded on
+   a background thread while the current one computes, and receives it as
+   ``compute(record, loaded)``;
 5. all ranks meet at a barrier; rank 0 returns :meth:`SplitJob.merge` of the
    :class:`SplitImages`, the other ranks None.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -40,8 +44,8 @@ if TYPE_CHECKING:
     from ..io.vindr import ImageRecord, VinDrIndex
     from ..maps.runtime import Progress
 
-__all__ = ["CHECKS", "Excluded", "SplitImages", "SplitJob", "SplitSource", "read_record",
-           "split_steps"]
+__all__ = ["CHECKS", "Excluded", "Prefetcher", "SplitImages", "SplitJob", "SplitSource",
+           "read_record", "split_steps"]
 
 #: File checks before a run: ``quick`` (headers), ``decode`` (full read) or ``none``.
 CHECKS = ("quick", "decode", "none")
@@ -120,7 +124,11 @@ class SplitJob(Protocol[_R]):
         """True when the image's results are already cached."""
 
     def compute(self, record: ImageRecord) -> None:
-        """Compute one image into the cache; record errors there rather than raise."""
+        """Compute one image into the cache; record errors there rather than raise.
+
+        A job that also has ``prefetch(record) -> loaded`` (read on a background thread,
+        errors kept in what it returns rather than raised) is called as
+        ``compute(record, loaded)`` (module docstring, step 4)."""
 
     def merge(self, images: SplitImages) -> _R:
         """Rank 0: read every usable image's cached results and write the outputs."""
@@ -193,10 +201,61 @@ def _computed(job: SplitJob[Any], usable: list[ImageRecord], group: ProcessGroup
 
     mine = shard(usable, group.rank, group.world_size)
     yield Progress("image", 0, len(mine))
-    for done, record in enumerate(mine, start=1):
-        if not job.is_done(record):
-            job.compute(record)
-        yield Progress("image", done, len(mine))
+    pending = [not job.is_done(r) for r in mine]
+    load = getattr(job, "prefetch", None)
+    if load is None:
+        for done, (record, due) in enumerate(zip(mine, pending), start=1):
+            if due:
+                job.compute(record)
+            yield Progress("image", done, len(mine))
+        return
+    with Prefetcher(load, [r for r, due in zip(mine, pending) if due]) as ahead:
+        for done, (record, due) in enumerate(zip(mine, pending), start=1):
+            if due:
+                job.compute(record, ahead.take(record))
+            yield Progress("image", done, len(mine))
+
+
+class Prefetcher:
+    """``load(record)`` of a list of records, one ahead, on a background thread.
+
+    :meth:`take` starts the load of the record after the one asked for, then returns the
+    asked one's (waiting for it if needed): the thread loads image ``k + 1`` while the
+    caller computes image ``k`` (depth 1: at most two loaded images are held). Records
+    are taken in the order given. An exception raised by ``load`` is raised by
+    :meth:`take` of that record, once. Leaving the ``with`` block (the end, an error, a
+    KeyboardInterrupt or a closed generator) drops the load not started and waits for a
+    running one to end, so no thread outlives it.
+    """
+
+    def __init__(self, load: Callable[[Any], Any], records: Sequence[Any]) -> None:
+        self._load = load
+        self._records = iter(list(records))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="correlax-prefetch")
+        self._ahead = self._submit()
+
+    def _submit(self) -> tuple[Any, Future[Any]] | None:
+        record = next(self._records, None)
+        return None if record is None else (record, self._pool.submit(self._load, record))
+
+    def take(self, record: Any) -> Any:
+        """The load of ``record``, which must be the next record of the list (ValueError
+        otherwise)."""
+        if self._ahead is None or self._ahead[0] != record:
+            raise ValueError("records must be taken in the order they were given")
+        ready = self._ahead[1]
+        self._ahead = self._submit()
+        return ready.result()
+
+    def close(self) -> None:
+        """Drop the loads not started and wait for the running one (idempotent)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def split_steps(
