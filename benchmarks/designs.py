@@ -29,11 +29,15 @@ noise. On one setting (a model and a set of tissue windows) this measures, per d
     block of cells, for several blocks), plus the ``demo`` model and a ``resnet18``
     (random weights, recalibrated as below, ``--input-size``) on phantom windows. Per
     family, design and N (``--counts``), ``--repeats`` calls with different seeds (each
-    call gets all windows, so the run can measure its design factor): the variance of ρ
-    relative to i.i.d. masks, the coverage of the reported 95 % intervals against an
-    i.i.d. reference of ``--reference`` masks, the mean factor the runs used and
-    measured, and the masks per window at which mean ``|ρ_N − ρ_ref|`` is 0.025
-    (interpolated as ``N^−1/2`` between the counts; the reference's own error removed).
+    call gets all windows, so the run measures its design factor on its calibration
+    windows, which get two blocks): the variance of ρ relative to i.i.d. masks (windows
+    at N masks), the coverage of the reported 95 % intervals against an i.i.d. reference
+    of ``--reference`` masks (all windows, and those at N masks), the mean masks per
+    window, the mean factor the runs used and measured, and the masks per window at which
+    mean ``|ρ_N − ρ_ref|`` is 0.025 (interpolated as ``N^−1/2`` between the counts; the
+    reference's own error removed). Use ``--windows 48`` (16 of them calibrate) and a
+    reference of 65 536 masks (the default) for the synthetic families; the demo model
+    and the resnet18 cost far more per mask.
 
 Settings (``--setting``):
 
@@ -61,7 +65,8 @@ Usage::
 
     python benchmarks/designs.py --setting demo --part spread --windows 6 --repeats 20
     python benchmarks/designs.py --setting demo --part adaptive --windows 16
-    python benchmarks/designs.py --part families --repeats 24 --counts 128 512
+    python benchmarks/designs.py --part families --families linear pairwise \
+        linear+pairwise lesion --windows 48 --repeats 40 --counts 128 512
 
 Timings do not matter here; use ``OMP_NUM_THREADS=1`` on a shared machine.
 """

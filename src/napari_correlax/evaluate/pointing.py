@@ -46,10 +46,10 @@ Choices the method reference (docs/method.md) leaves open, written down here:
   masks at those two windows alone (stage 2, :class:`PeakRedraw`, a new seed stream)
   gives fresh correlations and half-widths, and the flags test those:
   ``nonzero = |ρ₂(peak)| > ci₂(peak)``, ``separated = ρ₂(peak) − ci₂(peak) >
-  ρ₂(runner-up) + ci₂(runner-up)``. Both windows of stage 2 use the same masks, so their
-  errors are not independent; non-overlap is a valid test at the 5 % level whatever
-  that dependence, because the standard error of a difference never exceeds the sum of
-  the two standard errors. ``correlax evaluate`` and ``correlax compare`` run stage 2
+  ρ₂(runner-up) + ci₂(runner-up)``. The two windows of stage 2 draw independent mask
+  streams; non-overlap is a valid (conservative) test at the 5 % level whatever the
+  dependence between their errors, because the standard error of a difference never
+  exceeds the sum of the two standard errors. ``correlax evaluate`` and ``correlax compare`` run stage 2
   in the same per-image pass as the maps (the model and image are at hand there), for
   every lesion label with a box in the image (:func:`peak_redraw_record`), and keep its
   values beside the maps in the image's cache record; the tables read them back
