@@ -96,10 +96,16 @@ class RunStats:
         run made no CorRELAX maps)."""
         if self.design_factor is None:
             return ""
-        measured = ("not measured" if self.design_factor_measured is None else
-                    f"measured {self.design_factor_measured:.2f} "
-                    f"({self.design_factor_dof} d.o.f.)")
-        return f"design factor {self.design_factor:.2f} ({measured})"
+        unmeasured = ("independent masks" if self.settings.get("design") == "iid"
+                      else "not measured: the design's bound")
+        measured = (unmeasured if self.design_factor_measured is None
+                    else f"measured {self.design_factor_measured:.2f} on "
+                    f"{self.design_factor_dof} d.o.f., widened for that")
+        spread = ""
+        if len(set(self.design_factors)) > 1:
+            spread = (f"; {min(self.design_factors):.2f}–{max(self.design_factors):.2f} "
+                      "over the correlations")
+        return f"design factor {self.design_factor:.2f} ({measured}{spread})"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able copy."""
