@@ -49,8 +49,9 @@ Choices the method reference (docs/method.md) leaves open, written down here:
   ρ₂(runner-up) + ci₂(runner-up)``. The two windows of stage 2 draw independent mask
   streams; non-overlap is a valid (conservative) test at the 5 % level whatever the
   dependence between their errors, because the standard error of a difference never
-  exceeds the sum of the two standard errors. ``correlax evaluate`` and ``correlax compare`` run stage 2
-  in the same per-image pass as the maps (the model and image are at hand there), for
+  exceeds the sum of the two standard errors. ``correlax evaluate`` and
+  ``correlax compare`` run stage 2 in the same per-image pass as the maps (the model and
+  image are at hand there), for
   every lesion label with a box in the image (:func:`peak_redraw_record`), and keep its
   values beside the maps in the image's cache record; the tables read them back
   (:class:`StoredRedraw`), so a resumed run tests the same draws. Without a second draw

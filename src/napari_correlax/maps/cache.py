@@ -54,15 +54,19 @@ def _slug(text: str) -> str:
 #: changes meaning (2: normalised smoothing of grid maps, oriented Eigen-CAM, LayerCAM over
 #: three stages), so maps of an older definition are computed again, never reused.
 MAP_DEFINITION = 2
+#: Version of CorRELAX's mask streams, part of its cache keys only (2: one independent
+#: stream per window, calibration windows, design factors per correlation), so cached
+#: CorRELAX maps of other streams are computed again while other methods' maps are kept.
+CORRELAX_MASKS = 2
 
 
 def settings_key(model: nn.Module | str | os.PathLike[str] | None, settings: MapSettings) -> str:
     """Cache folder name: ``<checkpoint name>-<12 hex digits>`` of weights + settings.
 
     ``model`` is a loaded model or a checkpoint path (None: the default model). The
-    digits hash the model's fingerprint, :data:`MAP_DEFINITION` and
-    :meth:`MapSettings.map_fields`: every field that changes the method's maps, and none
-    that only changes speed.
+    digits hash the model's fingerprint, :data:`MAP_DEFINITION` (and for CorRELAX
+    :data:`CORRELAX_MASKS`) and :meth:`MapSettings.map_fields`: every field that changes
+    the method's maps, and none that only changes speed.
     """
     if model is None or isinstance(model, (str, os.PathLike)):
         name, fingerprint = checkpoint_fingerprint(model)
@@ -70,6 +74,8 @@ def settings_key(model: nn.Module | str | os.PathLike[str] | None, settings: Map
         name, fingerprint = model_fingerprint(model)
     fields: dict[str, Any] = {"model": fingerprint, "definition": MAP_DEFINITION,
                               **settings.map_fields()}
+    if settings.method == "correlax":
+        fields["masks_streams"] = CORRELAX_MASKS
     doc = json.dumps(fields, sort_keys=True, default=str)
     return f"{_slug(name)}-{hashlib.sha256(doc.encode()).hexdigest()[:12]}"
 
