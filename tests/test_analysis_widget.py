@@ -226,7 +226,8 @@ def test_cancel_leaves_no_layers_and_the_widget_ready(
     widget._worker.yielded.connect(cancel_on_first_masks)
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     (text, n, total, event), *_ = bars  # the dock's progress bar showed this event
-    assert text == f"masks {event.done} / {event.total}"
+    # CorRELAX runs coarse to fine: the "masks" events after the coarse map are "refining"
+    assert text == f"refining: masks {event.done} / {event.total}"
     assert (n, total) == (event.done, event.total)
     masks = [e for e in seen if e.stage == "masks"]
     assert masks and masks[-1].done < masks[-1].total  # stopped before the end
@@ -238,6 +239,65 @@ def test_cancel_leaves_no_layers_and_the_widget_ready(
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("prediction"))
     run_to_end(qtbot, widget)  # ready for the next run
     assert "Mass · pred · study · L CC" in viewer.layers
+
+
+@pytest.fixture
+def slow_masks(monkeypatch):
+    """A slow stand-in for the model's masked passes: 50 ms more per batch of masks."""
+    import time
+
+    from napari_correlax.maps import mask_engine
+
+    steps = mask_engine.MaskEngine.steps
+
+    def slow(self, *args, **kwargs):
+        for step in steps(self, *args, **kwargs):
+            time.sleep(0.05)
+            yield step
+
+    monkeypatch.setattr(mask_engine.MaskEngine, "steps", slow)
+
+
+def test_correlax_shows_a_coarse_map_first_then_refines_it_in_place(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors, slow_masks
+):
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=True, stride=32, masks=64)
+    corr = "Mass · corr · study · L CC"
+    widget.run()
+    qtbot.waitUntil(lambda: corr in viewer.layers, timeout=120_000)
+    assert widget.busy  # drawn while the run goes on
+    coarse = viewer.layers[corr]
+    assert coarse.metadata["correlax"]["stride"] == 4 * 32
+    qtbot.waitUntil(lambda: widget.progress.latest is not None
+                    and widget.progress.latest.stage.startswith("refining"), timeout=60_000)
+    widget.progress.flush()
+    assert widget.progress_bar.text().startswith("refining: ")
+    qtbot.waitUntil(lambda: not widget.busy, timeout=240_000)
+    assert errors == []
+    assert viewer.layers[corr] is coarse  # the same layer, now the final map
+    result = widget._analyses[IMG].result
+    assert result.stride == 32 and coarse.metadata["correlax"]["stride"] == 32
+    assert [layer.name for layer in viewer.layers].count(corr) == 1
+    ok = result.window_mask & cells_in_breast(result, image.data)
+    mass = result.labels.index("Mass")
+    np.testing.assert_allclose(cell_values(coarse, result, image)[ok],
+                               result.correlation[mass][ok], atol=1e-6)
+
+
+def test_cancel_after_the_coarse_map_takes_it_down(
+    make_napari_viewer, qtbot, phantom_dicom, tiny_checkpoint, errors, slow_masks
+):
+    viewer = make_napari_viewer()
+    viewer.open(str(phantom_dicom), plugin="napari-correlax")
+    widget = open_dock(viewer, tiny_checkpoint, explain=True, stride=32, masks=64)
+    widget.run()
+    qtbot.waitUntil(lambda: "Mass · corr · study · L CC" in viewer.layers, timeout=120_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert [layer.name for layer in viewer.layers] == [IMG]
+    assert "coarse map was taken down" in widget.status.text() and errors == []
 
 
 def test_broken_checkpoint_is_one_error_and_no_layers(

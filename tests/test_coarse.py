@@ -111,3 +111,30 @@ def test_cli_preview_writes_the_coarse_map_and_the_same_final_map(tmp_path, caps
     one, two = (load_result(tmp_path / d / "breast.npz") for d in ("one", "two"))
     np.testing.assert_array_equal(two.masks_used, one.masks_used)
     np.testing.assert_allclose(two.correlation, one.correlation, atol=1e-6, rtol=0)
+
+
+def test_reader_shows_the_coarse_map_before_the_final_one(tmp_path):
+    from napari_correlax.cli import main
+    from napari_correlax.evaluate.runner import LoadedImage, Preview, load_image_steps
+    from napari_correlax.io.vindr import load_vindr
+    from napari_correlax.models import save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(Classifier("tiny", input_size=32).eval(), tmp_path / "t.safetensors")
+    assert main(["synth", str(tmp_path / "data"), "--n", "1", "--size", "200", "150"]) == 0
+    (record,) = load_vindr(tmp_path / "data").images
+    settings = MapSettings(stride=16, masks=128, device="cpu", threads=1)
+    events, steps = [], load_image_steps(record, ckpt, settings, tmp_path / "cache")
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as stop:
+            final = stop.value
+            break
+    shown = [e.image for e in events if isinstance(e, Preview)]
+    # the image alone, its prediction maps, then the coarse CorRELAX map
+    assert [s.result is None for s in shown] == [True, False, False]
+    assert shown[1].result.correlation is None and not shown[2].final
+    assert shown[2].result.stride == COARSE_FACTOR * 16
+    assert shown[2].result.correlation is not None
+    assert isinstance(final, LoadedImage) and final.final and final.result.stride == 16

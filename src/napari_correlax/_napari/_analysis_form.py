@@ -32,6 +32,11 @@ STAGES = {
     "masks": "masks",
     "forward": "masked forward passes",
     "global": "whole breast",
+    "coarse window": "coarse pass: windows",
+    "coarse masks": "coarse pass: masks",
+    "coarse map": "coarse map drawn",
+    "refining window": "refining: windows",
+    "refining masks": "refining: masks",
 }
 
 

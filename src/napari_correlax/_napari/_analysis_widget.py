@@ -5,16 +5,20 @@ The computation is the core's progress generator (:func:`analysis_steps` wraps
 loop never waits on the model, the dock's own progress bar shows the stage and its
 count done / total (twice a second at most: repaints cost the model CPU time, see
 :mod:`._progress`), and Cancel asks the worker to stop at the next yield (between
-batches). Layers are only
-added when the worker returns, so a cancelled or failed run leaves nothing behind; they
-are added one per event-loop turn, since napari takes a good fraction of a second to
-set up each new layer.
+batches). CorRELAX runs coarse to fine (:mod:`napari_correlax.maps.coarse`): its first
+map, at 4 × the stride with the mask floor, is drawn as soon as it is made, and the final
+map replaces it in the same layers when the run ends (the progress line says
+"refining"). Otherwise layers are only added when the worker returns; a cancelled or
+failed run leaves nothing behind (a coarse map drawn before is taken down again, and
+the image's earlier maps come back). Layers are added one per event-loop turn, since
+napari takes a good fraction of a second to set up each new layer.
 Errors caused by user input (a broken checkpoint, an image that is not 2-D grey)
 become an error notification without a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CorrelaxError, JobFailure
 from ..labels import LABELS
+from ..maps.coarse import MapPreview
 from ..maps.kinds import kind as map_kind
 from ..maps.runtime import Progress
 from ..maps.settings import MapSettings
@@ -103,6 +108,8 @@ class AnalysisWidget(QWidget):
         self.layer_queue = LayerQueue(self.viewer, self, self._layers_added)
         self._shown: list[str] = []
         self._cancel_reason = ""
+        #: (image name, method) of a coarse map on screen that no final result replaced yet
+        self._preview_of: tuple[str, str] | None = None
         #: seconds per evaluated window and window side of the last run, per model+settings
         self._rates: dict[str, tuple[float, int]] = {}
         self._build()
@@ -274,12 +281,58 @@ class AnalysisWidget(QWidget):
 
     # -- worker callbacks ----------------------------------------------------------------
     def _on_progress(self, event: Progress) -> None:
-        if self._worker is not None:
-            self.progress.update(event)  # shown at most twice a second (see _progress)
+        if self._worker is None:
+            return
+        if isinstance(event, MapPreview):
+            self._draw_preview(event.result)
+            return
+        if self._preview_of is not None and event.stage in ("window", "masks"):
+            event = Progress(f"refining {event.stage}", event.done, event.total)
+        self.progress.update(event)  # shown at most twice a second (see _progress)
+
+    def _draw_preview(self, result: Any) -> None:
+        """Draw a coarse-to-fine run's first map in the layers its final map will use."""
+        request = self._request_sent
+        if request is None or request.image_name not in self.viewer.layers:
+            return
+        name = request.image_name
+        kept = self._analyses.get(name)
+        if kept is not None and kept.pixels.shape == request.pixels.shape and \
+                np.array_equal(kept.pixels, request.pixels):
+            analysis = _Analysis(dict(kept.results), kept.pixels, list(kept.boxes),
+                                 kept._breast)
+            analysis.add(result)
+        else:
+            analysis = _Analysis.of(result, request.pixels,
+                                    self._known_boxes(self.viewer.layers[name]))
+        self._preview_of = (name, _method_of(result))
+        self._draw(name, analysis)
+        self.progress.update(Progress("coarse map", 1, 1))
+
+    def _take_down_preview(self) -> None:
+        """A run that ended without a result: remove its coarse map, redraw what was kept."""
+        if self._preview_of is None:
+            return
+        name, method = self._preview_of
+        self._preview_of = None
+
+        def of_preview(metadata: Any) -> bool:
+            info = (metadata or {}).get("correlax") or {}
+            return info.get("image") == name and (
+                info.get("method") == method or info.get("map") == "analysed area")
+
+        names = [layer.name for layer in self.viewer.layers if of_preview(layer.metadata)]
+        names += [kw["name"] for _, kw, _ in self.layer_queue.items
+                  if of_preview(kw.get("metadata"))]
+        self.layer_queue.discard(names)
+        _layers.remove_layers(self.viewer, names)
+        if name in self._analyses and name in self.viewer.layers:
+            self._draw(name)
 
     def _on_returned(self, outcome: Any) -> None:
         self.progress.stop()  # no late refresh may overwrite the outcome's status text
         if isinstance(outcome, JobFailure):
+            self._take_down_preview()
             self.status.setText("Failed.")
             show_error(outcome.message)
             return
@@ -292,6 +345,7 @@ class AnalysisWidget(QWidget):
             self._request_sent.pixels if self._request_sent is not None else image_pixels(layer)
         )
         self._keep(name, outcome, pixels, self._known_boxes(layer))
+        self._preview_of = None  # the final maps go into the coarse map's layers
         self._draw(name)
         st = outcome.stats
         design = f" Masks: {st.design_line}." if st.design_line else ""
@@ -309,7 +363,12 @@ class AnalysisWidget(QWidget):
         self._request_sent = None
         self.progress.reset("cancelled" if aborted else "")
         if aborted:
-            self.status.setText(self._cancel_reason or "Cancelled; no layers were changed.")
+            preview = self._preview_of is not None
+            self._take_down_preview()
+            self.status.setText(self._cancel_reason or (
+                "Cancelled; the coarse map was taken down." if preview
+                else "Cancelled; no layers were changed."))
+        self._take_down_preview()  # a worker that ended without returning a result
         self._cancel_reason = ""
         if self.layer_queue.pending:
             self.run_button.setText("Drawing…")
@@ -347,10 +406,11 @@ class AnalysisWidget(QWidget):
         text = _layers.meaning(self.viewer.layers.selection.active)
         self.help.setText(text or "Select a map layer to read what it shows.")
 
-    def _draw(self, image_name: str) -> None:
+    def _draw(self, image_name: str, analysis: _Analysis | None = None) -> None:
         """(Re)draw every method's maps of an image: the last run's shown, the older
-        methods' kept hidden, the analysed area's outline above them, boxes on top."""
-        analysis = self._analyses[image_name]
+        methods' kept hidden, the analysed area's outline above them, boxes on top.
+        ``analysis``: what to draw instead of the kept analysis (a coarse map)."""
+        analysis = analysis or self._analyses[image_name]
         layer = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
         if layer is not None:
             scale, translate = _layers.image_transform(layer)
@@ -435,7 +495,8 @@ class AnalysisWidget(QWidget):
             meta=meta,
             path=(layer.metadata or {}).get("path"),
             checkpoint=self.model_edit.text().strip() or None,
-            settings=self.settings(),
+            # CorRELAX runs coarse to fine: a first map early, the same final maps
+            settings=dataclasses.replace(self.settings(), coarse_first=True),
         )
 
     def settings(self) -> MapSettings:

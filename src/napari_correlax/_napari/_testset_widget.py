@@ -332,8 +332,8 @@ class TestSetReaderWidget(QWidget):
         self._progress_view.update(event)  # shown at most twice a second (see _progress)
 
     def _on_preview(self, loaded: Any) -> None:
-        """The image (then its prediction maps) before the full maps are done: kept, and
-        drawn when it is the current image's."""
+        """The image (then its prediction maps, then CorRELAX's coarse map) before the
+        full maps are done: kept, and drawn when it is the current image's."""
         if self.review.remember_preview(loaded) and self._is_current(loaded.record):
             self._draw_preview(loaded)
 
@@ -356,8 +356,13 @@ class TestSetReaderWidget(QWidget):
                          kind=self.review.view)
         self.extras.after_draw()
         self._shown = ""  # the final maps replace these when they come
-        step = ("prediction maps shown; CorRELAX refining…" if loaded.result is not None
-                else "computing maps…")
+        result = loaded.result
+        if result is None:
+            step = "computing maps…"
+        elif result.correlation is not None:  # CorRELAX's coarse map (maps/coarse.py)
+            step = f"coarse CorRELAX map shown ({result.stride} px stride); refining…"
+        else:
+            step = "prediction maps shown; CorRELAX refining…"
         self.image_label.setText(self.image_label.text().split("<br>")[0] + f"<br>{step}")
 
     def _on_loaded(self, outcome: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Generator, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -314,19 +315,13 @@ def tune_cpu_allocator() -> bool:
         return False
 
 
-def _tap_previews(steps: Generator[Any, None, _R], on_preview: Callable[[MapResult], None]
-                  ) -> Generator[Any, None, _R]:
-    """``steps`` unchanged, calling ``on_preview`` with each coarse map it yields."""
-    from ..maps.coarse import MapPreview
+def _write_preview(write: Callable[[Path, Mammogram, MapResult], None], path: Path,
+                   mammo: Mammogram, coarse: MapResult) -> Progress:
+    """Hand a coarse map to ``write``; the progress line says it was written."""
+    from ..maps.runtime import Progress
 
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if isinstance(event, MapPreview):
-            on_preview(event.result)
-        yield event
+    write(path, mammo, coarse)
+    return Progress("coarse map", 1, 1)
 
 
 def map_images(args: argparse.Namespace, method: str, command: str,
@@ -343,6 +338,7 @@ def map_images(args: argparse.Namespace, method: str, command: str,
     exit status: 2 when any image failed, else 0.
     """
     from ..io import read_mammogram
+    from ..maps.coarse import on_previews
     from ..maps.methods import run_method
     from ..models import load_classifier
 
@@ -359,7 +355,7 @@ def map_images(args: argparse.Namespace, method: str, command: str,
             mammo = read_mammogram(path)
             steps = run_method(mammo, model, settings)
             if preview is not None:
-                steps = _tap_previews(steps, lambda res, p=path, m=mammo: preview(p, m, res))
+                steps = on_previews(steps, partial(_write_preview, preview, path, mammo))
             result = run_with_progress(steps, path.name)
             write(path, mammo, result, args.out / path.stem)
         except CorrelaxError as exc:

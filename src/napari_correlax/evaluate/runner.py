@@ -59,6 +59,7 @@ import numpy as np
 from ..errors import CorrelaxError
 from ..files import atomic_write_text
 from ..maps.cache import ResultCache, image_maps_steps, model_fingerprint, settings_key
+from ..maps.coarse import on_previews
 from ..maps.kinds import kind as map_kind
 from ..maps.methods import get_method, run_method
 from ..maps.runtime import Progress
@@ -123,7 +124,8 @@ class LoadedImage:
 class Preview:
     """Yielded by :func:`load_image_steps` before its maps are done, so a reader never
     waits in the dark: the image as soon as it is read, then (for methods slower than
-    prediction) its prediction maps while the full maps are computed."""
+    prediction) its prediction maps while the full maps are computed, then (CorRELAX)
+    its coarse map."""
 
     image: LoadedImage
 
@@ -139,7 +141,8 @@ def load_image_steps(
     What the test-set reader runs in its worker: yields a :class:`Preview` of the image
     once it is read, then the progress of the map computation (nothing when the maps are
     cached) with a :class:`Preview` of the prediction maps first when the method is a
-    slower one, and returns a :class:`LoadedImage`.
+    slower one, and for CorRELAX a :class:`Preview` of its coarse map
+    (:mod:`~napari_correlax.maps.coarse`) once that is made; returns a :class:`LoadedImage`.
     Raises CorrelaxError for an unreadable image, a size that disagrees with the CSV, or
     a broken checkpoint.
     """
@@ -159,7 +162,12 @@ def load_image_steps(
         if settings.method != "prediction":
             quick = yield from run_method(mammogram, model, settings.with_(method="prediction"))
             yield Preview(shown(quick, key, name, final=False))
-        result = yield from image_maps_steps(mammogram, record.image_id, model, settings, cache)
+        # CorRELAX coarse to fine: its coarse map is a preview too; the final maps are the
+        # same (coarse_first only changes the order windows run in)
+        steps = image_maps_steps(mammogram, record.image_id, model,
+                                 settings.with_(coarse_first=True), cache)
+        result = yield from on_previews(
+            steps, lambda coarse: Preview(shown(coarse, key, name, final=False)))
     cache.describe()
     return shown(replace(result, relevance=None), key, name)
 

@@ -15,15 +15,16 @@ rounding, and costs the same number of masked passes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .mask_engine import MaskEngine, unmasked_pass
 from .result import MapResult
 from .runtime import Progress
+from .stats import RunStats
 
 if TYPE_CHECKING:
     from ..windows import WindowGrid
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from .sliding import PreparedImage, WindowFeeder
 
 __all__ = ["COARSE_FACTOR", "CoarsePass", "MapPreview", "coarse_grid", "coarse_pass",
-           "coarse_subset"]
+           "coarse_subset", "on_previews"]
 
 #: The coarse grid's stride in units of the requested stride.
 COARSE_FACTOR = 4
@@ -48,6 +49,26 @@ class MapPreview(Progress):
         event = super().__new__(cls, "coarse map", 1, 1)
         event.result = result
         return event
+
+
+_R = TypeVar("_R")
+
+
+def on_previews(steps: Generator[Any, None, _R], handle: Callable[[MapResult], Any]
+                ) -> Generator[Any, None, _R]:
+    """``steps`` with each :class:`MapPreview` handed to ``handle(coarse result)`` and
+    replaced by what it returns (nothing when it returns None); returns what ``steps``
+    returns."""
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, MapPreview):
+            event = handle(event.result)
+            if event is None:
+                continue
+        yield event
 
 
 @dataclass
@@ -138,4 +159,8 @@ def coarse_result(prep: PreparedImage, labels: list[str], flat: np.ndarray, y0: 
         correlation=grid.smooth(corr), product=grid.smooth(pred * corr),
         distance=grid.smooth(dist.reshape(cy, cx)), masks_used=used.reshape(cy, cx),
         meta=dict(prep.meta),
+        stats=RunStats(method="correlax", windows_total=cy * cx,
+                       windows_evaluated=len(flat), masks_total=int(used.sum()),
+                       masks_min=int(used[cells].min(initial=0)),
+                       masks_max=int(used[cells].max(initial=0))),
     )
