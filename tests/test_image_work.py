@@ -43,38 +43,43 @@ def dataset(tmp_path_factory) -> Path:
 
 
 class Calls:
-    """Counting wrappers of the functions that read, prepare and predict."""
+    """Counting wrappers of what reads, prepares and predicts: the file read, the
+    preparation's own work (``as_pixels``, which a prepared image served from the shared
+    work never reaches) and the two prediction passes (the prediction method's loop,
+    which folds the model first, and CorRELAX's ``run_unmasked``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from napari_correlax.maps import cam, image_explain, sliding
+        from napari_correlax.maps import mask_engine, sliding
 
         self.read: Counter[str] = Counter()
         self.prepare: Counter[str] = Counter()
         self.predict: Counter[str] = Counter()
-        real_read, real_prepare = image_work.read_record, sliding.prepare_image
-        real_pass, real_predict = image_explain.unmasked_pass, sliding.predict_steps
+        real_read, real_pixels = image_work.read_record, sliding.as_pixels
+        real_pass, real_fold = mask_engine.run_unmasked, sliding.inference_model
+        predicting: list[str] = []
 
         def read(record, **kwargs):
             self.read[Path(record.path).stem] += 1
             return real_read(record, **kwargs)
 
-        def prepare(image, model, **kwargs):
+        def pixels(image):
             self.prepare[Path(image.path).stem] += 1
-            return real_prepare(image, model, **kwargs)
+            if threading.current_thread() is threading.main_thread():  # not the prefetch
+                predicting[:] = [Path(image.path).stem]
+            return real_pixels(image)
 
         def full_pass(feeder, todo):
             self.predict[Path(feeder.prep.meta["source"]).stem] += 1
             return (yield from real_pass(feeder, todo))
 
-        def predict(image, model, settings):
-            self.predict[Path(image.path).stem] += 1
-            return (yield from real_predict(image, model, settings))
+        def fold(model, rt):  # the prediction method's own pass starts here
+            self.predict[predicting[0] if predicting else "?"] += 1
+            return real_fold(model, rt)
 
         monkeypatch.setattr(image_work, "read_record", read)
-        for module in (sliding, cam, image_explain):
-            monkeypatch.setattr(module, "prepare_image", prepare)
-        monkeypatch.setattr(image_explain, "unmasked_pass", full_pass)
-        monkeypatch.setattr(sliding, "predict_steps", predict)
+        monkeypatch.setattr(sliding, "as_pixels", pixels)
+        monkeypatch.setattr(mask_engine, "run_unmasked", full_pass)
+        monkeypatch.setattr(sliding, "inference_model", fold)
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +363,30 @@ def test_a_record_without_the_second_draw_gets_it_from_the_cached_maps(dataset, 
     assert any(stored) and all(
         np.allclose(doc["correlation"], 0.9) and np.allclose(doc["ci"], 0.1)
         for doc in stored if doc)  # the stand-in's draw, stored
+
+
+def test_the_shared_work_seam_serves_only_the_thread_that_entered_it():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_correlax.maps import shared, sliding
+
+    class Server:
+        def __init__(self):
+            self.asked = []
+
+        def prepared(self, image, model, layout):
+            self.asked.append(layout)
+            return "kept"
+
+    class Model:
+        input_size = 32
+
+    server = Server()
+    image = np.zeros((64, 48), np.float32)
+    with shared.serving(server):
+        assert sliding.prepare_image(image, Model(), stride=16) == "kept"
+        with ThreadPoolExecutor(1) as pool:  # another thread: prepared as usual
+            other = pool.submit(sliding.prepare_image, image, Model(), stride=16).result()
+    assert other != "kept" and other.grid.stride == 16
+    assert server.asked == [(16, sliding.DEFAULT_MIN_TISSUE, sliding.DEFAULT_REACH)]
+    assert shared.current() is None  # left when the block ends

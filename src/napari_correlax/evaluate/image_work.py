@@ -15,14 +15,16 @@ kept in an :class:`ImageWork`:
 - the prediction pass over the tissue windows (each window's features ``h`` and label
   probabilities ``ŷ``), run by the first method that needs it and kept for the others.
 
-:func:`sharing` hands the work to the methods. While it is active, these functions of
-the maps modules are served from the work when they are called with its image, its
-model and its window layout: ``prepare_image`` (as the prediction pass, CorRELAX, the
+:func:`sharing` hands the work to the methods through the maps' seam for shared work
+(:mod:`napari_correlax.maps.shared`): while it is active, in this thread,
+:func:`~napari_correlax.maps.sliding.prepare_image` (as the prediction pass, CorRELAX, the
 windowed CAMs and :class:`~.pointing.PeakRedraw` call it), CorRELAX's prediction pass
-(``unmasked_pass`` over all tissue windows) and the prediction method's
-:func:`~napari_correlax.maps.sliding.predict_steps`. Every other call runs the function
-itself: another image (the background thread's next one), another layout, a subset of
-the windows (a coarse-first pass), the global CAM mode. The maps are the numbers a run
+(:func:`~napari_correlax.maps.mask_engine.unmasked_pass` over all tissue windows) and the
+prediction method's :func:`~napari_correlax.maps.sliding.predict_steps` are answered from
+the work when they are called with its image, its model and its window layout. Every
+other call runs as usual: another image (the background thread's next one, which never
+sees the seam), another layout, a subset of the windows (a coarse-first pass), the
+global CAM mode. The maps are the numbers a run
 without sharing gives: the same functions on the same inputs in the same batches (the
 served ``predict_steps`` returns the ``ŷ`` of the shared pass, ``model.head`` of
 ``model.features`` of the same windows, as its own loop computes them).
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from ..maps.result import MapResult
     from ..maps.runtime import Runtime
     from ..maps.settings import MapSettings
+    from ..maps.shared import PassSteps
     from ..maps.sliding import PreparedImage, WindowFeeder
     from ..models.protocols import ImageModelLike
     from .pointing import StoredRedraw
@@ -58,7 +61,7 @@ __all__ = ["ImageWork", "image_maps", "is_done", "lays_windows", "load_work", "s
            "stored_redraw"]
 
 #: (stride in px, minimum tissue fraction, reach): what decides an image's window grid.
-Layout = tuple[int, float, str]
+Layout = tuple[int, float, str]  # as napari_correlax.maps.shared.Layout
 
 
 def _layout(stride: int, min_tissue: float, reach: str) -> Layout:
@@ -185,36 +188,15 @@ def _correlation_method(settings: MapSettings) -> bool:
     return "correlation" in get_method(settings.method).kinds
 
 
-#: The functions :func:`sharing` serves: (module, name).
-_SERVED = (("napari_correlax.maps.sliding", "prepare_image"),
-           ("napari_correlax.maps.cam", "prepare_image"),
-           ("napari_correlax.maps.image_explain", "prepare_image"),
-           ("napari_correlax.maps.image_explain", "unmasked_pass"),
-           ("napari_correlax.maps.sliding", "predict_steps"))
-
-
 @contextlib.contextmanager
 def sharing(work: ImageWork, model: ImageModelLike) -> Iterator[ImageWork]:
-    """Serve ``work`` to the map methods run inside the block (module docstring).
+    """Serve ``work`` to the map methods run inside the block (module docstring;
+    :func:`napari_correlax.maps.shared.serving`). ``model`` is the model the methods get
+    (served calls must pass this very object)."""
+    from ..maps.shared import serving
 
-    ``model`` is the model the methods get (served calls must pass this very object).
-    The maps modules' functions are restored when the block ends, however it ends.
-    """
-    import importlib
-
-    served = _Served(work, model)
-    patches = []
-    for module_name, name in _SERVED:
-        module = importlib.import_module(module_name)
-        patches.append((module, name, getattr(module, name)))
-    served.originals = {name: original for _, name, original in patches}
-    try:
-        for module, name, _ in patches:
-            setattr(module, name, getattr(served, name))
+    with serving(_Served(work, model)):
         yield work
-    finally:
-        for module, name, original in reversed(patches):
-            setattr(module, name, original)
 
 
 def _runtime_key(rt: Runtime) -> tuple[Any, ...]:
@@ -223,56 +205,59 @@ def _runtime_key(rt: Runtime) -> tuple[Any, ...]:
 
 
 class _Served:
-    """The served functions of :func:`sharing`, each falling back on the original."""
+    """The :class:`~napari_correlax.maps.shared.WorkServer` of :func:`sharing`: answers
+    for the work's image, model and layout, None for anything else."""
 
     def __init__(self, work: ImageWork, model: ImageModelLike) -> None:
         self.work = work
         self.model = model
-        self.originals: dict[str, Any] = {}
 
     def _ours(self, image: Any, model: Any, layout: Layout) -> bool:
         work = self.work
         return (work.prepared is not None and image is work.mammogram and model is self.model
                 and layout == work.layout)
 
-    def prepare_image(self, image: Any, model: Any, **layout: Any) -> PreparedImage:
-        from ..maps.settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE
+    def prepared(self, image: Any, model: Any, layout: Layout) -> PreparedImage | None:
+        return self.work.prepared if self._ours(image, model, _layout(*layout)) else None
 
-        asked = _layout(layout.get("stride", DEFAULT_STRIDE),
-                        layout.get("min_tissue", DEFAULT_MIN_TISSUE),
-                        layout.get("reach", DEFAULT_REACH))
-        if self._ours(image, model, asked):
-            return self.work.prepared  # type: ignore[return-value]
-        return self.originals["prepare_image"](image, model, **layout)
-
-    def unmasked_pass(self, feeder: WindowFeeder, todo: np.ndarray
-                      ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    def prediction_pass(self, feeder: WindowFeeder, todo: np.ndarray,
+                        run: Callable[[WindowFeeder, np.ndarray], PassSteps]
+                        ) -> PassSteps | None:
         """The prediction pass of all tissue windows of the shared image, once per
-        runtime; any other pass runs."""
+        runtime; any other pass is not served."""
         work = self.work
-        every = work.tissue_windows
-        if feeder.prep is not work.prepared or not np.array_equal(todo, every):
-            return (yield from self.originals["unmasked_pass"](feeder, todo))
+        if feeder.prep is not work.prepared or not np.array_equal(todo, work.tissue_windows):
+            return None
+        return self._kept_pass(feeder, run)
+
+    def _kept_pass(self, feeder: Any, run: Callable[[WindowFeeder, np.ndarray], PassSteps]
+                   ) -> PassSteps:
+        every = self.work.tissue_windows
         key = _runtime_key(feeder.rt)
-        if key in work.passes:
+        if key in self.work.passes:
             yield Progress("window", len(every), len(every))
         else:
-            work.passes[key] = yield from self.originals["unmasked_pass"](feeder, every)
-        h, y = work.passes[key]
+            self.work.passes[key] = yield from run(feeder, every)
+        h, y = self.work.passes[key]
         return h.copy(), y.copy()
 
-    def predict_steps(self, image: Any, model: Any, settings: MapSettings
-                      ) -> Generator[Progress, None, MapResult]:
+    def prediction_maps(self, image: Any, model: Any, settings: MapSettings
+                        ) -> Generator[Progress, None, MapResult] | None:
+        if not self._ours(image, model, _layout(settings.stride, settings.min_tissue,
+                                                settings.reach)):
+            return None
+        return self._prediction_maps(model, settings)
+
+    def _prediction_maps(self, model: Any, settings: MapSettings
+                         ) -> Generator[Progress, None, MapResult]:
         """The prediction method's maps from the shared pass (as
         :func:`~napari_correlax.maps.sliding.predict_steps` computes them)."""
+        from ..maps.mask_engine import run_unmasked
         from ..maps.result import MapResult
         from ..maps.runtime import inference_model
         from ..maps.sliding import WindowFeeder, grid_maps
         from ..maps.stats import RunStats
 
-        if not self._ours(image, model, _layout(settings.stride, settings.min_tissue,
-                                                settings.reach)):
-            return (yield from self.originals["predict_steps"](image, model, settings))
         t0 = time.perf_counter()
         prep = self.work.prepared
         assert prep is not None
@@ -284,7 +269,7 @@ class _Served:
         else:
             feeder = WindowFeeder(prep, inference_model(rt.prepare_model(model), rt), rt)
         t1 = time.perf_counter()
-        _, y = yield from self.unmasked_pass(feeder, todo)
+        _, y = yield from self._kept_pass(feeder, run_unmasked)
         raw = np.zeros((prep.grid.n_windows, len(model.labels)), dtype=np.float32)
         raw[todo] = y
         stats = RunStats(

@@ -90,6 +90,7 @@ from .masks import (
 from .moments import Z95, Moments, row_cosine
 from .runtime import Progress, Runtime
 from .settings import DEFAULT_DESIGN
+from .shared import current as work_server
 
 if TYPE_CHECKING:
     import torch
@@ -653,7 +654,17 @@ def unmasked_outputs(model: Any, rt: Runtime, x: Any, batch_size: int
 def unmasked_pass(
     feeder: WindowFeeder, todo: np.ndarray
 ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
-    """Prediction pass over windows ``todo`` keeping ``h`` and ``ŷ`` (float32 numpy)."""
+    """Prediction pass over windows ``todo`` keeping ``h`` and ``ŷ`` (float32 numpy);
+    a split run's pass of the same windows is run once (:mod:`.shared`)."""
+    server = work_server()
+    served = server.prediction_pass(feeder, todo, run_unmasked) if server is not None else None
+    return (yield from (served if served is not None else run_unmasked(feeder, todo)))
+
+
+def run_unmasked(
+    feeder: WindowFeeder, todo: np.ndarray
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """:func:`unmasked_pass` computed, never served."""
     model, rt = feeder.model, feeder.rt
     hs, ys = [], []
     yield Progress("window", 0, len(todo))

@@ -21,6 +21,7 @@ from ..windows import WindowGrid
 from .result import MapResult
 from .runtime import Progress, Runtime, drain, inference_model
 from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE, MapSettings
+from .shared import current as work_server
 from .stats import RunStats
 
 if TYPE_CHECKING:
@@ -134,6 +135,11 @@ def prepare_image(
     same, so every map overlays ``image`` as given; ``PreparedImage.pixels`` stays
     ``image``'s pixels.
     """
+    server = work_server()  # a split run's image prepared once for its methods
+    if server is not None:
+        kept = server.prepared(image, model, (int(stride), float(min_tissue), str(reach)))
+        if kept is not None:
+            return kept
     pixels, spacing, meta = as_pixels(image)
     window = int(model.input_size)
     label = meta.get("source")
@@ -310,6 +316,10 @@ def predict_steps(
     ``prediction`` is the ``(C, gy, gx)`` map through the normalised IoU kernel
     (docs/method.md §6; NaN in cells no evaluated window reaches).
     """
+    server = work_server()  # a split run's prediction pass, run once for its methods
+    served = server.prediction_maps(image, model, settings) if server is not None else None
+    if served is not None:
+        return (yield from served)
     rt = settings.runtime()
     t0 = time.perf_counter()
     prep = prepare_image(image, model, stride=settings.stride, min_tissue=settings.min_tissue,
