@@ -26,13 +26,18 @@ def tiny() -> Classifier:
     return Classifier("tiny", input_size=32).eval()
 
 
-def run(image, model, settings):
-    events, steps = [], explain_steps(image, model, settings)
+def collect(steps):
+    """(events yielded, value returned) of a progress generator."""
+    events = []
     while True:
         try:
             events.append(next(steps))
         except StopIteration as stop:
             return events, stop.value
+
+
+def run(image, model, settings):
+    return collect(explain_steps(image, model, settings))
 
 
 @pytest.mark.parametrize("extra", [
@@ -124,13 +129,7 @@ def test_reader_shows_the_coarse_map_before_the_final_one(tmp_path):
     assert main(["synth", str(tmp_path / "data"), "--n", "1", "--size", "200", "150"]) == 0
     (record,) = load_vindr(tmp_path / "data").images
     settings = MapSettings(stride=16, masks=128, device="cpu", threads=1)
-    events, steps = [], load_image_steps(record, ckpt, settings, tmp_path / "cache")
-    while True:
-        try:
-            events.append(next(steps))
-        except StopIteration as stop:
-            final = stop.value
-            break
+    events, final = collect(load_image_steps(record, ckpt, settings, tmp_path / "cache"))
     shown = [e.image for e in events if isinstance(e, Preview)]
     # the image alone, its prediction maps, then the coarse CorRELAX map
     assert [s.result is None for s in shown] == [True, False, False]
