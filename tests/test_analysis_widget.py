@@ -455,7 +455,7 @@ def test_dock_controls_and_map_settings_round_trip(make_napari_viewer):
 
     widget = AnalysisWidget(make_napari_viewer())
     assert widget.settings() == MapSettings()  # the dock starts at the library's defaults
-    wanted = MapSettings(method="prediction", device="cpu", batch_size=7, stride=96,
+    wanted = MapSettings(method="prediction", device="cpu", engine="onnx", batch_size=7, stride=96,
                          masks=640, adaptive=False, focus=False)
     widget.form.show(wanted)
     assert widget.settings() == wanted

@@ -63,7 +63,7 @@ def build_dock(dock: Any) -> None:
     dock.model_badge.setToolTip("What the model is; read its model card before trusting maps")
     form.addRow("", dock.model_badge)
     dock.form = SettingsForm(
-        form, ("method", "mode", "cam", "retrieval_cam", "laterality", "device",
+        form, ("method", "mode", "cam", "retrieval_cam", "laterality", "device", "engine",
                "batch_size", "stride",
                "masks", "adaptive", "focus"))
     dock.method_combo = dock.form.method

@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 
 from ..gmic.cams import TRAIN_CAMS
 from ..labels import HEADLINE_LABELS, lesion_labels
+from ..maps.engines import ENGINES
 from ..maps.methods import METHODS
 from ..maps.settings import MapSettings
 from ..train.settings import default_of, help_of
@@ -77,6 +78,10 @@ TOOLTIPS: dict[str, str] = {
             "or once on the whole breast resized to 512 px: global (512 px, out of the "
             "model's training scale), as in the literature",
     "device": "Where the model runs: auto picks a GPU when there is one",
+    "engine": "What runs the model on a CPU for the prediction pass and CorRELAX's masked "
+              "passes: PyTorch, or ONNX Runtime / OpenVINO when installed (the graph is "
+              "exported once per checkpoint; maps agree to 1e-3). The CAMs always use "
+              "PyTorch (they need its gradients); without the runtime PyTorch runs",
     "batch_size": "Windows per forward pass of the prediction pass (larger: faster on GPUs, "
                   "more memory)",
     "stride": "Window step in pixels (docs/method.md §6: 48). Larger is faster and coarser",
@@ -133,7 +138,7 @@ _UNSET = ("auto", "trained")
 class SettingsForm:
     """Controls for some :class:`MapSettings` fields, added to a ``QFormLayout``.
 
-    ``fields`` picks and orders them among ``method``, ``device``, ``batch_size``,
+    ``fields`` picks and orders them among ``method``, ``device``, ``engine``, ``batch_size``,
     ``stride``, ``masks``, ``adaptive``, ``focus``, ``focus_share``, ``seed``,
     ``min_masks`` and the method options of :data:`OPTION_CHOICES` (``mode``; set only for
     methods that read it). Controls are attributes named ``<field>`` (``form.stride``).
@@ -177,6 +182,10 @@ class SettingsForm:
             box = QComboBox()
             box.addItems(devices())
             return box, "Device"
+        if name == "engine":
+            box = QComboBox()
+            box.addItems(list(ENGINES))
+            return box, "Engine"
         if name in OPTION_CHOICES:
             box = QComboBox()
             box.addItems(list(OPTION_CHOICES[name]))

@@ -12,8 +12,8 @@ checkpoint file. Nothing is ever downloaded.
 ``ŷ`` of that same run. When the runtime is not installed, or the run is not on the CPU
 in float32, the PyTorch model is used, with one warning line.
 
-Install the runtimes with ``pip install napari-correlax[onnx]`` (ONNX Runtime) or
-``pip install openvino``. ``benchmarks/engines.py`` measures them against PyTorch.
+ONNX Runtime comes with ``pip install napari-correlax[all]`` (or ``[onnx]``), OpenVINO
+with ``[openvino]``. ``benchmarks/engines.py`` measures them against PyTorch.
 """
 
 from __future__ import annotations
