@@ -431,7 +431,9 @@ def test_cache_key_names_the_checkpoint_and_changes_with_map_settings(data, tmp_
                                                                       checkpoint):
     review, _ = opened(data, tmp_path / "work", checkpoint, settings=MapSettings(stride=64))
     fingerprint = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
-    fields = {"model": fingerprint, "definition": 2, **MapSettings(stride=64).map_fields()}
+    # CorRELAX's keys also carry the version of its mask streams (2: one per window)
+    fields = {"model": fingerprint, "definition": 2, **MapSettings(stride=64).map_fields(),
+              "masks_streams": 2}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     assert review.key == f"reader-{digest.hexdigest()[:12]}"
     first = review.key
