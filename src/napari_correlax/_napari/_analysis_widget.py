@@ -107,6 +107,7 @@ class AnalysisWidget(QWidget):
         self._analyses: dict[str, _Analysis] = {}
         self.layer_queue = LayerQueue(self.viewer, self, self._layers_added)
         self._shown: list[str] = []
+        self._order: list[str] = []  # layers of the last draw, bottom to top
         self._cancel_reason = ""
         #: (image name, method) of a coarse map on screen that no final result replaced yet
         self._preview_of: tuple[str, str] | None = None
@@ -397,6 +398,7 @@ class AnalysisWidget(QWidget):
         self.layer_queue.add(data)
 
     def _layers_added(self) -> None:
+        _layers.order_layers(self.viewer, self._order)
         _layers.present(self.viewer, self._shown)
         self._active_changed()  # the help line states the range the colours span now
         if self._worker is None:
@@ -450,6 +452,7 @@ class AnalysisWidget(QWidget):
         if layer is not None:
             self.peaks.show_result(latest, layer, chosen)
         self._shown = [kw["name"] for _, kw, kind in data if kind == "image" and kw["visible"]]
+        self._order = [kw["name"] for _, kw, _ in data]
         self._show(data)
 
     def _contrast_changed(self, _index: int = 0) -> None:

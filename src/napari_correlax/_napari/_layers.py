@@ -608,6 +608,18 @@ def add_or_update(viewer: Any, layer_data: Iterable[LayerData]) -> list[Any]:
     return out
 
 
+def order_layers(viewer: Any, names: Sequence[str]) -> None:
+    """Put the named layers that exist in the order of ``names`` (bottom to top), in the
+    places they hold among the viewer's layers (a coarse map's layers come first; the
+    final map's extra kinds would otherwise land on top of them)."""
+    present = [n for n in names if n in viewer.layers]
+    slots = sorted(viewer.layers.index(n) for n in present)
+    for slot, name in zip(slots, present):
+        index = viewer.layers.index(name)
+        if index != slot:
+            viewer.layers.move(index, slot)
+
+
 def _update_outlines(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
     """Replace the shapes of an outline layer in place (same layer object)."""
     layer.metadata = kwargs.get("metadata", {})
