@@ -287,7 +287,13 @@ def test_reader_shows_the_image_and_predictions_before_correlax_is_done(
         f"· pred · {PREFIX}" in layer.name for layer in viewer.layers), timeout=60_000)
     assert jobs.worker is not None and current not in widget.review.loaded  # still running
     assert viewer.layers[PREFIX].data.shape == (widget.current.height, widget.current.width)
-    assert "CorRELAX refining" in widget.image_label.text()
+    assert "refining" in widget.image_label.text()
+    # then CorRELAX's coarse map (4 x the stride) while the final one is computed
+    qtbot.waitUntil(lambda: "coarse CorRELAX map shown (128 px stride)"
+                    in widget.image_label.text(), timeout=120_000)
+    coarse = [layer for layer in viewer.layers if f"· corr · {PREFIX}" in layer.name]
+    assert coarse and all(layer.metadata["correlax"]["stride"] == 128 for layer in coarse)
+    assert jobs.worker is not None and current not in widget.review.loaded  # still running
     jobs.stop()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert errors == []
