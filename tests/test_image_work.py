@@ -45,8 +45,8 @@ def dataset(tmp_path_factory) -> Path:
 class Calls:
     """Counting wrappers of what reads, prepares and predicts: the file read, the
     preparation's own work (``as_pixels``, which a prepared image served from the shared
-    work never reaches) and the two prediction passes (the prediction method's loop,
-    which folds the model first, and CorRELAX's ``run_unmasked``)."""
+    work never reaches) and the prediction pass (``run_unmasked``, which the prediction
+    method and CorRELAX both run unless it is served)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from napari_correlax.maps import mask_engine, sliding
@@ -55,8 +55,7 @@ class Calls:
         self.prepare: Counter[str] = Counter()
         self.predict: Counter[str] = Counter()
         real_read, real_pixels = image_work.read_record, sliding.as_pixels
-        real_pass, real_fold = mask_engine.run_unmasked, sliding.inference_model
-        predicting: list[str] = []
+        real_pass = mask_engine.run_unmasked
 
         def read(record, **kwargs):
             self.read[Path(record.path).stem] += 1
@@ -64,22 +63,15 @@ class Calls:
 
         def pixels(image):
             self.prepare[Path(image.path).stem] += 1
-            if threading.current_thread() is threading.main_thread():  # not the prefetch
-                predicting[:] = [Path(image.path).stem]
             return real_pixels(image)
 
         def full_pass(feeder, todo):
             self.predict[Path(feeder.prep.meta["source"]).stem] += 1
             return (yield from real_pass(feeder, todo))
 
-        def fold(model, rt):  # the prediction method's own pass starts here
-            self.predict[predicting[0] if predicting else "?"] += 1
-            return real_fold(model, rt)
-
         monkeypatch.setattr(image_work, "read_record", read)
         monkeypatch.setattr(sliding, "as_pixels", pixels)
         monkeypatch.setattr(mask_engine, "run_unmasked", full_pass)
-        monkeypatch.setattr(sliding, "inference_model", fold)
 
 
 @pytest.fixture(scope="module")

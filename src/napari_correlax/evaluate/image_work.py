@@ -18,23 +18,21 @@ kept in an :class:`ImageWork`:
 :func:`sharing` hands the work to the methods through the maps' seam for shared work
 (:mod:`napari_correlax.maps.shared`): while it is active, in this thread,
 :func:`~napari_correlax.maps.sliding.prepare_image` (as the prediction pass, CorRELAX, the
-windowed CAMs and :class:`~.pointing.PeakRedraw` call it), CorRELAX's prediction pass
-(:func:`~napari_correlax.maps.mask_engine.unmasked_pass` over all tissue windows) and the
-prediction method's :func:`~napari_correlax.maps.sliding.predict_steps` are answered from
-the work when they are called with its image, its model and its window layout. Every
+windowed CAMs and :class:`~.pointing.PeakRedraw` call it) and the prediction pass over
+all tissue windows (:func:`~napari_correlax.maps.mask_engine.unmasked_pass`, which the
+prediction method and CorRELAX both run) are answered from the work when they are called
+with its image, its model and its window layout. Every
 other call runs as usual: another image (the background thread's next one, which never
 sees the seam), another layout, a subset of the windows (a coarse-first pass), the
-global CAM mode. The maps are the numbers a run
-without sharing gives: the same functions on the same inputs in the same batches (the
-served ``predict_steps`` returns the ``ŷ`` of the shared pass, ``model.head`` of
-``model.features`` of the same windows, as its own loop computes them).
+global CAM mode. The maps are the numbers a run without sharing gives: the same
+functions on the same inputs in the same batches.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,13 +41,13 @@ import numpy as np
 from ..errors import CorrelaxError
 from ..maps.methods import WINDOW_FIELDS, get_method
 from ..maps.runtime import Progress
+from ..maps.shared import Layout
 from .split_run import read_record
 
 if TYPE_CHECKING:
     from ..io.image import Mammogram
     from ..io.vindr import ImageRecord
     from ..maps.cache import ResultCache
-    from ..maps.result import MapResult
     from ..maps.runtime import Runtime
     from ..maps.settings import MapSettings
     from ..maps.shared import PassSteps
@@ -60,8 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["ImageWork", "image_maps", "is_done", "lays_windows", "load_work", "sharing",
            "stored_redraw"]
 
-#: (stride in px, minimum tissue fraction, reach): what decides an image's window grid.
-Layout = tuple[int, float, str]  # as napari_correlax.maps.shared.Layout
 
 
 def _layout(stride: int, min_tissue: float, reach: str) -> Layout:
@@ -230,8 +226,8 @@ class _Served:
             return None
         return self._kept_pass(feeder, run)
 
-    def _kept_pass(self, feeder: Any, run: Callable[[WindowFeeder, np.ndarray], PassSteps]
-                   ) -> PassSteps:
+    def _kept_pass(self, feeder: WindowFeeder, run: Callable[[WindowFeeder, np.ndarray],
+                                                             PassSteps]) -> PassSteps:
         every = self.work.tissue_windows
         key = _runtime_key(feeder.rt)
         if key in self.work.passes:
@@ -241,54 +237,4 @@ class _Served:
         h, y = self.work.passes[key]
         return h.copy(), y.copy()
 
-    def prediction_maps(self, image: Any, model: Any, settings: MapSettings
-                        ) -> Generator[Progress, None, MapResult] | None:
-        if not self._ours(image, model, _layout(settings.stride, settings.min_tissue,
-                                                settings.reach)):
-            return None
-        return self._prediction_maps(model, settings)
 
-    def _prediction_maps(self, model: Any, settings: MapSettings
-                         ) -> Generator[Progress, None, MapResult]:
-        """The prediction method's maps from the shared pass (as
-        :func:`~napari_correlax.maps.sliding.predict_steps` computes them)."""
-        from ..maps.mask_engine import run_unmasked
-        from ..maps.result import MapResult
-        from ..maps.runtime import inference_model
-        from ..maps.sliding import WindowFeeder, grid_maps
-        from ..maps.stats import RunStats
-
-        t0 = time.perf_counter()
-        prep = self.work.prepared
-        assert prep is not None
-        yield Progress("prepare", 1, 1)
-        rt = settings.runtime()
-        todo = self.work.tissue_windows
-        if _runtime_key(rt) in self.work.passes:
-            feeder: Any = _NoFeeder(prep, rt)
-        else:
-            feeder = WindowFeeder(prep, inference_model(rt.prepare_model(model), rt), rt)
-        t1 = time.perf_counter()
-        _, y = yield from self._kept_pass(feeder, run_unmasked)
-        raw = np.zeros((prep.grid.n_windows, len(model.labels)), dtype=np.float32)
-        raw[todo] = y
-        stats = RunStats(
-            model=str(getattr(model, "checkpoint_path", model.__class__.__name__)),
-            backbone=getattr(model, "backbone_name", None), device=rt.device,
-            precision=rt.precision, roi_box=list(prep.roi.box),
-            windows_total=int(prep.grid.n_windows), windows_evaluated=len(todo),
-            seconds={"prepare": round(t1 - t0, 3),
-                     "predict": round(time.perf_counter() - t1, 3)})
-        return MapResult(labels=list(model.labels), grid=prep.grid,
-                         prediction=grid_maps(prep.grid, raw, prep.active),
-                         window_mask=prep.active, spacing_mm=prep.spacing_mm,
-                         meta=dict(prep.meta), stats=stats)
-
-
-@dataclass
-class _NoFeeder:
-    """What :meth:`_Served.unmasked_pass` reads of a feeder when the pass is kept: the
-    prepared image and the runtime (no normalised copy of the image is made)."""
-
-    prep: PreparedImage
-    rt: Runtime

@@ -3,11 +3,11 @@
 A split run (``correlax evaluate``, ``correlax compare``) runs several map methods on each
 image, and each would prepare the image (breast, window grid, fusion) and, for prediction
 and CorRELAX, run the prediction pass over the tissue windows itself. While
-:func:`serving` is active, three functions first ask the :class:`WorkServer` handed to it:
-:func:`~.sliding.prepare_image` (for the prepared image),
-:func:`~.mask_engine.unmasked_pass` (for the prediction pass) and
-:func:`~.sliding.predict_steps` (for the prediction maps). The server answers for the
-image it holds and returns None for anything else, and the function then runs as usual.
+:func:`serving` is active, two functions first ask the :class:`WorkServer` handed to it:
+:func:`~.sliding.prepare_image` (for the prepared image) and
+:func:`~.mask_engine.unmasked_pass` (for the prediction pass, which
+:func:`~.sliding.predict_steps` and CorRELAX both run). The server answers for the image
+it holds and returns None for anything else, and the function then runs as usual.
 
 The server is held in a context variable: it is seen by the code running in the thread
 (and context) that entered :func:`serving`, generators included, and by no other
@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import numpy as np
 
-    from .result import MapResult
     from .runtime import Progress
-    from .settings import MapSettings
     from .sliding import PreparedImage, WindowFeeder
 
 __all__ = ["Layout", "PassSteps", "WorkServer", "current", "serving"]
@@ -49,10 +47,6 @@ class WorkServer(Protocol):
                         ) -> PassSteps | None:
         """The prediction pass over windows ``todo`` of ``feeder``'s image (``run``
         computes one)."""
-
-    def prediction_maps(self, image: Any, model: Any, settings: MapSettings
-                        ) -> Generator[Progress, None, MapResult] | None:
-        """The prediction method's maps of ``image``."""
 
 
 _SERVER: ContextVar[WorkServer | None] = ContextVar("napari_correlax_work_server",

@@ -7,6 +7,7 @@ A napari worker drives the generator and can stop between any two yields.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import numpy as np
 from ..errors import CorrelaxError
 from ..preprocess import BreastROI, Preprocessing, breast_roi, preprocessing_of
 from ..windows import WindowGrid
+from .mask_engine import unmasked_pass
 from .result import MapResult
 from .runtime import Progress, Runtime, drain, inference_model
 from .settings import DEFAULT_MIN_TISSUE, DEFAULT_REACH, DEFAULT_STRIDE, MapSettings
@@ -208,23 +210,30 @@ class WindowFeeder:
     """
 
     def __init__(self, prep: PreparedImage, model: ImageModelLike, runtime: Runtime) -> None:
-        import torch
-
         self.prep = prep
         self.model = model
         self.rt = runtime
         self.pointwise = bool(getattr(model, "pointwise_normalize", False))
-        if self.pointwise:
-            # In bands of rows, so the temporaries stay small next to the image.
-            self.source = np.empty(prep.fused.shape, dtype=np.float32)
-            with torch.inference_mode():
-                for r in range(0, prep.fused.shape[0], _NORMALIZE_ROWS):
-                    band = torch.from_numpy(prep.fused[r : r + _NORMALIZE_ROWS])
-                    normed = model.normalize(band.permute(2, 0, 1)[None]).float()
-                    self.source[r : r + _NORMALIZE_ROWS] = normed[0].permute(1, 2, 0).numpy()
-        else:
-            self.source = prep.fused
         self._buffers: dict[int, Any] = {}
+
+    @functools.cached_property
+    def source(self) -> np.ndarray:
+        """The image windows are cut from: the fused image, normalised once when the
+        model's normalisation is per pixel (made on the first cut: a feeder whose pass
+        is served from a split run's shared work never normalises)."""
+        import torch
+
+        prep = self.prep
+        if not self.pointwise:
+            return prep.fused
+        # In bands of rows, so the temporaries stay small next to the image.
+        source = np.empty(prep.fused.shape, dtype=np.float32)
+        with torch.inference_mode():
+            for r in range(0, prep.fused.shape[0], _NORMALIZE_ROWS):
+                band = torch.from_numpy(prep.fused[r : r + _NORMALIZE_ROWS])
+                normed = self.model.normalize(band.permute(2, 0, 1)[None]).float()
+                source[r : r + _NORMALIZE_ROWS] = normed[0].permute(1, 2, 0).numpy()
+        return source
 
     def _cut(self, flat: np.ndarray, slot: int | None = None) -> Any:
         """``(B, S, S, 3)`` tensor of windows ``flat``: in reused buffer ``slot`` (fresh
@@ -316,10 +325,6 @@ def predict_steps(
     ``prediction`` is the ``(C, gy, gx)`` map through the normalised IoU kernel
     (docs/method.md §6; NaN in cells no evaluated window reaches).
     """
-    server = work_server()  # a split run's prediction pass, run once for its methods
-    served = server.prediction_maps(image, model, settings) if server is not None else None
-    if served is not None:
-        return (yield from served)
     rt = settings.runtime()
     t0 = time.perf_counter()
     prep = prepare_image(image, model, stride=settings.stride, min_tissue=settings.min_tissue,
@@ -329,13 +334,8 @@ def predict_steps(
     raw = np.zeros((prep.grid.n_windows, len(model.labels)), dtype=np.float32)
     todo = np.flatnonzero(prep.active.ravel())
     t1 = time.perf_counter()
-    yield Progress("window", 0, len(todo))
-    done = 0
-    for flat, x in WindowFeeder(prep, model, rt).batches(todo):
-        with rt.inference():
-            raw[flat] = model.head(model.features(x)).float().cpu().numpy()
-        done += len(flat)
-        yield Progress("window", done, len(todo))
+    # the pass CorRELAX runs too: a split run shares it between methods (.shared)
+    _, raw[todo] = yield from unmasked_pass(WindowFeeder(prep, model, rt), todo)
     stats = RunStats(
         model=str(getattr(model, "checkpoint_path", model.__class__.__name__)),
         backbone=getattr(model, "backbone_name", None), device=rt.device,
