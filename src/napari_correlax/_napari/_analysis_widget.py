@@ -75,6 +75,10 @@ class _Analysis:
         """The result of the method run last."""
         return list(self.results.values())[-1]
 
+    def holds(self, pixels: np.ndarray) -> bool:
+        """Whether this analysis is of these pixels (the same image)."""
+        return self.pixels.shape == pixels.shape and np.array_equal(self.pixels, pixels)
+
     def add(self, result: Any) -> None:
         """Keep ``result`` beside the other methods' (replacing the same method's)."""
         method = _method_of(result)
@@ -298,10 +302,8 @@ class AnalysisWidget(QWidget):
             return
         name = request.image_name
         kept = self._analyses.get(name)
-        if kept is not None and kept.pixels.shape == request.pixels.shape and \
-                np.array_equal(kept.pixels, request.pixels):
-            analysis = _Analysis(dict(kept.results), kept.pixels, list(kept.boxes),
-                                 kept._breast)
+        if kept is not None and kept.holds(request.pixels):
+            analysis = dataclasses.replace(kept, results=dict(kept.results))
             analysis.add(result)
         else:
             analysis = _Analysis.of(result, request.pixels,
@@ -363,13 +365,12 @@ class AnalysisWidget(QWidget):
         self._worker = None
         self._request_sent = None
         self.progress.reset("cancelled" if aborted else "")
+        preview = self._preview_of is not None
+        self._take_down_preview()  # a worker that ended without a result
         if aborted:
-            preview = self._preview_of is not None
-            self._take_down_preview()
             self.status.setText(self._cancel_reason or (
                 "Cancelled; the coarse map was taken down." if preview
                 else "Cancelled; no layers were changed."))
-        self._take_down_preview()  # a worker that ended without returning a result
         self._cancel_reason = ""
         if self.layer_queue.pending:
             self.run_button.setText("Drawing…")
@@ -385,8 +386,7 @@ class AnalysisWidget(QWidget):
               boxes: list[Any] | None = None) -> None:
         """Add ``result`` to the image's analysis (a new one when the image changed)."""
         kept = self._analyses.get(name)
-        if kept is None or kept.pixels.shape != pixels.shape or not np.array_equal(
-                kept.pixels, pixels):
+        if kept is None or not kept.holds(pixels):
             self._analyses[name] = _Analysis.of(result, pixels, boxes)
             return
         kept.add(result)
@@ -499,7 +499,7 @@ class AnalysisWidget(QWidget):
             path=(layer.metadata or {}).get("path"),
             checkpoint=self.model_edit.text().strip() or None,
             # CorRELAX runs coarse to fine: a first map early, the same final maps
-            settings=dataclasses.replace(self.settings(), coarse_first=True),
+            settings=self.settings().with_(coarse_first=True),
         )
 
     def settings(self) -> MapSettings:

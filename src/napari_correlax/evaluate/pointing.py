@@ -51,8 +51,8 @@ Choices the method reference (docs/method.md) leaves open, written down here:
   dependence between their errors, because the standard error of a difference never
   exceeds the sum of the two standard errors. ``correlax evaluate`` and
   ``correlax compare`` run stage 2 in the same per-image pass as the maps (the model and
-  image are at hand there), for
-  every lesion label with a box in the image (:func:`peak_redraw_record`), and keep its
+  image are at hand there), for every lesion label with a box in the image
+  (:func:`peak_redraw_record`), and keep its
   values beside the maps in the image's cache record; the tables read them back
   (:class:`StoredRedraw`), so a resumed run tests the same draws. Without a second draw
   (``pointing_verdicts(..., redraw=None)``, e.g. from maps alone, or for other map
